@@ -1,0 +1,130 @@
+// Perf mode of the op harness: times every op case of CaseSet::perf with GPU timestamps and prints one JSON
+// line per case (device, op, shape, median and spread, GB/s, GFLOP/s). Each case is checked against its
+// CPU reference before it is timed. `--coverage` instead lists embedded shaders that no test case runs.
+//
+//   ops_bench [--filter SUBSTRING] [--repeats N] [--test-shapes] [--coverage]
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "gpu/embedded_shaders.hpp"
+#include "op_case.hpp"
+
+using namespace mach;
+
+namespace {
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+// Checks one case against its reference, then times it; prints its JSON line. False when the check failed.
+bool run_case(gpu::Context& context, test::OpCase& op, size_t index, int repeats) {
+  const auto& info = context.info();
+  test::Rng rng(0xbe7c0000u + index);
+  op.prepare(context, rng);
+  auto cmd = context.begin_commands();
+  cmd->begin();
+  op.record(*cmd);
+  cmd->timestamp("op");
+  cmd->end();
+  context.wait(context.submit(*cmd));
+  const auto checked = op.check(context);
+  nlohmann::json line = {{"device", info.name}, {"op", op.op()}, {"params", op.params()}};
+  if (!(checked.nmse <= op.max_nmse()) || !checked.guards_ok) {
+    line["error"] = fmt::format("output check failed: nmse {} (bound {}) {}", checked.nmse, op.max_nmse(),
+                                checked.detail);
+    fmt::print("{}\n", line.dump());
+    return false;
+  }
+  std::vector<double> ns;
+  for (int r = 0; r < repeats + 3; ++r) {
+    context.wait(context.submit(*cmd));
+    if (r >= 3) ns.push_back(cmd->read_timestamps().back().ns);  // the first runs warm caches and clocks
+  }
+  const double median = percentile(ns, 0.5);
+  line["nmse"] = checked.nmse;
+  line["median_us"] = median / 1e3;
+  line["p10_us"] = percentile(ns, 0.1) / 1e3;
+  line["p90_us"] = percentile(ns, 0.9) / 1e3;
+  line["bytes"] = op.bytes();
+  line["gb_per_s"] = op.bytes() / median;
+  if (op.flops() > 0) line["gflop_per_s"] = op.flops() / median;
+  fmt::print("{}\n", line.dump());
+  std::fflush(stdout);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mach op benchmarks"};
+  std::string filter;
+  int repeats = 30;
+  bool test_shapes = false, coverage = false;
+  int device = -1;
+  app.add_option("--filter", filter, "only cases whose 'op params' contains this");
+  app.add_option("--repeats", repeats, "timed runs per case")->check(CLI::PositiveNumber);
+  app.add_option("--device", device, "Vulkan device index");
+  app.add_flag("--test-shapes", test_shapes, "time the (small) test shapes instead of the perf shapes");
+  app.add_flag("--coverage", coverage, "list embedded shaders that no op test case uses, then exit");
+  CLI11_PARSE(app, argc, argv);
+
+  auto created = gpu::Context::create({.device_index = device});
+  if (!created) {
+    fmt::print(stderr, "ops_bench: {}\n", created.error().message);
+    return 1;
+  }
+  auto& context = **created;
+  const auto& info = context.info();
+
+  if (coverage) {
+    // Run every test case's recording once; the pipelines it creates are the shaders it covers.
+    std::set<std::string> used;
+    auto cases = test::all_cases(test::CaseSet::test);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      if (!cases[i]->supported(context)) continue;
+      test::Rng rng(i);
+      cases[i]->prepare(context, rng);
+      auto cmd = context.begin_commands();
+      cmd->begin();
+      cases[i]->record(*cmd);
+      context.wait(context.submit(*cmd));
+    }
+    int missing = 0;
+    for (const auto& s : gpu::embedded_shaders()) {
+      std::string name(s.name);
+      if (!context.has_pipeline_for(name)) {
+        fmt::print("untested shader: {}\n", name);
+        ++missing;
+      }
+    }
+    fmt::print("{} of {} shaders have no op test case\n", missing, gpu::embedded_shaders().size());
+    return missing == 0 ? 0 : 2;
+  }
+
+  auto cases = test::all_cases(test_shapes ? test::CaseSet::test : test::CaseSet::perf);
+  int failures = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto& op = *cases[i];
+    const std::string label = op.op() + " " + op.params();
+    if (!filter.empty() && label.find(filter) == std::string::npos) continue;
+    if (!op.supported(context)) continue;
+    try {
+      failures += run_case(context, op, i, repeats) ? 0 : 1;
+    } catch (const Exception& e) {
+      fmt::print("{}\n", nlohmann::json({{"device", info.name}, {"op", op.op()}, {"params", op.params()},
+                                         {"error", e.what()}}).dump());
+      ++failures;
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+

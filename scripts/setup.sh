@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages mach builds and tests with, then builds it (Release) into build/.
+# Usage: scripts/setup.sh            (needs root or sudo for apt-get; nothing else is downloaded)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libasio-dev liburing-dev libvulkan-dev glslc spirv-tools mesa-vulkan-drivers vulkan-tools
+  nlohmann-json3-dev libfmt-dev libcli11-dev node-llhttp libpcre2-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3 python3-jinja2 python3-numpy nodejs npm curl
+)
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+jobs=$(nproc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$jobs"
+echo "setup: built build/mach"

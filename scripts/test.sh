@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (ctest) against build/. Tests run the real shaders on the first Vulkan device;
+# on a machine without a GPU that is Mesa's lavapipe.
+# Usage: scripts/test.sh [extra ctest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x build/mach ]; then
+  echo "test: build/mach is missing; run scripts/setup.sh first" >&2
+  exit 1
+fi
+cmake --build build -j "$(nproc)"
+ctest --test-dir build --output-on-failure --timeout 900 -j "$(nproc)" "$@"

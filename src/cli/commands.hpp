@@ -1,0 +1,11 @@
+// Subcommands of the `mach` binary. Each add_*_command registers its CLI11 subcommand and the callback
+// that runs it; the callback stores its exit code in `exit_code`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace mach::cli {
+
+void add_devices_command(CLI::App& app, int& exit_code);
+
+}  // namespace mach::cli
