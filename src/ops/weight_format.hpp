@@ -22,6 +22,10 @@
 #include <string_view>
 #include <vector>
 
+namespace mach::gpu {
+class Buffer;
+}
+
 namespace mach::ops {
 
 enum class WeightType : uint32_t { f32 = 0, f16 = 1, bf16 = 2, q8_0 = 3, q4 = 4 };
@@ -44,6 +48,28 @@ uint64_t scales_offset(WeightType type, uint64_t rows, uint64_t cols);
 std::vector<std::byte> quantize(WeightType type, std::span<const float> src, uint64_t rows, uint64_t cols);
 // The exact values a shader must reconstruct: [rows, cols] f32.
 std::vector<float> dequantize(WeightType type, std::span<const std::byte> data, uint64_t rows, uint64_t cols);
+
+// Where one weight matrix lives on the GPU. Shape [rows, cols]: rows = output features, cols = input features.
+// `offset` is a multiple of 16 (see the layout above).
+struct WeightRef {
+  const gpu::Buffer* buffer = nullptr;
+  uint64_t offset = 0;
+  WeightType type = WeightType::f32;
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+};
+
+// A stack of expert matrices of one shape, expert e at offset + e * expert_stride. With streaming the
+// "experts" are slots of the GPU expert bank and a slot table maps expert ids to slots.
+struct ExpertWeightsRef {
+  const gpu::Buffer* buffer = nullptr;
+  uint64_t offset = 0;
+  uint64_t expert_stride = 0;  // bytes between consecutive experts (or slots), a multiple of 16
+  uint32_t count = 0;          // experts (or slots) in the stack
+  WeightType type = WeightType::f32;
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+};
 
 // IEEE half and bfloat16 conversions (round to nearest even).
 uint16_t float_to_half(float f);
