@@ -9,7 +9,7 @@ packages=(
   libasio-dev liburing-dev libvulkan-dev glslc spirv-tools mesa-vulkan-drivers vulkan-tools
   nlohmann-json3-dev libfmt-dev libcli11-dev node-llhttp libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-jinja2 python3-numpy nodejs npm curl
+  python3 python3-jinja2 python3-numpy curl
 )
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
@@ -17,6 +17,10 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js runs the test oracles (npm packages); a machine may already have it from another source
+# (nodesource's nodejs bundles npm and conflicts with Debian's npm package), so only add what is missing.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
