@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Stages what a run on the GPU machine needs into .device/ (git-ignored): the Vulkan loader debs from
+# ../shared/device and this build's test and bench binaries. Then call the device tool with carry [".device"]
+# and a command that starts with `source .device/vulkan-env.sh;` (see tools/device_run.sh).
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+mkdir -p .git/info
+bash ../shared/device/prepare.sh
+build=${1:-build}
+cp "$build"/mach .device/
+find "$build"/tests "$build"/bench -maxdepth 1 -type f -perm -u+x \( -name '*_test' -o -name '*_bench' \) -exec cp {} .device/ \;
+cp tools/device_run.sh .device/
+[ -d tests/fixtures ] && [ -f tools/make_fixtures.py ] && cp tools/make_fixtures.py .device/ || true
+du -sh .device
