@@ -13,3 +13,16 @@ void add(gpu::CommandList& cmd, gpu::Binding a, gpu::Binding b, gpu::Binding y, 
 }
 
 }  // namespace mach::ops
+
+namespace mach::ops {
+
+void moe_combine(gpu::CommandList& cmd, gpu::Binding y, gpu::Binding w, gpu::Binding x, uint32_t tokens,
+                 uint32_t top_k, uint32_t hidden) {
+  const auto& pipeline = cmd.context().pipeline("moe_combine");
+  struct {
+    uint32_t tokens, top_k, hidden;
+  } push{tokens, top_k, hidden};
+  cmd.dispatch(pipeline, {y, w, x}, push, gpu::flat_groups(gpu::div_up(uint64_t{tokens} * hidden, 256)));
+}
+
+}  // namespace mach::ops

@@ -11,3 +11,12 @@ namespace mach::ops {
 void add(gpu::CommandList& cmd, gpu::Binding a, gpu::Binding b, gpu::Binding y, uint32_t n);
 
 }  // namespace mach::ops
+
+namespace mach::ops {
+
+// x[t, :] += sum_j w[t, j] * y[t, j, :]: the routed experts' weighted sum added to the residual.
+// y: [T, k, H] f32, w: [T, k] f32, x: [T, H] f32 (read and written).
+void moe_combine(gpu::CommandList& cmd, gpu::Binding y, gpu::Binding w, gpu::Binding x, uint32_t tokens,
+                 uint32_t top_k, uint32_t hidden);
+
+}  // namespace mach::ops
