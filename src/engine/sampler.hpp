@@ -1,0 +1,47 @@
+// Token sampling on the CPU from one row of logits: greedy, or temperature -> top-k -> top-p -> min-p (the
+// order of Hugging Face's logits warpers) followed by a draw from the renormalized distribution.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace mach::engine {
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0: greedy (argmax; ties to the lowest id)
+  uint32_t top_k = 0;        // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off; keeps tokens with p >= min_p * p_max
+  float presence_penalty = 0.0f;   // OpenAI semantics: subtracted once from every token already generated
+  float frequency_penalty = 0.0f;  // subtracted per occurrence
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(SamplingParams params) : params_(params), rng_(params.seed) {}
+
+  // Picks the next token from logits [V] (modified in place by penalties), given the tokens generated so
+  // far (for penalties).
+  uint32_t sample(std::span<float> logits, std::span<const uint32_t> generated);
+
+  // The distribution sample() draws from (after penalties, temperature and truncation), as
+  // (token, probability) pairs sorted by descending probability. Exposed for speculative rejection
+  // sampling and tests.
+  std::vector<std::pair<uint32_t, float>> distribution(std::span<float> logits, std::span<const uint32_t> generated);
+
+  const SamplingParams& params() const { return params_; }
+  bool greedy() const { return params_.temperature <= 0.0f; }
+
+ private:
+  void apply_penalties(std::span<float> logits, std::span<const uint32_t> generated) const;
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+};
+
+// argmax with ties to the lowest index.
+uint32_t argmax(std::span<const float> logits);
+
+}  // namespace mach::engine
