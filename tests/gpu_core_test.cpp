@@ -138,3 +138,28 @@ TEST(OpHarness, NmseFlagsNanAndMismatch) {
 
 }  // namespace
 }  // namespace mach::test
+
+namespace mach::test {
+namespace {
+
+TEST(GpuCore, InPlaceDispatchNeedsNoBarrierOfItsOwn) {
+  auto& context = gpu_context();
+  const uint32_t n = 4096;
+  auto a = context.create_buffer(n * 4, gpu::MemoryKind::device, "a");
+  auto b = context.create_buffer(n * 4, gpu::MemoryKind::device, "b");
+  context.upload(a, 0, std::as_bytes(std::span<const float>(iota(n, 1.0f))));
+  context.upload(b, 0, std::as_bytes(std::span<const float>(iota(n, 2.0f))));
+  auto cmd = context.begin_commands();
+  cmd->begin();
+  ops::add(*cmd, gpu::in(a), gpu::in(b), gpu::out(a), n);  // a += b, reading and writing the same range
+  EXPECT_EQ(cmd->barrier_count(), 0u);
+  ops::add(*cmd, gpu::in(a), gpu::in(b), gpu::out(a), n);  // depends on the first
+  EXPECT_EQ(cmd->barrier_count(), 1u);
+  context.wait(context.submit(*cmd));
+  std::vector<float> got(n);
+  context.download(a, 0, std::as_writable_bytes(std::span<float>(got)));
+  EXPECT_EQ(got[10], 11.0f + 2 * 12.0f);
+}
+
+}  // namespace
+}  // namespace mach::test

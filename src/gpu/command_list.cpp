@@ -68,14 +68,24 @@ void CommandList::barrier() {
   ++barriers_;
 }
 
+CommandList::Range CommandList::range_of(const Buffer& buffer, uint64_t offset, uint64_t size) {
+  return {buffer.handle(), offset, size == kWholeBuffer ? buffer.size() : offset + size};
+}
+
+bool CommandList::hazard(const Range& r, Access access) const {
+  // Read-after-write, write-after-write and write-after-read all need the earlier command finished.
+  return overlaps(written_, r) || (access != Access::read && overlaps(read_, r));
+}
+
+void CommandList::note(const Range& r, Access access) {
+  if (access != Access::read) written_.push_back(r);
+  if (access != Access::write) read_.push_back(r);
+}
+
 void CommandList::track(const Buffer& buffer, uint64_t offset, uint64_t size, Access access) {
-  const uint64_t end = size == kWholeBuffer ? buffer.size() : offset + size;
-  const Range r{buffer.handle(), offset, end};
-  const bool writes = access != Access::read;
-  // Read-after-write, write-after-write and write-after-read all need the previous command finished.
-  if (overlaps(written_, r) || (writes && overlaps(read_, r))) barrier();
-  (writes ? written_ : read_).push_back(r);
-  if (access == Access::read_write) read_.push_back(r);
+  const Range r = range_of(buffer, offset, size);
+  if (hazard(r, access)) barrier();
+  note(r, access);
 }
 
 void CommandList::dispatch(const Pipeline& pipeline, std::initializer_list<Binding> bindings, const void* push,
@@ -86,11 +96,15 @@ void CommandList::dispatch(const Pipeline& pipeline, std::initializer_list<Bindi
                                                         pipeline.name(), pipeline.binding_count(), bindings.size()));
   assert(push_bytes <= kPushConstantBytes);
   const uint64_t max_range = context_.info().max_storage_buffer_range;
-  // All tracking first, so that a barrier lands before this dispatch's descriptors.
+  // Hazards are judged against earlier commands only: bindings of one dispatch may overlap (an in-place op
+  // binds the same range as input and output), which needs no barrier.
+  bool needs_barrier = false;
   for (const Binding& b : bindings) {
     assert(b.buffer && *b.buffer);
-    track(*b.buffer, b.offset, b.size, b.access);
+    needs_barrier = needs_barrier || hazard(range_of(*b.buffer, b.offset, b.size), b.access);
   }
+  if (needs_barrier) barrier();
+  for (const Binding& b : bindings) note(range_of(*b.buffer, b.offset, b.size), b.access);
   std::vector<VkDescriptorBufferInfo> infos(bindings.size());
   std::vector<VkWriteDescriptorSet> writes(bindings.size());
   uint32_t i = 0;

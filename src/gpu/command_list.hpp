@@ -104,6 +104,9 @@ class CommandList {
     VkBuffer buffer;
     uint64_t begin, end;
   };
+  static Range range_of(const Buffer& buffer, uint64_t offset, uint64_t size);
+  bool hazard(const Range& r, Access access) const;
+  void note(const Range& r, Access access);
   void track(const Buffer& buffer, uint64_t offset, uint64_t size, Access access);
   static bool overlaps(const std::vector<Range>& ranges, const Range& r);
 
