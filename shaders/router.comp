@@ -8,6 +8,7 @@
 // Every mode then multiplies weight k by `scale` and, when has_expert_scale, by expert_scale[id] (gemma4).
 // The K outputs are in descending order of the selection value; ties go to the lower expert index.
 // bias and expert_scale are [E] f32; bind any buffer when unused. E <= 512 (kMaxExperts), K <= 16.
+// NaN logits leave the selection unspecified.
 //! variant router_softmax_topk -DROUTER_MODE=0
 //! variant router_topk_softmax -DROUTER_MODE=1
 //! variant router_biased_scores -DROUTER_MODE=2
@@ -33,9 +34,8 @@ layout(push_constant) uniform Push {
   float scale;
 } p;
 
-shared float select_value[kMaxExperts];  // what ranks the experts; -inf once taken
+shared float select_value[kMaxExperts];  // what ranks the experts
 shared float red_value[kThreads];
-shared uint red_index[kThreads];
 shared float chosen_value[kMaxK];
 shared uint chosen_index[kMaxK];
 
@@ -43,18 +43,6 @@ shared uint chosen_index[kMaxK];
 bool before(float va, uint ia, float vb, uint ib) { return va > vb || (va == vb && ia < ib); }
 
 float score_of(float logit) { return p.score_fn == 0 ? sigmoid(logit) : sqrt(softplus(logit)); }
-
-// Tree reduction of (red_value, red_index) to slot 0; every invocation must call it.
-void reduce_best() {
-  const uint tid = gl_LocalInvocationID.x;
-  for (uint s = kThreads / 2; s > 0; s >>= 1) {
-    if (tid < s && before(red_value[tid + s], red_index[tid + s], red_value[tid], red_index[tid])) {
-      red_value[tid] = red_value[tid + s];
-      red_index[tid] = red_index[tid + s];
-    }
-    barrier();
-  }
-}
 
 void main() {
   const uint t = flat_workgroup_id();
@@ -74,26 +62,18 @@ void main() {
   }
   barrier();
 
-  for (uint r = 0; r < p.k; ++r) {
-    float best = -1.0 / 0.0;
-    uint best_index = 0xffffffffu;
-    for (uint e = tid; e < p.experts; e += kThreads) {
-      if (before(select_value[e], e, best, best_index)) {
-        best = select_value[e];
-        best_index = e;
-      }
+  // Selection by rank: an expert's rank is the number of experts ordered before it, which is unique under
+  // the (value desc, index asc) order, so ranks 0..K-1 fill the output slots with one barrier and no rounds.
+  for (uint e = tid; e < p.experts; e += kThreads) {
+    const float v = select_value[e];
+    uint rank = 0;
+    for (uint j = 0; j < p.experts && rank < p.k; ++j) rank += before(select_value[j], j, v, e) ? 1u : 0u;
+    if (rank < p.k) {
+      chosen_index[rank] = e;
+      chosen_value[rank] = v;
     }
-    red_value[tid] = best;
-    red_index[tid] = best_index;
-    barrier();
-    reduce_best();
-    if (tid == 0) {
-      chosen_index[r] = red_index[0];
-      chosen_value[r] = select_value[red_index[0]];
-      select_value[red_index[0]] = -1.0 / 0.0;
-    }
-    barrier();
   }
+  barrier();
 
 #if ROUTER_MODE == 0
   // Softmax denominator over all E (the max logit is the first selected one).

@@ -16,12 +16,13 @@ namespace {
 
 class RouterCase : public OpCase {
  public:
-  explicit RouterCase(ops::RouterParams p) : p_(p) {}
+  // With `ties`, logits take only 8 distinct values, so exact ties decide ids (the lower index must win).
+  explicit RouterCase(ops::RouterParams p, bool ties = false) : p_(p), ties_(ties) {}
   std::string op() const override { return "router"; }
   std::string params() const override {
-    return fmt::format("mode={} score={} t={} e={} k={} norm={} bias={} expert_scale={} scale={}",
+    return fmt::format("mode={} score={} t={} e={} k={} norm={} bias={} expert_scale={} scale={} ties={}",
                        static_cast<uint32_t>(p_.mode), static_cast<uint32_t>(p_.score), p_.tokens, p_.experts, p_.k,
-                       p_.normalize, p_.has_bias, p_.has_expert_scale, p_.scale);
+                       p_.normalize, p_.has_bias, p_.has_expert_scale, p_.scale, ties_);
   }
   double max_nmse() const override { return 1e-10; }
   double bytes() const override { return 4.0 * p_.tokens * (p_.experts + 2 * p_.k); }
@@ -37,7 +38,7 @@ class RouterCase : public OpCase {
       std::iota(rank.begin(), rank.end(), 0u);
       std::shuffle(rank.begin(), rank.end(), rng.engine());
       for (uint32_t e = 0; e < E; ++e) {
-        const double level = double(rank[e]) / E;  // [0, 1)
+        const double level = ties_ ? double(rank[e] % 8) / 8 : double(rank[e]) / E;  // [0, 1)
         double logit = 0;
         switch (p_.mode) {
           case ops::RouterMode::softmax_topk: logit = 8.0 * level - 4.0; break;
@@ -90,6 +91,7 @@ class RouterCase : public OpCase {
 
  private:
   ops::RouterParams p_;
+  bool ties_;
   GuardedBuffer logits_, bias_, scale_, ids_, weights_;
   std::vector<uint32_t> expected_ids_;
   std::vector<float> expected_weights_;
@@ -117,9 +119,11 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
     cases.push_back(std::make_unique<RouterCase>(qwen3(5, 128, 8, true)));
     cases.push_back(std::make_unique<RouterCase>(qwen3(3, 61, 4, false)));
     cases.push_back(std::make_unique<RouterCase>(qwen3(2, 512, 10, true)));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(3, 100, 16, true), true));
     cases.push_back(std::make_unique<RouterCase>(gemma4(4, 128, 8)));
     cases.push_back(std::make_unique<RouterCase>(gpt_oss(7, 32, 4, true)));
     cases.push_back(std::make_unique<RouterCase>(gpt_oss(3, 129, 4, false)));
+    cases.push_back(std::make_unique<RouterCase>(gpt_oss(2, 64, 8, false), true));
     cases.push_back(std::make_unique<RouterCase>(deepseek(6, 256, 8, S::sigmoid, 2.5f, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(5, 256, 6, S::sqrt_softplus, 1.5f, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(3, 72, 16, S::sigmoid, 1.0f, false)));
