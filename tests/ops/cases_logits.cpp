@@ -2,6 +2,8 @@
 // Gemma's 262144) and soft-capping.
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "op_case.hpp"
 #include "ops/logits.hpp"
 #include "ops/reference/logits.hpp"
@@ -26,11 +28,14 @@ class ArgmaxCase : public OpCase {
     }
     x_ = GuardedBuffer(context, x.size() * 4, "x");
     out_ = GuardedBuffer(context, rows_ * 4ull, "out");
+    scratch_ = GuardedBuffer(context, std::max<uint64_t>(ops::argmax_scratch_bytes(rows_, cols_), 4), "scratch");
     x_.upload(x);
     expected_.resize(rows_);
     ref::argmax(x, expected_, rows_, cols_);
   }
-  void record(gpu::CommandList& cmd) override { ops::argmax(cmd, x_.in(), out_.out(), rows_, cols_); }
+  void record(gpu::CommandList& cmd) override {
+    ops::argmax(cmd, x_.in(), scratch_.inout(), out_.out(), rows_, cols_);
+  }
   CheckResult check(gpu::Context&) override {
     CheckResult r;
     const auto got = out_.download<uint32_t>();
@@ -42,7 +47,7 @@ class ArgmaxCase : public OpCase {
       }
     }
     std::string why;
-    for (const GuardedBuffer* b : {&x_, &out_}) {
+    for (const GuardedBuffer* b : {&x_, &out_, &scratch_}) {
       if (!b->guards_intact(&why)) {
         r.guards_ok = false;
         r.detail = why;
@@ -53,7 +58,7 @@ class ArgmaxCase : public OpCase {
 
  private:
   uint32_t rows_, cols_;
-  GuardedBuffer x_, out_;
+  GuardedBuffer x_, out_, scratch_;
   std::vector<uint32_t> expected_;
 };
 
@@ -84,6 +89,7 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
   if (set == CaseSet::test) {
     cases.push_back(std::make_unique<ArgmaxCase>(1, 1));
     cases.push_back(std::make_unique<ArgmaxCase>(3, 1000));
+    cases.push_back(std::make_unique<ArgmaxCase>(4, 4097));  // two chunks, the second of one column
     cases.push_back(std::make_unique<ArgmaxCase>(5, 151937));
     cases.push_back(std::make_unique<ArgmaxCase>(2, 262144));
     cases.push_back(std::make_unique<SoftcapCase>(1, 30.0f));
