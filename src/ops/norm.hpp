@@ -1,0 +1,29 @@
+// RMSNorm on the GPU. Shapes: rows = T (hidden norm) or T * heads (per-head q/k norm), H = row length.
+#pragma once
+
+#include <cstdint>
+
+#include "gpu/command_list.hpp"
+
+namespace mach::ops {
+
+// How the normalized row x̂ = x / sqrt(mean(x^2) + eps) is scaled.
+enum class NormWeight : uint32_t {
+  none = 0,        // x̂ (Gemma 4's v_norm and router norm: no weight)
+  w = 1,           // w * x̂ (Qwen3, gpt-oss, DeepSeek, Gemma 4)
+  one_plus_w = 2,  // (1 + w) * x̂ (Qwen3.5 / Qwen3-Next, Gemma 3; checkpoints store w around 0)
+};
+
+struct RmsNormShape {
+  uint32_t rows = 0;
+  uint32_t h = 0;
+  uint32_t x_stride = 0;  // floats between rows of x; 0 means h
+  uint32_t y_stride = 0;  // floats between rows of y; 0 means h
+};
+
+// y[r, :] = x̂[r, :] * scale;  x: [rows, H] f32, w: [H] f32 (ignored for NormWeight::none: bind anything),
+// y: [rows, H] f32, may be the same range as x (pass it as inout to both) for the in-place norm.
+void rms_norm(gpu::CommandList& cmd, gpu::Binding x, gpu::Binding w, gpu::Binding y, const RmsNormShape& shape,
+              float eps, NormWeight weight);
+
+}  // namespace mach::ops

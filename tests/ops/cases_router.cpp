@@ -1,0 +1,138 @@
+// Op cases for the MoE routers: qwen3 (softmax -> top-k -> renorm), gemma4 (plus per-expert scales), gpt-oss
+// (biased top-k -> softmax), DeepSeek (sigmoid or sqrt-softplus scores, correction bias, scaling factor).
+// Logits are built so that selection values are well apart: ids must match exactly.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "op_case.hpp"
+#include "ops/reference/router.hpp"
+#include "ops/router.hpp"
+
+namespace mach::test {
+namespace {
+
+class RouterCase : public OpCase {
+ public:
+  // With `ties`, logits take only 8 distinct values, so exact ties decide ids (the lower index must win).
+  explicit RouterCase(ops::RouterParams p, bool ties = false) : p_(p), ties_(ties) {}
+  std::string op() const override { return "router"; }
+  std::string params() const override {
+    return fmt::format("mode={} score={} t={} e={} k={} norm={} bias={} expert_scale={} scale={} ties={}",
+                       static_cast<uint32_t>(p_.mode), static_cast<uint32_t>(p_.score), p_.tokens, p_.experts, p_.k,
+                       p_.normalize, p_.has_bias, p_.has_expert_scale, p_.scale, ties_);
+  }
+  double max_nmse() const override { return 1e-10; }
+  double bytes() const override { return 4.0 * p_.tokens * (p_.experts + 2 * p_.k); }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const uint32_t T = p_.tokens, E = p_.experts, K = p_.k;
+    std::vector<float> bias(E), expert_scale(E), logits(uint64_t{T} * E);
+    for (auto& b : bias) b = p_.has_bias ? rng.uniform(-0.1f, 0.1f) : 0.0f;
+    for (auto& s : expert_scale) s = rng.uniform(0.5f, 2.0f);
+    std::vector<uint32_t> rank(E);
+    for (uint32_t t = 0; t < T; ++t) {
+      // Selection values are a random permutation of evenly spaced levels; logits are solved from them.
+      std::iota(rank.begin(), rank.end(), 0u);
+      std::shuffle(rank.begin(), rank.end(), rng.engine());
+      for (uint32_t e = 0; e < E; ++e) {
+        const double level = ties_ ? double(rank[e] % 8) / 8 : double(rank[e]) / E;  // [0, 1)
+        double logit = 0;
+        switch (p_.mode) {
+          case ops::RouterMode::softmax_topk: logit = 8.0 * level - 4.0; break;
+          case ops::RouterMode::topk_softmax: logit = 8.0 * level - 4.0 - bias[e]; break;
+          case ops::RouterMode::biased_scores: {
+            const double s = 0.2 + 0.6 * level - bias[e];  // the score, in (0.1, 0.9)
+            logit = p_.score == ops::RouterScore::sigmoid ? std::log(s / (1 - s)) : std::log(std::expm1(s * s));
+            break;
+          }
+        }
+        logits[uint64_t{t} * E + e] = static_cast<float>(logit);
+      }
+    }
+    logits_ = GuardedBuffer(context, logits.size() * 4, "logits");
+    bias_ = GuardedBuffer(context, E * 4ull, "bias");
+    scale_ = GuardedBuffer(context, E * 4ull, "expert_scale");
+    ids_ = GuardedBuffer(context, uint64_t{T} * K * 4, "ids");
+    weights_ = GuardedBuffer(context, uint64_t{T} * K * 4, "weights");
+    logits_.upload(logits);
+    bias_.upload(bias);
+    scale_.upload(expert_scale);
+    expected_ids_.resize(uint64_t{T} * K);
+    expected_weights_.resize(uint64_t{T} * K);
+    ref::route(logits, bias, expert_scale, expected_ids_, expected_weights_, p_);
+  }
+  void record(gpu::CommandList& cmd) override {
+    ops::route(cmd, logits_.in(), bias_.in(), scale_.in(), ids_.out(), weights_.out(), p_);
+  }
+  CheckResult check(gpu::Context&) override {
+    CheckResult r;
+    const auto ids = ids_.download<uint32_t>();
+    r.nmse = nmse(weights_.download<float>(), expected_weights_);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] != expected_ids_[i]) {
+        r.nmse = INFINITY;
+        r.detail = fmt::format("id {} (token {}, rank {}) is {}, expected {}", i, i / p_.k, i % p_.k, ids[i],
+                               expected_ids_[i]);
+        break;
+      }
+    }
+    std::string why;
+    for (const GuardedBuffer* b : {&logits_, &bias_, &scale_, &ids_, &weights_}) {
+      if (!b->guards_intact(&why)) {
+        r.guards_ok = false;
+        r.detail = why;
+      }
+    }
+    return r;
+  }
+
+ private:
+  ops::RouterParams p_;
+  bool ties_;
+  GuardedBuffer logits_, bias_, scale_, ids_, weights_;
+  std::vector<uint32_t> expected_ids_;
+  std::vector<float> expected_weights_;
+};
+
+ops::RouterParams qwen3(uint32_t t, uint32_t e, uint32_t k, bool normalize) {
+  return {.mode = ops::RouterMode::softmax_topk, .tokens = t, .experts = e, .k = k, .normalize = normalize};
+}
+ops::RouterParams gemma4(uint32_t t, uint32_t e, uint32_t k) {
+  auto p = qwen3(t, e, k, true);
+  p.has_expert_scale = true;
+  return p;
+}
+ops::RouterParams gpt_oss(uint32_t t, uint32_t e, uint32_t k, bool bias) {
+  return {.mode = ops::RouterMode::topk_softmax, .tokens = t, .experts = e, .k = k, .has_bias = bias};
+}
+ops::RouterParams deepseek(uint32_t t, uint32_t e, uint32_t k, ops::RouterScore score, float scale, bool normalize) {
+  return {.mode = ops::RouterMode::biased_scores, .tokens = t, .experts = e, .k = k, .normalize = normalize,
+          .score = score, .scale = scale, .has_bias = true};
+}
+
+const bool registered = register_cases([](CaseSet set, CaseList& cases) {
+  using S = ops::RouterScore;
+  if (set == CaseSet::test) {
+    cases.push_back(std::make_unique<RouterCase>(qwen3(5, 128, 8, true)));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(3, 61, 4, false)));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(2, 512, 10, true)));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(3, 100, 16, true), true));
+    cases.push_back(std::make_unique<RouterCase>(gemma4(4, 128, 8)));
+    cases.push_back(std::make_unique<RouterCase>(gpt_oss(7, 32, 4, true)));
+    cases.push_back(std::make_unique<RouterCase>(gpt_oss(3, 129, 4, false)));
+    cases.push_back(std::make_unique<RouterCase>(gpt_oss(2, 64, 8, false), true));
+    cases.push_back(std::make_unique<RouterCase>(deepseek(6, 256, 8, S::sigmoid, 2.5f, true)));
+    cases.push_back(std::make_unique<RouterCase>(deepseek(5, 256, 6, S::sqrt_softplus, 1.5f, true)));
+    cases.push_back(std::make_unique<RouterCase>(deepseek(3, 72, 16, S::sigmoid, 1.0f, false)));
+  } else {
+    cases.push_back(std::make_unique<RouterCase>(qwen3(512, 128, 8, true)));
+    cases.push_back(std::make_unique<RouterCase>(gpt_oss(512, 32, 4, true)));
+    cases.push_back(std::make_unique<RouterCase>(deepseek(512, 256, 8, S::sqrt_softplus, 1.5f, true)));
+  }
+});
+
+}  // namespace
+}  // namespace mach::test
