@@ -36,6 +36,8 @@ file(GLOB shader_includes CONFIGURE_DEPENDS ${MACH_SHADER_DIR}/*.glsl)
 set(spv_files "")
 set(spv_names "")
 foreach(src ${shader_sources})
+  # Variant lines are read at configure time: editing a shader re-runs the configure step.
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${src})
   get_filename_component(base ${src} NAME_WE)
   file(STRINGS ${src} variant_lines REGEX "^//! variant ")
   if(NOT variant_lines)
