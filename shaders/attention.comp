@@ -1,0 +1,195 @@
+#version 450
+//! variant attention_decode_d64 -DHEAD_DIM=64 -DROWS=8 -DKEYS=64
+//! variant attention_decode_d128 -DHEAD_DIM=128 -DROWS=8 -DKEYS=64
+//! variant attention_decode_d256 -DHEAD_DIM=256 -DROWS=8 -DKEYS=32
+//! variant attention_decode_d512 -DHEAD_DIM=512 -DROWS=8 -DKEYS=8
+//! variant attention_block_d64 -DHEAD_DIM=64 -DROWS=32 -DKEYS=32
+//! variant attention_block_d128 -DHEAD_DIM=128 -DROWS=32 -DKEYS=32
+//! variant attention_block_d256 -DHEAD_DIM=256 -DROWS=16 -DKEYS=16
+//! variant attention_block_d512 -DHEAD_DIM=512 -DROWS=8 -DKEYS=8
+// Attention over the paged KV cache (layout: src/ops/kv_cache_layout.hpp), flash-attention style: an online
+// softmax in f32 over key tiles staged in shared memory.
+//
+// q: [T, H, D] f32; seq_of_token, pos_of_token: [T] u32; block_table: [S, MB] u32;
+// k_cache, v_cache: [num_blocks, KVH, B, D] f16 pairs (may be the same buffer); sinks: [H] f32;
+// out: [T, H, D] f32 (when splits == 1); part_o: [T, H, splits, D] f32 and part_ml: [T, H, splits] (max,
+// sum) when splits > 1, merged by attention_combine.comp.
+//
+// A workgroup owns ROWS query rows = tokens_per_tile consecutive tokens x heads_per_tile heads of one kv
+// head's GQA group, so every K/V tile it loads serves all of them; grid = (token tiles, KVH * head_chunks,
+// splits). Tokens of the tile that belong to different sequences are handled as consecutive runs, one run
+// per sequence, each with its own key range, so one dispatch can mix decode tokens, prefill chunks and
+// verify blocks. A row attends keys [max(0, pos - window + 1), pos] of its sequence: causality within a
+// prefill chunk follows from each token's own position. With splits > 1 each workgroup takes one slice
+// of every run's key range (flash-decoding), so a single decode token still spreads over the GPU.
+//
+// The two kernels are this loop with two tile shapes: decode (one token per tile, ROWS = the GQA group,
+// long key tiles) and block (several tokens per tile for prefill / verify). No subgroup operations: every
+// reduction is per thread over shared memory, so any subgroup size is correct.
+// Perf expectations (H100): decode is bound by reading the cache (KVH * keys * D * 4 bytes per token; at
+// 16k context Qwen3-30B reads 32 MB, ~12 us at 2.7 TB/s effective); block is scalar-FMA bound from shared
+// memory (a few TFLOP/s); cooperative matrices are the next step for long prefills.
+#include "common.glsl"
+
+#define WG 128
+#define HALF_D (HEAD_DIM / 2)
+#define KV_STRIDE (HALF_D + 1)  // one pad word: threads reading the same word of consecutive keys hit different banks
+#define ROW_THREADS (WG / ROWS)  // threads that share one output row, each owning OW words of it
+#define OW (HALF_D / ROW_THREADS)
+
+layout(local_size_x = WG) in;
+layout(binding = 0) readonly buffer Q { vec2 q[]; };
+layout(binding = 1) readonly buffer Seq { uint seq_of_token[]; };
+layout(binding = 2) readonly buffer Pos { uint pos_of_token[]; };
+layout(binding = 3) readonly buffer Table { uint block_table[]; };
+layout(binding = 4) readonly buffer KCache { uint k_cache[]; };
+layout(binding = 5) readonly buffer VCache { uint v_cache[]; };
+layout(binding = 6) readonly buffer Sinks { float sinks[]; };
+layout(binding = 7) writeonly buffer Out { vec2 out_[]; };
+layout(binding = 8) writeonly buffer PartO { vec2 part_o[]; };
+layout(binding = 9) writeonly buffer PartML { vec2 part_ml[]; };
+layout(push_constant) uniform Push {
+  uint tokens;
+  uint n_heads;
+  uint kv_heads;
+  uint block_size;
+  uint max_blocks_per_seq;
+  uint window;
+  uint heads_per_tile;
+  uint tokens_per_tile;
+  uint head_chunks;
+  uint splits;
+  uint has_sinks;
+  float scale;
+  float softcap;
+} p;
+
+shared vec2 q_sh[ROWS * HALF_D];
+shared uint kv_sh[KEYS * KV_STRIDE];
+shared float s_sh[ROWS * KEYS];
+shared uint tok_seq[ROWS];
+shared uint tok_lo[ROWS];  // first key position of each token of the tile
+shared uint tok_hi[ROWS];  // last key position (the token's own)
+
+float neg_inf() { return uintBitsToFloat(0xff800000u); }
+
+// Word w of the row of key position `pos` of sequence `seq`, kv head `kvh`.
+uint cache_word(uint seq, uint pos, uint kvh, uint w) {
+  const uint block = block_table[seq * p.max_blocks_per_seq + pos / p.block_size];
+  return ((block * p.kv_heads + kvh) * p.block_size + pos % p.block_size) * HALF_D + w;
+}
+
+void main() {
+  const uint tid = gl_LocalInvocationID.x;
+  const uint group = p.n_heads / p.kv_heads;
+  const uint kvh = gl_WorkGroupID.y / p.head_chunks;
+  const uint head0 = (gl_WorkGroupID.y % p.head_chunks) * p.heads_per_tile;  // within the GQA group
+  const uint split = gl_WorkGroupID.z;
+  const uint t0 = gl_WorkGroupID.x * p.tokens_per_tile;
+  const uint ntok = min(p.tokens_per_tile, p.tokens - t0);
+  const uint rows_used = ntok * p.heads_per_tile;
+
+  if (tid < ntok) {
+    const uint pos = pos_of_token[t0 + tid];
+    tok_seq[tid] = seq_of_token[t0 + tid];
+    tok_hi[tid] = pos;
+    tok_lo[tid] = p.window > 0 && pos + 1 > p.window ? pos + 1 - p.window : 0;
+  }
+  for (uint i = tid; i < ROWS * HALF_D; i += WG) {
+    const uint r = i / HALF_D, g = head0 + r % p.heads_per_tile;
+    vec2 v = vec2(0);
+    if (r < rows_used && g < group)
+      v = q[((t0 + r / p.heads_per_tile) * p.n_heads + kvh * group + g) * HALF_D + i % HALF_D];
+    q_sh[i] = v;
+  }
+  barrier();
+
+  // The output row this thread accumulates (redundantly with its ROW_THREADS - 1 partners for m and l).
+  const uint r = tid / ROW_THREADS, lane = tid % ROW_THREADS;
+  const uint my_tok = r / p.heads_per_tile, my_g = head0 + r % p.heads_per_tile;
+  const bool row_ok = r < rows_used && my_g < group;
+  float m = neg_inf(), l = 0;
+  vec2 o[OW];
+  for (uint j = 0; j < OW; ++j) o[j] = vec2(0);
+
+  uint ta = 0;
+  while (ta < ntok) {
+    // The run [ta, tb) of tokens of one sequence and the union of their key ranges.
+    const uint seq = tok_seq[ta];
+    uint klo = tok_lo[ta], khi = tok_hi[ta], tb = ta + 1;
+    while (tb < ntok && tok_seq[tb] == seq) {
+      klo = min(klo, tok_lo[tb]);
+      khi = max(khi, tok_hi[tb]);
+      ++tb;
+    }
+    const uint per_split = ((khi - klo + p.splits) / p.splits + KEYS - 1) / KEYS * KEYS;
+    const uint kb = klo + split * per_split;
+    const uint ke = min(kb + per_split, khi + 1);
+    const bool row_in_run = row_ok && my_tok >= ta && my_tok < tb;
+
+    for (uint k0 = kb; k0 < ke; k0 += KEYS) {
+      for (uint i = tid; i < KEYS * HALF_D; i += WG) {
+        const uint n = i / HALF_D, w = i % HALF_D;
+        kv_sh[n * KV_STRIDE + w] = k0 + n < ke ? k_cache[cache_word(seq, k0 + n, kvh, w)] : 0u;
+      }
+      barrier();
+      for (uint i = tid; i < ROWS * KEYS; i += WG) {
+        const uint rr = i / KEYS, n = i % KEYS, kp = k0 + n;
+        const uint tr = rr / p.heads_per_tile;
+        float s = neg_inf();
+        if (rr < rows_used && head0 + rr % p.heads_per_tile < group && tr >= ta && tr < tb && kp < ke &&
+            kp >= tok_lo[tr] && kp <= tok_hi[tr]) {
+          float dot_qk = 0;
+          for (uint w = 0; w < HALF_D; ++w)
+            dot_qk += dot(q_sh[rr * HALF_D + w], unpackHalf2x16(kv_sh[n * KV_STRIDE + w]));
+          s = dot_qk * p.scale;
+          // tanh is clamped because some drivers build it from exp, which overflows to inf / inf.
+          if (p.softcap > 0) s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+        }
+        s_sh[i] = s;
+      }
+      barrier();
+      for (uint i = tid; i < KEYS * HALF_D; i += WG) {
+        const uint n = i / HALF_D, w = i % HALF_D;
+        kv_sh[n * KV_STRIDE + w] = k0 + n < ke ? v_cache[cache_word(seq, k0 + n, kvh, w)] : 0u;
+      }
+      barrier();
+      if (row_in_run) {
+        float tile_max = neg_inf();
+        for (uint n = 0; n < KEYS; ++n) tile_max = max(tile_max, s_sh[r * KEYS + n]);
+        if (tile_max > neg_inf()) {
+          const float m_new = max(m, tile_max);
+          const float alpha = m > neg_inf() ? exp(m - m_new) : 0.0;
+          l *= alpha;
+          for (uint j = 0; j < OW; ++j) o[j] *= alpha;
+          for (uint n = 0; n < KEYS; ++n) {
+            const float s = s_sh[r * KEYS + n];
+            if (s == neg_inf()) continue;
+            const float pr = exp(s - m_new);
+            l += pr;
+            for (uint j = 0; j < OW; ++j) o[j] += pr * unpackHalf2x16(kv_sh[n * KV_STRIDE + lane + j * ROW_THREADS]);
+          }
+          m = m_new;
+        }
+      }
+      barrier();
+    }
+    ta = tb;
+  }
+
+  if (!row_ok) return;
+  const uint row = (t0 + my_tok) * p.n_heads + kvh * group + my_g;  // (token, head)
+  if (p.splits == 1) {
+    // Every token attends at least itself, so m is finite here. A sink joins the denominator only.
+    float factor = 1.0 / l;
+    if (p.has_sinks != 0) {
+      const float sink = sinks[row % p.n_heads], mm = max(m, sink);
+      factor = exp(m - mm) / (l * exp(m - mm) + exp(sink - mm));
+    }
+    for (uint j = 0; j < OW; ++j) out_[row * HALF_D + lane + j * ROW_THREADS] = o[j] * factor;
+  } else {
+    const uint slot = row * p.splits + split;
+    for (uint j = 0; j < OW; ++j) part_o[slot * HALF_D + lane + j * ROW_THREADS] = o[j];
+    if (lane == 0) part_ml[slot] = vec2(m, l);
+  }
+}
