@@ -73,14 +73,17 @@ shared uint tok_hi[ROWS];  // last key position (the token's own)
 
 float neg_inf() { return uintBitsToFloat(0xff800000u); }
 
+uint block_shift;  // log2(block_size): a shift, not an integer division, per cache word
+
 // Word w of the row of key position `pos` of sequence `seq`, kv head `kvh`.
 uint cache_word(uint seq, uint pos, uint kvh, uint w) {
-  const uint block = block_table[seq * p.max_blocks_per_seq + pos / p.block_size];
-  return ((block * p.kv_heads + kvh) * p.block_size + pos % p.block_size) * HALF_D + w;
+  const uint block = block_table[seq * p.max_blocks_per_seq + (pos >> block_shift)];
+  return ((block * p.kv_heads + kvh) * p.block_size + (pos & (p.block_size - 1))) * HALF_D + w;
 }
 
 void main() {
   const uint tid = gl_LocalInvocationID.x;
+  block_shift = findLSB(p.block_size);
   const uint group = p.n_heads / p.kv_heads;
   const uint kvh = gl_WorkGroupID.y / p.head_chunks;
   const uint head0 = (gl_WorkGroupID.y % p.head_chunks) * p.heads_per_tile;  // within the GQA group

@@ -85,7 +85,7 @@ AttentionPlan plan_attention(const KvCacheLayout& layout, const AttentionParams&
                                      : std::min({gpu::div_up(kTargetGroups, groups),
                                                  std::max(1u, max_keys / (2 * tile.keys)), kMaxSplits});
   }
-  assert(splits >= 1 && splits <= kMaxSplits);
+  assert(splits >= 1 && splits <= kMaxSplits && plan.token_tiles <= 65535);
   plan.splits = splits;
   if (splits > 1) {
     const uint64_t rows = uint64_t{tokens} * params.n_heads * splits;
