@@ -36,6 +36,7 @@
 #define KV_STRIDE (HALF_D + 1)  // one pad word: threads reading the same word of consecutive keys hit different banks
 #define ROW_THREADS (WG / ROWS)  // threads that share one output row, each owning OW words of it
 #define OW (HALF_D / ROW_THREADS)
+#define S_ROWS ((ROWS * KEYS + WG - 1) / WG)  // score rows per thread (KEYS <= WG threads per row group)
 
 layout(local_size_x = WG) in;
 layout(binding = 0) readonly buffer Q { vec2 q[]; };
@@ -136,20 +137,26 @@ void main() {
         kv_sh[n * KV_STRIDE + w] = k0 + n < ke ? k_cache[cache_word(seq, k0 + n, kvh, w)] : 0u;
       }
       barrier();
-      for (uint i = tid; i < ROWS * KEYS; i += WG) {
-        const uint rr = i / KEYS, n = i % KEYS, kp = k0 + n;
-        const uint tr = rr / p.heads_per_tile;
-        float s = neg_inf();
-        if (rr < rows_used && head0 + rr % p.heads_per_tile < group && tr >= ta && tr < tb && kp < ke &&
-            kp >= tok_lo[tr] && kp <= tok_hi[tr]) {
-          float dot_qk = 0;
-          for (uint w = 0; w < HALF_D; ++w)
-            dot_qk += dot(q_sh[rr * HALF_D + w], unpackHalf2x16(kv_sh[n * KV_STRIDE + w]));
-          s = dot_qk * p.scale;
-          // tanh is clamped because some drivers build it from exp, which overflows to inf / inf.
-          if (p.softcap > 0) s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+      // Scores: a thread takes one key for S_ROWS rows, so each K word it reads serves S_ROWS dots.
+      const uint n = tid % KEYS, rr0 = tid / KEYS * S_ROWS, kp = k0 + n;
+      if (rr0 < ROWS) {
+        float acc[S_ROWS];
+        for (uint i = 0; i < S_ROWS; ++i) acc[i] = 0;
+        for (uint w = 0; w < HALF_D; ++w) {
+          const vec2 k = unpackHalf2x16(kv_sh[n * KV_STRIDE + w]);
+          for (uint i = 0; i < S_ROWS; ++i) acc[i] += dot(q_sh[(rr0 + i) * HALF_D + w], k);
         }
-        s_sh[i] = s;
+        for (uint i = 0; i < S_ROWS; ++i) {
+          const uint rr = rr0 + i, tr = rr / p.heads_per_tile;
+          float s = neg_inf();
+          if (rr < rows_used && head0 + rr % p.heads_per_tile < group && tr >= ta && tr < tb && kp < ke &&
+              kp >= tok_lo[tr] && kp <= tok_hi[tr]) {
+            s = acc[i] * p.scale;
+            // tanh is clamped because some drivers build it from exp, which overflows to inf / inf.
+            if (p.softcap > 0) s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+          }
+          s_sh[rr * KEYS + n] = s;
+        }
       }
       barrier();
       for (uint i = tid; i < KEYS * HALF_D; i += WG) {
