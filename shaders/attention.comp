@@ -68,6 +68,8 @@ layout(push_constant) uniform Push {
 shared vec2 q_sh[ROWS * HALF_D];
 shared uint kv_sh[KEYS * KV_STRIDE];
 shared float s_sh[ROWS * KEYS];
+shared float part_max[WG];  // per thread: its share of its row's tile maximum, then of its sum
+shared float part_sum[WG];
 shared uint tok_seq[ROWS];
 shared uint tok_lo[ROWS];  // first key position of each token of the tile
 shared uint tok_hi[ROWS];  // last key position (the token's own)
@@ -129,7 +131,6 @@ void main() {
     const uint per_split = ((khi - klo + p.splits) / p.splits + KEYS - 1) / KEYS * KEYS;
     const uint kb = klo + split * per_split;
     const uint ke = min(kb + per_split, khi + 1);
-    const bool row_in_run = row_ok && my_tok >= ta && my_tok < tb;
 
     for (uint k0 = kb; k0 < ke; k0 += KEYS) {
       for (uint i = tid; i < KEYS * HALF_D; i += WG) {
@@ -159,28 +160,42 @@ void main() {
         }
       }
       barrier();
+      // Softmax, split over the ROW_THREADS threads of each row so every exp is taken once: partial row
+      // maxima (while the V tile loads), then probabilities in place of the scores with partial sums.
+      float part = neg_inf();
+      for (uint n = lane; n < KEYS; n += ROW_THREADS) part = max(part, s_sh[r * KEYS + n]);
+      part_max[tid] = part;
       for (uint i = tid; i < KEYS * HALF_D; i += WG) {
         const uint n = i / HALF_D, w = i % HALF_D;
         kv_sh[n * KV_STRIDE + w] = k0 + n < ke ? v_cache[cache_word(seq, k0 + n, kvh, w)] : 0u;
       }
       barrier();
-      if (row_in_run) {
-        float tile_max = neg_inf();
-        for (uint n = 0; n < KEYS; ++n) tile_max = max(tile_max, s_sh[r * KEYS + n]);
-        if (tile_max > neg_inf()) {
-          const float m_new = max(m, tile_max);
-          const float alpha = m > neg_inf() ? exp(m - m_new) : 0.0;
-          l *= alpha;
-          for (uint j = 0; j < OW; ++j) o[j] *= alpha;
-          for (uint n = 0; n < KEYS; ++n) {
-            const float s = s_sh[r * KEYS + n];
-            if (s == neg_inf()) continue;
-            const float pr = exp(s - m_new);
-            l += pr;
-            for (uint j = 0; j < OW; ++j) o[j] += pr * unpackHalf2x16(kv_sh[n * KV_STRIDE + lane + j * ROW_THREADS]);
-          }
-          m = m_new;
+      float tile_max = neg_inf();
+      for (uint j = 0; j < ROW_THREADS; ++j) tile_max = max(tile_max, part_max[r * ROW_THREADS + j]);
+      const float m_new = max(m, tile_max);
+      part = 0;
+      if (tile_max > neg_inf()) {
+        for (uint n = lane; n < KEYS; n += ROW_THREADS) {
+          const float s = s_sh[r * KEYS + n];
+          const float pr = s > neg_inf() ? exp(s - m_new) : 0.0;
+          s_sh[r * KEYS + n] = pr;
+          part += pr;
         }
+      }
+      part_sum[tid] = part;
+      barrier();
+      // A row outside the run, or fully masked in this tile, has tile_max = -inf and keeps its state.
+      if (tile_max > neg_inf()) {
+        const float alpha = m > neg_inf() ? exp(m - m_new) : 0.0;
+        float tile_sum = 0;
+        for (uint j = 0; j < ROW_THREADS; ++j) tile_sum += part_sum[r * ROW_THREADS + j];
+        l = l * alpha + tile_sum;
+        for (uint j = 0; j < OW; ++j) o[j] *= alpha;
+        for (uint n = 0; n < KEYS; ++n) {
+          const float pr = s_sh[r * KEYS + n];
+          for (uint j = 0; j < OW; ++j) o[j] += pr * unpackHalf2x16(kv_sh[n * KV_STRIDE + lane + j * ROW_THREADS]);
+        }
+        m = m_new;
       }
       barrier();
     }
