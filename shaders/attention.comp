@@ -43,8 +43,8 @@ layout(binding = 0) readonly buffer Q { vec2 q[]; };
 layout(binding = 1) readonly buffer Seq { uint seq_of_token[]; };
 layout(binding = 2) readonly buffer Pos { uint pos_of_token[]; };
 layout(binding = 3) readonly buffer Table { uint block_table[]; };
-layout(binding = 4) readonly buffer KCache { uint k_cache[]; };
-layout(binding = 5) readonly buffer VCache { uint v_cache[]; };
+layout(binding = 4) readonly buffer KCache { uvec4 k_cache[]; };  // 8 halves per element
+layout(binding = 5) readonly buffer VCache { uvec4 v_cache[]; };
 layout(binding = 6) readonly buffer Sinks { float sinks[]; };
 layout(binding = 7) writeonly buffer Out { vec2 out_[]; };
 layout(binding = 8) writeonly buffer PartO { vec2 part_o[]; };
@@ -78,10 +78,25 @@ float neg_inf() { return uintBitsToFloat(0xff800000u); }
 
 uint block_shift;  // log2(block_size): a shift, not an integer division, per cache word
 
-// Word w of the row of key position `pos` of sequence `seq`, kv head `kvh`.
-uint cache_word(uint seq, uint pos, uint kvh, uint w) {
-  const uint block = block_table[seq * p.max_blocks_per_seq + (pos >> block_shift)];
-  return ((block * p.kv_heads + kvh) * p.block_size + (pos & (p.block_size - 1))) * HALF_D + w;
+#define QUADS (HALF_D / 4)  // 16-byte loads per cache row
+#define QUADS_PER_THREAD (KEYS * QUADS / WG)
+
+// Stages KEYS rows of the K (or V) cache of sequence `seq`, kv head `kvh`, from key position k0 into kv_sh;
+// rows at or past `end` are zeros. A fixed trip count and 16-byte loads let the loads of a thread overlap.
+void load_tile(bool values, uint seq, uint kvh, uint k0, uint end) {
+  for (uint j = 0; j < QUADS_PER_THREAD; ++j) {
+    const uint i = gl_LocalInvocationID.x + j * WG, n = i / QUADS, w = i % QUADS * 4, pos = k0 + n;
+    uvec4 v = uvec4(0);
+    if (pos < end) {
+      const uint block = block_table[seq * p.max_blocks_per_seq + (pos >> block_shift)];
+      const uint row = (block * p.kv_heads + kvh) * p.block_size + (pos & (p.block_size - 1));
+      v = values ? v_cache[row * QUADS + w / 4] : k_cache[row * QUADS + w / 4];
+    }
+    kv_sh[n * KV_STRIDE + w] = v.x;
+    kv_sh[n * KV_STRIDE + w + 1] = v.y;
+    kv_sh[n * KV_STRIDE + w + 2] = v.z;
+    kv_sh[n * KV_STRIDE + w + 3] = v.w;
+  }
 }
 
 void main() {
@@ -133,10 +148,7 @@ void main() {
     const uint ke = min(kb + per_split, khi + 1);
 
     for (uint k0 = kb; k0 < ke; k0 += KEYS) {
-      for (uint i = tid; i < KEYS * HALF_D; i += WG) {
-        const uint n = i / HALF_D, w = i % HALF_D;
-        kv_sh[n * KV_STRIDE + w] = k0 + n < ke ? k_cache[cache_word(seq, k0 + n, kvh, w)] : 0u;
-      }
+      load_tile(false, seq, kvh, k0, ke);
       barrier();
       // Scores: a thread takes one key for S_ROWS rows, so each K word it reads serves S_ROWS dots.
       const uint n = tid % KEYS, rr0 = tid / KEYS * S_ROWS, kp = k0 + n;
@@ -165,10 +177,7 @@ void main() {
       float part = neg_inf();
       for (uint n = lane; n < KEYS; n += ROW_THREADS) part = max(part, s_sh[r * KEYS + n]);
       part_max[tid] = part;
-      for (uint i = tid; i < KEYS * HALF_D; i += WG) {
-        const uint n = i / HALF_D, w = i % HALF_D;
-        kv_sh[n * KV_STRIDE + w] = k0 + n < ke ? v_cache[cache_word(seq, k0 + n, kvh, w)] : 0u;
-      }
+      load_tile(true, seq, kvh, k0, ke);
       barrier();
       float tile_max = neg_inf();
       for (uint j = 0; j < ROW_THREADS; ++j) tile_max = max(tile_max, part_max[r * ROW_THREADS + j]);
