@@ -26,9 +26,14 @@
 // The two kernels are this loop with two tile shapes: decode (one token per tile, ROWS = the GQA group,
 // long key tiles) and block (several tokens per tile for prefill / verify). No subgroup operations: every
 // reduction is per thread over shared memory, so any subgroup size is correct.
-// Perf expectations (H100): decode is bound by reading the cache (KVH * keys * D * 4 bytes per token; at
-// 16k context Qwen3-30B reads 32 MB, ~12 us at 2.7 TB/s effective); block is scalar-FMA bound from shared
-// memory (a few TFLOP/s); cooperative matrices are the next step for long prefills.
+// Per key tile: stage K (16-byte loads, one block-table lookup per 8 halves), scores with each thread
+// taking one key for S_ROWS rows, stage V while the row maxima are reduced, probabilities (one exp per
+// score), then P.V with each thread owning OW words of one row. Four barriers per tile.
+// Perf expectations (H100, not yet measured): decode should be bound by reading the cache, KVH * keys *
+// D * 4 bytes per token (Qwen3-30B-A3B at 16k context: 32 MB, ~12 us at 2.7 TB/s), with the key range
+// split so that ~512 workgroups run; the phases are not software-pipelined, so expect well under peak
+// bandwidth until the next tile's loads overlap this tile's math. block is scalar f32 FMA fed from
+// shared memory, a few TFLOP/s at best: cooperative matrices are the next step for long prefills.
 #include "common.glsl"
 
 #define WG 128
