@@ -28,7 +28,7 @@
 // reduction is per thread over shared memory, so any subgroup size is correct.
 // Per key tile: stage K (16-byte loads, one block-table lookup per 8 halves), scores with each thread
 // taking one key for S_ROWS rows, stage V while the row maxima are reduced, probabilities (one exp per
-// score), then P.V with each thread owning OW words of one row. Four barriers per tile.
+// score), then P.V with each thread owning OW words of one row. Five barriers per tile.
 // Perf expectations (H100, not yet measured): decode should be bound by reading the cache, KVH * keys *
 // D * 4 bytes per token (Qwen3-30B-A3B at 16k context: 32 MB, ~12 us at 2.7 TB/s), with the key range
 // split so that ~512 workgroups run; the phases are not software-pipelined, so expect well under peak
@@ -83,12 +83,25 @@ float neg_inf() { return uintBitsToFloat(0xff800000u); }
 
 uint block_shift;  // log2(block_size): a shift, not an integer division, per cache word
 
+// This workgroup's tile, set once by main().
+uint kvh;        // the kv head
+uint group;      // GQA group size H / KVH
+uint head0;      // first head of the tile within the group
+uint t0, ntok;   // first token and token count of the tile
+uint rows_used;  // ntok * heads_per_tile
+
+// The row (token, head) this thread accumulates, sharing it with ROW_THREADS - 1 partners that own other
+// words of it and hold the same running max m and sum l.
+uint row_r, lane;
+float m, l;
+vec2 o[OW];
+
 #define QUADS (HALF_D / 4)  // 16-byte loads per cache row
 #define QUADS_PER_THREAD (KEYS * QUADS / WG)
 
-// Stages KEYS rows of the K (or V) cache of sequence `seq`, kv head `kvh`, from key position k0 into kv_sh;
-// rows at or past `end` are zeros. A fixed trip count and 16-byte loads let the loads of a thread overlap.
-void load_tile(bool values, uint seq, uint kvh, uint k0, uint end) {
+// Stages KEYS rows of the K (or V) cache of sequence `seq`, this tile's kv head, from key position k0
+// into kv_sh; rows at or past `end` are zeros. A fixed trip count and 16-byte loads let the loads of a thread overlap.
+void load_tile(bool values, uint seq, uint k0, uint end) {
   for (uint j = 0; j < QUADS_PER_THREAD; ++j) {
     const uint i = gl_LocalInvocationID.x + j * WG, n = i / QUADS, w = i % QUADS * 4, pos = k0 + n;
     uvec4 v = uvec4(0);
@@ -104,120 +117,96 @@ void load_tile(bool values, uint seq, uint kvh, uint k0, uint end) {
   }
 }
 
-void main() {
-  const uint tid = gl_LocalInvocationID.x;
-  block_shift = findLSB(p.block_size);
-  const uint group = p.n_heads / p.kv_heads;
-  const uint kvh = gl_WorkGroupID.y / p.head_chunks;
-  const uint head0 = (gl_WorkGroupID.y % p.head_chunks) * p.heads_per_tile;  // within the GQA group
-  const uint split = gl_WorkGroupID.z;
-  const uint t0 = gl_WorkGroupID.x * p.tokens_per_tile;
-  const uint ntok = min(p.tokens_per_tile, p.tokens - t0);
-  const uint rows_used = ntok * p.heads_per_tile;
+bool row_valid(uint rr) { return rr < rows_used && head0 + rr % p.heads_per_tile < group; }
 
-  if (tid < ntok) {
-    const uint pos = pos_of_token[t0 + tid];
-    tok_seq[tid] = seq_of_token[t0 + tid];
-    tok_hi[tid] = pos;
-    tok_lo[tid] = p.window > 0 && pos + 1 > p.window ? pos + 1 - p.window : 0;
+void load_queries() {
+  if (gl_LocalInvocationID.x < ntok) {
+    const uint t = gl_LocalInvocationID.x, pos = pos_of_token[t0 + t];
+    tok_seq[t] = seq_of_token[t0 + t];
+    tok_hi[t] = pos;
+    tok_lo[t] = p.window > 0 && pos + 1 > p.window ? pos + 1 - p.window : 0;
   }
-  for (uint i = tid; i < ROWS * HALF_D; i += WG) {
-    const uint r = i / HALF_D, g = head0 + r % p.heads_per_tile;
-    vec2 v = vec2(0);
-    if (r < rows_used && g < group)
-      v = q[((t0 + r / p.heads_per_tile) * p.n_heads + kvh * group + g) * HALF_D + i % HALF_D];
-    q_sh[i] = v;
+  for (uint i = gl_LocalInvocationID.x; i < ROWS * HALF_D; i += WG) {
+    const uint rr = i / HALF_D;
+    q_sh[i] = row_valid(rr) ? q[((t0 + rr / p.heads_per_tile) * p.n_heads + kvh * group + head0 +
+                                  rr % p.heads_per_tile) * HALF_D + i % HALF_D]
+                            : vec2(0);
+  }
+}
+
+// s_sh = the (softcapped) scores of the K tile in kv_sh at positions [k0, k0 + KEYS), -inf where masked:
+// outside the run's tokens [ta, tb), past `end`, or outside a token's own key range. A thread takes one key
+// for S_ROWS rows, so each K word it reads from shared memory serves S_ROWS dot products.
+void compute_scores(uint k0, uint end, uint ta, uint tb) {
+  const uint n = gl_LocalInvocationID.x % KEYS, rr0 = gl_LocalInvocationID.x / KEYS * S_ROWS, kp = k0 + n;
+  if (rr0 >= ROWS) return;
+  float acc[S_ROWS];
+  for (uint i = 0; i < S_ROWS; ++i) acc[i] = 0;
+  for (uint w = 0; w < HALF_D; ++w) {
+    const vec2 k = unpackHalf2x16(kv_sh[n * KV_STRIDE + w]);
+    for (uint i = 0; i < S_ROWS; ++i) acc[i] += dot(q_sh[(rr0 + i) * HALF_D + w], k);
+  }
+  for (uint i = 0; i < S_ROWS; ++i) {
+    const uint rr = rr0 + i, tr = rr / p.heads_per_tile;
+    float s = neg_inf();
+    if (row_valid(rr) && tr >= ta && tr < tb && kp < end && kp >= tok_lo[tr] && kp <= tok_hi[tr]) {
+      s = acc[i] * p.scale;
+      // tanh is clamped because some drivers build it from exp, which overflows to inf / inf.
+      if (p.softcap > 0) s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+    }
+    s_sh[rr * KEYS + n] = s;
+  }
+}
+
+// One key tile of the run of sequence `seq`, tokens [ta, tb): scores, online softmax, P.V into o, m, l.
+// Called uniformly by the whole workgroup (it has barriers); kv_sh and s_sh are free again on return.
+void attend_tile(uint seq, uint k0, uint end, uint ta, uint tb) {
+  const uint tid = gl_LocalInvocationID.x;
+  load_tile(false, seq, k0, end);
+  barrier();
+  compute_scores(k0, end, ta, tb);
+  barrier();
+  // Softmax, split over the ROW_THREADS threads of each row so every exp is taken once: partial row
+  // maxima (while the V tile loads), then probabilities in place of the scores with partial sums.
+  float part = neg_inf();
+  for (uint n = lane; n < KEYS; n += ROW_THREADS) part = max(part, s_sh[row_r * KEYS + n]);
+  part_max[tid] = part;
+  load_tile(true, seq, k0, end);
+  barrier();
+  float tile_max = neg_inf();
+  for (uint j = 0; j < ROW_THREADS; ++j) tile_max = max(tile_max, part_max[row_r * ROW_THREADS + j]);
+  const float m_new = max(m, tile_max);
+  part = 0;
+  if (tile_max > neg_inf()) {
+    for (uint n = lane; n < KEYS; n += ROW_THREADS) {
+      const float s = s_sh[row_r * KEYS + n];
+      const float pr = s > neg_inf() ? exp(s - m_new) : 0.0;
+      s_sh[row_r * KEYS + n] = pr;
+      part += pr;
+    }
+  }
+  part_sum[tid] = part;
+  barrier();
+  // A row outside the run, or fully masked in this tile, has tile_max = -inf and keeps its state.
+  if (tile_max > neg_inf()) {
+    const float alpha = m > neg_inf() ? exp(m - m_new) : 0.0;
+    float tile_sum = 0;
+    for (uint j = 0; j < ROW_THREADS; ++j) tile_sum += part_sum[row_r * ROW_THREADS + j];
+    l = l * alpha + tile_sum;
+    for (uint j = 0; j < OW; ++j) o[j] *= alpha;
+    for (uint n = 0; n < KEYS; ++n) {
+      const float pr = s_sh[row_r * KEYS + n];
+      for (uint j = 0; j < OW; ++j) o[j] += pr * unpackHalf2x16(kv_sh[n * KV_STRIDE + lane + j * ROW_THREADS]);
+    }
+    m = m_new;
   }
   barrier();
+}
 
-  // The output row this thread accumulates (redundantly with its ROW_THREADS - 1 partners for m and l).
-  const uint r = tid / ROW_THREADS, lane = tid % ROW_THREADS;
-  const uint my_tok = r / p.heads_per_tile, my_g = head0 + r % p.heads_per_tile;
-  const bool row_ok = r < rows_used && my_g < group;
-  float m = neg_inf(), l = 0;
-  vec2 o[OW];
-  for (uint j = 0; j < OW; ++j) o[j] = vec2(0);
-
-  uint ta = 0;
-  while (ta < ntok) {
-    // The run [ta, tb) of tokens of one sequence and the union of their key ranges.
-    const uint seq = tok_seq[ta];
-    uint klo = tok_lo[ta], khi = tok_hi[ta], tb = ta + 1;
-    while (tb < ntok && tok_seq[tb] == seq) {
-      klo = min(klo, tok_lo[tb]);
-      khi = max(khi, tok_hi[tb]);
-      ++tb;
-    }
-    const uint per_split = ((khi - klo + p.splits) / p.splits + KEYS - 1) / KEYS * KEYS;
-    const uint kb = klo + split * per_split;
-    const uint ke = min(kb + per_split, khi + 1);
-
-    for (uint k0 = kb; k0 < ke; k0 += KEYS) {
-      load_tile(false, seq, kvh, k0, ke);
-      barrier();
-      // Scores: a thread takes one key for S_ROWS rows, so each K word it reads serves S_ROWS dots.
-      const uint n = tid % KEYS, rr0 = tid / KEYS * S_ROWS, kp = k0 + n;
-      if (rr0 < ROWS) {
-        float acc[S_ROWS];
-        for (uint i = 0; i < S_ROWS; ++i) acc[i] = 0;
-        for (uint w = 0; w < HALF_D; ++w) {
-          const vec2 k = unpackHalf2x16(kv_sh[n * KV_STRIDE + w]);
-          for (uint i = 0; i < S_ROWS; ++i) acc[i] += dot(q_sh[(rr0 + i) * HALF_D + w], k);
-        }
-        for (uint i = 0; i < S_ROWS; ++i) {
-          const uint rr = rr0 + i, tr = rr / p.heads_per_tile;
-          float s = neg_inf();
-          if (rr < rows_used && head0 + rr % p.heads_per_tile < group && tr >= ta && tr < tb && kp < ke &&
-              kp >= tok_lo[tr] && kp <= tok_hi[tr]) {
-            s = acc[i] * p.scale;
-            // tanh is clamped because some drivers build it from exp, which overflows to inf / inf.
-            if (p.softcap > 0) s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
-          }
-          s_sh[rr * KEYS + n] = s;
-        }
-      }
-      barrier();
-      // Softmax, split over the ROW_THREADS threads of each row so every exp is taken once: partial row
-      // maxima (while the V tile loads), then probabilities in place of the scores with partial sums.
-      float part = neg_inf();
-      for (uint n = lane; n < KEYS; n += ROW_THREADS) part = max(part, s_sh[r * KEYS + n]);
-      part_max[tid] = part;
-      load_tile(true, seq, kvh, k0, ke);
-      barrier();
-      float tile_max = neg_inf();
-      for (uint j = 0; j < ROW_THREADS; ++j) tile_max = max(tile_max, part_max[r * ROW_THREADS + j]);
-      const float m_new = max(m, tile_max);
-      part = 0;
-      if (tile_max > neg_inf()) {
-        for (uint n = lane; n < KEYS; n += ROW_THREADS) {
-          const float s = s_sh[r * KEYS + n];
-          const float pr = s > neg_inf() ? exp(s - m_new) : 0.0;
-          s_sh[r * KEYS + n] = pr;
-          part += pr;
-        }
-      }
-      part_sum[tid] = part;
-      barrier();
-      // A row outside the run, or fully masked in this tile, has tile_max = -inf and keeps its state.
-      if (tile_max > neg_inf()) {
-        const float alpha = m > neg_inf() ? exp(m - m_new) : 0.0;
-        float tile_sum = 0;
-        for (uint j = 0; j < ROW_THREADS; ++j) tile_sum += part_sum[r * ROW_THREADS + j];
-        l = l * alpha + tile_sum;
-        for (uint j = 0; j < OW; ++j) o[j] *= alpha;
-        for (uint n = 0; n < KEYS; ++n) {
-          const float pr = s_sh[r * KEYS + n];
-          for (uint j = 0; j < OW; ++j) o[j] += pr * unpackHalf2x16(kv_sh[n * KV_STRIDE + lane + j * ROW_THREADS]);
-        }
-        m = m_new;
-      }
-      barrier();
-    }
-    ta = tb;
-  }
-
-  if (!row_ok) return;
-  const uint row = (t0 + my_tok) * p.n_heads + kvh * group + my_g;  // (token, head)
+// The finished row: normalized into out (with the sink) or, split, unnormalized with its (m, l).
+void store_row(uint split) {
+  const uint row = (t0 + row_r / p.heads_per_tile) * p.n_heads + kvh * group + head0 +
+                   row_r % p.heads_per_tile;  // (token, head)
   if (p.splits == 1) {
     // Every token attends at least itself, so m is finite here. A sink joins the denominator only.
     float factor = 1.0 / l;
@@ -231,4 +220,39 @@ void main() {
     for (uint j = 0; j < OW; ++j) part_o[slot * HALF_D + lane + j * ROW_THREADS] = o[j];
     if (lane == 0) part_ml[slot] = vec2(m, l);
   }
+}
+
+void main() {
+  block_shift = findLSB(p.block_size);
+  group = p.n_heads / p.kv_heads;
+  kvh = gl_WorkGroupID.y / p.head_chunks;
+  head0 = (gl_WorkGroupID.y % p.head_chunks) * p.heads_per_tile;
+  t0 = gl_WorkGroupID.x * p.tokens_per_tile;
+  ntok = min(p.tokens_per_tile, p.tokens - t0);
+  rows_used = ntok * p.heads_per_tile;
+  row_r = gl_LocalInvocationID.x / ROW_THREADS;
+  lane = gl_LocalInvocationID.x % ROW_THREADS;
+  m = neg_inf();
+  l = 0;
+  for (uint j = 0; j < OW; ++j) o[j] = vec2(0);
+  load_queries();
+  barrier();
+
+  const uint split = gl_WorkGroupID.z;
+  uint ta = 0;
+  while (ta < ntok) {
+    // The run [ta, tb) of tokens of one sequence, the union of their key ranges, and this split's slice.
+    const uint seq = tok_seq[ta];
+    uint klo = tok_lo[ta], khi = tok_hi[ta], tb = ta + 1;
+    while (tb < ntok && tok_seq[tb] == seq) {
+      klo = min(klo, tok_lo[tb]);
+      khi = max(khi, tok_hi[tb]);
+      ++tb;
+    }
+    const uint per_split = ((khi - klo + p.splits) / p.splits + KEYS - 1) / KEYS * KEYS;
+    const uint kb = klo + split * per_split, ke = min(kb + per_split, khi + 1);
+    for (uint k0 = kb; k0 < ke; k0 += KEYS) attend_tile(seq, k0, ke, ta, tb);
+    ta = tb;
+  }
+  if (row_valid(row_r)) store_row(split);
 }

@@ -182,7 +182,10 @@ class KvStoreCase : public OpCase {
     r.nmse = nmse(got, want);
     std::string why;
     for (const GuardedBuffer* b : gpu_->all())
-      if (!b->guards_intact(&why)) r.guards_ok = false, r.detail = why;
+      if (!b->guards_intact(&why)) {
+        r.guards_ok = false;
+        r.detail = why;
+      }
     return r;
   }
 
@@ -273,7 +276,10 @@ class AttentionCase : public OpCase {
     auto guarded = gpu_->all();
     guarded.insert(guarded.end(), {&q_, &sinks_, &out_});
     for (const GuardedBuffer* b : guarded)
-      if (!b->guards_intact(&why)) r.guards_ok = false, r.detail = why;
+      if (!b->guards_intact(&why)) {
+        r.guards_ok = false;
+        r.detail = why;
+      }
     if (r.nmse > max_nmse()) r.detail += fmt::format(" (splits={} tiles={})", plan_.splits, plan_.token_tiles);
     return r;
   }
