@@ -38,7 +38,8 @@
 
 #define WG 128
 #define HALF_D (HEAD_DIM / 2)
-#define KV_STRIDE (HALF_D + 1)  // one pad word: threads reading the same word of consecutive keys hit different banks
+// One pad word per staged row: threads reading the same word of consecutive keys hit different banks.
+#define KV_STRIDE (HALF_D + 1)
 #define ROW_THREADS (WG / ROWS)  // threads that share one output row, each owning OW words of it
 #define OW (HALF_D / ROW_THREADS)
 #define S_ROWS ((ROWS * KEYS + WG - 1) / WG)  // score rows per thread (KEYS <= WG threads per row group)
@@ -100,7 +101,8 @@ vec2 o[OW];
 #define QUADS_PER_THREAD (KEYS * QUADS / WG)
 
 // Stages KEYS rows of the K (or V) cache of sequence `seq`, this tile's kv head, from key position k0
-// into kv_sh; rows at or past `end` are zeros. A fixed trip count and 16-byte loads let the loads of a thread overlap.
+// into kv_sh; rows at or past `end` are zeros. A fixed trip count and 16-byte loads let a thread's loads
+// overlap.
 void load_tile(bool values, uint seq, uint k0, uint end) {
   for (uint j = 0; j < QUADS_PER_THREAD; ++j) {
     const uint i = gl_LocalInvocationID.x + j * WG, n = i / QUADS, w = i % QUADS * 4, pos = k0 + n;

@@ -157,7 +157,8 @@ class KvStoreCase : public OpCase {
   // Exact but for the rounding mode of packHalf2x16, which Vulkan leaves to the driver (1 ulp = 2^-11).
   double max_nmse() const override { return 1e-7; }
   double bytes() const override {
-    return static_cast<double>(step_->tokens) * spec_.kv_heads * spec_.head_dim * (spec_.shared_kv ? 1 : 2) * (4 + 2);
+    const double values = static_cast<double>(step_->tokens) * spec_.kv_heads * spec_.head_dim;
+    return values * (spec_.shared_kv ? 1 : 2) * (4 + 2);  // f32 in, f16 out
   }
 
   void prepare(gpu::Context& context, Rng& rng) override {
@@ -229,7 +230,8 @@ class AttentionCase : public OpCase {
     q_ = upload_guarded(context, q, "q");
     sinks_ = upload_guarded(context, sinks, "sinks");
     out_ = GuardedBuffer(context, q_size * 4, "out");
-    if (plan_.scratch_bytes > 0) scratch_ = context.create_buffer(plan_.scratch_bytes, gpu::MemoryKind::device, "scratch");
+    if (plan_.scratch_bytes > 0)
+      scratch_ = context.create_buffer(plan_.scratch_bytes, gpu::MemoryKind::device, "scratch");
 
     auto k_cache = st.k_cache, v_cache = st.v_cache;
     ref::kv_store(st.layout, st.k_new, st.v_new, st.seq_of_token, st.pos_of_token, st.block_table, k_cache,
@@ -244,7 +246,8 @@ class AttentionCase : public OpCase {
     flops_ = 0;
     for (const auto& s : spec_.seqs) {
       const uint32_t last = s.context + s.fresh - 1;
-      const uint32_t first = spec_.window > 0 && s.context + 1 > spec_.window ? s.context + 1 - spec_.window : 0;
+      const uint32_t first =
+          spec_.window > 0 && s.context + 1 > spec_.window ? s.context + 1 - spec_.window : 0;
       bytes_ += (last - first + 1) * kv_row;
       for (uint32_t p = s.context; p <= last; ++p) {
         const uint32_t keys = spec_.window > 0 ? std::min(p + 1, spec_.window) : p + 1;
@@ -304,7 +307,8 @@ std::vector<AttentionSpec> test_specs() {
   std::vector<AttentionSpec> v;
   auto add = [&](AttentionSpec s) { v.push_back(std::move(s)); };
   // Decode, Qwen3-30B-A3B heads (GQA 8): one token, then split-K forced.
-  add({.label = "decode", .head_dim = 128, .n_heads = 32, .kv_heads = 4, .kernel = kDecode, .seqs = {{100, 1}}});
+  add({.label = "decode", .head_dim = 128, .n_heads = 32, .kv_heads = 4, .kernel = kDecode,
+       .seqs = {{100, 1}}});
   add({.label = "decode", .head_dim = 128, .n_heads = 32, .kv_heads = 4, .kernel = kDecode, .splits = 3,
        .seqs = {{300, 1}}});
   // A batch of three sequences at different positions (GQA 4).
@@ -317,7 +321,8 @@ std::vector<AttentionSpec> test_specs() {
        .seqs = {{50, 37}}});
   // A verify block of 5 after 100 positions, by both kernels.
   add({.label = "verify", .head_dim = 128, .n_heads = 16, .kv_heads = 4, .kernel = kBlock, .seqs = {{100, 5}}});
-  add({.label = "verify", .head_dim = 128, .n_heads = 16, .kv_heads = 4, .kernel = kDecode, .seqs = {{100, 5}}});
+  add({.label = "verify", .head_dim = 128, .n_heads = 16, .kv_heads = 4, .kernel = kDecode,
+       .seqs = {{100, 5}}});
   // A mixed step: decode tokens, a prefill chunk and a verify block in one dispatch.
   add({.label = "mixed", .head_dim = 128, .n_heads = 16, .kv_heads = 4, .kernel = kBlock,
        .seqs = {{30, 1}, {0, 20}, {70, 5}, {11, 1}}});
@@ -346,12 +351,13 @@ std::vector<AttentionSpec> test_specs() {
 
 const bool registered = register_cases([](CaseSet set, CaseList& cases) {
   if (set == CaseSet::test) {
-    for (AttentionSpec s : {AttentionSpec{.label = "decode_batch", .head_dim = 128, .n_heads = 32, .kv_heads = 4,
-                                          .seqs = {{57, 1}, {130, 1}, {9, 1}}},
-                            AttentionSpec{.label = "prefill", .head_dim = 64, .n_heads = 8, .kv_heads = 2,
-                                          .seqs = {{50, 37}}},
-                            AttentionSpec{.label = "deepseek", .head_dim = 512, .n_heads = 16, .kv_heads = 1,
-                                          .shared_kv = true, .seqs = {{100, 5}, {3, 2}}}})
+    const AttentionSpec stores[] = {
+        {.label = "decode_batch", .head_dim = 128, .n_heads = 32, .kv_heads = 4,
+         .seqs = {{57, 1}, {130, 1}, {9, 1}}},
+        {.label = "prefill", .head_dim = 64, .n_heads = 8, .kv_heads = 2, .seqs = {{50, 37}}},
+        {.label = "deepseek", .head_dim = 512, .n_heads = 16, .kv_heads = 1, .shared_kv = true,
+         .seqs = {{100, 5}, {3, 2}}}};
+    for (const AttentionSpec& s : stores)
       cases.push_back(std::make_unique<KvStoreCase>(s));
     for (auto& s : test_specs()) cases.push_back(std::make_unique<AttentionCase>(s));
   } else {
