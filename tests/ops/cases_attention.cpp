@@ -346,6 +346,10 @@ std::vector<AttentionSpec> test_specs() {
        .seqs = {{40, 5}}});
   add({.label = "full512", .head_dim = 512, .n_heads = 4, .kv_heads = 2, .block_size = 8, .kernel = kBlock,
        .seqs = {{13, 7}}});
+  // GQA groups that do not divide the tile: 3 heads per kv head (block), 12 (decode: two head chunks).
+  add({.label = "odd_group", .head_dim = 64, .n_heads = 6, .kv_heads = 2, .kernel = kBlock, .seqs = {{10, 13}}});
+  add({.label = "odd_group", .head_dim = 256, .n_heads = 24, .kv_heads = 2, .kernel = kDecode, .splits = 2,
+       .seqs = {{45, 1}, {3, 1}}});
   return v;
 }
 
