@@ -87,13 +87,26 @@ awaitable<void> tick_while_pending(GpuBridge& bridge, WaitLog& log) {
   }
 }
 
-TEST(GpuBridge, WaitsInterleaveWithTimersAndCompleteOnTheLoop) {
+class GpuBridgeTest : public testing::TestWithParam<GpuWaitStrategy> {};
+
+TEST(GpuBridge, AutomaticStrategyAvoidsSpinningWaitAnyOnLavapipe) {
+  gpu::Context& ctx = test::gpu_context();
+  asio::io_context io(1);
+  GpuBridge bridge(io, ctx);
+  std::fprintf(stderr, "driver %s: gpu_wait=%s\n", ctx.info().driver.c_str(), gpu_wait_strategy_name(bridge.strategy()));
+  EXPECT_NE(bridge.strategy(), GpuWaitStrategy::automatic);
+  if (ctx.info().driver.find("llvmpipe") != std::string::npos) {
+    EXPECT_EQ(bridge.strategy(), GpuWaitStrategy::next_value);
+  }
+}
+
+TEST_P(GpuBridgeTest, WaitsInterleaveWithTimersAndCompleteOnTheLoop) {
   gpu::Context& ctx = test::gpu_context();
   std::vector<std::unique_ptr<AddChain>> chains;
   for (int i = 0; i < 4; ++i) chains.push_back(std::make_unique<AddChain>(ctx, 6 + i));
 
   asio::io_context io(1);
-  GpuBridge bridge(io, ctx);
+  GpuBridge bridge(io, ctx, GetParam());
   WaitLog log;
   const std::thread::id loop = std::this_thread::get_id();
   std::vector<gpu::Ticket> tickets;
@@ -116,14 +129,14 @@ TEST(GpuBridge, WaitsInterleaveWithTimersAndCompleteOnTheLoop) {
   EXPECT_LE(bridge.waiter_wakeups(), 12u);
 }
 
-TEST(GpuBridge, WaitOnFinishedTicketCompletesAtOnce) {
+TEST_P(GpuBridgeTest, WaitOnFinishedTicketCompletesAtOnce) {
   gpu::Context& ctx = test::gpu_context();
   AddChain chain(ctx, 2);
   const gpu::Ticket ticket = chain.submit();
   ctx.wait(ticket);
 
   asio::io_context io(1);
-  GpuBridge bridge(io, ctx);
+  GpuBridge bridge(io, ctx, GetParam());
   int done = 0;
   asio::co_spawn(
       io,
@@ -138,35 +151,38 @@ TEST(GpuBridge, WaitOnFinishedTicketCompletesAtOnce) {
   EXPECT_EQ(chain.errors(), 0u);
 }
 
-TEST(GpuBridge, CancelledWaitLeavesTheWorkRunning) {
+TEST_P(GpuBridgeTest, CancelledWaitLeavesTheWorkRunning) {
   using namespace asio::experimental::awaitable_operators;
   gpu::Context& ctx = test::gpu_context();
   AddChain chain(ctx, 40);
   asio::io_context io(1);
-  GpuBridge bridge(io, ctx);
+  GpuBridge bridge(io, ctx, GetParam());
   const gpu::Ticket ticket = chain.submit();
   bool timer_won = false, finished = false;
+  size_t pending_after_race = 1;
   asio::co_spawn(
       io,
       [&]() -> awaitable<void> {
         asio::steady_timer timer(co_await asio::this_coro::executor, 1us);
         auto winner = co_await (bridge.wait(ticket) || timer.async_wait(use_awaitable));
         timer_won = winner.index() == 1;
+        pending_after_race = bridge.pending();  // the losing wait left the pending set
         co_await bridge.wait(ticket);
         finished = true;
       },
       rethrow);
   io.run();
   EXPECT_TRUE(finished);
+  EXPECT_EQ(pending_after_race, 0u);
   std::fprintf(stderr, "timer won the race: %s\n", timer_won ? "yes" : "no");
   EXPECT_EQ(chain.errors(), 0u);
 }
 
-TEST(GpuBridge, DestructionWithWaitsPendingCancelsThem) {
+TEST_P(GpuBridgeTest, DestructionWithWaitsPendingCancelsThem) {
   gpu::Context& ctx = test::gpu_context();
   AddChain chain(ctx, 40);
   asio::io_context io(1);
-  auto bridge = std::make_unique<GpuBridge>(io, ctx);
+  auto bridge = std::make_unique<GpuBridge>(io, ctx, GetParam());
   const gpu::Ticket ticket = chain.submit();
   int cancelled = 0, completed = 0;
   for (int i = 0; i < 3; ++i) {
@@ -193,6 +209,12 @@ TEST(GpuBridge, DestructionWithWaitsPendingCancelsThem) {
   ctx.wait(ticket);  // the buffers outlive the GPU work
   EXPECT_EQ(chain.errors(), 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Strategies, GpuBridgeTest,
+                         testing::Values(GpuWaitStrategy::wait_any, GpuWaitStrategy::next_value),
+                         [](const testing::TestParamInfo<GpuWaitStrategy>& info) {
+                           return std::string(gpu_wait_strategy_name(info.param));
+                         });
 
 }  // namespace
 }  // namespace mach::runtime

@@ -1,6 +1,7 @@
 #include "runtime/gpu_bridge.hpp"
 
 #include <fmt/format.h>
+#include <pthread.h>
 
 #include <asio/error.hpp>
 #include <asio/use_awaitable.hpp>
@@ -16,14 +17,44 @@ namespace detail {
 void cancel_gpu_wait(GpuWait* wait) { wait->bridge->cancel(wait); }
 }  // namespace detail
 
-GpuBridge::GpuBridge(asio::io_context& io, gpu::Context& context)
-    : io_(io), context_(context), alive_(std::make_shared<bool>(true)) {
-  VkSemaphoreTypeCreateInfo type{VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO};
-  type.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE;
-  type.initialValue = 0;
-  VkSemaphoreCreateInfo info{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, &type};
-  gpu::vk_check(vkCreateSemaphore(context_.device(), &info, nullptr, &wake_), "vkCreateSemaphore (GPU bridge wake)");
-  waiter_ = std::thread([this] { run_waiter(); });
+const char* gpu_wait_strategy_name(GpuWaitStrategy strategy) {
+  switch (strategy) {
+    case GpuWaitStrategy::automatic: return "automatic";
+    case GpuWaitStrategy::wait_any: return "wait_any";
+    case GpuWaitStrategy::next_value: return "next_value";
+  }
+  return "?";
+}
+
+namespace {
+
+GpuWaitStrategy resolve(GpuWaitStrategy strategy, VkPhysicalDevice physical) {
+  if (strategy != GpuWaitStrategy::automatic) return strategy;
+  VkPhysicalDeviceDriverProperties driver{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+  VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &driver};
+  vkGetPhysicalDeviceProperties2(physical, &props);
+  return driver.driverID == VK_DRIVER_ID_MESA_LLVMPIPE ? GpuWaitStrategy::next_value : GpuWaitStrategy::wait_any;
+}
+
+}  // namespace
+
+GpuBridge::GpuBridge(asio::io_context& io, gpu::Context& context, GpuWaitStrategy strategy)
+    : io_(io),
+      context_(context),
+      strategy_(resolve(strategy, context.physical_device())),
+      alive_(std::make_shared<bool>(true)) {
+  if (strategy_ == GpuWaitStrategy::wait_any) {
+    VkSemaphoreTypeCreateInfo type{VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO};
+    type.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE;
+    type.initialValue = 0;
+    VkSemaphoreCreateInfo info{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, &type};
+    gpu::vk_check(vkCreateSemaphore(context_.device(), &info, nullptr, &wake_),
+                  "vkCreateSemaphore (GPU bridge wake)");
+  }
+  waiter_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "mach-gpu-wait");
+    run_waiter();
+  });
 }
 
 GpuBridge::~GpuBridge() {
@@ -31,8 +62,9 @@ GpuBridge::~GpuBridge() {
     std::lock_guard lock(mutex_);
     stop_ = true;
   }
+  idle_.notify_one();
   // A failed signal means the device is lost, and then the waiter has already returned.
-  (void)signal_wake();
+  if (wake_) (void)signal_wake();
   waiter_.join();
   alive_.reset();
   std::multimap<uint64_t, std::unique_ptr<detail::GpuWait>> pending;
@@ -42,7 +74,7 @@ GpuBridge::~GpuBridge() {
                        Errc::cancelled, fmt::format("GPU bridge shut down before ticket {} was reached", value))),
                    false);
   }
-  vkDestroySemaphore(context_.device(), wake_, nullptr);
+  if (wake_) vkDestroySemaphore(context_.device(), wake_, nullptr);
 }
 
 uint64_t GpuBridge::waiter_wakeups() const {
@@ -78,18 +110,10 @@ bool GpuBridge::start(gpu::Ticket ticket, std::unique_ptr<detail::GpuWait> op) {
   op->bridge = this;
   auto it = pending_.emplace(ticket.value, std::move(op));
   it->second->self = it;
-  bool wake = false;
-  {
-    std::lock_guard lock(mutex_);
-    wanted_.insert(ticket.value);
-    wake = waiting_for_ == 0 || ticket.value < waiting_for_;
-  }
-  if (wake) {
-    const VkResult r = signal_wake();
-    if (r != VK_SUCCESS) {
-      on_failed(gpu::vk_error(r, "vkSignalSemaphore (GPU bridge wake)"));  // completes `op` too
-      return false;
-    }
+  const VkResult r = wake_for(ticket.value);
+  if (r != VK_SUCCESS) {
+    on_failed(gpu::vk_error(r, "vkSignalSemaphore (GPU bridge wake)"));  // completes `op` too
+    return false;
   }
   return true;
 }
@@ -99,6 +123,23 @@ void GpuBridge::cancel(detail::GpuWait* wait) {
   auto op = std::move(wait->self->second);
   pending_.erase(wait->self);
   op->complete(std::make_exception_ptr(std::system_error(asio::error::operation_aborted)), true);
+}
+
+VkResult GpuBridge::wake_for(uint64_t value) {
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    wanted_.insert(value);
+    // next_value: a busy waiter already waits for the next value, which no new ticket can precede.
+    // wait_any: the waiter must look again when idle or blocked on a later value.
+    wake = waiting_for_ == 0 || (strategy_ == GpuWaitStrategy::wait_any && value < waiting_for_);
+  }
+  if (!wake) return VK_SUCCESS;
+  if (strategy_ == GpuWaitStrategy::next_value) {
+    idle_.notify_one();
+    return VK_SUCCESS;
+  }
+  return signal_wake();
 }
 
 VkResult GpuBridge::signal_wake() {
@@ -115,20 +156,36 @@ VkResult GpuBridge::signal_wake() {
 
 void GpuBridge::run_waiter() {
   const VkDevice device = context_.device();
-  const VkSemaphore semaphores[2] = {wake_, context_.timeline()};
+  const VkSemaphore semaphores[2] = {context_.timeline(), wake_};
   const std::weak_ptr<bool> alive = alive_;
+  uint64_t seen = 0;  // the timeline value at the last wake
   std::unique_lock lock(mutex_);
   while (!stop_) {
-    const uint64_t target = wanted_.empty() ? 0 : *wanted_.begin();
-    const uint64_t values[2] = {wake_value_ + 1, target};
-    waiting_for_ = target;
-    lock.unlock();
-
+    uint64_t values[2] = {0, wake_value_ + 1};
     VkSemaphoreWaitInfo info{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
-    info.flags = VK_SEMAPHORE_WAIT_ANY_BIT;
-    info.semaphoreCount = target ? 2 : 1;
     info.pSemaphores = semaphores;
     info.pValues = values;
+    if (strategy_ == GpuWaitStrategy::next_value) {
+      if (wanted_.empty()) {
+        waiting_for_ = 0;
+        idle_.wait(lock, [&] { return stop_ || !wanted_.empty(); });
+        continue;
+      }
+      values[0] = seen + 1;
+      info.semaphoreCount = 1;
+    } else if (wanted_.empty()) {
+      values[0] = 0;
+      info.semaphoreCount = 1;
+      info.pSemaphores = &wake_;
+      info.pValues = &values[1];
+    } else {
+      values[0] = *wanted_.begin();
+      info.semaphoreCount = 2;
+      info.flags = VK_SEMAPHORE_WAIT_ANY_BIT;
+    }
+    waiting_for_ = values[0];
+    lock.unlock();
+
     VkResult r = vkWaitSemaphores(device, &info, UINT64_MAX);
     uint64_t value = 0;
     if (r == VK_SUCCESS) r = vkGetSemaphoreCounterValue(device, context_.timeline(), &value);
@@ -142,6 +199,7 @@ void GpuBridge::run_waiter() {
       });
       return;
     }
+    seen = value;
     bool any = false;
     while (!wanted_.empty() && *wanted_.begin() <= value) {
       wanted_.erase(wanted_.begin());

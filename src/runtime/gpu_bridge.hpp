@@ -6,6 +6,13 @@
 // semaphore that the loop bumps when it needs the waiter to look again (an earlier ticket, shutdown). The
 // thread never spins or polls with timeouts; it wakes once per reached target or wake signal and posts the
 // reached value to the loop, where the matching waits complete.
+//
+// Mesa drivers that emulate timelines in software (lavapipe among them) implement WAIT_ANY over several
+// semaphores as a busy loop (vk_sync's wait-many fallback): measured on lavapipe, the waiter burned ~20% of
+// a core for the whole GPU run. There the bridge uses GpuWaitStrategy::next_value instead: a condition
+// variable while nothing is awaited, else a single-semaphore wait (which blocks) at the timeline's next
+// value, so that a later-registered earlier ticket is never missed. That costs one wake per submission
+// completed while waits are pending, and shutdown waits for the submission in progress.
 #pragma once
 
 #include <vulkan/vulkan.h>
@@ -18,6 +25,7 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <map>
@@ -97,6 +105,14 @@ class GpuWaitOp final : public GpuWait {
 
 }  // namespace detail
 
+enum class GpuWaitStrategy {
+  automatic,   // next_value on drivers known to spin in WAIT_ANY (lavapipe), else wait_any
+  wait_any,    // WAIT_ANY over the queue timeline and the host-signalled wake semaphore
+  next_value,  // condition variable when idle, else a single-semaphore wait at the next timeline value
+};
+
+const char* gpu_wait_strategy_name(GpuWaitStrategy strategy);
+
 // Thread-safety: construct, wait on and destroy a GpuBridge on the thread that runs its io_context (the
 // loop), or while the loop is not running; waits complete on that thread. The waiter thread touches only
 // the mutex-guarded wanted set and Vulkan calls that the spec allows on any thread (vkWaitSemaphores,
@@ -105,7 +121,7 @@ class GpuBridge {
  public:
   // Creates the wake semaphore and starts the waiter thread. Throws mach::Exception(gpu) when Vulkan
   // refuses the semaphore.
-  GpuBridge(asio::io_context& io, gpu::Context& context);
+  GpuBridge(asio::io_context& io, gpu::Context& context, GpuWaitStrategy strategy = GpuWaitStrategy::automatic);
   GpuBridge(const GpuBridge&) = delete;
   GpuBridge& operator=(const GpuBridge&) = delete;
   // Wakes and joins the waiter thread. Waits still pending complete with mach::Exception(cancelled); the
@@ -133,6 +149,8 @@ class GpuBridge {
         token, ticket);
   }
 
+  // The strategy in use (never `automatic`), for the startup line and /v1/capabilities.
+  GpuWaitStrategy strategy() const { return strategy_; }
   // Waits registered and not yet completed (loop thread).
   size_t pending() const { return pending_.size(); }
   // Times the waiter thread returned from vkWaitSemaphores; tests check that it does not spin.
@@ -147,13 +165,16 @@ class GpuBridge {
   void cancel(detail::GpuWait* wait);
   bool reached(gpu::Ticket ticket);
   VkResult signal_wake();  // bumps wake_ so that the waiter re-reads wanted_
+  // After `value` joined wanted_: makes the waiter look again when it might otherwise miss it.
+  VkResult wake_for(uint64_t value);
   void run_waiter();
   void on_reached(uint64_t value);
   void on_failed(const Error& error);
 
   asio::io_context& io_;
   gpu::Context& context_;
-  VkSemaphore wake_ = VK_NULL_HANDLE;
+  GpuWaitStrategy strategy_;
+  VkSemaphore wake_ = VK_NULL_HANDLE;  // wait_any only
 
   // Loop thread only.
   std::multimap<uint64_t, std::unique_ptr<detail::GpuWait>> pending_;  // by ticket value
@@ -163,9 +184,10 @@ class GpuBridge {
 
   // Shared with the waiter thread, under mutex_.
   mutable std::mutex mutex_;
+  std::condition_variable idle_;  // next_value only: the waiter sleeps here while wanted_ is empty
   std::set<uint64_t> wanted_;    // ticket values awaited and not yet seen reached by the waiter
   uint64_t wake_value_ = 0;      // last value signalled on wake_
-  uint64_t waiting_for_ = 0;     // the timeline value the waiter is blocked on; 0: only the wake semaphore
+  uint64_t waiting_for_ = 0;     // the timeline value the waiter is blocked on; 0: none (idle)
   uint64_t wakeups_ = 0;
   bool stop_ = false;
 
