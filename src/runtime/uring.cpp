@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <array>
+#include <asio/error.hpp>
+#include <cassert>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
