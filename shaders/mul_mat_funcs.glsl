@@ -99,6 +99,9 @@ vec4 chunk_xscale(uint c) {
 #endif
 }
 
+// acc + dot(a, b) as one chain of fused multiply-adds (dot() then += costs an extra add).
+float dot_add(vec4 a, vec4 b, float acc) { return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc)))); }
+
 #if defined(WTYPE_QUANTIZED)
 // (scale, min) of the group that unit u of `row` belongs to. `scales` is the word index of the matrix's
 // scales region in `scales_u32`, a uint view of the weight buffer the kernel declares before including this

@@ -20,8 +20,11 @@
 //
 // Expected on NVIDIA H100/H200 (~3.3/4.8 TB/s peak, ~3.0/4.1 achievable), T = 1, >= 1 GiB weights:
 //   bf16, f16, f32: pure streaming, 2-4 integer/FP ops per 4 bytes: 80-90% of achievable bandwidth.
-//   q8_0, q4: decoding without int->float conversions (see mul_mat_funcs.glsl) keeps ALU at ~2 integer and
-//            ~4 FP ops per byte (q4), below the INT32/FP32 issue rates at 4 TB/s; expected 70-85%.
+//   q8_0, q4: decoding without int->float conversions (see mul_mat_funcs.glsl). q4 at T = 1 issues ~36
+//            integer + ~80 FP lane-ops per 16-byte unit and row (ROWS = 4 amortizing the x work), so the
+//            SM issue rate (128 lanes/clk) caps it near 4.5 TB/s on 132 SMs at 1.98 GHz: above the H100's
+//            bandwidth, just under the H200's. Expected 65-80%. Beyond that needs int8 dot products on an
+//            int8-quantized x (a looser error bound), as llama.cpp does.
 //   Small matrices (2048 x 2048: 2-8 MB) are launch- and tail-bound: 30-60% at best.
 //   NT = 8 costs ~NT times the FMAs of NT = 1 on the same bytes; q4 may become ALU-bound near 50%.
 // Knobs to try first on a new device: ROWS in {2, 4, 8}, max WG in {64, 128, 256}.
@@ -102,9 +105,9 @@ void main() {
 #ifdef WTYPE_QUANTIZED
         const vec4 xq = xv * chunk_xscale(c);
         xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
-        for (uint r = 0; r < ROWS; ++r) dq[r * NT + t] += dot(wc[r], xq);
+        for (uint r = 0; r < ROWS; ++r) dq[r * NT + t] = dot_add(wc[r], xq, dq[r * NT + t]);
 #else
-        for (uint r = 0; r < ROWS; ++r) acc[r * NT + t] += dot(wc[r], xv);
+        for (uint r = 0; r < ROWS; ++r) acc[r * NT + t] = dot_add(wc[r], xv, acc[r * NT + t]);
 #endif
       }
     }
