@@ -1,10 +1,16 @@
 #version 450
 // Tiled matrix-matrix product for many tokens (prefill): y[t, n] = sum_k W[n, k] * x[t, k].
 //   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32.
-// A workgroup of 256 threads computes a BM x BN = 64 x 64 tile of (rows, tokens); each thread a 4 x 4 block.
-// Per BK = 64 step it dequantizes a 64 x 64 weight tile (16-byte loads) and a 64 x 64 x tile into shared
-// memory, both stored k-major so the inner loop reads two vec4s per 16 FMAs. BK = 64 is one q4 group, two
-// q8_0 groups. Columns past K and rows/tokens past N/T are zero-filled or clamped and never stored.
+// A workgroup computes a BM x BN tile of (rows, tokens), each thread a TM x TN block. Per BK-column step it
+// dequantizes a BM x BK weight tile (16-byte loads) and a BN x BK x tile into shared memory, both stored
+// k-major so the inner loop reads TM + TN floats per TM * TN FMAs. Columns past K and rows/tokens past N/T
+// are zero-filled or clamped and never stored.
+//
+// Spec constants (ops/matmul.cpp picks them within the device's shared memory; $MACH_MUL_MAT overrides):
+//   0 WG = (BM / TM) * (BN / TN), a multiple of BN;  1 BM;  2 BN;  3 BK, a multiple of 64 for q4 (one group
+//   per 64 columns) and of 16 otherwise;  4 TM;  5 TN.  Shared memory: 4 * BK * (BM + BN) bytes (+ WG + 4 * BN
+//   for MoE). Defaults: 64 x 64 x 64, 4 x 4 (32 KiB, 256 threads), or BN = 32 where only 32 KiB exist
+//   (lavapipe).
 //
 // With MUL_MAT_ID (MoE prefill, grouped by expert): the grid is (row tile, expert e, token tile j). Each
 // workgroup scans ids [T, top_k] for the pairs routed to e (in pair order, by a workgroup prefix sum), keeps
@@ -12,13 +18,13 @@
 // come from the pairs' tokens (or the pairs themselves when x is per slot), outputs go to y[pair, n].
 // Contract: the top_k ids of a token are distinct (each expert sees at most T pairs).
 //
-// Expected on NVIDIA H100/H200: plain FP32 FMAs from shared memory, bound by shared-memory bandwidth
-// (2 LDS.128 per 16 FMA): ~10-20 TFLOP/s for T >= 256, i.e. a 2048 x 2048 x 512 product in ~0.3-0.4 ms.
+// Expected on NVIDIA H100/H200 with the 64 x 64, 4 x 4 default: plain FP32 FMAs from shared memory, bound
+// by shared-memory bandwidth (2 LDS.128 per 16 FMA): ~10-20 TFLOP/s for T >= 256, i.e. a 2048 x 2048 x 512 product in ~0.3-0.4 ms.
 // Weights are re-read once per 64-token tile (from L2 when they fit). The MoE version adds a scan of
 // T * top_k ids per workgroup and launches E * ceil(T / 64) * N / 64 workgroups, most of which exit at once
 // for small T; with E = 128, T = 512 that is ~12k workgroups, cheap next to the math.
-// Next steps for speed: 8 x 8 per-thread blocks with 128 x 128 tiles, cooperative matrices (f16 tiles), and
-// an indirect dispatch for MoE built from per-expert counts.
+// Knobs to try: TM = 8 (more FMAs per shared load), BN = 32 with BM = 128. Next steps for speed: cooperative
+// matrices (f16 tiles) and an indirect dispatch for MoE built from per-expert counts.
 //! variant mul_mat_f32 -DWTYPE_F32
 //! variant mul_mat_f16 -DWTYPE_F16
 //! variant mul_mat_bf16 -DWTYPE_BF16
@@ -33,10 +39,13 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
 
-const uint WG = 256;
-const uint BM = 64, BN = 64, BK = 64;  // tile rows, tokens, columns
-const uint TM = 4, TN = 4;             // per-thread block: (BM / TM) * (BN / TN) == WG
-layout(local_size_x = WG) in;
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint BM = 64;  // tile rows
+layout(constant_id = 2) const uint BN = 64;  // tile tokens
+layout(constant_id = 3) const uint BK = 64;  // tile columns
+layout(constant_id = 4) const uint TM = 4;   // rows per thread
+layout(constant_id = 5) const uint TN = 4;   // tokens per thread
+const uint WG = gl_WorkGroupSize.x;
 
 layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
@@ -106,7 +115,7 @@ void main() {
   const uint UPR = BK / (4 * CHUNKS);  // 16-byte units per tile row
 
   // Where this thread's x-tile loads come from: token slot `bt` of the tile (fixed for the thread since WG
-  // is a multiple of BN), rows past `count` read token 0 of the tile and are never stored.
+  // is a multiple of BN); slots past `count` repeat the tile's last token and are never stored.
   const uint bt = tid % BN;
 #ifdef MUL_MAT_ID
   const uint pair = pair_of[min(bt, count - 1)];
@@ -149,12 +158,11 @@ void main() {
     }
     barrier();
     for (uint kk = 0; kk < BK; ++kk) {
-      const vec4 a = vec4(a_tile[kk * BM + tm * TM], a_tile[kk * BM + tm * TM + 1], a_tile[kk * BM + tm * TM + 2],
-                          a_tile[kk * BM + tm * TM + 3]);
-      const vec4 b = vec4(b_tile[kk * BN + tn * TN], b_tile[kk * BN + tn * TN + 1], b_tile[kk * BN + tn * TN + 2],
-                          b_tile[kk * BN + tn * TN + 3]);
+      float a[TM], b[TN];
+      for (uint i = 0; i < TM; ++i) a[i] = a_tile[kk * BM + tm * TM + i];
+      for (uint j = 0; j < TN; ++j) b[j] = b_tile[kk * BN + tn * TN + j];
       for (uint i = 0; i < TM; ++i)
-        for (uint j = 0; j < TN; ++j) acc[i * TN + j] += a[i] * b[j];
+        for (uint j = 0; j < TN; ++j) acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]);
     }
     barrier();
   }

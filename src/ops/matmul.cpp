@@ -87,7 +87,39 @@ uint32_t mat_vec_workgroup(uint32_t units) {
   return std::clamp<uint32_t>(std::bit_ceil(units), std::min<uint32_t>(32, max_wg), max_wg);
 }
 
-constexpr uint32_t kTile = 64;  // BM = BN of mul_mat.comp
+// Tile shape of mul_mat.comp (its spec constants; see the shader's header).
+struct MatMulTiles {
+  uint32_t bm = 64, bn = 64, bk = 64, tm = 4, tn = 4;
+
+  uint32_t workgroup() const { return (bm / tm) * (bn / tn); }
+  uint64_t shared_bytes() const { return 4ull * bk * (bm + bn) + 4ull * bn + workgroup(); }
+  bool valid(const gpu::DeviceInfo& info) const {
+    const auto pow2 = [](uint32_t v) { return std::has_single_bit(v); };
+    return pow2(bm) && pow2(bn) && pow2(bk) && pow2(tm) && pow2(tn) && bm >= tm && bn >= tn && bk >= 64 &&
+           workgroup() % bn == 0 && workgroup() >= 32 && workgroup() <= info.max_compute_workgroup_invocations &&
+           shared_bytes() <= info.max_compute_shared_memory;
+  }
+  gpu::SpecConstants constants() const { return {workgroup(), bm, bn, bk, tm, tn}; }
+};
+
+// The default tiles where they fit the device's shared memory (48 KiB on NVIDIA), else 64 x 32 tiles
+// (lavapipe's 32 KiB). $MACH_MUL_MAT, e.g. "bm=128,bn=32,tm=8,tn=4", overrides for tuning.
+const MatMulTiles& mat_mul_tiles(const gpu::DeviceInfo& info) {
+  static const MatMulTiles tiles = [&] {
+    MatMulTiles t;
+    if (!t.valid(info)) t.bn = 32;
+    if (const char* env = std::getenv("MACH_MUL_MAT")) {
+      MatMulTiles e = t;
+      if (std::sscanf(env, "bm=%u,bn=%u,tm=%u,tn=%u", &e.bm, &e.bn, &e.tm, &e.tn) == 4 && e.valid(info))
+        t = e;
+      else
+        std::fprintf(stderr, "mach: ignoring MACH_MUL_MAT='%s' (bad shape, or too much shared memory)\n", env);
+    }
+    assert(t.valid(info));
+    return t;
+  }();
+  return tiles;
+}
 
 }  // namespace
 
@@ -103,8 +135,9 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
                                             {mat_vec_workgroup(push.units), t.rows, tokens});
     cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
   } else {
-    const auto& pipeline = context.pipeline(variant("mul_mat", w.type));
-    const uint32_t groups = gpu::div_up(w.rows, kTile) * gpu::div_up(tokens, kTile);
+    const auto& tiles = mat_mul_tiles(context.info());
+    const auto& pipeline = context.pipeline(variant("mul_mat", w.type), tiles.constants());
+    const uint32_t groups = gpu::div_up(w.rows, tiles.bm) * gpu::div_up(tokens, tiles.bn);
     cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(groups));
   }
 }
@@ -139,8 +172,10 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
     cmd.dispatch(pipeline, bindings, push, gpu::flat_groups(groups));
   } else {
     // (row tile, expert, token tile); an expert sees at most T pairs since a token's ids are distinct.
-    const auto& pipeline = context.pipeline(variant("mul_mat_id", w.type));
-    const uint64_t groups = uint64_t{gpu::div_up(w.rows, kTile)} * routing.experts * gpu::div_up(tokens, kTile);
+    const auto& tiles = mat_mul_tiles(context.info());
+    const auto& pipeline = context.pipeline(variant("mul_mat_id", w.type), tiles.constants());
+    const uint64_t groups =
+        uint64_t{gpu::div_up(w.rows, tiles.bm)} * routing.experts * gpu::div_up(tokens, tiles.bn);
     assert(groups <= uint64_t{65535} * 65535);
     cmd.dispatch(pipeline, bindings, push, gpu::flat_groups(static_cast<uint32_t>(groups)));
   }
