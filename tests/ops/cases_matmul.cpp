@@ -97,6 +97,12 @@ double io_bytes(uint64_t x_elems, uint64_t y_elems) { return 4.0 * (x_elems + y_
 // still failing on any wrong element (one wrong row in a few hundred gives ~1e-3).
 constexpr double kMaxNmse = 1e-10;
 
+// Weights are bound as one storage-buffer range: larger perf cases are skipped where the device's range is
+// smaller (lavapipe: 128 MiB).
+bool fits_binding(const gpu::Context& context, uint64_t bytes) {
+  return bytes + GuardedBuffer::kGuardBytes <= context.info().max_storage_buffer_range;
+}
+
 class MulMatCase : public SimpleOpCase {
  public:
   MulMatCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens) : type_(type), n_(n), k_(k), t_(tokens) {}
@@ -109,6 +115,9 @@ class MulMatCase : public SimpleOpCase {
     return static_cast<double>(ops::weight_bytes(type_, n_, k_)) + io_bytes(uint64_t{t_} * k_, uint64_t{t_} * n_);
   }
   double flops() const override { return 2.0 * n_ * k_ * t_; }
+  bool supported(const gpu::Context& context) const override {
+    return fits_binding(context, ops::weight_bytes(type_, n_, k_));
+  }
 
   void prepare(gpu::Context& context, Rng& rng) override {
     const auto w = random_weights(type_, n_, k_, rng);
@@ -159,10 +168,13 @@ class MulMatIdCase : public SimpleOpCase {
            io_bytes((s_.x_per_slot ? pairs : s_.tokens) * s_.k, pairs * s_.n);
   }
   double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
+  bool supported(const gpu::Context& context) const override {
+    const uint64_t matrix = ops::weight_bytes(type_, s_.n, s_.k);
+    return fits_binding(context, (s_.slots - 1) * stride(matrix) + matrix);
+  }
 
   void prepare(gpu::Context& context, Rng& rng) override {
-    const uint64_t matrix = ops::weight_bytes(type_, s_.n, s_.k);
-    stride_ = s_.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix;
+    stride_ = stride(ops::weight_bytes(type_, s_.n, s_.k));
     std::vector<std::byte> stack(stride_ * s_.slots);
     for (uint32_t e = 0; e < s_.slots; ++e) {
       const auto w = random_weights(type_, s_.n, s_.k, rng);
@@ -205,6 +217,8 @@ class MulMatIdCase : public SimpleOpCase {
   }
 
  private:
+  uint64_t stride(uint64_t matrix) const { return s_.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix; }
+
   WeightType type_;
   MoeShape s_;
   uint64_t stride_ = 0;
