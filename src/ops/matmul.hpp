@@ -6,6 +6,10 @@
 // kernel for larger T (prefill). Both read weights with 16-byte loads, so K must keep rows 16-byte aligned:
 // K % 4 == 0 for f32, K % 8 == 0 for f16/bf16, and the group size for quantized types. x and y bindings
 // need no more than the device's storage-buffer offset alignment.
+//
+// Launch shapes are spec constants of the shaders, tunable on a device without rebuilding through
+// $MACH_MUL_MAT_VEC ("wg=256,rows=4": max workgroup size, rows per workgroup) and $MACH_MUL_MAT
+// ("bm=64,bn=64,tm=4,tn=4": tile and per-thread block); both are read once per process.
 #pragma once
 
 #include <cstdint>
