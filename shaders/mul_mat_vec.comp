@@ -1,0 +1,137 @@
+#version 450
+// Matrix-vector product for few tokens (decode, speculative verify): y[t, n] = sum_k W[n, k] * x[t, k].
+//   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32, T = NT <= 8.
+// With MUL_MAT_ID (MoE experts): one workgroup per (row tile, pair), pair = t * top_k + s;
+//   W = stack[slot_table[ids[pair]]], x row = x_per_slot ? pair : t, y: [T, top_k, N] row `pair` (NT = 1).
+//
+// Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
+// i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
+// per row), so ROWS independent 16-byte loads are in flight per thread per iteration, and each x chunk it
+// loads (from L1/L2: x is small and read by every workgroup) serves all ROWS rows and NT tokens. Partial
+// sums are reduced with subgroupAdd and then across subgroups through shared memory, which works for any
+// subgroup size (8 on lavapipe, 32 on NVIDIA, 32/64 on AMD).
+//
+// Spec constants (ops/matmul.cpp picks them; $MACH_MUL_MAT_VEC overrides for tuning):
+//   0  WG    threads per workgroup; the host takes the smallest power of two >= units per row, within
+//            [32, max] (max 256 by default), so short rows (MoE down projections, K = 768) waste few lanes.
+//   1  ROWS  rows per workgroup (default 4): more rows = more loads in flight and more x reuse, fewer
+//            workgroups. 2..8 are sensible.
+//   2  NT    tokens (exactly T of the dispatch).
+//
+// Expected on NVIDIA H100/H200 (~3.3/4.8 TB/s peak, ~3.0/4.1 achievable), T = 1, >= 1 GiB weights:
+//   bf16, f16, f32: pure streaming, 2-4 integer/FP ops per 4 bytes: 80-90% of achievable bandwidth.
+//   q8_0, q4: decoding without int->float conversions (see mul_mat_funcs.glsl). q4 at T = 1 issues ~36
+//            integer + ~80 FP lane-ops per 16-byte unit and row (ROWS = 4 amortizing the x work), so the
+//            SM issue rate (128 lanes/clk) caps it near 4.5 TB/s on 132 SMs at 1.98 GHz: above the H100's
+//            bandwidth, just under the H200's. Expected 65-80%. Beyond that needs int8 dot products on an
+//            int8-quantized x (a looser error bound), as llama.cpp does.
+//   Small matrices (2048 x 2048: 2-8 MB) are launch- and tail-bound: 30-60% at best.
+//   NT = 8 costs ~NT times the FMAs of NT = 1 on the same bytes; q4 may become ALU-bound near 50%.
+// Knobs to try first on a new device: ROWS in {2, 4, 8}, max WG in {64, 128, 256}.
+//! variant mul_mat_vec_f32 -DWTYPE_F32
+//! variant mul_mat_vec_f16 -DWTYPE_F16
+//! variant mul_mat_vec_bf16 -DWTYPE_BF16
+//! variant mul_mat_vec_q8_0 -DWTYPE_Q8_0
+//! variant mul_mat_vec_q4 -DWTYPE_Q4
+//! variant mul_mat_vec_id_f32 -DWTYPE_F32 -DMUL_MAT_ID
+//! variant mul_mat_vec_id_f16 -DWTYPE_F16 -DMUL_MAT_ID
+//! variant mul_mat_vec_id_bf16 -DWTYPE_BF16 -DMUL_MAT_ID
+//! variant mul_mat_vec_id_q8_0 -DWTYPE_Q8_0 -DMUL_MAT_ID
+//! variant mul_mat_vec_id_q4 -DWTYPE_Q4 -DMUL_MAT_ID
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint ROWS = 4;
+layout(constant_id = 2) const uint NT = 1;
+
+layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
+layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
+layout(binding = 2) readonly buffer X { vec4 x4[]; };
+layout(binding = 3) writeonly buffer Y { float y[]; };
+#ifdef MUL_MAT_ID
+layout(binding = 4) readonly buffer Ids { uint ids[]; };
+layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
+#endif
+
+#include "mul_mat_funcs.glsl"
+
+// Per-subgroup partial sums; assumes subgroups of at least 4 invocations.
+shared float partial[gl_WorkGroupSize.x / 4 * ROWS * NT];
+
+void main() {
+  const uint WG = gl_WorkGroupSize.x;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint wg = flat_workgroup_id();
+  const uint k4 = p.k >> 2;
+#ifdef MUL_MAT_ID
+  const uint row_tiles = (p.n + ROWS - 1) / ROWS;
+  const uint pair = wg / row_tiles;
+  const uint row0 = (wg % row_tiles) * ROWS;
+  const uint mat = p.w_base + slot_table[ids[pair]] * p.w_stride;
+  const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
+  const uint y_base = pair * p.n;
+#else
+  const uint row0 = wg * ROWS;
+  const uint mat = p.w_base;
+  const uint x_base = 0;
+  const uint y_base = 0;
+#endif
+  // Rows past N (the last tile) read row N - 1 and store nothing.
+  uint rows[ROWS];
+  for (uint r = 0; r < ROWS; ++r) rows[r] = min(row0 + r, p.n - 1);
+
+  float acc[ROWS * NT];
+  for (uint i = 0; i < ROWS * NT; ++i) acc[i] = 0.0;
+
+  for (uint u = tid; u < p.units; u += WG) {
+    uvec4 d[ROWS];
+    for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
+#ifdef WTYPE_QUANTIZED
+    vec2 sm[ROWS];
+    for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + p.scales, p.k, rows[r], u);
+    float dq[ROWS * NT];  // sum of q * x over this unit
+    float xsum[NT];       // sum of x over this unit (for q4's min)
+    for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
+    for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
+#endif
+    for (uint c = 0; c < CHUNKS; ++c) {
+      vec4 wc[ROWS];
+      for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
+      const uint xi = x_base + chunk_x4(u, c);
+      for (uint t = 0; t < NT; ++t) {
+        const vec4 xv = x4[xi + t * k4];
+#ifdef WTYPE_QUANTIZED
+        const vec4 xq = xv * chunk_xscale(c);
+        xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
+        for (uint r = 0; r < ROWS; ++r) dq[r * NT + t] = dot_add(wc[r], xq, dq[r * NT + t]);
+#else
+        for (uint r = 0; r < ROWS; ++r) acc[r * NT + t] = dot_add(wc[r], xv, acc[r * NT + t]);
+#endif
+      }
+    }
+#ifdef WTYPE_QUANTIZED
+    for (uint r = 0; r < ROWS; ++r)
+      for (uint t = 0; t < NT; ++t)
+#ifdef WTYPE_Q4
+        acc[r * NT + t] += sm[r].x * dq[r * NT + t] + sm[r].y * xsum[t];
+#else
+        acc[r * NT + t] += sm[r].x * dq[r * NT + t];
+#endif
+#endif
+  }
+
+  const uint RN = ROWS * NT;
+  for (uint i = 0; i < RN; ++i) {
+    const float s = subgroupAdd(acc[i]);
+    if (subgroupElect()) partial[gl_SubgroupID * RN + i] = s;
+  }
+  barrier();
+  for (uint i = tid; i < RN; i += WG) {
+    float s = 0.0;
+    for (uint g = 0; g < gl_NumSubgroups; ++g) s += partial[g * RN + i];
+    const uint row = row0 + i / NT;
+    if (row < p.n) y[y_base + (i % NT) * p.n + row] = s;
+  }
+}

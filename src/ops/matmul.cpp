@@ -1,0 +1,184 @@
+#include "ops/matmul.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cassert>
+#include <cstdlib>
+#include <cstdio>
+#include <string>
+
+#include "gpu/context.hpp"
+
+namespace mach::ops {
+namespace {
+
+// Mirrors the push-constant block of shaders/mul_mat_funcs.glsl.
+struct MulMatPush {
+  uint32_t n, k, units, w_base, w_stride, scales, tokens, top_k, x_per_slot, experts;
+};
+
+// Launch shape of mul_mat_vec.comp (its spec constants). Read once from $MACH_MUL_MAT_VEC, e.g.
+// "wg=128,rows=8", so that the kernel can be tuned on a device without rebuilding.
+struct MatVecTuning {
+  uint32_t max_workgroup = 256;
+  uint32_t rows = 4;
+};
+
+const MatVecTuning& mat_vec_tuning() {
+  static const MatVecTuning tuning = [] {
+    MatVecTuning t;
+    if (const char* env = std::getenv("MACH_MUL_MAT_VEC")) {
+      unsigned wg = 0, rows = 0;
+      if (std::sscanf(env, "wg=%u,rows=%u", &wg, &rows) == 2 && std::has_single_bit(wg) && wg >= 32 &&
+          wg <= 1024 && rows >= 1 && rows <= 16) {
+        t.max_workgroup = wg;
+        t.rows = rows;
+      } else {
+        std::fprintf(stderr, "mach: ignoring MACH_MUL_MAT_VEC='%s' (want wg=POW2>=32,rows=1..16)\n", env);
+      }
+    }
+    return t;
+  }();
+  return tuning;
+}
+
+uint32_t element_bits(WeightType type) {
+  switch (type) {
+    case WeightType::f32: return 32;
+    case WeightType::f16:
+    case WeightType::bf16: return 16;
+    case WeightType::q8_0: return 8;
+    case WeightType::q4: return 4;
+  }
+  return 0;
+}
+
+// 16-byte units per row: the row's elements (the quants, for quantized types).
+uint32_t row_units(WeightType type, uint32_t cols) {
+  const uint64_t bits = uint64_t{cols} * element_bits(type);
+  assert(bits % 128 == 0 && "K must keep weight rows 16-byte aligned (see matmul.hpp)");
+  return static_cast<uint32_t>(bits / 128);
+}
+
+std::string variant(const char* kernel, WeightType type) {
+  return std::string(kernel) + "_" + std::string(weight_type_name(type));
+}
+
+// Binds [offset, offset + bytes) of a weight buffer: the binding starts at the nearest offset the device
+// accepts below `offset`, and the shader skips the difference (returned in 16-byte units).
+struct WeightBinding {
+  gpu::Binding binding;
+  uint32_t base_units = 0;
+};
+
+WeightBinding bind_weights(const gpu::Context& context, const gpu::Buffer& buffer, uint64_t offset,
+                           uint64_t bytes) {
+  assert(offset % 16 == 0);
+  const uint64_t align = std::max<uint64_t>(16, context.info().min_storage_buffer_offset_alignment);
+  const uint64_t start = offset / align * align;
+  const uint64_t size = offset - start + bytes;
+  assert(start + size <= buffer.size());
+  assert(size <= context.info().max_storage_buffer_range && "weights exceed maxStorageBufferRange");
+  return {gpu::in(buffer, start, size), static_cast<uint32_t>((offset - start) / 16)};
+}
+
+uint32_t mat_vec_workgroup(uint32_t units) {
+  const uint32_t max_wg = mat_vec_tuning().max_workgroup;
+  return std::clamp<uint32_t>(std::bit_ceil(units), std::min<uint32_t>(32, max_wg), max_wg);
+}
+
+// Tile shape of mul_mat.comp (its spec constants; see the shader's header).
+struct MatMulTiles {
+  uint32_t bm = 64, bn = 64, bk = 64, tm = 4, tn = 4;
+
+  uint32_t workgroup() const { return (bm / tm) * (bn / tn); }
+  uint64_t shared_bytes() const { return 4ull * bk * (bm + bn) + 4ull * bn + workgroup(); }
+  bool valid(const gpu::DeviceInfo& info) const {
+    const auto pow2 = [](uint32_t v) { return std::has_single_bit(v); };
+    return pow2(bm) && pow2(bn) && pow2(bk) && pow2(tm) && pow2(tn) && bm >= tm && bn >= tn && bk >= 64 &&
+           workgroup() % bn == 0 && workgroup() >= 32 && workgroup() <= info.max_compute_workgroup_invocations &&
+           shared_bytes() <= info.max_compute_shared_memory;
+  }
+  gpu::SpecConstants constants() const { return {workgroup(), bm, bn, bk, tm, tn}; }
+};
+
+// The default tiles where they fit the device's shared memory (48 KiB on NVIDIA), else 64 x 32 tiles
+// (lavapipe's 32 KiB). $MACH_MUL_MAT, e.g. "bm=128,bn=32,tm=8,tn=4", overrides for tuning.
+const MatMulTiles& mat_mul_tiles(const gpu::DeviceInfo& info) {
+  static const MatMulTiles tiles = [&] {
+    MatMulTiles t;
+    if (!t.valid(info)) t.bn = 32;
+    if (const char* env = std::getenv("MACH_MUL_MAT")) {
+      MatMulTiles e = t;
+      if (std::sscanf(env, "bm=%u,bn=%u,tm=%u,tn=%u", &e.bm, &e.bn, &e.tm, &e.tn) == 4 && e.valid(info))
+        t = e;
+      else
+        std::fprintf(stderr, "mach: ignoring MACH_MUL_MAT='%s' (bad shape, or too much shared memory)\n", env);
+    }
+    assert(t.valid(info));
+    return t;
+  }();
+  return tiles;
+}
+
+}  // namespace
+
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens) {
+  assert(w.buffer && tokens > 0 && shape_fits(w.type, w.rows, w.cols));
+  auto& context = cmd.context();
+  const auto wb = bind_weights(context, *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
+  const MulMatPush push{w.rows, w.cols, row_units(w.type, w.cols), wb.base_units, 0,
+                        static_cast<uint32_t>(scales_offset(w.type, w.rows, w.cols) / 4), tokens, 1, 0, 1};
+  if (tokens <= kMatVecMaxTokens) {
+    const auto& t = mat_vec_tuning();
+    const auto& pipeline = context.pipeline(variant("mul_mat_vec", w.type),
+                                            {mat_vec_workgroup(push.units), t.rows, tokens});
+    cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
+  } else {
+    const auto& tiles = mat_mul_tiles(context.info());
+    const auto& pipeline = context.pipeline(variant("mul_mat", w.type), tiles.constants());
+    const uint32_t groups = gpu::div_up(w.rows, tiles.bm) * gpu::div_up(tokens, tiles.bn);
+    cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(groups));
+  }
+}
+
+void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
+                bool x_per_slot, gpu::Binding y, uint32_t tokens) {
+  assert(w.buffer && w.count > 0 && tokens > 0 && routing.experts > 0 && routing.top_k > 0);
+  assert(shape_fits(w.type, w.rows, w.cols) && w.expert_stride % 16 == 0);
+  const uint64_t matrix_bytes = weight_bytes(w.type, w.rows, w.cols);
+  assert(w.count == 1 || w.expert_stride >= matrix_bytes);
+  auto& context = cmd.context();
+  const auto wb = bind_weights(context, *w.buffer, w.offset, (w.count - 1) * w.expert_stride + matrix_bytes);
+  const MulMatPush push{w.rows,
+                        w.cols,
+                        row_units(w.type, w.cols),
+                        wb.base_units,
+                        static_cast<uint32_t>(w.expert_stride / 16),
+                        static_cast<uint32_t>(scales_offset(w.type, w.rows, w.cols) / 4),
+                        tokens,
+                        routing.top_k,
+                        x_per_slot ? 1u : 0u,
+                        routing.experts};
+  const std::initializer_list<gpu::Binding> bindings = {wb.binding, wb.binding, x, y, routing.ids,
+                                                        routing.slot_table};
+  if (tokens <= kMatVecMaxTokens) {
+    // One workgroup per (row tile, pair): experts picked by several tokens are read once per pair (mostly
+    // from L2 for such small T).
+    const auto& t = mat_vec_tuning();
+    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id", w.type),
+                                            {mat_vec_workgroup(push.units), t.rows, 1});
+    const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
+    cmd.dispatch(pipeline, bindings, push, gpu::flat_groups(groups));
+  } else {
+    // (row tile, expert, token tile); an expert sees at most T pairs since a token's ids are distinct.
+    const auto& tiles = mat_mul_tiles(context.info());
+    const auto& pipeline = context.pipeline(variant("mul_mat_id", w.type), tiles.constants());
+    const uint64_t groups =
+        uint64_t{gpu::div_up(w.rows, tiles.bm)} * routing.experts * gpu::div_up(tokens, tiles.bn);
+    assert(groups <= uint64_t{65535} * 65535);
+    cmd.dispatch(pipeline, bindings, push, gpu::flat_groups(static_cast<uint32_t>(groups)));
+  }
+}
+
+}  // namespace mach::ops

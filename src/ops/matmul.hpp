@@ -1,0 +1,44 @@
+// Matrix products of activations with weight matrices, for every weight format of weight_format.hpp.
+// Shapes: T tokens, K input features (W's cols), N output features (W's rows), E experts, k slots (top-k).
+//
+// Each op picks one of two kernels by T: a matrix-vector kernel for T <= kMatVecMaxTokens (decode and
+// speculative-verify blocks: every weight load is reused across the tokens) and a tiled matrix-matrix
+// kernel for larger T (prefill). Both read weights with 16-byte loads, so K must keep rows 16-byte aligned:
+// K % 4 == 0 for f32, K % 8 == 0 for f16/bf16, and the group size for quantized types. x and y bindings
+// need no more than the device's storage-buffer offset alignment.
+//
+// Launch shapes are spec constants of the shaders, tunable on a device without rebuilding through
+// $MACH_MUL_MAT_VEC ("wg=256,rows=4": max workgroup size, rows per workgroup) and $MACH_MUL_MAT
+// ("bm=64,bn=64,tm=4,tn=4": tile and per-thread block); both are read once per process.
+#pragma once
+
+#include <cstdint>
+
+#include "gpu/command_list.hpp"
+#include "ops/weight_format.hpp"
+
+namespace mach::ops {
+
+inline constexpr uint32_t kMatVecMaxTokens = 8;
+
+// y[t, n] = sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32.
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens);
+
+// The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
+// matrix in slot slot_table[e] of the stack `w`.
+//   ids: [T, top_k] u32 expert ids, distinct within a token (as top-k makes them);
+//   slot_table: [experts] u32, expert id -> slot of `w` (identity when every expert is resident);
+//   x: [T, K] f32 shared by all slots (gate/up projections) or, with x_per_slot, [T, top_k, K] (down);
+//   y: [T, top_k, N] f32.
+// The weight stack is bound as one range, so offset through the last slot must fit the device's
+// maxStorageBufferRange (an expert bank larger than that needs one call per part).
+struct MoeRouting {
+  gpu::Binding ids;
+  gpu::Binding slot_table;
+  uint32_t experts = 0;
+  uint32_t top_k = 0;
+};
+void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
+                bool x_per_slot, gpu::Binding y, uint32_t tokens);
+
+}  // namespace mach::ops

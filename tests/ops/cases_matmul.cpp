@@ -1,0 +1,292 @@
+// Op cases for matrix products: mul_mat (dense weights) and mul_mat_id (MoE expert stacks), every weight
+// type, matrix-vector (T <= 8) and tiled (T > 8) kernels. Shapes: T tokens, K cols, N rows, E experts.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <set>
+
+#include "op_case.hpp"
+#include "ops/matmul.hpp"
+#include "ops/reference/matmul.hpp"
+
+namespace mach::test {
+namespace {
+
+using ops::WeightType;
+
+constexpr WeightType kAllTypes[] = {WeightType::f32, WeightType::f16, WeightType::bf16, WeightType::q8_0,
+                                    WeightType::q4};
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+template <class T>
+void put(std::vector<std::byte>& out, uint64_t offset, T value) {
+  std::memcpy(out.data() + offset, &value, sizeof(T));
+}
+
+// A valid [rows, cols] matrix of `type` with O(1) weights, drawn directly in the layout: drawing and
+// quantizing floats would take minutes for the GiB-sized perf weights. (Quantizer round trips are covered by
+// weight_format_test; here every quant value and a spread of scales occur.)
+std::vector<std::byte> random_weights(WeightType type, uint32_t rows, uint32_t cols, Rng& rng) {
+  std::vector<std::byte> out(ops::weight_bytes(type, rows, cols));
+  uint64_t state = rng.engine()();
+  const uint64_t elements = uint64_t{rows} * cols;
+  // Float types: elements from a table of normal samples, 4 per 64-bit draw.
+  std::vector<float> table = rng.normal_vec(4096);
+  switch (type) {
+    case WeightType::f32:
+      for (uint64_t i = 0; i < elements; i += 4) {
+        const uint64_t r = splitmix64(state);
+        for (uint64_t j = 0; j < 4 && i + j < elements; ++j) put(out, (i + j) * 4, table[(r >> (16 * j)) & 4095]);
+      }
+      break;
+    case WeightType::f16:
+    case WeightType::bf16: {
+      std::vector<uint16_t> bits(table.size());
+      for (size_t i = 0; i < table.size(); ++i)
+        bits[i] = type == WeightType::f16 ? ops::float_to_half(table[i]) : ops::float_to_bf16(table[i]);
+      for (uint64_t i = 0; i < elements; i += 4) {
+        const uint64_t r = splitmix64(state);
+        for (uint64_t j = 0; j < 4 && i + j < elements; ++j) put(out, (i + j) * 2, bits[(r >> (16 * j)) & 4095]);
+      }
+      break;
+    }
+    case WeightType::q8_0:
+    case WeightType::q4: {
+      const uint64_t quant_bytes = type == WeightType::q8_0 ? elements : elements / 2;
+      for (uint64_t i = 0; i < quant_bytes; i += 8) {
+        uint64_t r = splitmix64(state);
+        if (type == WeightType::q8_0) {
+          // q8_0 quants are in [-127, 127]: turn -128 (0x80) bytes into -127.
+          for (int j = 0; j < 8; ++j)
+            if (((r >> (8 * j)) & 0xff) == 0x80) r |= uint64_t{1} << (8 * j);
+        }
+        std::memcpy(out.data() + i, &r, std::min<uint64_t>(8, quant_bytes - i));
+      }
+      const uint64_t so = ops::scales_offset(type, rows, cols);
+      const uint64_t groups = elements / ops::group_size(type);
+      for (uint64_t g = 0; g < groups; ++g) {
+        const float u = static_cast<float>(splitmix64(state) >> 40) / 16777216.0f;  // [0, 1)
+        if (type == WeightType::q8_0) {
+          put(out, so + g * 2, ops::float_to_half(0.004f + 0.012f * u));  // |w| up to ~2
+        } else {
+          const float scale = 0.1f + 0.2f * u;
+          const uint32_t word = ops::float_to_half(scale) | (uint32_t{ops::float_to_half(-(6.0f + u * 3.0f) * scale)} << 16);
+          put(out, so + g * 4, word);
+        }
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+// Fewest bytes per f32 activation vector element, for bytes(): x and y of T rows.
+double io_bytes(uint64_t x_elems, uint64_t y_elems) { return 4.0 * (x_elems + y_elems); }
+
+// Accumulation-order error of f32 sums only: the reference sums the same dequantized values in double.
+// Observed on lavapipe: <= 2.2e-13 for every type at K <= 4096 (q4 highest: it subtracts its min term from
+// large partial sums). 1e-10 leaves room for longer rows and other summation orders on other devices while
+// still failing on any wrong element (one wrong row in a few hundred gives ~1e-3).
+constexpr double kMaxNmse = 1e-10;
+
+// Weights are bound as one storage-buffer range: larger perf cases are skipped where the device's range is
+// smaller (lavapipe: 128 MiB).
+bool fits_binding(const gpu::Context& context, uint64_t bytes) {
+  return bytes + GuardedBuffer::kGuardBytes <= context.info().max_storage_buffer_range;
+}
+
+class MulMatCase : public SimpleOpCase {
+ public:
+  MulMatCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens) : type_(type), n_(n), k_(k), t_(tokens) {}
+  std::string op() const override { return "mul_mat"; }
+  std::string params() const override {
+    return fmt::format("type={} n={} k={} t={}", ops::weight_type_name(type_), n_, k_, t_);
+  }
+  double max_nmse() const override { return kMaxNmse; }
+  double bytes() const override {
+    return static_cast<double>(ops::weight_bytes(type_, n_, k_)) + io_bytes(uint64_t{t_} * k_, uint64_t{t_} * n_);
+  }
+  double flops() const override { return 2.0 * n_ * k_ * t_; }
+  bool supported(const gpu::Context& context) const override {
+    return fits_binding(context, ops::weight_bytes(type_, n_, k_));
+  }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const auto w = random_weights(type_, n_, k_, rng);
+    const auto x = rng.normal_vec(uint64_t{t_} * k_);
+    w_ = GuardedBuffer(context, w.size(), "w");
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    output_ = GuardedBuffer(context, uint64_t{t_} * n_ * 4, "y");
+    w_.upload(w);
+    x_.upload(x);
+    expected_.resize(uint64_t{t_} * n_);
+    ref::mul_mat(type_, w, n_, k_, x, expected_, t_);
+    inputs_ = {&w_, &x_};
+  }
+  void record(gpu::CommandList& cmd) override {
+    const ops::WeightRef w{w_.in().buffer, w_.in().offset, type_, n_, k_};
+    ops::mul_mat(cmd, w, x_.in(), output_.out(), t_);
+  }
+
+ private:
+  WeightType type_;
+  uint32_t n_, k_, t_;
+  GuardedBuffer w_, x_;
+};
+
+struct MoeShape {
+  uint32_t n, k;
+  uint32_t experts, top_k;
+  uint32_t slots;       // matrices in the stack; > experts or with `permuted` the slot table is no identity
+  bool permuted;
+  bool padded_stride;   // experts 4096-aligned like sidecar slabs instead of packed
+  bool x_per_slot;
+  uint32_t tokens;
+};
+
+class MulMatIdCase : public SimpleOpCase {
+ public:
+  MulMatIdCase(WeightType type, MoeShape s) : type_(type), s_(s) {}
+  std::string op() const override { return "mul_mat_id"; }
+  std::string params() const override {
+    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} x={} t={}", ops::weight_type_name(type_), s_.n,
+                       s_.k, s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
+                       s_.padded_stride ? " padded" : "", s_.x_per_slot ? "per_slot" : "shared", s_.tokens);
+  }
+  double max_nmse() const override { return kMaxNmse; }
+  double bytes() const override {
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 4.0 * pairs +
+           io_bytes((s_.x_per_slot ? pairs : s_.tokens) * s_.k, pairs * s_.n);
+  }
+  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
+  bool supported(const gpu::Context& context) const override {
+    const uint64_t matrix = ops::weight_bytes(type_, s_.n, s_.k);
+    return fits_binding(context, (s_.slots - 1) * stride(matrix) + matrix);
+  }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    stride_ = stride(ops::weight_bytes(type_, s_.n, s_.k));
+    std::vector<std::byte> stack(stride_ * s_.slots);
+    for (uint32_t e = 0; e < s_.slots; ++e) {
+      const auto w = random_weights(type_, s_.n, s_.k, rng);
+      std::memcpy(stack.data() + e * stride_, w.data(), w.size());
+    }
+    std::vector<uint32_t> slots(s_.slots);
+    std::iota(slots.begin(), slots.end(), 0u);
+    if (s_.permuted) std::shuffle(slots.begin(), slots.end(), rng.engine());
+    std::vector<uint32_t> table(slots.begin(), slots.begin() + s_.experts);
+    std::vector<uint32_t> ids;
+    std::vector<uint32_t> order(s_.experts);
+    std::iota(order.begin(), order.end(), 0u);
+    for (uint32_t t = 0; t < s_.tokens; ++t) {
+      // Distinct ids per token, as top-k produces: the first top_k of a partial shuffle.
+      for (uint32_t j = 0; j < s_.top_k; ++j) std::swap(order[j], order[j + rng.below(s_.experts - j)]);
+      ids.insert(ids.end(), order.begin(), order.begin() + s_.top_k);
+    }
+    used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    const auto x = rng.normal_vec((s_.x_per_slot ? pairs : s_.tokens) * s_.k);
+
+    w_ = GuardedBuffer(context, stack.size(), "w");
+    ids_ = GuardedBuffer(context, ids.size() * 4, "ids");
+    table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    output_ = GuardedBuffer(context, pairs * s_.n * 4, "y");
+    w_.upload(stack);
+    ids_.upload(ids);
+    table_.upload(table);
+    x_.upload(x);
+    expected_.resize(pairs * s_.n);
+    ref::mul_mat_id(type_, stack, stride_, s_.n, s_.k, ids, table, x, s_.x_per_slot, expected_, s_.tokens,
+                    s_.top_k);
+    inputs_ = {&w_, &ids_, &table_, &x_};
+  }
+  void record(gpu::CommandList& cmd) override {
+    const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
+    const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
+    ops::mul_mat_id(cmd, w, routing, x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
+  }
+
+ private:
+  uint64_t stride(uint64_t matrix) const { return s_.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix; }
+
+  WeightType type_;
+  MoeShape s_;
+  uint64_t stride_ = 0;
+  uint64_t used_experts_ = 0;
+  GuardedBuffer w_, ids_, table_, x_;
+};
+
+void add_test_cases(CaseList& cases) {
+  struct Shape {
+    uint32_t n, k;
+  };
+  for (WeightType type : kAllTypes) {
+    // Odd N (no multiple of any workgroup or tile size), K not a power of two; the per-type extra shape
+    // has K off the 64-column tile (where the type allows).
+    std::vector<Shape> shapes = {{67, 192}, {131, 320}, {17, 576}};
+    if (type == WeightType::f32) shapes.push_back({33, 100});
+    if (type == WeightType::f16 || type == WeightType::bf16) shapes.push_back({45, 136});
+    if (type == WeightType::q8_0) shapes.push_back({29, 96});
+    // T = 8 (the largest matrix-vector block) and T = 70 (two token tiles) on the first shape only: every
+    // (workgroup size, T) pair is a pipeline that lavapipe compiles for up to a second.
+    for (const Shape& s : shapes)
+      for (uint32_t t : {1u, 3u, 37u}) cases.push_back(std::make_unique<MulMatCase>(type, s.n, s.k, t));
+    for (uint32_t t : {8u, 70u}) cases.push_back(std::make_unique<MulMatCase>(type, shapes[0].n, shapes[0].k, t));
+
+    // MoE: E = 8, top-2 with identity slots; E = 16, top-4 through a permuted table into a 20-slot stack;
+    // E = 4, top-2 with 150 tokens, so that experts get more than one 64-token tile.
+    const MoeShape moe[] = {
+        {67, 192, 8, 2, 8, false, false, false, 1},   {67, 192, 8, 2, 8, false, false, true, 3},
+        {45, 320, 16, 4, 20, true, true, false, 37},  {45, 320, 16, 4, 20, true, true, true, 1},
+        {45, 320, 16, 4, 20, true, false, true, 70},  {33, 128, 4, 2, 4, false, false, false, 150},
+    };
+    for (const MoeShape& s : moe) cases.push_back(std::make_unique<MulMatIdCase>(type, s));
+  }
+  // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
+}
+
+void add_perf_cases(CaseList& cases) {
+  // Decode over >= 1 GiB of weights (each buffer <= 2 GiB): the bandwidth targets.
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 262144, 8192, 1));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::bf16, 65536, 8192, 1));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q8_0, 131072, 8192, 1));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::f16, 65536, 8192, 1));
+  // Qwen3-30B-A3B: attention-sized 2048 x 2048, the 151936 x 2048 lm_head, and speculative verify (T = 8).
+  for (WeightType type : {WeightType::bf16, WeightType::q8_0, WeightType::q4}) {
+    cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 1));
+    cases.push_back(std::make_unique<MulMatCase>(type, 151936, 2048, 1));
+    cases.push_back(std::make_unique<MulMatCase>(type, 151936, 2048, 8));
+  }
+  // Qwen3-30B-A3B experts, 128 resident, top-8: gate/up [768, 2048] share x; down [2048, 768] has x per slot.
+  for (WeightType type : {WeightType::bf16, WeightType::q4}) {
+    cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{768, 2048, 128, 8, 128, false, false, false, 1}));
+    cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{2048, 768, 128, 8, 128, false, false, true, 1}));
+  }
+  // Prefill, T = 512.
+  for (WeightType type : {WeightType::bf16, WeightType::q4}) {
+    cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));
+    cases.push_back(std::make_unique<MulMatCase>(type, 6144, 2048, 512));
+  }
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{768, 2048, 128, 8, 128, false, false, false, 512}));
+}
+
+const bool registered = register_cases([](CaseSet set, CaseList& cases) {
+  if (set == CaseSet::test)
+    add_test_cases(cases);
+  else
+    add_perf_cases(cases);
+});
+
+}  // namespace
+}  // namespace mach::test
