@@ -67,7 +67,8 @@ class SoftcapCase : public SimpleOpCase {
   SoftcapCase(uint32_t n, float cap) : n_(n), cap_(cap) {}
   std::string op() const override { return "softcap"; }
   std::string params() const override { return fmt::format("n={} cap={}", n_, cap_); }
-  double max_nmse() const override { return 1e-12; }
+  // GLSL's tanh is allowed a few ulp more than libm's: 1e-10 is ~1e-5 relative on a single value.
+  double max_nmse() const override { return 1e-10; }
   double bytes() const override { return 8.0 * n_; }
 
   void prepare(gpu::Context& context, Rng& rng) override {
