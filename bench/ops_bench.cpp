@@ -2,7 +2,7 @@
 // line per case (device, op, shape, median and spread, GB/s, GFLOP/s). Each case is checked against its
 // CPU reference before it is timed. `--coverage` instead lists embedded shaders that no test case runs.
 //
-//   ops_bench [--filter SUBSTRING] [--repeats N] [--test-shapes] [--coverage]
+//   ops_bench [--filter SUBSTRING] [--repeats N] [--test-shapes] [--sweep NAME=v1|v2] [--coverage]
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -26,15 +26,63 @@ double percentile(std::vector<double> v, double q) {
 }
 
 // Checks one case against its reference, then times it; prints its JSON line. False when the check failed.
+// Times the recorded op `repeats` times after 3 warm-up runs; GPU ns of each run.
+std::vector<double> time_op(gpu::Context& context, gpu::CommandList& cmd, int repeats) {
+  std::vector<double> ns;
+  for (int r = 0; r < repeats + 3; ++r) {
+    context.wait(context.submit(cmd));
+    if (r >= 3) ns.push_back(cmd.read_timestamps().back().ns);  // the first runs warm caches and clocks
+  }
+  return ns;
+}
+
+void record_op(gpu::CommandList& cmd, test::OpCase& op) {
+  cmd.begin();
+  op.record(cmd);
+  cmd.timestamp("op");
+  cmd.end();
+}
+
+// One JSON line per value of an environment variable the op reads at record time (`NAME=v1|v2|...`), each
+// checked on fresh (NaN-poisoned) output before it is timed.
+int sweep_case(gpu::Context& context, test::OpCase& op, const std::string& sweep, int repeats) {
+  const size_t eq = sweep.find('=');
+  const std::string name = sweep.substr(0, eq);
+  int failures = 0;
+  auto cmd = context.begin_commands();
+  for (size_t pos = eq + 1; pos <= sweep.size();) {
+    size_t end = sweep.find('|', pos);
+    if (end == std::string::npos) end = sweep.size();
+    const std::string value = sweep.substr(pos, end - pos);
+    pos = end + 1;
+    setenv(name.c_str(), value.c_str(), 1);
+    op.poison();
+    record_op(*cmd, op);
+    context.wait(context.submit(*cmd));
+    const auto checked = op.check(context);
+    nlohmann::json line = {{"device", context.info().name}, {"op", op.op()}, {"params", op.params()},
+                           {"sweep", name + "=" + value}, {"nmse", checked.nmse}};
+    if (!(checked.nmse <= op.max_nmse()) || !checked.guards_ok) {
+      line["error"] = "output check failed";
+      ++failures;
+    } else {
+      const auto ns = time_op(context, *cmd, repeats);
+      line["median_us"] = percentile(ns, 0.5) / 1e3;
+      line["gb_per_s"] = op.bytes() / percentile(ns, 0.5);
+    }
+    fmt::print("{}\n", line.dump());
+    std::fflush(stdout);
+  }
+  unsetenv(name.c_str());
+  return failures;
+}
+
 bool run_case(gpu::Context& context, test::OpCase& op, size_t index, int repeats) {
   const auto& info = context.info();
   test::Rng rng(0xbe7c0000u + index);
   op.prepare(context, rng);
   auto cmd = context.begin_commands();
-  cmd->begin();
-  op.record(*cmd);
-  cmd->timestamp("op");
-  cmd->end();
+  record_op(*cmd, op);
   context.wait(context.submit(*cmd));
   const auto checked = op.check(context);
   nlohmann::json line = {{"device", info.name}, {"op", op.op()}, {"params", op.params()}};
@@ -44,11 +92,7 @@ bool run_case(gpu::Context& context, test::OpCase& op, size_t index, int repeats
     fmt::print("{}\n", line.dump());
     return false;
   }
-  std::vector<double> ns;
-  for (int r = 0; r < repeats + 3; ++r) {
-    context.wait(context.submit(*cmd));
-    if (r >= 3) ns.push_back(cmd->read_timestamps().back().ns);  // the first runs warm caches and clocks
-  }
+  const auto ns = time_op(context, *cmd, repeats);
   const double median = percentile(ns, 0.5);
   line["nmse"] = checked.nmse;
   line["median_us"] = median / 1e3;
@@ -69,11 +113,14 @@ int main(int argc, char** argv) {
   std::string filter;
   int repeats = 30;
   bool test_shapes = false, coverage = false;
+  std::string sweep;
   int device = -1;
   app.add_option("--filter", filter, "only cases whose 'op params' contains this");
   app.add_option("--repeats", repeats, "timed runs per case")->check(CLI::PositiveNumber);
   app.add_option("--device", device, "Vulkan device index");
   app.add_flag("--test-shapes", test_shapes, "time the (small) test shapes instead of the perf shapes");
+  app.add_option("--sweep", sweep, "NAME=v1|v2|...: time each case once per value of environment variable NAME "
+                                   "(e.g. MACH_Q4H=wg=64,rows=2,unr=2|wg=128,rows=1,unr=4)");
   app.add_flag("--coverage", coverage, "list embedded shaders that no op test case uses, then exit");
   CLI11_PARSE(app, argc, argv);
 
@@ -118,6 +165,12 @@ int main(int argc, char** argv) {
     if (!filter.empty() && label.find(filter) == std::string::npos) continue;
     if (!op.supported(context)) continue;
     try {
+      if (!sweep.empty()) {
+        test::Rng rng(0xbe7c0000u + i);
+        op.prepare(context, rng);
+        failures += sweep_case(context, op, sweep, repeats);
+        continue;
+      }
       failures += run_case(context, op, i, repeats) ? 0 : 1;
     } catch (const Exception& e) {
       fmt::print("{}\n", nlohmann::json({{"device", info.name}, {"op", op.op()}, {"params", op.params()},

@@ -40,6 +40,13 @@ void CommandList::begin() {
   read_.clear();
   dispatches_ = 0;
   barriers_ = 0;
+  // Keep only the largest scratch buffer: the previous recording's needs fit in it next time.
+  if (scratch_buffers_.size() > 1) {
+    auto largest = std::move(scratch_buffers_.back());
+    scratch_buffers_.clear();
+    scratch_buffers_.push_back(std::move(largest));
+  }
+  scratch_used_ = 0;
   if (queries_) vkCmdResetQueryPool(cmd_, queries_, 0, max_timestamps_);
   timestamp("begin");
 }
@@ -143,6 +150,21 @@ void CommandList::fill(Buffer& dst, uint64_t offset, uint64_t bytes, uint32_t va
   assert(recording_ && bytes % 4 == 0);
   track(dst, offset, bytes, Access::write);
   vkCmdFillBuffer(cmd_, dst.handle(), offset, bytes, value);
+}
+
+Binding CommandList::scratch(uint64_t bytes) {
+  assert(recording_);
+  const uint64_t size = (std::max<uint64_t>(bytes, 4) + 255) / 256 * 256;
+  if (scratch_buffers_.empty() || scratch_used_ + size > scratch_buffers_.back()->size()) {
+    // Buffers already bound by recorded commands must live until the next begin(): add a new one.
+    const uint64_t grown = scratch_buffers_.empty() ? uint64_t{16} << 20 : 2 * scratch_buffers_.back()->size();
+    scratch_buffers_.push_back(std::make_unique<Buffer>(
+        context_.create_buffer(std::max(size, grown), MemoryKind::device, "command scratch")));
+    scratch_used_ = 0;
+  }
+  const Binding b{scratch_buffers_.back().get(), scratch_used_, size, Access::read_write};
+  scratch_used_ += size;
+  return b;
 }
 
 void CommandList::timestamp(std::string label) {

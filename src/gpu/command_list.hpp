@@ -6,6 +6,7 @@
 #include <vulkan/vulkan.h>
 
 #include <array>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -85,6 +86,11 @@ class CommandList {
   // A full compute/transfer memory barrier, for hand-managed hazards (e.g. host writes between replays).
   void barrier();
 
+  // A device range of `bytes` (256-byte aligned) for intermediate results of ops recorded in this list, valid
+  // until the next begin(). Ranges never overlap within one recording, so scratch of independent ops adds no
+  // barriers; the memory is kept across recordings and grows on demand.
+  Binding scratch(uint64_t bytes);
+
   // Writes a GPU timestamp after all previous commands; a no-op when the device lacks timestamps or
   // more than max_timestamps were asked for.
   void timestamp(std::string label);
@@ -116,6 +122,8 @@ class CommandList {
   uint32_t max_timestamps_ = 0;
   std::vector<std::string> labels_;
   std::vector<Range> written_, read_;  // since the last barrier
+  std::vector<std::unique_ptr<Buffer>> scratch_buffers_;  // the last one is filled from scratch_used_
+  uint64_t scratch_used_ = 0;
   bool recording_ = false;
   uint32_t dispatches_ = 0;
   uint32_t barriers_ = 0;

@@ -24,8 +24,9 @@ struct MatVecTuning {
   uint32_t rows = 4;
 };
 
-const MatVecTuning& mat_vec_tuning() {
-  static const MatVecTuning tuning = [] {
+// Read on every call (a getenv per dispatch is noise) so that ops_bench --sweep can vary it in one process.
+MatVecTuning mat_vec_tuning() {
+  const MatVecTuning tuning = [] {
     MatVecTuning t;
     if (const char* env = std::getenv("MACH_MUL_MAT_VEC")) {
       unsigned wg = 0, rows = 0;
@@ -87,6 +88,50 @@ uint32_t mat_vec_workgroup(uint32_t units) {
   return std::clamp<uint32_t>(std::bit_ceil(units), std::min<uint32_t>(32, max_wg), max_wg);
 }
 
+// Launch shape of mul_mat_vec_q4h.comp, read from $MACH_Q4H ("wg=64,rows=2,unr=2") for tuning.
+struct Q4hTuning {
+  uint32_t workgroup = 64;
+  uint32_t rows = 2;
+  uint32_t unroll = 2;
+};
+
+Q4hTuning q4h_tuning() {
+  Q4hTuning t;
+  if (const char* env = std::getenv("MACH_Q4H")) {
+    Q4hTuning e;
+    if (std::sscanf(env, "wg=%u,rows=%u,unr=%u", &e.workgroup, &e.rows, &e.unroll) == 3 &&
+        std::has_single_bit(e.workgroup) && e.workgroup >= 32 && e.workgroup <= 1024 && e.rows >= 1 && e.rows <= 4 &&
+        e.unroll >= 1 && e.unroll <= 4)
+      t = e;
+    else
+      std::fprintf(stderr, "mach: ignoring MACH_Q4H='%s' (want wg=POW2>=32,rows=1..4,unr=1..4)\n", env);
+  }
+  return t;
+}
+
+// The packed-f16 q4 kernel runs where the device has f16 arithmetic; $MACH_Q4_F32=1 forces the f32 kernel
+// (the only one on devices without shaderFloat16), so both stay testable on one device.
+bool use_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
+  if (type != WeightType::q4 || tokens > kMatVecMaxTokens || !context.info().fp16) return false;
+  const char* force = std::getenv("MACH_Q4_F32");
+  return !(force && *force == '1');
+}
+
+struct PreparedX {
+  gpu::Binding xh, xg;
+};
+
+// q4h_prep.comp over `rows` rows of x [rows, K].
+PreparedX prepare_q4h_x(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k) {
+  PreparedX px{cmd.scratch(uint64_t{rows} * k * 2), cmd.scratch(uint64_t{rows} * (k / 32) * 8)};
+  const struct {
+    uint32_t rows, k;
+  } push{rows, k};
+  cmd.dispatch(cmd.context().pipeline("q4h_prep"), {x, px.xh, px.xg}, push,
+               gpu::flat_groups(gpu::div_up(uint64_t{rows} * (k / 64), 64)));
+  return px;
+}
+
 // Tile shape of mul_mat.comp (its spec constants; see the shader's header).
 struct MatMulTiles {
   uint32_t bm = 64, bn = 64, bk = 64, tm = 4, tn = 4;
@@ -129,8 +174,14 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
   const auto wb = bind_weights(context, *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
   const MulMatPush push{w.rows, w.cols, row_units(w.type, w.cols), wb.base_units, 0,
                         static_cast<uint32_t>(scales_offset(w.type, w.rows, w.cols) / 4), tokens, 1, 0, 1};
-  if (tokens <= kMatVecMaxTokens) {
-    const auto& t = mat_vec_tuning();
+  if (use_q4h(context, w.type, tokens)) {
+    const PreparedX px = prepare_q4h_x(cmd, x, tokens, w.cols);
+    const Q4hTuning t = q4h_tuning();
+    const auto& pipeline = context.pipeline("mul_mat_vec_q4h_" + std::to_string(tokens), {t.workgroup, t.rows, t.unroll});
+    cmd.dispatch(pipeline, {wb.binding, wb.binding, px.xh, px.xg, y}, push,
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
+  } else if (tokens <= kMatVecMaxTokens) {
+    const MatVecTuning t = mat_vec_tuning();
     const auto& pipeline = context.pipeline(variant("mul_mat_vec", w.type),
                                             {mat_vec_workgroup(push.units), t.rows, tokens});
     cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
@@ -162,10 +213,18 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
                         routing.experts};
   const std::initializer_list<gpu::Binding> bindings = {wb.binding, wb.binding, x, y, routing.ids,
                                                         routing.slot_table};
-  if (tokens <= kMatVecMaxTokens) {
+  if (use_q4h(context, w.type, tokens)) {
+    const uint32_t x_rows = x_per_slot ? tokens * routing.top_k : tokens;
+    const PreparedX px = prepare_q4h_x(cmd, x, x_rows, w.cols);
+    const Q4hTuning t = q4h_tuning();
+    const auto& pipeline = context.pipeline("mul_mat_vec_id_q4h", {t.workgroup, t.rows, t.unroll});
+    const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
+    cmd.dispatch(pipeline, {wb.binding, wb.binding, px.xh, px.xg, y, routing.ids, routing.slot_table}, push,
+                 gpu::flat_groups(groups));
+  } else if (tokens <= kMatVecMaxTokens) {
     // One workgroup per (row tile, pair): experts picked by several tokens are read once per pair (mostly
     // from L2 for such small T).
-    const auto& t = mat_vec_tuning();
+    const MatVecTuning t = mat_vec_tuning();
     const auto& pipeline = context.pipeline(variant("mul_mat_vec_id", w.type),
                                             {mat_vec_workgroup(push.units), t.rows, 1});
     const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;

@@ -96,6 +96,32 @@ double io_bytes(uint64_t x_elems, uint64_t y_elems) { return 4.0 * (x_elems + y_
 // large partial sums). 1e-10 leaves room for longer rows and other summation orders on other devices while
 // still failing on any wrong element (one wrong row in a few hundred gives ~1e-3).
 constexpr double kMaxNmse = 1e-10;
+// q4 with T <= 8 on a device with f16 arithmetic runs mul_mat_vec_q4h.comp: activations are rounded to f16
+// (11 bits) after scaling by their group maximum, and units are summed in f16. Observed ~1e-6 on lavapipe
+// (a relative error of ~1e-3, far below q4's own quantization error); one wrong row still gives ~1e-3.
+constexpr double kMaxNmseQ4h = 1e-5;
+
+// Which q4 matrix-vector kernel a case runs: the default choice, or the f32 kernel forced through
+// $MACH_Q4_F32 (the kernel of devices without f16 arithmetic).
+enum class Q4Path { automatic, f32 };
+
+bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, Q4Path path) {
+  return path == Q4Path::automatic && type == WeightType::q4 && tokens <= ops::kMatVecMaxTokens && context.info().fp16;
+}
+
+// Sets $MACH_Q4_F32 for the duration of one recording when the case forces the f32 kernel.
+class ForceQ4F32 {
+ public:
+  explicit ForceQ4F32(Q4Path path) : on_(path == Q4Path::f32) {
+    if (on_) setenv("MACH_Q4_F32", "1", 1);
+  }
+  ~ForceQ4F32() {
+    if (on_) unsetenv("MACH_Q4_F32");
+  }
+
+ private:
+  bool on_;
+};
 
 // Weights are bound as one storage-buffer range: larger perf cases are skipped where the device's range is
 // smaller (lavapipe: 128 MiB).
@@ -105,12 +131,14 @@ bool fits_binding(const gpu::Context& context, uint64_t bytes) {
 
 class MulMatCase : public SimpleOpCase {
  public:
-  MulMatCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens) : type_(type), n_(n), k_(k), t_(tokens) {}
+  MulMatCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens, Q4Path path = Q4Path::automatic)
+      : type_(type), n_(n), k_(k), t_(tokens), path_(path) {}
   std::string op() const override { return "mul_mat"; }
   std::string params() const override {
-    return fmt::format("type={} n={} k={} t={}", ops::weight_type_name(type_), n_, k_, t_);
+    return fmt::format("type={} n={} k={} t={}{}", ops::weight_type_name(type_), n_, k_, t_,
+                       path_ == Q4Path::f32 ? " kernel=f32" : "");
   }
-  double max_nmse() const override { return kMaxNmse; }
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
   double bytes() const override {
     return static_cast<double>(ops::weight_bytes(type_, n_, k_)) + io_bytes(uint64_t{t_} * k_, uint64_t{t_} * n_);
   }
@@ -130,8 +158,10 @@ class MulMatCase : public SimpleOpCase {
     expected_.resize(uint64_t{t_} * n_);
     ref::mul_mat(type_, w, n_, k_, x, expected_, t_);
     inputs_ = {&w_, &x_};
+    q4h_ = runs_q4h(context, type_, t_, path_);
   }
   void record(gpu::CommandList& cmd) override {
+    const ForceQ4F32 force(path_);
     const ops::WeightRef w{w_.in().buffer, w_.in().offset, type_, n_, k_};
     ops::mul_mat(cmd, w, x_.in(), output_.out(), t_);
   }
@@ -139,6 +169,8 @@ class MulMatCase : public SimpleOpCase {
  private:
   WeightType type_;
   uint32_t n_, k_, t_;
+  Q4Path path_;
+  bool q4h_ = false;
   GuardedBuffer w_, x_;
 };
 
@@ -154,14 +186,15 @@ struct MoeShape {
 
 class MulMatIdCase : public SimpleOpCase {
  public:
-  MulMatIdCase(WeightType type, MoeShape s) : type_(type), s_(s) {}
+  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : type_(type), s_(s), path_(path) {}
   std::string op() const override { return "mul_mat_id"; }
   std::string params() const override {
-    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} x={} t={}", ops::weight_type_name(type_), s_.n,
+    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
                        s_.k, s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
-                       s_.padded_stride ? " padded" : "", s_.x_per_slot ? "per_slot" : "shared", s_.tokens);
+                       s_.padded_stride ? " padded" : "", s_.x_per_slot ? "per_slot" : "shared", s_.tokens,
+                       path_ == Q4Path::f32 ? " kernel=f32" : "");
   }
-  double max_nmse() const override { return kMaxNmse; }
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
   double bytes() const override {
     const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
     return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 4.0 * pairs +
@@ -209,8 +242,10 @@ class MulMatIdCase : public SimpleOpCase {
     ref::mul_mat_id(type_, stack, stride_, s_.n, s_.k, ids, table, x, s_.x_per_slot, expected_, s_.tokens,
                     s_.top_k);
     inputs_ = {&w_, &ids_, &table_, &x_};
+    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
   }
   void record(gpu::CommandList& cmd) override {
+    const ForceQ4F32 force(path_);
     const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
     const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
     ops::mul_mat_id(cmd, w, routing, x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
@@ -221,6 +256,8 @@ class MulMatIdCase : public SimpleOpCase {
 
   WeightType type_;
   MoeShape s_;
+  Q4Path path_;
+  bool q4h_ = false;
   uint64_t stride_ = 0;
   uint64_t used_experts_ = 0;
   GuardedBuffer w_, ids_, table_, x_;
@@ -252,6 +289,12 @@ void add_test_cases(CaseList& cases) {
     };
     for (const MoeShape& s : moe) cases.push_back(std::make_unique<MulMatIdCase>(type, s));
   }
+  // The f32 q4 kernel (devices without f16 arithmetic) where the default is the packed-f16 one.
+  for (uint32_t t : {1u, 3u, 8u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, true, 1},
+                                                 Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, false, 1},
+                                                 Q4Path::f32));
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }
@@ -259,6 +302,10 @@ void add_test_cases(CaseList& cases) {
 void add_perf_cases(CaseList& cases) {
   // Decode over >= 1 GiB of weights (each buffer <= 2 GiB): the bandwidth targets.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 262144, 8192, 1));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 262144, 8192, 1, Q4Path::f32));
+  // The same bytes with Qwen3-30B-A3B's row length (K = 2048, no power-of-two row stride across rows).
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 1048576, 2048, 1));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::bf16, 262144, 2048, 1));
   cases.push_back(std::make_unique<MulMatCase>(WeightType::bf16, 65536, 8192, 1));
   cases.push_back(std::make_unique<MulMatCase>(WeightType::q8_0, 131072, 8192, 1));
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f16, 65536, 8192, 1));

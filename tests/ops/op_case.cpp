@@ -17,6 +17,10 @@ void GuardedBuffer::upload_bytes(std::span<const std::byte> data) {
   context_->upload(buffer_, kGuardBytes, data);
 }
 
+void GuardedBuffer::poison() {
+  if (bytes_ >= 4) context_->fill(buffer_, kGuardBytes, bytes_ / 4 * 4, 0x7fc00000u);  // quiet NaN
+}
+
 std::vector<std::byte> GuardedBuffer::download_bytes() const {
   std::vector<std::byte> out(bytes_);
   context_->download(buffer_, kGuardBytes, out);

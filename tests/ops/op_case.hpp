@@ -69,6 +69,8 @@ class GuardedBuffer {
     std::memcpy(v.data(), raw.data(), v.size() * sizeof(T));
     return v;
   }
+  // Overwrites the payload with NaN, so that a check after the next run sees only what that run wrote.
+  void poison();
   // False (with `why` filled) when a byte outside the payload changed.
   bool guards_intact(std::string* why) const;
 
@@ -99,6 +101,8 @@ class OpCase {
   // Records the op under test (called once for a test, repeatedly for a benchmark).
   virtual void record(gpu::CommandList& cmd) = 0;
   virtual CheckResult check(gpu::Context& context) = 0;
+  // Fills the outputs with NaN (the perf mode's sweeps check every variant on fresh output).
+  virtual void poison() {}
   // The fewest bytes the op must move through device memory, and its arithmetic, for the perf mode.
   virtual double bytes() const = 0;
   virtual double flops() const { return 0; }
@@ -110,6 +114,7 @@ class OpCase {
 class SimpleOpCase : public OpCase {
  public:
   CheckResult check(gpu::Context& context) override;
+  void poison() override { output_.poison(); }
 
  protected:
   GuardedBuffer output_;

@@ -1,0 +1,144 @@
+#version 450
+// q4 matrix-vector product in packed f16 arithmetic, for devices with shaderFloat16:
+//   y[t, n] = sum_k W[n, k] * x[t, k],  W: [N, K] q4 (weight_format.hpp), T = NT <= 8 tokens.
+// x arrives prepared by q4h_prep.comp (xh: f16 pairs scaled to [-1, 1] per 64-column group, xg: the group
+// scale and per-unit sums). Per 32-bit weight word, each nibble pair becomes an f16vec2 with one AND and one
+// OR (bits placed in the mantissa of 1024.0), one subtraction and one packed fused multiply-add: about 2.4
+// instructions per weight, against about 4 for the f32 decode of mul_mat_vec.comp, which made that kernel
+// ALU-bound on q4. A unit (16 bytes, 32 weights) is summed in f16 (at most 32 products of |q| <= 15 and
+// |xq| <= 1) and then scaled in f32: sum_j w_j x_j = scale * s_g * sum_j q_j xq_j + min * sum_j x_j.
+// With MUL_MAT_ID (MoE): one workgroup per (row tile, pair) as in mul_mat_vec.comp, NT = 1.
+//
+// Launch shape: WG threads (spec constant 0) stride over the units of ROWS rows, UNR units per iteration
+// with all their loads issued before any use (memory-level parallelism is what decode lacks most).
+//! variant mul_mat_vec_q4h_1 -DNT=1
+//! variant mul_mat_vec_q4h_2 -DNT=2
+//! variant mul_mat_vec_q4h_3 -DNT=3
+//! variant mul_mat_vec_q4h_4 -DNT=4
+//! variant mul_mat_vec_q4h_5 -DNT=5
+//! variant mul_mat_vec_q4h_6 -DNT=6
+//! variant mul_mat_vec_q4h_7 -DNT=7
+//! variant mul_mat_vec_q4h_8 -DNT=8
+//! variant mul_mat_vec_id_q4h -DNT=1 -DMUL_MAT_ID
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#define WTYPE_Q4 1
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint ROWS = 2;
+layout(constant_id = 2) const uint UNR = 2;
+
+layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
+layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
+layout(binding = 2) readonly buffer XH { uvec4 xh[]; };
+layout(binding = 3) readonly buffer XG { vec2 xg[]; };
+layout(binding = 4) writeonly buffer Y { float y[]; };
+#ifdef MUL_MAT_ID
+layout(binding = 5) readonly buffer Ids { uint ids[]; };
+layout(binding = 6) readonly buffer Slots { uint slot_table[]; };
+#endif
+
+#include "mul_mat_funcs.glsl"
+
+const uint MAX_ROWS = 4;  // ROWS <= MAX_ROWS, UNR <= MAX_UNR (register arrays need a compile-time size)
+const uint MAX_UNR = 4;
+shared float partial[gl_WorkGroupSize.x / 4 * MAX_ROWS * NT];
+
+const uint NIBBLES = 0x000F000Fu;
+const uint F16_1024 = 0x64006400u;  // 1024.0 in both halves: nibble bits land in the low mantissa
+
+f16vec2 nibbles(uint w) { return unpackFloat2x16((w & NIBBLES) | F16_1024) - f16vec2(1024.0); }
+
+// sum over one unit of q * xq, from its 4 weight words and the matching 4 words of prepared x.
+float unit_dot(uvec4 d, uvec4 x0, uvec4 x1, uvec4 x2, uvec4 x3) {
+  f16vec2 acc = nibbles(d.x) * unpackFloat2x16(x0.x);
+  acc = fma(nibbles(d.x >> 4), unpackFloat2x16(x0.y), acc);
+  acc = fma(nibbles(d.x >> 8), unpackFloat2x16(x0.z), acc);
+  acc = fma(nibbles(d.x >> 12), unpackFloat2x16(x0.w), acc);
+  acc = fma(nibbles(d.y), unpackFloat2x16(x1.x), acc);
+  acc = fma(nibbles(d.y >> 4), unpackFloat2x16(x1.y), acc);
+  acc = fma(nibbles(d.y >> 8), unpackFloat2x16(x1.z), acc);
+  acc = fma(nibbles(d.y >> 12), unpackFloat2x16(x1.w), acc);
+  f16vec2 acc2 = nibbles(d.z) * unpackFloat2x16(x2.x);
+  acc2 = fma(nibbles(d.z >> 4), unpackFloat2x16(x2.y), acc2);
+  acc2 = fma(nibbles(d.z >> 8), unpackFloat2x16(x2.z), acc2);
+  acc2 = fma(nibbles(d.z >> 12), unpackFloat2x16(x2.w), acc2);
+  acc2 = fma(nibbles(d.w), unpackFloat2x16(x3.x), acc2);
+  acc2 = fma(nibbles(d.w >> 4), unpackFloat2x16(x3.y), acc2);
+  acc2 = fma(nibbles(d.w >> 8), unpackFloat2x16(x3.z), acc2);
+  acc2 = fma(nibbles(d.w >> 12), unpackFloat2x16(x3.w), acc2);
+  const vec2 s = vec2(acc) + vec2(acc2);
+  return s.x + s.y;
+}
+
+void main() {
+  const uint WG = gl_WorkGroupSize.x;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint wg = flat_workgroup_id();
+  const uint units = p.units;
+#ifdef MUL_MAT_ID
+  const uint row_tiles = (p.n + ROWS - 1) / ROWS;
+  const uint pair = wg / row_tiles;
+  const uint row0 = (wg % row_tiles) * ROWS;
+  const uint mat = p.w_base + slot_table[ids[pair]] * p.w_stride;
+  const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
+  const uint y_base = pair * p.n;
+#else
+  const uint row0 = wg * ROWS;
+  const uint mat = p.w_base;
+  const uint x_row = 0;
+  const uint y_base = 0;
+#endif
+  uint rows[MAX_ROWS];
+  [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) rows[r] = min(row0 + min(r, ROWS - 1), p.n - 1);
+  float acc[MAX_ROWS * NT];
+  [[unroll]] for (uint i = 0; i < MAX_ROWS * NT; ++i) acc[i] = 0.0;
+
+  for (uint u0 = tid; u0 < units; u0 += WG * UNR) {
+    uvec4 d[MAX_UNR * MAX_ROWS];
+    uint sm[MAX_UNR * MAX_ROWS];
+    [[unroll]] for (uint j = 0; j < MAX_UNR; ++j) {
+      if (j >= UNR) break;
+      const uint u = min(u0 + j * WG, units - 1);
+      [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
+        if (r >= ROWS) break;
+        d[j * MAX_ROWS + r] = w_u128[mat + rows[r] * units + u];
+        sm[j * MAX_ROWS + r] = scales_u32[mat * 4 + p.scales + rows[r] * (p.k >> 6) + (u >> 1)];
+      }
+    }
+    [[unroll]] for (uint j = 0; j < MAX_UNR; ++j) {
+      const uint u = u0 + j * WG;
+      if (j >= UNR || u >= units) break;
+      [[unroll]] for (uint t = 0; t < NT; ++t) {
+        const uint xr = x_row + t;
+        const uint xi = (xr * units + u) * 4;
+        const uvec4 x0 = xh[xi], x1 = xh[xi + 1], x2 = xh[xi + 2], x3 = xh[xi + 3];
+        const vec2 g = xg[xr * units + u];
+        [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
+          if (r >= ROWS) break;
+          const vec2 sc = unpackHalf2x16(sm[j * MAX_ROWS + r]);
+          const float dq = unit_dot(d[j * MAX_ROWS + r], x0, x1, x2, x3);
+          acc[r * NT + t] = fma(sc.x * g.x, dq, fma(sc.y, g.y, acc[r * NT + t]));
+        }
+      }
+    }
+  }
+
+  const uint RN = ROWS * NT;
+  [[unroll]] for (uint i = 0; i < MAX_ROWS * NT; ++i) {
+    if (i >= RN) break;
+    const uint r = i / NT, t = i % NT;
+    const float s = subgroupAdd(acc[r * NT + t]);
+    if (subgroupElect()) partial[gl_SubgroupID * RN + i] = s;
+  }
+  barrier();
+  for (uint i = tid; i < RN; i += WG) {
+    float s = 0.0;
+    for (uint sg = 0; sg < gl_NumSubgroups; ++sg) s += partial[sg * RN + i];
+    const uint row = row0 + i / NT;
+    if (row < p.n) y[y_base + (i % NT) * p.n + row] = s;
+  }
+}
