@@ -197,6 +197,35 @@ TEST(Config, DeepseekV4LegacyKeys) {
   EXPECT_DOUBLE_EQ(c.rope.partial_rotary_factor, 0.25);
 }
 
+// The configs transformers 5.17 saved for the golden fixtures (tests/fixtures/README.md).
+TEST(Config, GoldenFixtureConfigsParse) {
+  const std::string root = std::string(MACH_SOURCE_DIR) + "/tests/fixtures/";
+  auto qwen = load_model_config(root + "qwen3_moe").value_or_throw();
+  EXPECT_EQ(qwen.family, Family::qwen3_moe);
+  EXPECT_EQ(qwen.num_layers, 3u);
+  EXPECT_TRUE(qwen.norm_topk_prob);
+  EXPECT_DOUBLE_EQ(qwen.rope.theta, 1e6);
+  auto q35 = load_model_config(root + "qwen3_5_moe").value_or_throw();
+  EXPECT_EQ(q35.family, Family::qwen3_5_moe);
+  EXPECT_EQ(q35.layer_type(3), "full_attention");
+  EXPECT_DOUBLE_EQ(q35.rope.partial_rotary_factor, 0.25);
+  auto oss = load_model_config(root + "gpt_oss").value_or_throw();
+  EXPECT_EQ(oss.rope.rope_type, "yarn");
+  EXPECT_EQ(oss.sliding_window, 4u);
+  auto gemma = load_model_config(root + "gemma4").value_or_throw();
+  EXPECT_EQ(gemma.family, Family::gemma4);
+  EXPECT_EQ(gemma.head_dim_of(2), 32u);
+  EXPECT_EQ(gemma.kv_heads_of(2), 1u);
+  EXPECT_EQ(gemma.head_dim_of(0), 16u);
+  EXPECT_EQ(gemma.rope_for("full_attention").rope_type, "proportional");
+  EXPECT_TRUE(gemma.tie_word_embeddings);
+  auto ds = load_model_config(root + "deepseek_v4").value_or_throw();
+  EXPECT_EQ(ds.family, Family::deepseek_v4);
+  EXPECT_EQ(std::get<DeepseekV4Extras>(ds.extras).compress_rates.at("heavily_compressed_attention"), 8u);
+  EXPECT_EQ(std::get<DeepseekV4Extras>(ds.extras).mlp_layer_types[0], "hash_moe");
+  EXPECT_FALSE(load_model_config(root + "no_such_model").ok());
+}
+
 TEST(Registry, EveryFamilyRegisteredOnce) {
   EXPECT_EQ(all_archs().size(), 5u);
   for (auto f : {Family::qwen3_moe, Family::qwen3_5_moe, Family::gpt_oss, Family::gemma4, Family::deepseek_v4}) {
