@@ -25,16 +25,21 @@ using nlohmann::json;
 struct DTypeEntry {
   DType dtype;
   std::string_view name;
-  uint32_t size;
+  uint32_t bits;
 };
 
-constexpr std::array<DTypeEntry, 16> kDTypes{{
-    {DType::boolean, "BOOL", 1}, {DType::u8, "U8", 1},       {DType::i8, "I8", 1},
-    {DType::u16, "U16", 2},      {DType::i16, "I16", 2},     {DType::u32, "U32", 4},
-    {DType::i32, "I32", 4},      {DType::u64, "U64", 8},     {DType::i64, "I64", 8},
-    {DType::f16, "F16", 2},      {DType::bf16, "BF16", 2},   {DType::f32, "F32", 4},
-    {DType::f64, "F64", 8},      {DType::f8_e4m3, "F8_E4M3", 1}, {DType::f8_e5m2, "F8_E5M2", 1},
-    {DType::f8_e8m0, "F8_E8M0", 1},
+constexpr std::array<DTypeEntry, 22> kDTypes{{
+    {DType::boolean, "BOOL", 8},       {DType::u8, "U8", 8},
+    {DType::i8, "I8", 8},              {DType::u16, "U16", 16},
+    {DType::i16, "I16", 16},           {DType::u32, "U32", 32},
+    {DType::i32, "I32", 32},           {DType::u64, "U64", 64},
+    {DType::i64, "I64", 64},           {DType::f16, "F16", 16},
+    {DType::bf16, "BF16", 16},         {DType::f32, "F32", 32},
+    {DType::f64, "F64", 64},           {DType::c64, "C64", 64},
+    {DType::f8_e4m3, "F8_E4M3", 8},    {DType::f8_e5m2, "F8_E5M2", 8},
+    {DType::f8_e8m0, "F8_E8M0", 8},    {DType::f8_e4m3fnuz, "F8_E4M3FNUZ", 8},
+    {DType::f8_e5m2fnuz, "F8_E5M2FNUZ", 8}, {DType::f4, "F4", 4},
+    {DType::f6_e2m3, "F6_E2M3", 6},    {DType::f6_e3m2, "F6_E3M2", 6},
 }};
 
 Error parse_error(std::string_view source, const std::string& what) {
@@ -84,9 +89,12 @@ Result<TensorInfo> parse_entry(const std::string& name, const json& entry, uint6
     numel *= *dim;
     t.shape.push_back(*dim);
   }
-  const uint64_t esize = dtype_size(t.dtype);
-  if (numel > UINT64_MAX / esize) return fail("shape overflows");
-  const uint64_t want = numel * esize;
+  const uint64_t bits = dtype_bits(t.dtype);
+  if (numel > UINT64_MAX / bits) return fail("shape overflows");
+  if (numel * bits % 8 != 0) {
+    return fail(fmt::format("{} elements of {} do not fill whole bytes", numel, dtype_name(t.dtype)));
+  }
+  const uint64_t want = numel * bits / 8;
   auto begin = as_u64((*off)[0]);
   auto end = as_u64((*off)[1]);
   if (!begin || !end || *begin > *end) return fail(fmt::format("bad data_offsets {}", off->dump()));
@@ -120,11 +128,11 @@ std::string_view dtype_name(DType dtype) {
   return "?";
 }
 
-uint32_t dtype_size(DType dtype) {
+uint32_t dtype_bits(DType dtype) {
   for (const auto& e : kDTypes) {
-    if (e.dtype == dtype) return e.size;
+    if (e.dtype == dtype) return e.bits;
   }
-  return 1;
+  return 8;
 }
 
 bool is_float_convertible(DType dtype) {

@@ -26,15 +26,18 @@
 
 namespace mach::model {
 
+// The dtypes of safetensors 0.6. Packed FP4 weights (DeepSeek-V4 experts, MXFP4 blocks) usually arrive as
+// I8/U8 with F8_E8M0 or U8 scales; F4 and F6 are the sub-byte spellings.
 enum class DType {
   boolean, u8, i8, u16, i16, u32, i32, u64, i64,
-  f16, bf16, f32, f64,
-  f8_e4m3, f8_e5m2, f8_e8m0,  // FP8 weights and (E8M0) block scales
+  f16, bf16, f32, f64, c64,
+  f8_e4m3, f8_e5m2, f8_e8m0, f8_e4m3fnuz, f8_e5m2fnuz,
+  f4, f6_e2m3, f6_e3m2,
 };
 
 std::optional<DType> parse_dtype(std::string_view name);  // "BF16", "F8_E4M3", "U8", ...
 std::string_view dtype_name(DType dtype);
-uint32_t dtype_size(DType dtype);  // bytes per element
+uint32_t dtype_bits(DType dtype);  // bits per element (4 and 6 for the sub-byte types)
 bool is_float_convertible(DType dtype);  // to_f32 reads it: F64, F32, F16, BF16
 
 // Upper bound on the JSON header: the reference implementation's limit (100 MB).
