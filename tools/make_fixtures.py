@@ -40,8 +40,9 @@ BASE_SEED = 20251122
 def family_specs():
     """name -> (list of (config class, model class) name pairs to try, config kwargs, notes).
 
-    transformers versions that added the classes: Qwen3Moe 4.51, GptOss 4.55, Qwen3_5Moe, Gemma4 and
-    DeepseekV4 in the 5.x series (present in 5.17). The first pair whose classes exist is used.
+    When transformers added the classes: Qwen3Moe in 4.51, GptOss in 4.55, then in the 5.x series Qwen3_5Moe
+    (2026-02-09), Gemma4 (2026-04-01) and DeepseekV4 (2026-05-02); all are in 5.17. The first pair whose
+    classes exist is used; a family with none fails with a message saying this transformers lacks it.
     """
     common = dict(vocab_size=512, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
                   max_position_embeddings=256, tie_word_embeddings=False)
@@ -291,10 +292,10 @@ def make_family(torch, transformers, name, spec, out_root, seed):
     torch.manual_seed(seed)
     cfg = cfg_cls(**kwargs)
     model = build_model(torch, cfg, model_cls)
-    prompt = torch.randint(3, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(seed + 1))
+    probe = torch.randint(3, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(seed + 1))
     randomize(torch, model, cfg.hidden_size, seed)
     init_note = "random N(0, 1/hidden) matrices, norms spread away from neutral"
-    if not all_finite(torch, model, prompt):
+    if not all_finite(torch, model, probe):
         log(f"[{name}] non-finite logits with spread weights; falling back to transformers' own init")
         torch.manual_seed(seed)
         model = build_model(torch, cfg, model_cls)
