@@ -143,11 +143,11 @@ TEST(Safetensors, ValidSingleFile) {
 
 TEST(Safetensors, SubByteAndFp8Dtypes) {
   // DeepSeek-V4 experts: packed FP4 in I8 with E8M0 scales; F4 packs two values per byte, F6 four per 3 bytes.
-  auto f = parse_bytes(make_image({{"w", "I8", {2, 8}, std::vector<uint8_t>(16, 0x42)},
-                                   {"s", "F8_E8M0", {2, 1}, {127, 128}},
-                                   {"p", "F4", {2, 4}, std::vector<uint8_t>(4, 0x21)},
-                                   {"q", "F6_E2M3", {4}, std::vector<uint8_t>(3, 0)}}))
-               .value_or_throw();
+  const auto image = make_image({{"w", "I8", {2, 8}, std::vector<uint8_t>(16, 0x42)},
+                                 {"s", "F8_E8M0", {2, 1}, {127, 128}},
+                                 {"p", "F4", {2, 4}, std::vector<uint8_t>(4, 0x21)},
+                                 {"q", "F6_E2M3", {4}, std::vector<uint8_t>(3, 0)}});
+  auto f = parse_bytes(image).value_or_throw();
   EXPECT_EQ(f.find("p")->nbytes, 4u);
   EXPECT_EQ(f.find("q")->nbytes, 3u);
   EXPECT_EQ(dtype_bits(DType::f4), 4u);
@@ -158,7 +158,8 @@ TEST(Safetensors, SubByteAndFp8Dtypes) {
 
 TEST(Safetensors, EmptyAndZeroSizedTensors) {
   EXPECT_TRUE(parse_bytes(make_image({})).ok());
-  auto f = parse_bytes(make_image({{"z", "F32", {0, 4}, {}}, {"s", "F32", {}, f32_bytes({7})}})).value_or_throw();
+  const auto image = make_image({{"z", "F32", {0, 4}, {}}, {"s", "F32", {}, f32_bytes({7})}});  // parse borrows it
+  auto f = parse_bytes(image).value_or_throw();
   EXPECT_EQ(f.find("z")->nbytes, 0u);
   EXPECT_EQ(f.to_f32(*f.find("s")).value_or_throw(), std::vector<float>{7});
 }
