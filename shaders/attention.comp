@@ -1,8 +1,12 @@
 #version 450
+//! variant attention_decode_d16 -DHEAD_DIM=16 -DROWS=16 -DKEYS=64
+//! variant attention_decode_d32 -DHEAD_DIM=32 -DROWS=8 -DKEYS=64
 //! variant attention_decode_d64 -DHEAD_DIM=64 -DROWS=8 -DKEYS=64
 //! variant attention_decode_d128 -DHEAD_DIM=128 -DROWS=8 -DKEYS=64
 //! variant attention_decode_d256 -DHEAD_DIM=256 -DROWS=8 -DKEYS=32
 //! variant attention_decode_d512 -DHEAD_DIM=512 -DROWS=8 -DKEYS=8
+//! variant attention_block_d16 -DHEAD_DIM=16 -DROWS=16 -DKEYS=64
+//! variant attention_block_d32 -DHEAD_DIM=32 -DROWS=32 -DKEYS=32
 //! variant attention_block_d64 -DHEAD_DIM=64 -DROWS=32 -DKEYS=32
 //! variant attention_block_d128 -DHEAD_DIM=128 -DROWS=32 -DKEYS=32
 //! variant attention_block_d256 -DHEAD_DIM=256 -DROWS=16 -DKEYS=16

@@ -19,12 +19,14 @@ struct TileShape {
 TileShape tile_shape(AttentionKernel kernel, uint32_t head_dim) {
   const bool decode = kernel == AttentionKernel::decode;
   switch (head_dim) {
+    case 16: return TileShape{16, 64};  // the tiny test checkpoints
+    case 32: return decode ? TileShape{8, 64} : TileShape{32, 32};
     case 64: return decode ? TileShape{8, 64} : TileShape{32, 32};
     case 128: return decode ? TileShape{8, 64} : TileShape{32, 32};
     case 256: return decode ? TileShape{8, 32} : TileShape{16, 16};
     case 512: return TileShape{8, 8};
   }
-  assert(!"attention: head_dim must be 64, 128, 256 or 512");
+  assert(!"attention: head_dim must be 16, 32, 64, 128, 256 or 512");
   return {};
 }
 

@@ -21,7 +21,7 @@ namespace mach::ops {
 
 struct KvCacheLayout {
   uint32_t kv_heads = 0;
-  uint32_t head_dim = 0;            // D: 64, 128, 256 or 512 (V has the same width)
+  uint32_t head_dim = 0;            // D: 16, 32, 64, 128, 256 or 512 (V has the same width)
   uint32_t block_size = 16;         // B: tokens per block, a power of two
   uint32_t max_blocks_per_seq = 0;  // row length of the block table
 

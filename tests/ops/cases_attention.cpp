@@ -346,6 +346,12 @@ std::vector<AttentionSpec> test_specs() {
        .seqs = {{40, 5}}});
   add({.label = "full512", .head_dim = 512, .n_heads = 4, .kv_heads = 2, .block_size = 8, .kernel = kBlock,
        .seqs = {{13, 7}}});
+  // The head dims of the tiny golden-test checkpoints (16, 32): decode with splits, prefill, a mixed step.
+  add({.label = "tiny", .head_dim = 16, .n_heads = 4, .kv_heads = 2, .kernel = kDecode, .splits = 2,
+       .seqs = {{20, 1}, {5, 1}}});
+  add({.label = "tiny", .head_dim = 16, .n_heads = 4, .kv_heads = 2, .kernel = kBlock, .seqs = {{0, 7}}});
+  add({.label = "tiny", .head_dim = 32, .n_heads = 8, .kv_heads = 2, .kernel = kDecode, .seqs = {{33, 1}}});
+  add({.label = "tiny", .head_dim = 32, .n_heads = 8, .kv_heads = 2, .kernel = kBlock, .seqs = {{3, 1}, {0, 19}}});
   // GQA groups that do not divide the tile: 3 heads per kv head (block), 12 (decode: two head chunks).
   add({.label = "odd_group", .head_dim = 64, .n_heads = 6, .kv_heads = 2, .kernel = kBlock, .seqs = {{10, 13}}});
   add({.label = "odd_group", .head_dim = 256, .n_heads = 24, .kv_heads = 2, .kernel = kDecode, .splits = 2,
