@@ -1,0 +1,65 @@
+// The paged KV cache: per layer a K and a V buffer of fixed-size token blocks (layout in
+// ops/kv_cache_layout.hpp), one block table shared by every layer (a block id names the same tokens in all
+// layers), and the block allocator. The table is edited on the CPU and copied to the device at the start of
+// each step (attention reads it in its inner loop, which must not cross PCIe).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/block_allocator.hpp"
+#include "gpu/command_list.hpp"
+#include "gpu/context.hpp"
+#include "mach/error.hpp"
+#include "ops/kv_cache_layout.hpp"
+
+namespace mach::engine {
+
+struct KvLayerShape {
+  uint32_t kv_heads = 0;
+  uint32_t head_dim = 0;
+};
+
+struct KvCacheOptions {
+  uint32_t block_size = 16;
+  uint32_t max_sequences = 1;
+  uint32_t max_context = 4096;  // tokens one sequence may hold
+  uint32_t blocks = 0;          // physical blocks; 0: enough for every sequence's full context
+};
+
+class KvCache {
+ public:
+  KvCache(gpu::Context& context, std::vector<KvLayerShape> layers, const KvCacheOptions& options);
+
+  ops::KvCacheLayout layout(uint32_t layer) const;
+  const gpu::Buffer& k(uint32_t layer) const { return k_[layer]; }
+  const gpu::Buffer& v(uint32_t layer) const { return v_[layer]; }
+  const gpu::Buffer& block_table() const { return table_; }
+  uint32_t block_size() const { return options_.block_size; }
+  uint32_t max_context() const { return options_.max_context; }
+  uint64_t bytes() const { return bytes_; }
+
+  // Makes room for positions [0, tokens) of sequence `seq`, allocating blocks as needed. False (nothing
+  // changed) when the blocks are not free or `tokens` exceeds max_context.
+  bool reserve(uint32_t seq, uint32_t tokens);
+  // Frees every block of the sequence.
+  void release(uint32_t seq);
+  uint32_t capacity_tokens(uint32_t seq) const;
+
+  // Records the copy of the CPU-side block table into the device table when it changed.
+  void record_table_upload(gpu::CommandList& cmd);
+
+ private:
+  gpu::Context& context_;
+  std::vector<KvLayerShape> layers_;
+  KvCacheOptions options_;
+  uint32_t max_blocks_per_seq_ = 0;
+  BlockAllocator allocator_;
+  std::vector<std::vector<uint32_t>> seq_blocks_;
+  std::vector<gpu::Buffer> k_, v_;
+  gpu::Buffer table_host_, table_;
+  bool table_dirty_ = true;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace mach::engine

@@ -1,0 +1,394 @@
+// qwen3_moe (Qwen3-30B-A3B, Qwen3-Coder-30B-A3B) as transformers' modeling_qwen3_moe.py computes it:
+//   x = embed(ids)
+//   per layer:  h = rms(x)·w_in;  q, k, v = h Wq, h Wk, h Wv;  q, k = per-head rms·w_q / w_k;  neox RoPE;
+//               x += Wo · attention(q, k, v)   (GQA, causal)
+//               h = rms(x)·w_post;  p = softmax(h Wr);  top-k experts, weights renormalized (norm_topk_prob)
+//               x += sum_j w_j · down_j(silu(gate_j h) * up_j h)
+//   logits = lm_head(rms(x)·w_final)
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "model/family.hpp"
+#include "model/weight_arena.hpp"
+#include "ops/activation.hpp"
+#include "ops/attention.hpp"
+#include "ops/elementwise.hpp"
+#include "ops/embedding.hpp"
+#include "ops/matmul.hpp"
+#include "ops/norm.hpp"
+#include "ops/rope.hpp"
+#include "ops/rope_freq.hpp"
+#include "ops/router.hpp"
+
+namespace mach::model {
+namespace {
+
+struct Layer {
+  gpu::Buffer buffer;
+  ops::WeightRef q, k, v, o, router;
+  uint64_t input_norm = 0, post_norm = 0, q_norm = 0, k_norm = 0;  // offsets of [H] / [D] f32 vectors
+  ops::ExpertWeightsRef gate_up;  // per expert [2I, H]: gate rows first, then up rows
+  ops::ExpertWeightsRef down;     // per expert [H, I]
+};
+
+class Qwen3Moe final : public Model {
+ public:
+  Qwen3Moe(ModelConfig config, gpu::Context& context, const LoadOptions& options)
+      : config_(std::move(config)), context_(context), options_(options) {}
+
+  Result<void> load(const TensorSource& src);
+
+  const ModelConfig& config() const override { return config_; }
+  engine::KvCache& kv_cache() override { return *kv_; }
+  uint32_t max_step_tokens() const override { return options_.max_step_tokens; }
+  uint64_t weight_bytes() const override { return weight_bytes_; }
+  const gpu::Buffer& logits() const override { return logits_; }
+  void record_step(gpu::CommandList& cmd, const StepBatch& batch) override;
+
+ private:
+  Result<void> load_layer(const TensorSource& src, uint32_t l, Layer& layer);
+  void allocate_workspace();
+  void record_layer(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
+  gpu::Binding f32_range(const gpu::Buffer& b, uint64_t offset, uint64_t floats) const {
+    return gpu::in(b, offset, floats * 4);
+  }
+
+  ModelConfig config_;
+  gpu::Context& context_;
+  LoadOptions options_;
+  uint64_t weight_bytes_ = 0;
+
+  gpu::Buffer globals_;  // embeddings, final norm, lm_head
+  ops::WeightRef embed_, lm_head_;
+  uint64_t final_norm_ = 0;
+  std::vector<Layer> layers_;
+  std::unique_ptr<engine::KvCache> kv_;
+  ops::RopeTable rope_;
+  gpu::Buffer rope_freq_, slot_table_;
+
+  // Step inputs: written on the host, copied to the device at the start of the step.
+  gpu::Buffer inputs_host_, inputs_;
+  uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
+  // Activations, sized for max_step_tokens.
+  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, gate_up_, act_, down_, sel_, logits_;
+  gpu::Buffer scratch_;
+};
+
+// Reads a tensor, checking its shape; the error names the tensor and both shapes.
+Result<std::vector<float>> read_tensor(const TensorSource& src, const std::string& name,
+                                       std::vector<uint64_t> expected) {
+  auto shape = src.shape(name);
+  if (!shape) return shape.error();
+  if (shape->dims != expected) {
+    return Error{Errc::parse, fmt::format("tensor '{}' has shape [{}], expected [{}]", name,
+                                          fmt::join(shape->dims, ", "), fmt::join(expected, ", "))};
+  }
+  return src.read_f32(name);
+}
+
+uint64_t add_matrix(WeightArena& arena, ops::WeightType type, std::span<const float> w, uint32_t rows, uint32_t cols) {
+  return arena.add(ops::quantize(type, w, rows, cols));
+}
+
+Result<void> Qwen3Moe::load_layer(const TensorSource& src, uint32_t l, Layer& layer) {
+  const auto& c = config_;
+  const uint32_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, kvh = c.num_kv_heads;
+  const uint32_t E = c.num_experts, I = c.moe_intermediate_size;
+  const ops::WeightType wt = options_.weight_type;
+  const std::string p = fmt::format("model.layers.{}.", l);
+  WeightArena arena;
+
+  auto matrix = [&](const std::string& name, uint32_t rows, uint32_t cols, ops::WeightType type,
+                    ops::WeightRef& out) -> Result<void> {
+    auto w = read_tensor(src, p + name, {rows, cols});
+    if (!w) return w.error();
+    out = {nullptr, add_matrix(arena, type, *w, rows, cols), type, rows, cols};
+    return {};
+  };
+  auto vector = [&](const std::string& name, uint32_t n, uint64_t& offset) -> Result<void> {
+    auto w = read_tensor(src, p + name, {n});
+    if (!w) return w.error();
+    offset = arena.add_f32(*w);
+    return {};
+  };
+  for (auto r : {matrix("self_attn.q_proj.weight", nh * D, H, wt, layer.q),
+                 matrix("self_attn.k_proj.weight", kvh * D, H, wt, layer.k),
+                 matrix("self_attn.v_proj.weight", kvh * D, H, wt, layer.v),
+                 matrix("self_attn.o_proj.weight", H, nh * D, wt, layer.o),
+                 matrix("mlp.gate.weight", E, H, ops::WeightType::bf16, layer.router),
+                 vector("input_layernorm.weight", H, layer.input_norm),
+                 vector("post_attention_layernorm.weight", H, layer.post_norm),
+                 vector("self_attn.q_norm.weight", D, layer.q_norm),
+                 vector("self_attn.k_norm.weight", D, layer.k_norm)}) {
+    if (!r) return r;
+  }
+
+  // Experts: per-expert tensors (checkpoints on the Hub) or fused stacks (transformers 5 save_pretrained).
+  std::vector<std::byte> gate_up_stack, down_stack;
+  const uint64_t gu_bytes = ops::weight_bytes(wt, 2 * I, H), dn_bytes = ops::weight_bytes(wt, H, I);
+  gate_up_stack.reserve(gu_bytes * E);
+  down_stack.reserve(dn_bytes * E);
+  const bool fused = src.has(p + "mlp.experts.gate_up_proj");
+  std::vector<float> fused_gu, fused_dn;
+  if (fused) {
+    auto gu = read_tensor(src, p + "mlp.experts.gate_up_proj", {E, 2ull * I, H});
+    if (!gu) return gu.error();
+    auto dn = read_tensor(src, p + "mlp.experts.down_proj", {E, H, I});
+    if (!dn) return dn.error();
+    fused_gu = std::move(gu).value();
+    fused_dn = std::move(dn).value();
+  }
+  for (uint32_t e = 0; e < E; ++e) {
+    std::vector<float> gu(2ull * I * H), dn(uint64_t{H} * I);
+    if (fused) {
+      std::memcpy(gu.data(), fused_gu.data() + e * gu.size(), gu.size() * 4);
+      std::memcpy(dn.data(), fused_dn.data() + e * dn.size(), dn.size() * 4);
+    } else {
+      const std::string ep = fmt::format("{}mlp.experts.{}.", p, e);
+      auto g = read_tensor(src, ep + "gate_proj.weight", {I, H});
+      if (!g) return g.error();
+      auto u = read_tensor(src, ep + "up_proj.weight", {I, H});
+      if (!u) return u.error();
+      auto d = read_tensor(src, ep + "down_proj.weight", {H, I});
+      if (!d) return d.error();
+      std::copy(g->begin(), g->end(), gu.begin());
+      std::copy(u->begin(), u->end(), gu.begin() + g->size());
+      dn = std::move(d).value();
+    }
+    const auto qgu = ops::quantize(wt, gu, 2 * I, H);
+    const auto qdn = ops::quantize(wt, dn, H, I);
+    gate_up_stack.insert(gate_up_stack.end(), qgu.begin(), qgu.end());
+    down_stack.insert(down_stack.end(), qdn.begin(), qdn.end());
+  }
+  layer.gate_up = {nullptr, arena.add(gate_up_stack), gu_bytes, E, wt, 2 * I, H};
+  layer.down = {nullptr, arena.add(down_stack), dn_bytes, E, wt, H, I};
+
+  weight_bytes_ += arena.size();
+  layer.buffer = arena.build(context_, fmt::format("layer {}", l));
+  for (ops::WeightRef* w : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.router}) w->buffer = &layer.buffer;
+  layer.gate_up.buffer = &layer.buffer;
+  layer.down.buffer = &layer.buffer;
+  return {};
+}
+
+Result<void> Qwen3Moe::load(const TensorSource& src) {
+  const auto& c = config_;
+  if (auto* extras = std::get_if<Qwen3MoeExtras>(&c.extras)) {
+    if (extras->decoder_sparse_step != 1 || !extras->mlp_only_layers.empty())
+      return Error{Errc::unsupported, "qwen3_moe checkpoints with dense MLP layers (decoder_sparse_step > 1 or "
+                                      "mlp_only_layers) are not supported yet"};
+    if (extras->attention_bias)
+      return Error{Errc::unsupported, "qwen3_moe with attention_bias is not supported yet"};
+  }
+  if (c.num_experts == 0 || c.num_experts_per_tok == 0 || c.num_experts_per_tok > ops::kRouterMaxK ||
+      c.num_experts > ops::kRouterMaxExperts)
+    return Error{Errc::unsupported, fmt::format("qwen3_moe with {} experts, top-{} is not supported",
+                                                c.num_experts, c.num_experts_per_tok)};
+  const ops::WeightType wt = options_.weight_type;
+  for (auto [rows, cols] : {std::pair{c.vocab_size, c.hidden_size}, std::pair{c.num_heads * c.head_dim, c.hidden_size},
+                            std::pair{c.hidden_size, c.moe_intermediate_size}}) {
+    if (!ops::shape_fits(wt, rows, cols))
+      return Error{Errc::unsupported, fmt::format("--quant {} needs input widths that are multiples of {}; this model "
+                                                  "has a width of {}", ops::weight_type_name(wt), ops::group_size(wt), cols)};
+  }
+
+  WeightArena globals;
+  {
+    auto e = read_tensor(src, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+    if (!e) return e.error();
+    embed_ = {nullptr, add_matrix(globals, wt, *e, c.vocab_size, c.hidden_size), wt, c.vocab_size, c.hidden_size};
+    const bool tied = c.tie_word_embeddings || !src.has("lm_head.weight");
+    if (tied) {
+      lm_head_ = embed_;
+    } else {
+      auto h = read_tensor(src, "lm_head.weight", {c.vocab_size, c.hidden_size});
+      if (!h) return h.error();
+      lm_head_ = {nullptr, add_matrix(globals, wt, *h, c.vocab_size, c.hidden_size), wt, c.vocab_size, c.hidden_size};
+    }
+    auto n = read_tensor(src, "model.norm.weight", {c.hidden_size});
+    if (!n) return n.error();
+    final_norm_ = globals.add_f32(*n);
+  }
+  weight_bytes_ += globals.size();
+  globals_ = globals.build(context_, "embeddings and head");
+  embed_.buffer = &globals_;
+  lm_head_.buffer = &globals_;
+
+  layers_.resize(c.num_layers);
+  for (uint32_t l = 0; l < c.num_layers; ++l) {
+    if (auto r = load_layer(src, l, layers_[l]); !r) return r;
+  }
+
+  ops::RopeConfig rc;
+  rc.theta = c.rope.theta;
+  rc.head_dim = c.head_dim;
+  rc.partial_rotary_factor = c.rope.partial_rotary_factor;
+  if (c.rope.rope_type == "yarn") {
+    rc.scaling = ops::RopeScaling::yarn;
+    rc.factor = c.rope.factor;
+    rc.max_position_embeddings = static_cast<uint32_t>(c.max_position_embeddings);
+    rc.original_max_position_embeddings = static_cast<uint32_t>(c.rope.original_max_position_embeddings);
+    rc.beta_fast = c.rope.beta_fast;
+    rc.beta_slow = c.rope.beta_slow;
+  } else if (c.rope.rope_type != "default") {
+    return Error{Errc::unsupported, fmt::format("qwen3_moe with rope_type '{}' is not supported", c.rope.rope_type)};
+  }
+  rope_ = ops::rope_table(rc);
+
+  engine::KvCacheOptions kvo;
+  kvo.block_size = options_.kv_block_size;
+  kvo.max_sequences = options_.max_sequences;
+  kvo.max_context = options_.max_context;
+  kv_ = std::make_unique<engine::KvCache>(
+      context_, std::vector<engine::KvLayerShape>(c.num_layers, {c.num_kv_heads, c.head_dim}), kvo);
+  allocate_workspace();
+  return {};
+}
+
+void Qwen3Moe::allocate_workspace() {
+  const auto& c = config_;
+  const uint64_t T = options_.max_step_tokens, H = c.hidden_size, k = c.num_experts_per_tok;
+  const uint64_t I = c.moe_intermediate_size, qd = uint64_t{c.num_heads} * c.head_dim;
+  const uint64_t kvd = uint64_t{c.num_kv_heads} * c.head_dim;
+  auto device = [&](uint64_t bytes, const char* label) {
+    return context_.create_buffer(bytes, gpu::MemoryKind::device, label);
+  };
+  // Inputs: three [T] u32 arrays, each at a 256-byte aligned offset (storage-buffer offset alignment).
+  const uint64_t region = (T * 4 + 255) / 256 * 256;
+  tokens_at_ = 0;
+  seq_at_ = region;
+  pos_at_ = 2 * region;
+  inputs_host_ = context_.create_buffer(3 * region, gpu::MemoryKind::host_upload, "step inputs (host)");
+  inputs_ = device(3 * region, "step inputs");
+  x_ = device(T * H * 4, "residual");
+  h_ = device(T * H * 4, "normed");
+  q_ = device(T * qd * 4, "q");
+  k_ = device(T * kvd * 4, "k");
+  v_ = device(T * kvd * 4, "v");
+  attn_ = device(T * qd * 4, "attention out");
+  router_logits_ = device(T * c.num_experts * 4, "router logits");
+  ids_ = device(T * k * 4, "expert ids");
+  route_w_ = device(T * k * 4, "expert weights");
+  gate_up_ = device(T * k * 2 * I * 4, "expert gate_up");
+  act_ = device(T * k * I * 4, "expert activations");
+  down_ = device(T * k * H * 4, "expert down");
+  sel_ = device(T * H * 4, "logit rows");
+  logits_ = device(T * c.vocab_size * 4, "logits");
+  rope_freq_ = device(rope_.inv_freq.size() * 4, "rope inv_freq");
+  context_.upload(rope_freq_, 0, std::as_bytes(std::span<const float>(rope_.inv_freq)));
+  std::vector<uint32_t> identity(c.num_experts);
+  for (uint32_t e = 0; e < c.num_experts; ++e) identity[e] = e;
+  scratch_ = device(256, "attention scratch");
+  slot_table_ = device(identity.size() * 4, "expert slot table");
+  context_.upload(slot_table_, 0, std::as_bytes(std::span<const uint32_t>(identity)));
+}
+
+void Qwen3Moe::record_layer(gpu::CommandList& cmd, uint32_t l, uint32_t T, uint32_t max_keys) {
+  const auto& c = config_;
+  const Layer& L = layers_[l];
+  const uint32_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, kvh = c.num_kv_heads;
+  const uint32_t E = c.num_experts, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const gpu::Binding tokens_seq = gpu::in(inputs_, seq_at_, T * 4ull), tokens_pos = gpu::in(inputs_, pos_at_, T * 4ull);
+
+  // Attention block.
+  ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
+  ops::mul_mat(cmd, L.q, gpu::in(h_), gpu::out(q_), T);
+  ops::mul_mat(cmd, L.k, gpu::in(h_), gpu::out(k_), T);
+  ops::mul_mat(cmd, L.v, gpu::in(h_), gpu::out(v_), T);
+  ops::rms_norm(cmd, gpu::inout(q_), f32_range(L.buffer, L.q_norm, D), gpu::inout(q_), {T * nh, D}, eps,
+                ops::NormWeight::w);
+  ops::rms_norm(cmd, gpu::inout(k_), f32_range(L.buffer, L.k_norm, D), gpu::inout(k_), {T * kvh, D}, eps,
+                ops::NormWeight::w);
+  ops::rope(cmd, gpu::inout(q_), tokens_pos, gpu::in(rope_freq_), {T, nh, D, rope_.rotary_dim, 0, 0},
+            ops::RopeStyle::neox, rope_.attention_factor);
+  ops::rope(cmd, gpu::inout(k_), tokens_pos, gpu::in(rope_freq_), {T, kvh, D, rope_.rotary_dim, 0, 0},
+            ops::RopeStyle::neox, rope_.attention_factor);
+  const ops::KvCacheLayout layout = kv_->layout(l);
+  const gpu::Binding table = gpu::in(kv_->block_table());
+  ops::kv_store(cmd, layout, gpu::in(k_), gpu::in(v_), tokens_seq, tokens_pos, table, gpu::inout(kv_->k(l)),
+                gpu::inout(kv_->v(l)), T);
+  ops::AttentionParams params;
+  params.n_heads = nh;
+  params.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const ops::AttentionPlan plan = ops::plan_attention(layout, params, T, max_keys);
+  if (plan.scratch_bytes > scratch_.size()) {
+    // The previous step is complete (record_step's contract), so the old scratch is no longer in use.
+    scratch_ = context_.create_buffer(plan.scratch_bytes * 2, gpu::MemoryKind::device, "attention scratch");
+  }
+  ops::AttentionArgs args{gpu::in(q_), tokens_seq, tokens_pos, table, gpu::in(kv_->k(l)), gpu::in(kv_->v(l)),
+                          gpu::in(rope_freq_), gpu::inout(scratch_), gpu::out(attn_)};
+  ops::attention(cmd, layout, params, plan, args, T);
+  ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::out(h_), T);
+  ops::add(cmd, gpu::in(x_), gpu::in(h_), gpu::out(x_), T * H);
+
+  // MoE block.
+  ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
+  ops::mul_mat(cmd, L.router, gpu::in(h_), gpu::out(router_logits_), T);
+  ops::RouterParams rp;
+  rp.mode = ops::RouterMode::softmax_topk;
+  rp.tokens = T;
+  rp.experts = E;
+  rp.k = k;
+  rp.normalize = c.norm_topk_prob;
+  ops::route(cmd, gpu::in(router_logits_), gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_),
+             gpu::out(route_w_), rp);
+  const ops::MoeRouting routing{gpu::in(ids_), gpu::in(slot_table_), E, k};
+  ops::mul_mat_id(cmd, L.gate_up, routing, gpu::in(h_), false, gpu::out(gate_up_), T);
+  ops::GluParams glu;
+  glu.kind = ops::GluKind::swiglu;
+  glu.layout = ops::GluLayout::fused;
+  glu.tokens = T * k;
+  glu.width = I;
+  ops::glu(cmd, gpu::in(gate_up_), gpu::in(gate_up_), gpu::out(act_), glu);
+  ops::mul_mat_id(cmd, L.down, routing, gpu::in(act_), true, gpu::out(down_), T);
+  ops::moe_combine(cmd, gpu::in(down_), gpu::in(route_w_), gpu::inout(x_), T, k, H);
+}
+
+void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
+  const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
+  const uint32_t R = static_cast<uint32_t>(batch.logit_rows.size());
+  assert(T > 0 && T <= options_.max_step_tokens && R <= T);
+  assert(batch.seq_of_token.size() == T && batch.positions.size() == T);
+  std::byte* host = inputs_host_.mapped();
+  std::memcpy(host + tokens_at_, batch.tokens.data(), T * 4);
+  std::memcpy(host + seq_at_, batch.seq_of_token.data(), T * 4);
+  std::memcpy(host + pos_at_, batch.positions.data(), T * 4);
+  uint32_t max_keys = 0;
+  for (uint32_t p : batch.positions) max_keys = std::max(max_keys, p + 1);
+
+  cmd.copy(inputs_host_, 0, inputs_, 0, inputs_.size());
+  kv_->record_table_upload(cmd);
+  const auto& c = config_;
+  const uint32_t H = c.hidden_size;
+  ops::embedding(cmd, embed_, gpu::in(inputs_, tokens_at_, T * 4ull), gpu::out(x_), T);
+  for (uint32_t l = 0; l < c.num_layers; ++l) record_layer(cmd, l, T, max_keys);
+  if (R == 0) return;
+  // Gather the rows that need logits (contiguous runs as one copy), then the final norm and the head.
+  for (uint32_t r = 0; r < R;) {
+    uint32_t n = 1;
+    while (r + n < R && batch.logit_rows[r + n] == batch.logit_rows[r] + n) ++n;
+    cmd.copy(x_, uint64_t{batch.logit_rows[r]} * H * 4, sel_, uint64_t{r} * H * 4, uint64_t{n} * H * 4);
+    r += n;
+  }
+  ops::rms_norm(cmd, gpu::inout(sel_), f32_range(globals_, final_norm_, H), gpu::inout(sel_), {R, H},
+                static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
+  ops::mul_mat(cmd, lm_head_, gpu::in(sel_), gpu::out(logits_), R);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Model>> load_qwen3_moe(ModelConfig config, const TensorSource& src, gpu::Context& context,
+                                              const LoadOptions& options) {
+  auto model = std::make_unique<Qwen3Moe>(std::move(config), context, options);
+  try {
+    if (auto r = model->load(src); !r) return r.error();
+  } catch (const Exception& e) {
+    return e.error();
+  }
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+}  // namespace mach::model
