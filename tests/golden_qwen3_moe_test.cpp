@@ -1,0 +1,93 @@
+// Golden test: the tiny random qwen3_moe checkpoints of tests/fixtures (made by tools/make_fixtures.py with
+// transformers) run on the GPU and match transformers' float32 logits and greedy continuation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/generator.hpp"
+#include "gpu_fixture.hpp"
+#include "model/model.hpp"
+#include "model/npy.hpp"
+
+namespace mach::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Reference {
+  std::vector<uint32_t> prompt, continuation;
+  model::NpyArray logits;  // [prompt, vocab]
+};
+
+Reference load_reference(const fs::path& dir) {
+  std::ifstream f(dir / "reference.json");
+  const auto j = nlohmann::json::parse(f);
+  Reference r;
+  r.prompt = j.at("prompt_ids").get<std::vector<uint32_t>>();
+  r.continuation = j.at("continuation_ids").get<std::vector<uint32_t>>();
+  r.logits = std::move(model::read_npy_f32(dir / "logits.npy")).value_or_throw();
+  return r;
+}
+
+struct EngineRun {
+  std::vector<float> logits;
+  std::vector<uint32_t> tokens;
+};
+
+EngineRun run_engine(const fs::path& dir, ops::WeightType type, const Reference& ref) {
+  model::LoadOptions options;
+  options.weight_type = type;
+  options.max_context = 64;
+  options.max_step_tokens = 16;
+  auto model = std::move(model::load_model(dir, gpu_context(), options)).value_or_throw();
+  engine::GenerateOptions go;
+  go.sampling.temperature = 0;
+  go.max_tokens = static_cast<uint32_t>(ref.continuation.size());
+  go.prompt_logits = true;
+  auto result = std::move(engine::generate(gpu_context(), *model, ref.prompt, go)).value_or_throw();
+  return {std::move(result.prompt_logits), std::move(result.tokens)};
+}
+
+uint32_t argmax_row(std::span<const float> row) {
+  return static_cast<uint32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+}
+
+class GoldenQwen3Moe : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenQwen3Moe, Bf16MatchesTransformers) {
+  const fs::path dir = fs::path(MACH_SOURCE_DIR) / "tests/fixtures" / GetParam();
+  const Reference ref = load_reference(dir);
+  const EngineRun got = run_engine(dir, ops::WeightType::bf16, ref);
+  ASSERT_EQ(got.logits.size(), ref.logits.data.size());
+  const uint64_t V = ref.logits.shape.at(1);
+  for (size_t t = 0; t < ref.prompt.size(); ++t) {
+    float max_ref = 0, max_err = 0;
+    for (uint64_t v = 0; v < V; ++v) {
+      max_ref = std::max(max_ref, std::fabs(ref.logits.data[t * V + v]));
+      max_err = std::max(max_err, std::fabs(got.logits[t * V + v] - ref.logits.data[t * V + v]));
+    }
+    EXPECT_LE(max_err, 2e-3f * max_ref) << "position " << t;
+  }
+  EXPECT_EQ(got.tokens, ref.continuation);
+}
+
+TEST_P(GoldenQwen3Moe, Q8KeepsGreedyTokensAndTop1) {
+  const fs::path dir = fs::path(MACH_SOURCE_DIR) / "tests/fixtures" / GetParam();
+  const Reference ref = load_reference(dir);
+  const EngineRun got = run_engine(dir, ops::WeightType::q8_0, ref);
+  const uint64_t V = ref.logits.shape.at(1);
+  for (size_t t = 0; t < ref.prompt.size(); ++t) {
+    EXPECT_EQ(argmax_row(std::span<const float>(got.logits).subspan(t * V, V)),
+              argmax_row(std::span<const float>(ref.logits.data).subspan(t * V, V)))
+        << "position " << t;
+  }
+  EXPECT_EQ(got.tokens, ref.continuation);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenQwen3Moe, ::testing::Values("qwen3_moe", "qwen3_moe_fused"));
+
+}  // namespace
+}  // namespace mach::test
