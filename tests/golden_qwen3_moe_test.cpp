@@ -51,6 +51,13 @@ EngineRun run_engine(const fs::path& dir, ops::WeightType type, const Reference&
   return {std::move(result.prompt_logits), std::move(result.tokens)};
 }
 
+// The fixtures' folder: $MACH_SOURCE_DIR when set (a copy of the tree elsewhere, e.g. on a GPU machine),
+// else the source tree this test was built from.
+fs::path fixtures() {
+  const char* env = std::getenv("MACH_SOURCE_DIR");
+  return fs::path(env && *env ? env : MACH_SOURCE_DIR) / "tests/fixtures";
+}
+
 uint32_t argmax_row(std::span<const float> row) {
   return static_cast<uint32_t>(std::max_element(row.begin(), row.end()) - row.begin());
 }
@@ -58,7 +65,7 @@ uint32_t argmax_row(std::span<const float> row) {
 class GoldenQwen3Moe : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GoldenQwen3Moe, Bf16MatchesTransformers) {
-  const fs::path dir = fs::path(MACH_SOURCE_DIR) / "tests/fixtures" / GetParam();
+  const fs::path dir = fixtures() / GetParam();
   const Reference ref = load_reference(dir);
   const EngineRun got = run_engine(dir, ops::WeightType::bf16, ref);
   ASSERT_EQ(got.logits.size(), ref.logits.data.size());
@@ -75,7 +82,7 @@ TEST_P(GoldenQwen3Moe, Bf16MatchesTransformers) {
 }
 
 TEST_P(GoldenQwen3Moe, Q8KeepsGreedyTokensAndTop1) {
-  const fs::path dir = fs::path(MACH_SOURCE_DIR) / "tests/fixtures" / GetParam();
+  const fs::path dir = fixtures() / GetParam();
   const Reference ref = load_reference(dir);
   const EngineRun got = run_engine(dir, ops::WeightType::q8_0, ref);
   const uint64_t V = ref.logits.shape.at(1);
