@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -26,13 +27,27 @@ double percentile(std::vector<double> v, double q) {
 }
 
 // Checks one case against its reference, then times it; prints its JSON line. False when the check failed.
-// Times the recorded op `repeats` times after 3 warm-up runs; GPU ns of each run.
-std::vector<double> time_op(gpu::Context& context, gpu::CommandList& cmd, int repeats) {
-  std::vector<double> ns;
-  for (int r = 0; r < repeats + 3; ++r) {
-    context.wait(context.submit(cmd));
-    if (r >= 3) ns.push_back(cmd.read_timestamps().back().ns);  // the first runs warm caches and clocks
+// Times the op with the GPU busy: `repeats` back-to-back copies recorded in one command list, each followed by a
+// timestamp, so that no host round trip lets the clocks drop between runs. The list is first replayed for
+// at least kWarmupMs (an idle GPU needs that long to reach its boost clock; timing a cold GPU gave the same
+// kernel 1 ms one moment and 6 ms the next). Returns the GPU ns of each copy.
+constexpr double kWarmupMs = 300;
+
+std::vector<double> time_op(gpu::Context& context, test::OpCase& op, int repeats) {
+  auto cmd = context.begin_commands();
+  cmd->begin();
+  for (int r = 0; r < repeats; ++r) {
+    op.record(*cmd);
+    cmd->timestamp("op");
   }
+  cmd->end();
+  const auto start = std::chrono::steady_clock::now();
+  do {
+    context.wait(context.submit(*cmd));
+  } while (std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() < kWarmupMs);
+  context.wait(context.submit(*cmd));
+  std::vector<double> ns;
+  for (const auto& sample : cmd->read_timestamps()) ns.push_back(sample.ns);
   return ns;
 }
 
@@ -66,7 +81,7 @@ int sweep_case(gpu::Context& context, test::OpCase& op, const std::string& sweep
       line["error"] = "output check failed";
       ++failures;
     } else {
-      const auto ns = time_op(context, *cmd, repeats);
+      const auto ns = time_op(context, op, repeats);
       line["median_us"] = percentile(ns, 0.5) / 1e3;
       line["gb_per_s"] = op.bytes() / percentile(ns, 0.5);
     }
@@ -92,7 +107,7 @@ bool run_case(gpu::Context& context, test::OpCase& op, size_t index, int repeats
     fmt::print("{}\n", line.dump());
     return false;
   }
-  const auto ns = time_op(context, *cmd, repeats);
+  const auto ns = time_op(context, op, repeats);
   const double median = percentile(ns, 0.5);
   line["nmse"] = checked.nmse;
   line["median_us"] = median / 1e3;
