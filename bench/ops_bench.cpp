@@ -31,7 +31,7 @@ double percentile(std::vector<double> v, double q) {
 // timestamp, so that no host round trip lets the clocks drop between runs. The list is first replayed for
 // at least kWarmupMs (an idle GPU needs that long to reach its boost clock; timing a cold GPU gave the same
 // kernel 1 ms one moment and 6 ms the next). Returns the GPU ns of each copy.
-constexpr double kWarmupMs = 300;
+constexpr double kWarmupMs = 500;
 
 std::vector<double> time_op(gpu::Context& context, test::OpCase& op, int repeats) {
   auto cmd = context.begin_commands();

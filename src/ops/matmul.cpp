@@ -88,9 +88,10 @@ uint32_t mat_vec_workgroup(uint32_t units) {
   return std::clamp<uint32_t>(std::bit_ceil(units), std::min<uint32_t>(32, max_wg), max_wg);
 }
 
-// Launch shape of mul_mat_vec_q4h.comp, read from $MACH_Q4H ("wg=64,rows=2,unr=2") for tuning.
+// Launch shape of mul_mat_vec_q4h.comp, read from $MACH_Q4H ("wg=32,rows=2,unr=2") for tuning. The default
+// was the fastest on the >= 1 GiB shapes of an H200 sweep (2026-11-22, docs/performance.md).
 struct Q4hTuning {
-  uint32_t workgroup = 64;
+  uint32_t workgroup = 32;
   uint32_t rows = 2;
   uint32_t unroll = 2;
 };
