@@ -9,7 +9,7 @@ namespace {
 // Facts follow each family's transformers 5.x modeling code and DESIGN.md's registry table.
 constexpr std::array<ArchInfo, 5> kArchs{{
     {Family::qwen3_moe, "qwen3_moe", "", "Qwen3-30B-A3B", Activation::swiglu, false, TextConfigWrapping::never,
-     KvCacheKind::full, SpecDecodingKind::draft_model, true, SupportStatus::planned,
+     KvCacheKind::full, SpecDecodingKind::draft_model, true, SupportStatus::runs,
      "softmax -> top-k -> renorm router; QK RMSNorm before neox RoPE; per-expert or fused expert tensors"},
     {Family::qwen3_5_moe, "qwen3_5_moe", "qwen3_5_moe_text", "Qwen3.6-35B-A3B", Activation::swiglu, false,
      TextConfigWrapping::optional, KvCacheKind::hybrid_recurrent, SpecDecodingKind::mtp, true,

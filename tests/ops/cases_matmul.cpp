@@ -289,6 +289,8 @@ void add_test_cases(CaseList& cases) {
     };
     for (const MoeShape& s : moe) cases.push_back(std::make_unique<MulMatIdCase>(type, s));
   }
+  // Every token count of the packed-f16 q4 kernel (one variant per T <= 8).
+  for (uint32_t t : {2u, 4u, 5u, 6u, 7u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 67, 192, t));
   // The f32 q4 kernel (devices without f16 arithmetic) where the default is the packed-f16 one.
   for (uint32_t t : {1u, 3u, 8u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, true, 1},
