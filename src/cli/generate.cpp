@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
+#include <fstream>
 #include <sstream>
 
 #include "cli/commands.hpp"
 #include "engine/generator.hpp"
+#include "engine/scheduler.hpp"
 #include "gpu/context.hpp"
 #include "model/model.hpp"
 #include "model/npy.hpp"
@@ -31,7 +33,28 @@ struct GenerateArgs {
   int device = -1;
   uint32_t max_context = 4096;
   uint32_t step_tokens = 256;
+  std::string prompt_ids_file;
+  std::string speculation = "none";
+  uint32_t draft_max = 0;
+  uint32_t max_batch = 8;
 };
+
+Result<std::vector<uint32_t>> parse_ids(const std::string& text, const char* what);
+
+Result<std::vector<std::vector<uint32_t>>> read_prompt_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return Error{Errc::not_found, fmt::format("--prompt-ids-file {}: cannot open it", path)};
+  std::vector<std::vector<uint32_t>> prompts;
+  std::string line;
+  for (int n = 1; std::getline(f, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto ids = parse_ids(line, "--prompt-ids-file");
+    if (!ids) return Error{Errc::invalid_argument, fmt::format("{} line {}: {}", path, n, ids.error().message)};
+    prompts.push_back(std::move(ids).value());
+  }
+  if (prompts.empty()) return Error{Errc::invalid_argument, fmt::format("--prompt-ids-file {} holds no prompt", path)};
+  return prompts;
+}
 
 Result<std::vector<uint32_t>> parse_ids(const std::string& text, const char* what) {
   std::vector<uint32_t> ids;
@@ -48,6 +71,19 @@ Result<std::vector<uint32_t>> parse_ids(const std::string& text, const char* wha
   return ids;
 }
 
+nlohmann::json result_json(const engine::SequenceResult& r, size_t prompt_tokens, const std::string& device) {
+  return {{"tokens", r.tokens},
+          {"finish_reason", r.finish_reason},
+          {"prompt_tokens", prompt_tokens},
+          {"speculation",
+           {{"drafted", r.speculation.drafted},
+            {"accepted", r.speculation.accepted},
+            {"steps", r.speculation.steps},
+            {"accepted_at", r.speculation.accepted_at},
+            {"drafted_at", r.speculation.drafted_at}}},
+          {"device", device}};
+}
+
 int run_generate(const GenerateArgs& a) {
   auto fail = [](const Error& e) {
     fmt::print(stderr, "mach generate: {}\n", e.message);
@@ -55,13 +91,28 @@ int run_generate(const GenerateArgs& a) {
   };
   if (!a.prompt_text.empty())
     return fail({Errc::unsupported, "--prompt needs the tokenizer, which this build does not have yet; use --prompt-ids"});
-  auto prompt = parse_ids(a.prompt_ids, "--prompt-ids");
-  if (!prompt) return fail(prompt.error());
-  if (prompt->empty()) return fail({Errc::invalid_argument, "give the prompt with --prompt-ids 1,2,3"});
+  std::vector<std::vector<uint32_t>> prompts;
+  if (!a.prompt_ids_file.empty()) {
+    if (!a.prompt_ids.empty()) return fail({Errc::invalid_argument, "give --prompt-ids or --prompt-ids-file, not both"});
+    auto file = read_prompt_file(a.prompt_ids_file);
+    if (!file) return fail(file.error());
+    prompts = std::move(file).value();
+  } else {
+    auto prompt = parse_ids(a.prompt_ids, "--prompt-ids");
+    if (!prompt) return fail(prompt.error());
+    if (prompt->empty()) return fail({Errc::invalid_argument, "give the prompt with --prompt-ids 1,2,3"});
+    prompts.push_back(std::move(prompt).value());
+  }
   auto stop = parse_ids(a.stop_ids, "--stop-ids");
   if (!stop) return fail(stop.error());
   const auto quant = ops::parse_weight_type(a.quant);
   if (!quant) return fail({Errc::invalid_argument, fmt::format("--quant {}: use bf16, f16, f32, q8_0 or q4", a.quant)});
+  const auto speculation = engine::parse_speculation(a.speculation);
+  if (!speculation)
+    return fail({Errc::invalid_argument,
+                 fmt::format("--speculation {}: use none, ngram, summarization or classification", a.speculation)});
+  if (!a.dump_logits.empty() && (prompts.size() > 1 || *speculation != engine::Speculation::none))
+    return fail({Errc::invalid_argument, "--dump-logits takes one prompt and no speculation"});
 
   auto context = gpu::Context::create({.device_index = a.device});
   if (!context) return fail(context.error());
@@ -69,33 +120,58 @@ int run_generate(const GenerateArgs& a) {
   lo.weight_type = *quant;
   lo.max_context = a.max_context;
   lo.max_step_tokens = a.step_tokens;
+  lo.max_sequences = a.dump_logits.empty() ? std::max<uint32_t>(1, a.max_batch) : 1;
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
-
-  engine::GenerateOptions go;
-  go.sampling = {.temperature = a.temperature, .top_k = a.top_k, .top_p = a.top_p, .min_p = a.min_p, .seed = a.seed};
-  go.max_tokens = a.max_tokens;
-  go.stop_ids = *stop;
+  const std::string device = (*context)->info().name;
+  std::vector<uint32_t> stop_ids = *stop;
   for (int64_t id : (*model)->config().eos_token_ids)
-    if (id >= 0) go.stop_ids.push_back(static_cast<uint32_t>(id));
-  go.prompt_logits = !a.dump_logits.empty();
-  auto result = engine::generate(**context, **model, *prompt, go);
-  if (!result) return fail(result.error());
+    if (id >= 0) stop_ids.push_back(static_cast<uint32_t>(id));
+  const engine::SamplingParams sampling{
+      .temperature = a.temperature, .top_k = a.top_k, .top_p = a.top_p, .min_p = a.min_p, .seed = a.seed};
+
   if (!a.dump_logits.empty()) {
-    const uint64_t shape[] = {prompt->size(), (*model)->config().vocab_size};
-    if (auto w = model::write_npy_f32(a.dump_logits, result->prompt_logits, shape); !w)
-      return fail(w.error());
+    // The single-sequence path keeps the logits of every prompt position.
+    engine::GenerateOptions go;
+    go.sampling = sampling;
+    go.max_tokens = a.max_tokens;
+    go.stop_ids = stop_ids;
+    go.prompt_logits = true;
+    auto result = engine::generate(**context, **model, prompts[0], go);
+    if (!result) return fail(result.error());
+    const uint64_t shape[] = {prompts[0].size(), (*model)->config().vocab_size};
+    if (auto w = model::write_npy_f32(a.dump_logits, result->prompt_logits, shape); !w) return fail(w.error());
+    if (a.json)
+      fmt::print("{}\n", nlohmann::json({{"tokens", result->tokens}, {"finish_reason", result->finish_reason},
+                                         {"prompt_tokens", prompts[0].size()}, {"device", device}}).dump());
+    return 0;
   }
-  if (a.json) {
-    nlohmann::json out = {{"tokens", result->tokens},
-                          {"finish_reason", result->finish_reason},
-                          {"prompt_tokens", prompt->size()},
-                          {"prefill_ms", result->prefill_ms},
-                          {"decode_ms", result->decode_ms},
-                          {"device", (*context)->info().name}};
-    fmt::print("{}\n", out.dump());
-  } else {
-    fmt::print("{}\n", fmt::join(result->tokens, ","));
+
+  engine::Scheduler scheduler(**context, **model, {.max_batch = lo.max_sequences});
+  std::vector<uint32_t> ids;
+  for (const auto& prompt : prompts) {
+    engine::SequenceRequest req;
+    req.prompt = prompt;
+    req.sampling = sampling;
+    req.max_tokens = a.max_tokens;
+    req.stop_ids = stop_ids;
+    req.speculation = *speculation;
+    req.draft_max = a.draft_max;
+    auto id = scheduler.submit(std::move(req));
+    if (!id) return fail(id.error());
+    ids.push_back(*id);
+  }
+  try {
+    scheduler.run();
+  } catch (const Exception& e) {
+    return fail(e.error());
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto& r = scheduler.result(ids[i]);
+    if (a.json)
+      fmt::print("{}\n", result_json(r, prompts[i].size(), device).dump());
+    else
+      fmt::print("{}\n", fmt::join(r.tokens, ","));
   }
   return 0;
 }
@@ -121,6 +197,11 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--device", a.device, "Vulkan device index (default: $MACH_DEVICE or the best)");
   cmd->add_option("--max-context", a.max_context, "tokens of KV cache for the sequence");
   cmd->add_option("--step-tokens", a.step_tokens, "prompt tokens per forward step");
+  cmd->add_option("--prompt-ids-file", a.prompt_ids_file,
+                  "several prompts, one comma-separated line each, run as concurrent sequences");
+  cmd->add_option("--speculation", a.speculation, "none, ngram, summarization or classification (draft-free)");
+  cmd->add_option("--draft-max", a.draft_max, "longest draft per step (0: the preset's default)");
+  cmd->add_option("--max-batch", a.max_batch, "sequences run together")->check(CLI::Range(1, 256));
   cmd->callback([&exit_code] { exit_code = run_generate(a); });
 }
 

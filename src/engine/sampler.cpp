@@ -72,9 +72,14 @@ std::vector<std::pair<uint32_t, float>> Sampler::distribution(std::span<float> l
 }
 
 uint32_t Sampler::sample(std::span<float> logits, std::span<const uint32_t> generated) {
-  const auto dist = distribution(logits, generated);
+  return draw(distribution(logits, generated));
+}
+
+uint32_t Sampler::draw(const std::vector<std::pair<uint32_t, float>>& dist) {
   if (dist.size() == 1) return dist[0].first;
-  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  double total = 0;
+  for (const auto& [token, prob] : dist) total += prob;
+  const double u = uniform() * total;
   double acc = 0;
   for (const auto& [token, prob] : dist) {
     acc += prob;

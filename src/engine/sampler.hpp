@@ -32,6 +32,11 @@ class Sampler {
   // sampling and tests.
   std::vector<std::pair<uint32_t, float>> distribution(std::span<float> logits, std::span<const uint32_t> generated);
 
+  // A draw from a distribution (pairs of token and probability summing to ~1); speculative rejection
+  // sampling uses it on the residual distribution. And a uniform number in [0, 1) from the same stream.
+  uint32_t draw(const std::vector<std::pair<uint32_t, float>>& dist);
+  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
   const SamplingParams& params() const { return params_; }
   bool greedy() const { return params_.temperature <= 0.0f; }
 

@@ -1,0 +1,271 @@
+#include "engine/scheduler.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace mach::engine {
+
+DraftVerdict verify_draft(Sampler& sampler, std::span<float> logits, std::span<const uint32_t> generated,
+                          uint32_t draft) {
+  if (sampler.greedy()) {
+    const uint32_t target = sampler.sample(logits, generated);
+    return {target == draft, target};
+  }
+  // Speculative rejection sampling with a point-mass proposal q = [draft]: accept the draft with probability
+  // p(draft), else draw from the residual max(p - q, 0) renormalized, which is p without the draft. Either
+  // way the token follows p exactly.
+  auto dist = sampler.distribution(logits, generated);
+  float p = 0;
+  for (const auto& [token, prob] : dist)
+    if (token == draft) p = prob;
+  if (sampler.uniform() < p) return {true, draft};
+  std::erase_if(dist, [&](const auto& e) { return e.first == draft; });
+  return {false, dist.empty() ? draft : sampler.draw(dist)};
+}
+
+struct Scheduler::Sequence {
+  uint32_t id = 0;
+  SequenceRequest req;
+  int slot = -1;                 // KV-cache sequence slot while admitted
+  uint32_t prefilled = 0;        // prompt tokens already in the KV cache
+  std::vector<uint32_t> tokens;  // prompt, then generated
+  std::vector<uint32_t> generated;
+  Sampler sampler;
+  std::unique_ptr<Drafter> drafter;
+  uint32_t draft_max = 0;
+  uint32_t draft_len = 0;        // adapted to recent acceptance
+  std::vector<uint32_t> drafts;  // of the step in flight
+  bool done = false;
+
+  explicit Sequence(SequenceRequest r) : req(std::move(r)), sampler(req.sampling) {}
+  bool prefilling() const { return prefilled < req.prompt.size(); }
+};
+
+// Which logits rows of the step belong to which sequence.
+struct Scheduler::RowUse {
+  uint32_t seq;
+  uint32_t first_row;
+  uint32_t rows;
+  bool prefill_end;  // the prompt's last token: sample the first generated token
+};
+
+Scheduler::Scheduler(gpu::Context& context, model::Model& model, const SchedulerOptions& options)
+    : context_(context),
+      model_(model),
+      options_(options),
+      cmd_(context.begin_commands()),
+      slot_owner_(options.max_batch, -1) {}
+
+Scheduler::~Scheduler() = default;
+
+Result<uint32_t> Scheduler::submit(SequenceRequest request) {
+  const uint32_t vocab = model_.config().vocab_size;
+  if (request.prompt.empty()) return Error{Errc::invalid_argument, "the prompt is empty"};
+  for (uint32_t id : request.prompt)
+    if (id >= vocab)
+      return Error{Errc::invalid_argument, fmt::format("prompt token {} is outside the vocabulary ({})", id, vocab)};
+  if (request.draft_max == 0) request.draft_max = default_draft_max(request.speculation);
+  if (request.speculation == Speculation::none) request.draft_max = 0;
+  const uint64_t need = request.prompt.size() + request.max_tokens + request.draft_max + 1;
+  if (need > model_.kv_cache().max_context())
+    return Error{Errc::invalid_argument,
+                 fmt::format("prompt ({}) + max tokens ({}) + drafts ({}) exceed the context of {} tokens",
+                             request.prompt.size(), request.max_tokens, request.draft_max,
+                             model_.kv_cache().max_context())};
+  auto s = std::make_unique<Sequence>(std::move(request));
+  s->id = static_cast<uint32_t>(seqs_.size());
+  s->tokens = s->req.prompt;
+  s->draft_max = s->req.draft_max;
+  s->draft_len = s->draft_max;
+  if (s->req.speculation != Speculation::none)
+    s->drafter = std::make_unique<NgramDrafter>(NgramDrafter::for_preset(s->req.speculation));
+  waiting_.push_back(s->id);
+  seqs_.push_back(std::move(s));
+  results_.emplace_back();
+  if (seqs_.back()->req.max_tokens == 0) finish(*seqs_.back(), "length");
+  return seqs_.back()->id;
+}
+
+bool Scheduler::idle() const {
+  return std::none_of(seqs_.begin(), seqs_.end(), [](const auto& s) { return !s->done; });
+}
+
+void Scheduler::admit() {
+  while (!waiting_.empty()) {
+    Sequence& s = *seqs_[waiting_.front()];
+    if (s.done) {
+      waiting_.pop_front();
+      continue;
+    }
+    const auto free = std::find(slot_owner_.begin(), slot_owner_.end(), -1);
+    if (free == slot_owner_.end()) return;
+    const uint32_t slot = static_cast<uint32_t>(free - slot_owner_.begin());
+    const uint32_t need = static_cast<uint32_t>(s.req.prompt.size() + s.req.max_tokens + s.draft_max + 1);
+    if (!model_.kv_cache().reserve(slot, need)) return;  // the KV cache is full: wait for a sequence to finish
+    s.slot = static_cast<int>(slot);
+    *free = static_cast<int>(s.id);
+    waiting_.pop_front();
+  }
+}
+
+void Scheduler::finish(Sequence& s, const char* reason) {
+  s.done = true;
+  results_[s.id].tokens = s.generated;
+  results_[s.id].finish_reason = reason;
+  if (s.slot >= 0) {
+    model_.kv_cache().release(static_cast<uint32_t>(s.slot));
+    slot_owner_[s.slot] = -1;
+    s.slot = -1;
+  }
+}
+
+bool Scheduler::emit(Sequence& s, uint32_t token) {
+  s.generated.push_back(token);
+  s.tokens.push_back(token);
+  if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end()) {
+    finish(s, "stop");
+    return false;
+  }
+  if (s.generated.size() >= s.req.max_tokens) {
+    finish(s, "length");
+    return false;
+  }
+  return true;
+}
+
+void Scheduler::plan_prefill() {
+  const uint32_t budget = model_.max_step_tokens();
+  for (auto& sp : seqs_) {
+    Sequence& s = *sp;
+    if (s.done || s.slot < 0 || !s.prefilling()) continue;
+    const uint32_t room = budget - static_cast<uint32_t>(tokens_.size());
+    if (room == 0) break;
+    const uint32_t n = std::min<uint32_t>(room, static_cast<uint32_t>(s.req.prompt.size()) - s.prefilled);
+    for (uint32_t i = 0; i < n; ++i) {
+      tokens_.push_back(s.req.prompt[s.prefilled + i]);
+      seq_of_token_.push_back(static_cast<uint32_t>(s.slot));
+      positions_.push_back(s.prefilled + i);
+    }
+    s.prefilled += n;
+    if (!s.prefilling()) {
+      uses_.push_back({s.id, static_cast<uint32_t>(logit_rows_.size()), 1, true});
+      logit_rows_.push_back(static_cast<uint32_t>(tokens_.size()) - 1);
+    }
+  }
+}
+
+void Scheduler::plan_decode() {
+  const uint32_t budget = model_.max_step_tokens();
+  for (auto& sp : seqs_) {
+    Sequence& s = *sp;
+    if (s.done || s.slot < 0 || s.prefilling()) continue;
+    const uint32_t room = budget - static_cast<uint32_t>(tokens_.size());
+    if (room == 0) break;
+    s.drafts.clear();
+    const uint32_t left = s.req.max_tokens - static_cast<uint32_t>(s.generated.size());  // >= 1
+    const uint32_t k = std::min({s.draft_len, left - 1, room - 1});
+    if (s.drafter && k > 0) s.drafts = s.drafter->draft(s.tokens, k);
+    const uint32_t pos = static_cast<uint32_t>(s.tokens.size()) - 1;
+    uses_.push_back({s.id, static_cast<uint32_t>(logit_rows_.size()), 1 + static_cast<uint32_t>(s.drafts.size()), false});
+    for (uint32_t i = 0; i <= s.drafts.size(); ++i) {
+      tokens_.push_back(i == 0 ? s.tokens.back() : s.drafts[i - 1]);
+      seq_of_token_.push_back(static_cast<uint32_t>(s.slot));
+      positions_.push_back(pos + i);
+      logit_rows_.push_back(static_cast<uint32_t>(tokens_.size()) - 1);
+    }
+  }
+}
+
+std::optional<gpu::Ticket> Scheduler::step_begin() {
+  admit();
+  tokens_.clear();
+  seq_of_token_.clear();
+  positions_.clear();
+  logit_rows_.clear();
+  uses_.clear();
+  const bool any_prefill = std::any_of(seqs_.begin(), seqs_.end(),
+                                       [](const auto& s) { return !s->done && s->slot >= 0 && s->prefilling(); });
+  const bool any_decode = std::any_of(seqs_.begin(), seqs_.end(),
+                                      [](const auto& s) { return !s->done && s->slot >= 0 && !s->prefilling(); });
+  // Alternate when both kinds wait, so that new prompts neither starve nor stall running streams.
+  const bool prefill = any_prefill && (!any_decode || !last_was_prefill_);
+  if (prefill)
+    plan_prefill();
+  else if (any_decode)
+    plan_decode();
+  if (tokens_.empty()) return std::nullopt;
+  last_was_prefill_ = prefill;
+  cmd_->begin();
+  model_.record_step(*cmd_, {tokens_, seq_of_token_, positions_, logit_rows_});
+  ++steps_;
+  return context_.submit(*cmd_);
+}
+
+void Scheduler::accept(Sequence& s, std::span<const float> rows, uint32_t n_rows) {
+  const uint32_t V = model_.config().vocab_size;
+  const uint32_t k = n_rows - 1;
+  auto& stats = results_[s.id].speculation;
+  ++stats.steps;
+  stats.drafted += k;
+  if (stats.drafted_at.size() < k) stats.drafted_at.resize(k), stats.accepted_at.resize(k);
+  for (uint32_t i = 0; i < k; ++i) ++stats.drafted_at[i];
+  uint32_t accepted = 0;
+  std::vector<float> row(V);
+  for (uint32_t i = 0; i <= k; ++i) {
+    std::copy_n(rows.begin() + uint64_t{i} * V, V, row.begin());
+    if (i == k) {  // every draft accepted: the bonus token
+      emit(s, s.sampler.sample(row, s.generated));
+      break;
+    }
+    const uint32_t draft = s.drafts[i];
+    const auto [ok, instead] = verify_draft(s.sampler, row, s.generated, draft);
+    if (!ok) {
+      emit(s, instead);
+      break;
+    }
+    ++accepted;
+    ++stats.accepted_at[i];
+    if (!emit(s, draft)) break;
+  }
+  stats.accepted += accepted;
+  // Adaptive block length: grow after a fully accepted block, halve after an early rejection.
+  if (k > 0) {
+    if (accepted == k)
+      s.draft_len = std::min(s.draft_len + 1, s.draft_max);
+    else if (accepted < k / 2)
+      s.draft_len = std::max(1u, s.draft_len / 2);
+  }
+}
+
+void Scheduler::step_end() {
+  const uint32_t V = model_.config().vocab_size;
+  logits_.resize(uint64_t{logit_rows_.size()} * V);
+  context_.download(model_.logits(), 0, std::as_writable_bytes(std::span<float>(logits_)));
+  for (const RowUse& use : uses_) {
+    Sequence& s = *seqs_[use.seq];
+    const std::span<const float> rows(logits_.data() + uint64_t{use.first_row} * V, uint64_t{use.rows} * V);
+    if (use.prefill_end) {
+      std::vector<float> row(rows.begin(), rows.end());
+      emit(s, s.sampler.sample(row, s.generated));
+    } else {
+      accept(s, rows, use.rows);
+    }
+  }
+}
+
+void Scheduler::run() {
+  while (!idle()) {
+    const auto ticket = step_begin();
+    if (!ticket) {
+      // Nothing can run: a waiting sequence needs more KV blocks than the whole cache has.
+      for (auto& s : seqs_)
+        if (!s->done) finish(*s, "error");
+      break;
+    }
+    context_.wait(*ticket);
+    step_end();
+  }
+}
+
+}  // namespace mach::engine

@@ -1,0 +1,113 @@
+// Continuous batching over one model: sequences join and leave between steps; each step runs either the
+// prompt chunks of sequences still prefilling or one decode token (plus its speculative drafts) of every
+// sequence that is generating, then samples or verifies each sequence's rows.
+//
+// A step is: plan -> record -> submit -> wait -> sample / accept. The wait is the caller's: step_begin()
+// records and submits and returns the GPU ticket; step_end() reads the logits after the ticket is reached.
+// run() is the blocking loop for the command line and tests (Context::wait); the server drives the same
+// two calls from a coroutine that co_awaits runtime::GpuBridge instead, so the loop never blocks.
+//
+// Prefill and decode never share a step: decode tokens then always run through the matrix-vector kernels
+// (<= 8 tokens per step: every token's sums in the same order as when it runs alone), so batching does not
+// change any sequence's greedy output.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/drafter.hpp"
+#include "engine/sampler.hpp"
+#include "gpu/context.hpp"
+#include "mach/error.hpp"
+#include "model/model.hpp"
+
+namespace mach::engine {
+
+struct SequenceRequest {
+  std::vector<uint32_t> prompt;
+  SamplingParams sampling;
+  uint32_t max_tokens = 16;
+  std::vector<uint32_t> stop_ids;
+  Speculation speculation = Speculation::none;
+  uint32_t draft_max = 0;  // 0: the preset's default
+};
+
+struct SpeculationStats {
+  uint64_t drafted = 0;
+  uint64_t accepted = 0;
+  uint64_t steps = 0;                     // decode steps of this sequence
+  std::vector<uint64_t> accepted_at;      // [i]: drafts accepted at draft position i
+  std::vector<uint64_t> drafted_at;       // [i]: drafts offered at draft position i
+};
+
+struct SequenceResult {
+  std::vector<uint32_t> tokens;
+  std::string finish_reason;  // "stop", "length", or "error" (the KV cache can never hold it)
+  SpeculationStats speculation;
+};
+
+// Verifying one drafted token against the target's logits for that position: whether it is accepted, and
+// the token to emit (the draft when accepted, else the target's own choice). Greedy: accepted when it is
+// the argmax. Sampled: standard speculative rejection sampling, so the emitted token follows the target's
+// distribution exactly.
+struct DraftVerdict {
+  bool accepted;
+  uint32_t token;
+};
+DraftVerdict verify_draft(Sampler& sampler, std::span<float> logits, std::span<const uint32_t> generated,
+                          uint32_t draft);
+
+struct SchedulerOptions {
+  uint32_t max_batch = 8;  // sequences in flight (KV-cache sequence slots)
+};
+
+class Scheduler {
+ public:
+  Scheduler(gpu::Context& context, model::Model& model, const SchedulerOptions& options);
+  ~Scheduler();
+
+  // Queues a sequence; returns its id (results are indexed by it). Invalid requests are errors.
+  Result<uint32_t> submit(SequenceRequest request);
+  bool idle() const;
+  // Records and submits one step; nullopt when there is nothing to run.
+  std::optional<gpu::Ticket> step_begin();
+  // Consumes the step's logits (its ticket must be reached).
+  void step_end();
+  // Runs steps until every submitted sequence finished, blocking on the GPU.
+  void run();
+
+  const SequenceResult& result(uint32_t id) const { return results_.at(id); }
+  uint64_t steps() const { return steps_; }
+
+ private:
+  struct Sequence;
+  struct RowUse;
+  void admit();
+  void plan_prefill();
+  void plan_decode();
+  void finish(Sequence& s, const char* reason);
+  // Appends one token; false once the sequence is finished.
+  bool emit(Sequence& s, uint32_t token);
+  void accept(Sequence& s, std::span<const float> rows, uint32_t n_rows);
+
+  gpu::Context& context_;
+  model::Model& model_;
+  SchedulerOptions options_;
+  std::unique_ptr<gpu::CommandList> cmd_;
+  std::deque<uint32_t> waiting_;
+  std::vector<std::unique_ptr<Sequence>> seqs_;  // by id
+  std::vector<int> slot_owner_;                  // KV sequence slot -> sequence id, -1 when free
+  std::vector<SequenceResult> results_;
+  bool last_was_prefill_ = false;
+  uint64_t steps_ = 0;
+  // The step in flight.
+  std::vector<uint32_t> tokens_, seq_of_token_, positions_, logit_rows_;
+  std::vector<RowUse> uses_;
+  std::vector<float> logits_;
+};
+
+}  // namespace mach::engine

@@ -1,0 +1,183 @@
+// Continuous batching and speculative decoding on the tiny qwen3_moe fixture: batching and speculation
+// never change what a sequence generates.
+#include "engine/scheduler.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "gpu_fixture.hpp"
+#include "model/model.hpp"
+
+namespace mach::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path fixture() {
+  const char* env = std::getenv("MACH_SOURCE_DIR");
+  return fs::path(env && *env ? env : MACH_SOURCE_DIR) / "tests/fixtures/qwen3_moe";
+}
+
+std::unique_ptr<model::Model> load(uint32_t sequences) {
+  model::LoadOptions options;
+  options.max_context = 160;
+  options.max_sequences = sequences;
+  options.max_step_tokens = 64;
+  return std::move(model::load_model(fixture(), test::gpu_context(), options)).value_or_throw();
+}
+
+std::vector<SequenceResult> run_all(model::Model& model, const std::vector<SequenceRequest>& requests,
+                                    uint32_t max_batch) {
+  Scheduler scheduler(test::gpu_context(), model, {.max_batch = max_batch});
+  std::vector<uint32_t> ids;
+  for (const auto& r : requests) ids.push_back(std::move(scheduler.submit(r)).value_or_throw());
+  scheduler.run();
+  std::vector<SequenceResult> out;
+  for (uint32_t id : ids) out.push_back(scheduler.result(id));
+  return out;
+}
+
+std::vector<uint32_t> random_prompt(std::mt19937& gen, size_t n) {
+  std::vector<uint32_t> p(n);
+  for (auto& t : p) t = gen() % 512;
+  return p;
+}
+
+TEST(Scheduler, EightConcurrentSequencesGenerateWhatEachGeneratesAlone) {
+  auto model = load(8);
+  std::mt19937 gen(11);
+  std::vector<SequenceRequest> requests;
+  for (uint32_t i = 0; i < 8; ++i) {
+    SequenceRequest r;
+    r.prompt = random_prompt(gen, 5 + 7 * i);  // 5..54 tokens: prefill chunks of different lengths
+    r.max_tokens = 10 + i;
+    if (i % 2 == 1) r.sampling = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 100 + i};
+    else r.sampling.temperature = 0;
+    requests.push_back(r);
+  }
+  const auto together = run_all(*model, requests, 8);
+  for (uint32_t i = 0; i < 8; ++i) {
+    const auto alone = run_all(*model, {requests[i]}, 1);
+    EXPECT_EQ(together[i].tokens, alone[0].tokens) << "sequence " << i;
+    EXPECT_EQ(together[i].tokens.size(), requests[i].max_tokens);
+  }
+}
+
+TEST(Scheduler, MoreSequencesThanSlotsQueueAndAllFinish) {
+  auto model = load(2);
+  std::mt19937 gen(5);
+  std::vector<SequenceRequest> requests(5);
+  for (auto& r : requests) {
+    r.prompt = random_prompt(gen, 9);
+    r.max_tokens = 6;
+    r.sampling.temperature = 0;
+  }
+  const auto results = run_all(*model, requests, 2);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.tokens.size(), 6u);
+    EXPECT_EQ(r.finish_reason, "length");
+  }
+}
+
+TEST(Scheduler, StopTokenEndsTheSequenceAndIsKept) {
+  auto model = load(1);
+  SequenceRequest r;
+  r.prompt = {324, 179, 211, 128, 327, 144, 451};  // the fixture's prompt: greedy 253, 253, 38, ...
+  r.sampling.temperature = 0;
+  r.max_tokens = 12;
+  r.stop_ids = {38};
+  const auto result = run_all(*model, {r}, 1)[0];
+  EXPECT_EQ(result.tokens, (std::vector<uint32_t>{253, 253, 38}));
+  EXPECT_EQ(result.finish_reason, "stop");
+}
+
+TEST(Speculation, GreedyOutputIsIdenticalWithAndWithoutDrafts) {
+  auto model = load(1);
+  // A repetitive prompt: the continuation copies it often, so prompt lookup drafts get accepted.
+  SequenceRequest r;
+  for (int i = 0; i < 6; ++i)
+    for (uint32_t t : {41u, 42u, 43u, 44u, 45u, 46u, 47u}) r.prompt.push_back(t);
+  r.sampling.temperature = 0;
+  r.max_tokens = 64;
+  const auto plain = run_all(*model, {r}, 1)[0];
+  for (Speculation s : {Speculation::ngram, Speculation::summarization, Speculation::classification}) {
+    SequenceRequest spec = r;
+    spec.speculation = s;
+    const auto drafted = run_all(*model, {spec}, 1)[0];
+    EXPECT_EQ(drafted.tokens, plain.tokens) << speculation_name(s);
+    EXPECT_GT(drafted.speculation.drafted, 0u) << speculation_name(s);
+    EXPECT_GT(drafted.speculation.accepted, 0u) << speculation_name(s);
+    EXPECT_LT(drafted.speculation.steps, plain.speculation.steps) << speculation_name(s);
+  }
+}
+
+TEST(Speculation, BatchedSequencesWithDraftsMatchAlone) {
+  auto model = load(4);
+  std::vector<SequenceRequest> requests;
+  for (uint32_t i = 0; i < 4; ++i) {
+    SequenceRequest r;
+    for (int rep = 0; rep < 4; ++rep)
+      for (uint32_t t = 0; t < 5 + i; ++t) r.prompt.push_back(100 + 13 * i + t);
+    r.sampling.temperature = 0;
+    r.max_tokens = 20;
+    r.speculation = Speculation::ngram;
+    r.draft_max = 1;  // 4 sequences x 2 tokens stay within the matrix-vector kernels
+    requests.push_back(r);
+  }
+  const auto together = run_all(*model, requests, 4);
+  for (uint32_t i = 0; i < 4; ++i) {
+    SequenceRequest plain = requests[i];
+    plain.speculation = Speculation::none;
+    EXPECT_EQ(together[i].tokens, run_all(*model, {plain}, 1)[0].tokens) << "sequence " << i;
+  }
+}
+
+TEST(Speculation, RejectionSamplingKeepsTheTargetDistribution) {
+  // Target p over 4 tokens; the draft always proposes token 2. Emitted tokens must follow p.
+  const std::vector<float> logits = {std::log(0.1f), std::log(0.2f), std::log(0.3f), std::log(0.4f)};
+  Sampler sampler({.temperature = 1.0f, .seed = 3});
+  std::map<uint32_t, int> counts;
+  int accepted = 0;
+  const int n = 40000;
+  for (int i = 0; i < n; ++i) {
+    auto row = logits;
+    const auto v = verify_draft(sampler, row, {}, 2);
+    ++counts[v.token];
+    accepted += v.accepted;
+  }
+  const double p[] = {0.1, 0.2, 0.3, 0.4};
+  for (uint32_t t = 0; t < 4; ++t) EXPECT_NEAR(counts[t] / double(n), p[t], 0.01) << t;
+  EXPECT_NEAR(accepted / double(n), 0.3, 0.01);
+}
+
+TEST(Drafter, PromptLookupProposesWhatFollowedTheLastMatch) {
+  NgramDrafter d(1, 3);
+  const std::vector<uint32_t> tokens = {1, 2, 3, 4, 5, 9, 1, 2, 3};
+  EXPECT_EQ(d.draft(tokens, 2), (std::vector<uint32_t>{4, 5}));
+  EXPECT_EQ(d.draft(tokens, 10), (std::vector<uint32_t>{4, 5, 9, 1, 2, 3}));
+  EXPECT_TRUE(d.draft(std::vector<uint32_t>{7, 8}, 4).empty());
+  EXPECT_TRUE(d.draft(std::vector<uint32_t>{7}, 4).empty());
+  NgramDrafter strict(2, 2);
+  EXPECT_TRUE(strict.draft(std::vector<uint32_t>{5, 1, 6, 1}, 3).empty()) << "a 1-token match is too short";
+}
+
+TEST(Scheduler, InvalidRequestsAreErrors) {
+  auto model = load(1);
+  Scheduler scheduler(test::gpu_context(), *model, {.max_batch = 1});
+  SequenceRequest empty;
+  EXPECT_FALSE(scheduler.submit(empty).ok());
+  SequenceRequest outside;
+  outside.prompt = {600};
+  EXPECT_FALSE(scheduler.submit(outside).ok());
+  SequenceRequest too_long;
+  too_long.prompt = {1, 2, 3};
+  too_long.max_tokens = 1000;
+  EXPECT_FALSE(scheduler.submit(too_long).ok());
+}
+
+}  // namespace
+}  // namespace mach::engine
