@@ -45,6 +45,8 @@ class KvCache {
   // Frees every block of the sequence.
   void release(uint32_t seq);
   uint32_t capacity_tokens(uint32_t seq) const;
+  uint32_t free_blocks() const { return allocator_.free_blocks(); }
+  uint32_t total_blocks() const { return allocator_.capacity(); }
 
   // Records the copy of the CPU-side block table into the device table when it changed.
   void record_table_upload(gpu::CommandList& cmd);

@@ -109,7 +109,17 @@ void Scheduler::admit() {
   }
 }
 
+void Scheduler::cancel(uint32_t id) {
+  Sequence& s = *seqs_.at(id);
+  if (!s.done) finish(s, "cancelled");
+}
+
+bool Scheduler::done(uint32_t id) const { return seqs_.at(id)->done; }
+
+std::span<const uint32_t> Scheduler::generated(uint32_t id) const { return seqs_.at(id)->generated; }
+
 void Scheduler::finish(Sequence& s, const char* reason) {
+  if (s.done) return;
   s.done = true;
   results_[s.id].tokens = s.generated;
   results_[s.id].finish_reason = reason;
@@ -244,6 +254,7 @@ void Scheduler::step_end() {
   context_.download(model_.logits(), 0, std::as_writable_bytes(std::span<float>(logits_)));
   for (const RowUse& use : uses_) {
     Sequence& s = *seqs_[use.seq];
+    if (s.done) continue;  // cancelled while the step ran
     const std::span<const float> rows(logits_.data() + uint64_t{use.first_row} * V, uint64_t{use.rows} * V);
     if (use.prefill_end) {
       std::vector<float> row(rows.begin(), rows.end());

@@ -16,6 +16,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,13 @@ class Scheduler {
   void step_end();
   // Runs steps until every submitted sequence finished, blocking on the GPU.
   void run();
+
+  // Ends a sequence now (client gone, deadline): its KV blocks are free for the next step. A step in flight
+  // that holds its tokens ignores them when it completes. finish_reason becomes "cancelled".
+  void cancel(uint32_t id);
+  bool done(uint32_t id) const;
+  // Tokens generated so far (a finished sequence's are also in result()).
+  std::span<const uint32_t> generated(uint32_t id) const;
 
   const SequenceResult& result(uint32_t id) const { return results_.at(id); }
   uint64_t steps() const { return steps_; }

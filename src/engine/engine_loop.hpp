@@ -1,0 +1,79 @@
+// The scheduler on the event loop: one coroutine runs steps (record -> submit -> co_await the GPU bridge
+// -> sample/accept) and pushes each sequence's new tokens into that sequence's channel; requests are
+// coroutines that read their channel. Nothing blocks the loop thread: the only waits are co_awaits.
+//
+// Thread-safety: everything here runs on the loop thread (start, cancel, run, the channels).
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/experimental/channel.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/scheduler.hpp"
+#include "runtime/gpu_bridge.hpp"
+
+namespace mach::engine {
+
+// New tokens of one sequence since the previous event; the last event has done = true.
+struct TokenEvent {
+  std::vector<uint32_t> tokens;
+  bool done = false;
+  std::string finish_reason;  // with done: "stop", "length", "cancelled", "error"
+  SpeculationStats speculation;
+};
+
+using TokenChannel = asio::experimental::channel<void(asio::error_code, TokenEvent)>;
+
+class EngineLoop;
+
+// A running sequence as its request sees it. Dropping the last reference does not stop the sequence:
+// call cancel() (the server does when the client goes away).
+class TokenStream {
+ public:
+  TokenStream(EngineLoop& loop, uint32_t id, asio::io_context& io, size_t capacity)
+      : channel(io, capacity), loop_(loop), id_(id) {}
+  // Events arrive here; receive until one has done = true. A device failure closes it with an error.
+  TokenChannel channel;
+  void cancel();
+  uint32_t id() const { return id_; }
+
+ private:
+  EngineLoop& loop_;
+  uint32_t id_;
+};
+
+class EngineLoop {
+ public:
+  EngineLoop(asio::io_context& io, gpu::Context& context, model::Model& model, runtime::GpuBridge& bridge,
+             const SchedulerOptions& options);
+
+  // Admits a sequence (queued while the KV cache is full); invalid requests are errors.
+  Result<std::shared_ptr<TokenStream>> start(SequenceRequest request);
+  void cancel(uint32_t id);
+  // The step loop; co_spawn it once. Returns after stop(), once the step in flight completed.
+  asio::awaitable<void> run();
+  void stop();
+  const Scheduler& scheduler() const { return scheduler_; }
+
+ private:
+  void publish();  // pushes new tokens of every stream
+  void fail_all(const std::string& message);
+
+  asio::io_context& io_;
+  runtime::GpuBridge& bridge_;
+  Scheduler scheduler_;
+  asio::steady_timer wake_;
+  bool stopping_ = false;
+  struct Entry {
+    std::shared_ptr<TokenStream> stream;
+    size_t sent = 0;  // tokens already pushed
+  };
+  std::vector<Entry> streams_;  // active only
+};
+
+}  // namespace mach::engine
