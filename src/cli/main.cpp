@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   mach::cli::add_devices_command(app, exit_code);
+  mach::cli::add_tokenize_command(app, exit_code);
 
   std::vector<const char*> cargs;
   for (const auto& a : args) cargs.push_back(a.c_str());

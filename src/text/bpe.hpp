@@ -1,0 +1,91 @@
+// The BPE model of tokenizer.json: vocabulary, ranked merges, byte fallback and unknown-token handling.
+//
+// Strings are kept as raw bytes: for a byte-level vocabulary (GPT-2 alphabet, "Ġ" for space) every token
+// is converted back to the bytes it stands for at load time, so encoding never builds the mapped string
+// and decoding is a table lookup. BPE on a word starts from single bytes (byte-level) or from code points
+// (SentencePiece-style vocabularies such as Gemma's), then applies merges lowest rank first, leftmost
+// first among equal ranks: the order Hugging Face tokenizers and transformers.js use.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "mach/error.hpp"
+
+namespace mach::text {
+
+using TokenId = int32_t;
+
+// std::unordered_map keyed by std::string that can be probed with a std::string_view.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using TokenMap = std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>>;
+
+class BpeModel {
+ public:
+  // model: the "model" object of tokenizer.json (type BPE). byte_level: the pre-tokenizer maps bytes to the
+  // GPT-2 alphabet, so vocabulary strings are converted back to raw bytes.
+  static Result<BpeModel> from_json(const nlohmann::json& model, bool byte_level);
+
+  BpeModel() = default;
+  BpeModel(BpeModel&& other) noexcept;
+  BpeModel& operator=(BpeModel&& other) noexcept;
+
+  // Appends the ids of one pre-tokenized word (raw UTF-8 bytes). Thread-safe.
+  void encode_word(std::string_view word, std::vector<TokenId>& out) const;
+
+  // The id of a token given as raw bytes, or -1.
+  TokenId find(std::string_view bytes) const;
+  // Raw bytes of every vocabulary token, indexed by id ("" for ids the vocabulary does not use).
+  const std::vector<std::string>& id_to_bytes() const { return id_to_bytes_; }
+  bool byte_fallback() const { return byte_fallback_; }
+  TokenId unk_id() const { return unk_id_; }
+
+ private:
+  struct Merge {
+    int32_t rank;
+    TokenId merged;
+  };
+  static uint64_t pair_key(TokenId a, TokenId b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+  void bpe(std::string_view word, std::vector<TokenId>& out) const;
+  void emit_unknown(std::string_view bytes, std::vector<TokenId>& out) const;
+
+  TokenMap vocab_;
+  std::vector<std::string> id_to_bytes_;
+  std::unordered_map<uint64_t, Merge> merges_;
+  std::array<TokenId, 256> byte_ids_{};           // byte-level: the token of each single byte
+  std::array<TokenId, 256> fallback_ids_{};       // byte fallback: the <0xNN> tokens
+  TokenId unk_id_ = -1;
+  bool byte_level_ = false;
+  bool byte_fallback_ = false;
+  bool fuse_unk_ = false;
+  bool ignore_merges_ = false;
+
+  // Words seen before (most are); bounded, cleared when full. Words longer than kMaxCachedWord are not
+  // cached: they rarely repeat.
+  static constexpr size_t kMaxCachedWord = 256;
+  static constexpr size_t kMaxCacheEntries = 1 << 16;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<TokenId>, StringHash, std::equal_to<>> cache_;
+};
+
+// The GPT-2 byte-to-character map: printable Latin-1 bytes map to themselves, the rest to U+0100 and up.
+const std::array<char32_t, 256>& byte_to_unicode();
+// The inverse, or -1 for characters outside the alphabet.
+int unicode_to_byte(char32_t c);
+// A byte-level token string ("Ġhello") as the bytes it stands for (" hello"); a string with characters
+// outside the alphabet is returned unchanged.
+std::string byte_level_to_bytes(std::string_view mapped);
+
+}  // namespace mach::text
