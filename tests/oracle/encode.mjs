@@ -1,16 +1,25 @@
 // Reference token ids from transformers.js (@lenml/tokenizers) for mach's tokenizer tests.
-// Usage: node encode.mjs CORPUS.json OUT.json
-//   CORPUS.json: {"lines": ["text", ...]}; OUT.json gets, per tokenizer, the ids of every line
-//   (add_special_tokens false, as chat prompts are encoded), plus ids with add_special_tokens true for the
-//   first line and the decode of each line's ids.
-import { readFileSync, writeFileSync } from "node:fs";
+// Usage: node encode.mjs OUT.json
+//   OUT.json: {"lines": [...corpus.mjs...], "<tokenizer>": {"dir", "ids", "decoded", "with_special"}} with the
+//   ids of every line (add_special_tokens false, as chat prompts are encoded), their decode, and the ids of
+//   the first line with add_special_tokens true.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { TokenizerLoader } from "@lenml/tokenizers";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { buildCorpus } from "./corpus.mjs";
 
+const here = dirname(fileURLToPath(import.meta.url));
+if (!existsSync(join(here, "node_modules", "@lenml", "tokenizers"))) {
+  console.error(`tokenizer oracle: ${join(here, "node_modules")} is missing; run scripts/setup.sh ` +
+                `(it runs 'npm ci' in tests/oracle)`);
+  process.exit(1);
+}
+const { TokenizerLoader } = await import("@lenml/tokenizers");
 const require = createRequire(import.meta.url);
-export const TOKENIZERS = ["qwen3", "gptoss", "gemma3", "deepseek_v3"];
+const TOKENIZERS = ["qwen3", "gptoss", "gemma3", "deepseek_v3"];
 
-export function modelDir(name) {
+function modelDir(name) {
   return require.resolve(`@lenml/tokenizer-${name}/models/tokenizer.json`).replace(/\/tokenizer\.json$/, "");
 }
 
@@ -22,13 +31,13 @@ function load(name) {
   });
 }
 
-const [corpusPath, outPath] = process.argv.slice(2);
-if (!corpusPath || !outPath) {
-  console.error("usage: node encode.mjs CORPUS.json OUT.json");
+const [outPath] = process.argv.slice(2);
+if (!outPath) {
+  console.error("usage: node encode.mjs OUT.json");
   process.exit(2);
 }
-const { lines } = JSON.parse(readFileSync(corpusPath, "utf8"));
-const out = {};
+const lines = buildCorpus();
+const out = { lines };
 for (const name of TOKENIZERS) {
   const tok = load(name);
   const ids = lines.map((line) => tok.encode(line, { add_special_tokens: false }));

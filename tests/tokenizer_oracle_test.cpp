@@ -1,0 +1,112 @@
+// Token ids of the Qwen3, gpt-oss, Gemma 3 and DeepSeek-V3 tokenizers against transformers.js on the corpus
+// of tests/oracle/corpus.mjs. The ctest fixture tokenizer_reference runs tests/oracle/encode.mjs first; it
+// needs tests/oracle/node_modules, which scripts/setup.sh installs with npm ci.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "text/tokenizer.hpp"
+#include "text/utf8.hpp"
+
+namespace mach::text {
+namespace {
+
+const nlohmann::json& reference() {
+  static const nlohmann::json ref = [] {
+    std::ifstream in(MACH_TOKENIZER_REFERENCE);
+    if (!in) return nlohmann::json();
+    return nlohmann::json::parse(in);
+  }();
+  return ref;
+}
+
+class TokenizerOracle : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const auto& ref = reference();
+    ASSERT_FALSE(ref.is_null()) << MACH_TOKENIZER_REFERENCE
+                                << " is missing: run the tests with ctest (the tokenizer_reference fixture makes it) "
+                                   "after scripts/setup.sh has installed tests/oracle/node_modules";
+    ASSERT_TRUE(ref.contains(GetParam()));
+    auto loaded = Tokenizer::load(ref[GetParam()]["dir"].get<std::string>());
+    ASSERT_TRUE(loaded.ok()) << loaded.error().message << " (run scripts/setup.sh to install tests/oracle/node_modules)";
+    tokenizer_ = std::make_unique<Tokenizer>(std::move(*loaded));
+  }
+  const nlohmann::json& lines() const { return reference()["lines"]; }
+  const nlohmann::json& expected() const { return reference()[GetParam()]; }
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+std::string show(const std::string& s) { return nlohmann::json(s).dump(); }
+
+TEST_P(TokenizerOracle, IdsMatchOnEveryLine) {
+  size_t mismatches = 0;
+  for (size_t i = 0; i < lines().size(); ++i) {
+    const std::string line = lines()[i].get<std::string>();
+    const auto want = expected()["ids"][i].get<std::vector<TokenId>>();
+    const auto got = tokenizer_->encode(line);
+    if (got != want && ++mismatches <= 10) {
+      size_t at = 0;
+      while (at < got.size() && at < want.size() && got[at] == want[at]) ++at;
+      ADD_FAILURE() << "line " << i << " " << show(line) << "\n  first difference at token " << at
+                    << "\n  got:  " << nlohmann::json(got).dump() << "\n  want: " << nlohmann::json(want).dump();
+    }
+  }
+  EXPECT_EQ(mismatches, 0u) << "of " << lines().size() << " lines";
+}
+
+TEST_P(TokenizerOracle, DecodeRestoresText) {
+  // decode(encode(s)) == s, except where the normalizer rewrites text (Qwen's NFC, Gemma's literal "▁"):
+  // there it must agree with the reference. gpt-oss and DeepSeek-V3 have no normalizer: always exact.
+  const bool always_exact = GetParam() == "gptoss" || GetParam() == "deepseek_v3";
+  for (size_t i = 0; i < lines().size(); ++i) {
+    const std::string line = lines()[i].get<std::string>();
+    const std::string decoded = tokenizer_->decode(tokenizer_->encode(line));
+    EXPECT_EQ(decoded, expected()["decoded"][i].get<std::string>()) << "line " << i << " " << show(line);
+    if (always_exact) EXPECT_EQ(decoded, line) << "line " << i;
+  }
+}
+
+TEST_P(TokenizerOracle, StreamingDecodeEqualsWholeDecode) {
+  for (size_t i = 0; i < lines().size(); ++i) {
+    const auto ids = tokenizer_->encode(lines()[i].get<std::string>());
+    StreamDecoder stream(*tokenizer_);
+    std::string streamed;
+    for (TokenId id : ids) {
+      const std::string piece = stream.push(id);
+      streamed += piece;
+      for (size_t k = 0; k < piece.size();) {  // every piece is whole code points
+        const Utf8Step step = utf8_step(piece, k);
+        ASSERT_EQ(step.status, Utf8Status::ok) << "line " << i;
+        k += step.length;
+      }
+    }
+    streamed += stream.finish();
+    EXPECT_EQ(streamed, tokenizer_->decode(ids)) << "line " << i;
+  }
+}
+
+TEST_P(TokenizerOracle, SpecialTokensFromPostProcessor) {
+  const auto got = tokenizer_->encode(lines()[0].get<std::string>(), {.add_special_tokens = true});
+  EXPECT_EQ(got, expected()["with_special"].get<std::vector<TokenId>>());
+}
+
+TEST_P(TokenizerOracle, NoSpecialEncodesSpecialTokensAsText) {
+  for (const std::string& special : {tokenizer_->eos_token(), tokenizer_->bos_token()}) {
+    if (special.empty()) continue;
+    const std::string text = "a" + special + "b";
+    const auto matched = tokenizer_->encode(text);
+    const auto plain = tokenizer_->encode(text, {.match_special = false});
+    EXPECT_NE(std::find(matched.begin(), matched.end(), tokenizer_->token_id(special)), matched.end()) << special;
+    EXPECT_EQ(std::find(plain.begin(), plain.end(), tokenizer_->token_id(special)), plain.end()) << special;
+    EXPECT_EQ(tokenizer_->decode(plain), tokenizer_->decode(matched));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, TokenizerOracle, ::testing::Values("qwen3", "gptoss", "gemma3", "deepseek_v3"));
+
+}  // namespace
+}  // namespace mach::text
