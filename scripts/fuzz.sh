@@ -17,7 +17,9 @@ mkdir -p build-fuzz/findings
 for t in $targets; do
   mkdir -p "build-fuzz/corpus/$t"
   echo "fuzz: $t for ${seconds}s"
-  build-fuzz/fuzz/"$t" -max_total_time="$seconds" -print_final_stats=1 \
+  dict=()
+  if [ "$t" = template_fuzz ]; then dict=(-dict=fuzz/jinja.dict); fi
+  build-fuzz/fuzz/"$t" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 "${dict[@]}" \
     -artifact_prefix=build-fuzz/findings/"$t"- "build-fuzz/corpus/$t"
 done
 echo "fuzz: no findings"

@@ -17,6 +17,7 @@ namespace {
 struct TokenizeArgs {
   std::string dir, text, file, ids;
   bool decode = false, no_special = false, add_special = false, skip_special = false;
+  bool has_text = false;  // --text was given (it may be empty)
 };
 
 Result<std::vector<text::TokenId>> parse_ids(std::string_view list) {
@@ -53,6 +54,9 @@ Result<void> run(const TokenizeArgs& args) {
     fmt::print("{}\n", nlohmann::json{{"text", tokenizer->decode(*ids, args.skip_special)}}.dump());
     return {};
   }
+  if (!args.has_text && args.file.empty()) {
+    return Error{Errc::invalid_argument, "give the text to encode with --text or --file (or --decode --ids)"};
+  }
   std::string input = args.text;
   if (!args.file.empty()) {
     std::ifstream in(args.file, std::ios::binary);
@@ -83,7 +87,8 @@ void add_tokenize_command(CLI::App& app, int& exit_code) {
   decode->needs(ids);
   ids->needs(decode);
   decode->excludes(text)->excludes(file);
-  cmd->callback([&exit_code] {
+  cmd->callback([&exit_code, text] {
+    args.has_text = text->count() > 0;
     if (auto r = run(args); !r) {
       fmt::print(stderr, "mach tokenize: {}\n", r.error().message);
       exit_code = 1;

@@ -22,7 +22,7 @@ Value arg(List& args, Kwargs& kwargs, size_t index, const char* name, const Valu
   return fallback;
 }
 
-const std::string& need_string(const Value& v, const char* what) {
+std::string need_string(const Value& v, const char* what) {
   if (!v.is_string()) render_fail(fmt::format("{} needs a string, got {}", what, v.type_name()));
   return v.as_string();
 }
@@ -341,7 +341,7 @@ Value attribute_path(const Value& v, const Value& path) {
   Value cur = v;
   for (const auto& part : split(path.str(), Value("."), -1)) {
     const std::string& p = part.as_string();
-    const bool numeric = !p.empty() && std::all_of(p.begin(), p.end(), ::isdigit);
+    const bool numeric = !p.empty() && p.size() < 18 && std::all_of(p.begin(), p.end(), ::isdigit);
     cur = numeric ? get_item(cur, Value(static_cast<int64_t>(std::stoll(p)))) : get_item(cur, Value(p));
   }
   return cur;

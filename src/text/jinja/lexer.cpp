@@ -178,8 +178,12 @@ Result<std::vector<Token>> tokenize_expression(std::string_view s, int line) {
       std::string text(s.substr(i, j - i));
       text.erase(std::remove(text.begin(), text.end(), '_'), text.end());
       Token t{is_float ? Token::Kind::floating : Token::Kind::integer, text};
-      if (is_float) t.floating = std::stod(text);
-      else t.integer = std::stoll(text);
+      try {
+        if (is_float) t.floating = std::stod(text);
+        else t.integer = std::stoll(text);
+      } catch (const std::exception&) {
+        return fail(fmt::format("number '{}' out of range", text));
+      }
       tokens.push_back(std::move(t));
       i = j;
       continue;
@@ -207,7 +211,14 @@ Result<std::vector<Token>> tokenize_expression(std::string_view s, int line) {
           case 'x': case 'u': case 'U': {
             const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             if (j + n >= s.size()) return fail("truncated escape");
-            append_utf8(value, static_cast<char32_t>(std::stoul(std::string(s.substr(j + 1, n)), nullptr, 16)));
+            char32_t cp = 0;
+            for (size_t k = 1; k <= n; ++k) {
+              const char h = s[j + k];
+              if (!std::isxdigit(static_cast<unsigned char>(h))) return fail("bad \\x/\\u escape");
+              cp = cp * 16 + static_cast<char32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+            }
+            if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) cp = 0xFFFD;
+            append_utf8(value, cp);
             j += n;
             break;
           }

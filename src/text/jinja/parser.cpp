@@ -176,6 +176,13 @@ class ExprParser {
     return with_filter ? parse_filters(std::move(e)) : std::move(e);
   }
   ExprPtr parse_primary() {
+    // Nesting depth bound: a template is data we did not write, and recursion must not overflow the stack.
+    struct Depth {
+      int& d;
+      explicit Depth(int& depth) : d(++depth) {}
+      ~Depth() { --d; }
+    } depth(depth_);
+    if (depth_ > 200) fail("expression nested too deeply");
     const Token& tok = peek();
     if (tok.kind == Token::Kind::name) {
       const std::string n = next().text;
@@ -348,6 +355,7 @@ class ExprParser {
   std::vector<Token> t_;
   size_t i_ = 0;
   int line_;
+  int depth_ = 0;
 };
 
 class TemplateParser {
@@ -370,6 +378,11 @@ class TemplateParser {
   // Parses nodes until a statement whose keyword is in `ends` (returned in `end`, its parser left after the
   // keyword in `end_parser_`), or the end of the template when `ends` is empty.
   Body parse_body(const std::vector<std::string>& ends, std::string& end) {
+    if (++depth_ > 200) throw ParseError{"template line " + std::to_string(chunks_[pos_ - 1].line) + ": blocks nested too deeply"};
+    struct Leave {
+      int& d;
+      ~Leave() { --d; }
+    } leave{depth_};
     Body body;
     while (pos_ < chunks_.size()) {
       const Chunk& c = chunks_[pos_++];
@@ -493,6 +506,7 @@ class TemplateParser {
 
   std::vector<Chunk> chunks_;
   size_t pos_ = 0;
+  int depth_ = 0;
   std::unique_ptr<ExprParser> end_parser_;
 };
 

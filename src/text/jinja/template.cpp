@@ -17,6 +17,12 @@ namespace {
 
 enum class Flow { normal, break_, continue_ };
 
+// Bounds that keep a hostile or broken template from exhausting memory or the stack.
+constexpr size_t kMaxItems = 1 << 20;         // range() length
+constexpr size_t kMaxOutput = 64 << 20;       // bytes rendered
+constexpr int kMaxMacroDepth = 64;
+constexpr size_t kMaxSteps = 10'000'000;     // statements executed
+
 struct Macro {
   const Node* node;
 };
@@ -49,7 +55,10 @@ class Renderer {
       if (args.size() >= 3) step = args[2].as_int();
       if (step == 0) render_fail("range() step must not be zero");
       List out;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value(i));
+      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+        if (out.size() >= kMaxItems) render_fail(fmt::format("range() longer than {} items", kMaxItems));
+        out.push_back(Value(i));
+      }
       return Value(out);
     }});
     globals["raise_exception"] = Value(Callable{"raise_exception", [](List& args, Kwargs&) -> Value {
@@ -87,6 +96,8 @@ class Renderer {
   }
 
   Flow exec(const Node& n, std::string& out) {
+    if (out.size() > kMaxOutput) fail(n.line, fmt::format("output larger than {} bytes", kMaxOutput));
+    if (++steps_ > kMaxSteps) fail(n.line, fmt::format("more than {} statements executed", kMaxSteps));
     try {
       switch (n.kind) {
         case Node::Kind::text: out += n.text; break;
@@ -112,6 +123,8 @@ class Renderer {
     } catch (const RenderError& e) {
       if (e.message.starts_with("template line ")) throw;
       fail(n.line, e.message);
+    } catch (const std::bad_variant_access&) {
+      fail(n.line, "a value of the wrong type (e.g. a string where a number is needed)");
     }
     return Flow::normal;
   }
@@ -194,10 +207,12 @@ class Renderer {
         if (v.is_undefined() && def) v = eval(*def);
         frame[pname] = v;
       }
+      if (++macro_depth_ > kMaxMacroDepth) render_fail(fmt::format("macro calls nested deeper than {}", kMaxMacroDepth));
       scopes_.push_back(std::move(frame));
       std::string out;
       exec(node->body, out);
       scopes_.pop_back();
+      --macro_depth_;
       return Value(out);
     }});
   }
@@ -349,7 +364,9 @@ class Renderer {
     if (op == "*" && ((a.is_string() && b.is_int()) || (a.is_int() && b.is_string()))) {
       const std::string& s = a.is_string() ? a.as_string() : b.as_string();
       std::string out;
-      for (int64_t i = 0; i < (a.is_int() ? a.as_int() : b.as_int()); ++i) out += s;
+      const int64_t times = a.is_int() ? a.as_int() : b.as_int();
+      if (times > 0 && s.size() * static_cast<size_t>(times) > kMaxOutput) fail(e.line, "string repetition too large");
+      for (int64_t i = 0; i < times; ++i) out += s;
       return Value(out);
     }
     const auto number = [](const Value& v) { return v.is_number() || v.is_bool(); };
@@ -387,6 +404,8 @@ class Renderer {
   }
 
   std::vector<std::unordered_map<std::string, Value>> scopes_;
+  int macro_depth_ = 0;
+  size_t steps_ = 0;
 };
 
 }  // namespace
@@ -408,6 +427,8 @@ Result<std::string> Template::render(const nlohmann::ordered_json& context) cons
     return out;
   } catch (const RenderError& e) {
     return Error{Errc::invalid_argument, e.message};
+  } catch (const std::exception& e) {
+    return Error{Errc::invalid_argument, fmt::format("template rendering failed: {}", e.what())};
   }
 }
 
