@@ -66,6 +66,37 @@ struct Candidate {
 
 }  // namespace
 
+void MergeTable::reserve(size_t count) {
+  size_t capacity = 16;
+  while (capacity < count * 2) capacity <<= 1;  // load factor at most 1/2
+  slots_.assign(capacity, Slot{});
+  mask_ = capacity - 1;
+  size_ = 0;
+}
+
+void MergeTable::insert(TokenId left, TokenId right, Merge merge) {
+  if ((size_ + 1) * 2 > slots_.size()) {
+    std::vector<Slot> old = std::move(slots_);
+    reserve(std::max<size_t>(size_ + 1, old.size()));
+    for (const Slot& s : old) {
+      if (s.key != kEmpty) insert(static_cast<TokenId>(s.key >> 32), static_cast<TokenId>(s.key & 0xFFFFFFFFu), s.merge);
+    }
+  }
+  const uint64_t key = pack(left, right);
+  for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.key == key) {
+      s.merge = merge;
+      return;
+    }
+    if (s.key == kEmpty) {
+      s = {key, merge};
+      ++size_;
+      return;
+    }
+  }
+}
+
 BpeModel::BpeModel(BpeModel&& o) noexcept
     : vocab_(std::move(o.vocab_)),
       id_to_bytes_(std::move(o.id_to_bytes_)),
@@ -157,7 +188,7 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_leve
       const TokenId ia = m.find(left), ib = m.find(right), merged = m.find(left + right);
       // A merge whose parts or result the vocabulary lacks can never fire; Hugging Face refuses to load
       // such files, transformers.js ignores them; we ignore them too.
-      if (ia >= 0 && ib >= 0 && merged >= 0) m.merges_.insert_or_assign(pair_key(ia, ib), Merge{rank, merged});
+      if (ia >= 0 && ib >= 0 && merged >= 0) m.merges_.insert(ia, ib, {rank, merged});
       ++rank;
     }
   } catch (const nlohmann::json::exception& e) {
@@ -233,9 +264,9 @@ void BpeModel::bpe(std::string_view word, std::vector<TokenId>& out) const {
   const auto push_candidate = [&](int32_t pos) {
     const Symbol& left = symbols[pos];
     if (left.next < 0 || left.id < 0 || symbols[left.next].id < 0) return;
-    const auto it = merges_.find(pair_key(left.id, symbols[left.next].id));
-    if (it == merges_.end()) return;
-    heap.push_back({it->second.rank, pos, it->second.merged});
+    const MergeTable::Merge merge = merges_.find(left.id, symbols[left.next].id);
+    if (merge.rank < 0) return;
+    heap.push_back({merge.rank, pos, merge.merged});
     std::push_heap(heap.begin(), heap.end());
   };
   for (int32_t i = 0; i + 1 < static_cast<int32_t>(symbols.size()); ++i) push_candidate(i);
@@ -248,8 +279,7 @@ void BpeModel::bpe(std::string_view word, std::vector<TokenId>& out) const {
     if (left.len == 0 || left.next < 0) continue;
     Symbol& right = symbols[left.next];
     // Stale when either side changed since the candidate was queued: the pair now there has another rank.
-    const auto it = merges_.find(pair_key(left.id, right.id));
-    if (it == merges_.end() || it->second.rank != top.rank) continue;
+    if (merges_.find(left.id, right.id).rank != top.rank) continue;
     left.id = top.merged;
     left.len += right.len;
     left.next = right.next;

@@ -30,6 +30,42 @@ struct StringHash {
 };
 using TokenMap = std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>>;
 
+// Merge ranks keyed by the (left, right) token pair: open addressing with linear probing in one array, because
+// BPE looks up a pair for every candidate merge and a node-based map costs a cache miss per lookup.
+class MergeTable {
+ public:
+  struct Merge {
+    int32_t rank = -1;  // -1: no merge
+    TokenId merged = -1;
+  };
+  void reserve(size_t count);
+  // Later entries for the same pair replace earlier ones (as Hugging Face's map does).
+  void insert(TokenId left, TokenId right, Merge merge);
+  Merge find(TokenId left, TokenId right) const {
+    if (slots_.empty()) return {};
+    const uint64_t key = pack(left, right);
+    for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key == key) return s.merge;
+      if (s.key == kEmpty) return {};
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  struct Slot {
+    uint64_t key = kEmpty;
+    Merge merge;
+  };
+  static uint64_t pack(TokenId a, TokenId b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+  static size_t hash(uint64_t key) { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 20); }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
 class BpeModel {
  public:
   // model: the "model" object of tokenizer.json (type BPE). byte_level: the pre-tokenizer maps bytes to the
@@ -51,19 +87,12 @@ class BpeModel {
   TokenId unk_id() const { return unk_id_; }
 
  private:
-  struct Merge {
-    int32_t rank;
-    TokenId merged;
-  };
-  static uint64_t pair_key(TokenId a, TokenId b) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-  }
   void bpe(std::string_view word, std::vector<TokenId>& out) const;
   void emit_unknown(std::string_view bytes, std::vector<TokenId>& out) const;
 
   TokenMap vocab_;
   std::vector<std::string> id_to_bytes_;
-  std::unordered_map<uint64_t, Merge> merges_;
+  MergeTable merges_;
   std::array<TokenId, 256> byte_ids_{};           // byte-level: the token of each single byte
   std::array<TokenId, 256> fallback_ids_{};       // byte fallback: the <0xNN> tokens
   TokenId unk_id_ = -1;
