@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "text/text_profile.hpp"
 #include "text/tokenizer.hpp"
 #include "text/utf8.hpp"
 
@@ -130,6 +131,29 @@ TEST_P(TokenizerOracle, MatchesReference) {
     SCOPED_TRACE("match_special=false");
     check_no_special_encodes_specials_as_text(tokenizer);
   }
+}
+
+TEST_P(TokenizerOracle, TextProfile) {
+  const auto& t = *tokenizer_;
+  const TextProfile profile = detect_text_profile(t, t.chat_template());
+  const auto stops = [&](std::string_view token) {
+    return std::find(profile.stop_ids.begin(), profile.stop_ids.end(), t.token_id(token)) != profile.stop_ids.end();
+  };
+  if (GetParam() == "qwen3") {
+    EXPECT_EQ(profile.output_format, OutputFormat::qwen3);
+    EXPECT_TRUE(stops("<|im_end|>") && stops("<|endoftext|>"));
+  } else if (GetParam() == "gptoss") {
+    EXPECT_EQ(profile.output_format, OutputFormat::harmony);
+    EXPECT_TRUE(stops("<|return|>") && stops("<|call|>"));
+  } else if (GetParam() == "gemma3") {
+    EXPECT_FALSE(profile.output_format.has_value());
+    EXPECT_TRUE(stops("<end_of_turn>") && stops("<eos>"));
+  } else {
+    EXPECT_FALSE(profile.output_format.has_value());
+    EXPECT_TRUE(stops("<｜end▁of▁sentence｜>"));
+  }
+  EXPECT_TRUE(prompt_opens_reasoning("<|im_start|>assistant\n<think>\n"));
+  EXPECT_FALSE(prompt_opens_reasoning("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, TokenizerOracle, ::testing::Values("qwen3", "gptoss", "gemma3", "deepseek_v3"));
