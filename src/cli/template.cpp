@@ -8,6 +8,7 @@
 
 #include "cli/commands.hpp"
 #include "text/chat_template.hpp"
+#include "text/harmony.hpp"
 
 namespace mach::cli {
 
@@ -16,7 +17,16 @@ namespace {
 struct TemplateArgs {
   std::string dir, messages, tools, kwargs;
   bool add_generation_prompt = false;
+  bool harmony = false;
 };
+
+// gpt-oss checkpoints whose tokenizer_config.json carries no template: their special tokens say harmony.
+bool looks_like_harmony(const std::string& dir) {
+  std::ifstream in(dir + "/tokenizer_config.json", std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str().find("<|channel|>") != std::string::npos;
+}
 
 Result<nlohmann::ordered_json> read_json(const std::string& path, const char* option) {
   std::ifstream in(path, std::ios::binary);
@@ -31,8 +41,9 @@ Result<nlohmann::ordered_json> read_json(const std::string& path, const char* op
 }
 
 Result<void> run(const TemplateArgs& args) {
-  auto chat = text::ChatTemplate::load(args.dir);
-  if (!chat) return chat.error();
+  auto chat = args.harmony ? Result<text::ChatTemplate>(Error{Errc::not_found, ""}) : text::ChatTemplate::load(args.dir);
+  const bool harmony = args.harmony || (!chat && chat.error().code == Errc::not_found && looks_like_harmony(args.dir));
+  if (!chat && !harmony) return chat.error();
   text::ChatRequest request;
   auto messages = read_json(args.messages, "--messages");
   if (!messages) return messages.error();
@@ -58,7 +69,7 @@ Result<void> run(const TemplateArgs& args) {
     if (!request.kwargs.is_object()) return Error{Errc::invalid_argument, "--kwargs: expected a JSON object"};
   }
   request.add_generation_prompt = args.add_generation_prompt;
-  auto prompt = chat->render(request);
+  auto prompt = harmony ? text::render_harmony(request) : chat->render(request);
   if (!prompt) return prompt.error();
   fmt::print("{}", *prompt);
   return {};
@@ -74,6 +85,9 @@ void add_template_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tools", args.tools, "JSON file: a list of tool definitions");
   cmd->add_flag("--add-generation-prompt", args.add_generation_prompt, "end with the assistant turn's opening");
   cmd->add_option("--kwargs", args.kwargs, "JSON object of extra template variables, e.g. '{\"enable_thinking\": false}'");
+  cmd->add_flag("--harmony", args.harmony,
+                "render with the built-in harmony formatter (gpt-oss; automatic when the model has no template "
+                "and harmony tokens)");
   cmd->callback([&exit_code] {
     if (auto r = run(args); !r) {
       fmt::print(stderr, "mach template: {}\n", r.error().message);
