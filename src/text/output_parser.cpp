@@ -329,13 +329,18 @@ class HarmonyParser final : public OutputParser::Impl {
     if (in_header_) {
       header_ += buf_;  // the <|message|> marker may have arrived in pieces
       buf_.clear();
-      const size_t pos = header_.find(kMessage);
+      // A header is short: <|message|> must start within the first kMaxHeader bytes. The decision looks only at
+      // those bytes, so it is the same however the text was split.
+      const size_t window = kMaxHeader + kMessage.size();
+      const size_t pos = std::string_view(header_).substr(0, window).find(kMessage);
       if (pos == std::string::npos) {
-        if (header_.size() > kMaxHeader) {  // plain text after all
-          out.content += header_;
+        if (header_.size() >= window) {  // plain text after all: parse it as a final-channel body
+          buf_ = std::move(header_);
           header_.clear();
           channel_ = "final";
+          recipient_.clear();
           in_header_ = false;
+          return true;
         }
         return false;
       }
