@@ -334,12 +334,14 @@ class HarmonyParser final : public OutputParser::Impl {
       const size_t window = kMaxHeader + kMessage.size();
       const size_t pos = std::string_view(header_).substr(0, window).find(kMessage);
       if (pos == std::string::npos) {
-        if (header_.size() >= window) {  // plain text after all: parse it as a final-channel body
-          buf_ = std::move(header_);
+        if (header_.size() >= window) {
+          // Not a header: its first kMaxHeader bytes (cut at a code point boundary) are plain content, and
+          // a header is looked for again after them.
+          size_t cut = kMaxHeader;
+          while (cut > 0 && (static_cast<unsigned char>(header_[cut]) & 0xC0) == 0x80) --cut;
+          out.content.append(header_, 0, cut);
+          buf_ = header_.substr(cut);
           header_.clear();
-          channel_ = "final";
-          recipient_.clear();
-          in_header_ = false;
           return true;
         }
         return false;
