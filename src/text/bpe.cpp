@@ -66,6 +66,24 @@ struct Candidate {
 
 }  // namespace
 
+void VocabIndex::build(const std::vector<std::string>& strings) {
+  size_t capacity = 16;
+  while (capacity < strings.size() * 2) capacity <<= 1;
+  slots_.assign(capacity, -1);
+  mask_ = capacity - 1;
+  for (size_t id = 0; id < strings.size(); ++id) {
+    const std::string& s = strings[id];
+    if (s.empty()) continue;
+    for (size_t i = std::hash<std::string_view>{}(s) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i] < 0) {
+        slots_[i] = static_cast<TokenId>(id);
+        break;
+      }
+      if (strings[static_cast<size_t>(slots_[i])] == s) break;  // duplicate string: keep the lower id
+    }
+  }
+}
+
 void MergeTable::reserve(size_t count) {
   size_t capacity = 16;
   while (capacity < count * 2) capacity <<= 1;  // load factor at most 1/2
@@ -146,16 +164,15 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_leve
     const auto convert = [&](std::string_view s) { return byte_level ? byte_level_to_bytes(s) : std::string(s); };
 
     const auto& vocab = model.at("vocab");
-    m.vocab_.reserve(vocab.size());
-    TokenId max_id = -1;
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
       const TokenId id = it.value().get<TokenId>();
-      if (id < 0) return Error{Errc::parse, fmt::format("tokenizer.json: token {:?} has negative id", it.key())};
-      m.vocab_.insert_or_assign(convert(it.key()), id);
-      max_id = std::max(max_id, id);
+      if (id < 0 || id > (1 << 24)) {
+        return Error{Errc::parse, fmt::format("tokenizer.json: token {:?} has id {}, outside 0..2^24", it.key(), id)};
+      }
+      if (static_cast<size_t>(id) >= m.id_to_bytes_.size()) m.id_to_bytes_.resize(static_cast<size_t>(id) + 1);
+      m.id_to_bytes_[static_cast<size_t>(id)] = convert(it.key());
     }
-    m.id_to_bytes_.resize(static_cast<size_t>(max_id + 1));
-    for (const auto& [bytes, id] : m.vocab_) m.id_to_bytes_[id] = bytes;
+    m.vocab_.build(m.id_to_bytes_);
 
     m.byte_ids_.fill(-1);
     m.fallback_ids_.fill(-1);
@@ -170,6 +187,7 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_leve
     const auto& merges = model.at("merges");
     m.merges_.reserve(merges.size());
     int32_t rank = 0;
+    std::string joined;
     for (const auto& entry : merges) {
       std::string a, b;
       if (entry.is_array()) {
@@ -185,7 +203,8 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_leve
         b = s.substr(space + 1, s.find(' ', space + 1) - space - 1);
       }
       const std::string left = convert(a), right = convert(b);
-      const TokenId ia = m.find(left), ib = m.find(right), merged = m.find(left + right);
+      joined.assign(left).append(right);
+      const TokenId ia = m.find(left), ib = m.find(right), merged = m.find(joined);
       // A merge whose parts or result the vocabulary lacks can never fire; Hugging Face refuses to load
       // such files, transformers.js ignores them; we ignore them too.
       if (ia >= 0 && ib >= 0 && merged >= 0) m.merges_.insert(ia, ib, {rank, merged});
@@ -198,8 +217,7 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_leve
 }
 
 TokenId BpeModel::find(std::string_view bytes) const {
-  const auto it = vocab_.find(bytes);
-  return it == vocab_.end() ? -1 : it->second;
+  return vocab_.find(bytes, id_to_bytes_);
 }
 
 void BpeModel::encode_word(std::string_view word, std::vector<TokenId>& out) const {

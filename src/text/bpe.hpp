@@ -28,7 +28,28 @@ struct StringHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
-using TokenMap = std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>>;
+
+// Token strings → ids: open addressing over ids, the strings themselves living in the model's id_to_bytes
+// table. One array probe per lookup instead of a node walk: loading does a million lookups, encoding one per
+// symbol.
+class VocabIndex {
+ public:
+  // strings[id] is token id's bytes ("" for unused ids). On duplicates the lower id wins.
+  void build(const std::vector<std::string>& strings);
+  TokenId find(std::string_view s, const std::vector<std::string>& strings) const {
+    if (slots_.empty()) return -1;
+    const size_t h = std::hash<std::string_view>{}(s);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const TokenId id = slots_[i];
+      if (id < 0) return -1;
+      if (strings[static_cast<size_t>(id)] == s) return id;
+    }
+  }
+
+ private:
+  std::vector<TokenId> slots_;  // -1: empty
+  size_t mask_ = 0;
+};
 
 // Merge ranks keyed by the (left, right) token pair: open addressing with linear probing in one array, because
 // BPE looks up a pair for every candidate merge and a node-based map costs a cache miss per lookup.
@@ -90,7 +111,7 @@ class BpeModel {
   void bpe(std::string_view word, std::vector<TokenId>& out) const;
   void emit_unknown(std::string_view bytes, std::vector<TokenId>& out) const;
 
-  TokenMap vocab_;
+  VocabIndex vocab_;
   std::vector<std::string> id_to_bytes_;
   MergeTable merges_;
   std::array<TokenId, 256> byte_ids_{};           // byte-level: the token of each single byte
