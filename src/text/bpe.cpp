@@ -145,6 +145,33 @@ BpeModel& BpeModel::operator=(BpeModel&& o) noexcept {
 }
 
 Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_level) {
+  BpeParts parts;
+  try {
+    const auto& vocab = model.at("vocab");
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) parts.vocab.emplace_back(it.key(), it.value().get<int64_t>());
+    for (const auto& entry : model.at("merges")) {
+      if (entry.is_array()) {
+        parts.merges.emplace_back(entry.at(0).get<std::string>(), entry.at(1).get<std::string>());
+      } else if (!add_legacy_merge(entry.get<std::string>(), parts)) {
+        return Error{Errc::parse, fmt::format("tokenizer.json: merge {:?} is not two tokens", entry.get<std::string>())};
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Error{Errc::parse, fmt::format("tokenizer.json: malformed BPE model: {}", e.what())};
+  }
+  return from_parts(model, std::move(parts), byte_level);
+}
+
+bool add_legacy_merge(std::string_view s, BpeParts& parts) {
+  const size_t space = s.find(' ');
+  if (space == std::string_view::npos) return false;
+  const size_t next = s.find(' ', space + 1);
+  parts.merges.emplace_back(std::string(s.substr(0, space)),
+                            std::string(s.substr(space + 1, next == std::string_view::npos ? next : next - space - 1)));
+  return true;
+}
+
+Result<BpeModel> BpeModel::from_parts(const nlohmann::json& model, BpeParts parts, bool byte_level) {
   BpeModel m;
   try {
     const std::string type = model.value("type", "BPE");
@@ -163,14 +190,12 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_leve
     m.ignore_merges_ = model.value("ignore_merges", false);
     const auto convert = [&](std::string_view s) { return byte_level ? byte_level_to_bytes(s) : std::string(s); };
 
-    const auto& vocab = model.at("vocab");
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      const TokenId id = it.value().get<TokenId>();
+    for (auto& [token, id] : parts.vocab) {
       if (id < 0 || id > (1 << 24)) {
-        return Error{Errc::parse, fmt::format("tokenizer.json: token {:?} has id {}, outside 0..2^24", it.key(), id)};
+        return Error{Errc::parse, fmt::format("tokenizer.json: token {:?} has id {}, outside 0..2^24", token, id)};
       }
       if (static_cast<size_t>(id) >= m.id_to_bytes_.size()) m.id_to_bytes_.resize(static_cast<size_t>(id) + 1);
-      m.id_to_bytes_[static_cast<size_t>(id)] = convert(it.key());
+      m.id_to_bytes_[static_cast<size_t>(id)] = byte_level ? byte_level_to_bytes(token) : std::move(token);
     }
     m.vocab_.build(m.id_to_bytes_);
 
@@ -184,24 +209,10 @@ Result<BpeModel> BpeModel::from_json(const nlohmann::json& model, bool byte_leve
       m.unk_id_ = m.find(convert(model["unk_token"].get<std::string>()));
     }
 
-    const auto& merges = model.at("merges");
-    m.merges_.reserve(merges.size());
+    m.merges_.reserve(parts.merges.size());
     int32_t rank = 0;
     std::string joined;
-    for (const auto& entry : merges) {
-      std::string a, b;
-      if (entry.is_array()) {
-        a = entry.at(0).get<std::string>();
-        b = entry.at(1).get<std::string>();
-      } else {
-        const std::string s = entry.get<std::string>();
-        const size_t space = s.find(' ');
-        if (space == std::string::npos) {
-          return Error{Errc::parse, fmt::format("tokenizer.json: merge {:?} is not two tokens", s)};
-        }
-        a = s.substr(0, space);
-        b = s.substr(space + 1, s.find(' ', space + 1) - space - 1);
-      }
+    for (const auto& [a, b] : parts.merges) {
       const std::string left = convert(a), right = convert(b);
       joined.assign(left).append(right);
       const TokenId ia = m.find(left), ib = m.find(right), merged = m.find(joined);

@@ -87,11 +87,22 @@ class MergeTable {
   size_t size_ = 0;
 };
 
+// The two big parts of a BPE model as read from tokenizer.json (strings as written there), so that a
+// streaming reader can hand them over without building a JSON tree of a million nodes.
+struct BpeParts {
+  std::vector<std::pair<std::string, int64_t>> vocab;            // token → id
+  std::vector<std::pair<std::string, std::string>> merges;       // in rank order
+};
+// Adds a merge written the old way ("a b"); false when there is no space.
+bool add_legacy_merge(std::string_view merge, BpeParts& parts);
+
 class BpeModel {
  public:
   // model: the "model" object of tokenizer.json (type BPE). byte_level: the pre-tokenizer maps bytes to the
   // GPT-2 alphabet, so vocabulary strings are converted back to raw bytes.
   static Result<BpeModel> from_json(const nlohmann::json& model, bool byte_level);
+  // model: the model object for its settings (its vocab and merges are not read); parts: vocab and merges.
+  static Result<BpeModel> from_parts(const nlohmann::json& model, BpeParts parts, bool byte_level);
 
   BpeModel() = default;
   BpeModel(BpeModel&& other) noexcept;

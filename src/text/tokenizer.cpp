@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "text/tokenizer_json.hpp"
 #include "text/utf8.hpp"
 
 namespace mach::text {
@@ -168,23 +169,26 @@ Result<Tokenizer> Tokenizer::load(const std::filesystem::path& dir) {
 }
 
 Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json) {
-  nlohmann::json tokenizer, config;
+  auto tokenizer = read_tokenizer_json(tokenizer_json);
+  if (!tokenizer) return tokenizer.error();
+  nlohmann::json config;
   try {
-    tokenizer = nlohmann::json::parse(tokenizer_json);
     config = config_json.empty() ? nlohmann::json::object() : nlohmann::json::parse(config_json);
   } catch (const nlohmann::json::exception& e) {
-    return Error{Errc::parse, fmt::format("tokenizer files are not valid JSON: {}", e.what())};
+    return Error{Errc::parse, fmt::format("tokenizer_config.json is not valid JSON: {}", e.what())};
   }
   Tokenizer t;
   try {
-    if (auto r = t.init(tokenizer, std::move(config)); !r) return r.error();
+    if (auto r = t.init(*tokenizer, std::move(config)); !r) return r.error();
   } catch (const nlohmann::json::exception& e) {
     return Error{Errc::parse, fmt::format("tokenizer.json is malformed: {}", e.what())};
   }
   return t;
 }
 
-Result<void> Tokenizer::init(const nlohmann::json& tokenizer, nlohmann::json config) {
+Result<void> Tokenizer::init(TokenizerJson& file, nlohmann::json config) {
+  const nlohmann::json& tokenizer = file.rest;
+  if (!tokenizer.is_object()) return Error{Errc::parse, "tokenizer.json is not a JSON object"};
   const auto section = [&](const char* key) { return tokenizer.contains(key) ? tokenizer[key] : nlohmann::json(); };
   auto normalizer = Normalizer::from_json(section("normalizer"));
   if (!normalizer) return normalizer.error();
@@ -192,7 +196,9 @@ Result<void> Tokenizer::init(const nlohmann::json& tokenizer, nlohmann::json con
   auto pre_tokenizer = PreTokenizer::from_json(section("pre_tokenizer"));
   if (!pre_tokenizer) return pre_tokenizer.error();
   pre_tokenizer_ = std::move(*pre_tokenizer);
-  auto model = BpeModel::from_json(tokenizer.at("model"), pre_tokenizer_.byte_level());
+  auto model = file.has_vocab && file.has_merges
+                   ? BpeModel::from_parts(tokenizer.at("model"), std::move(file.parts), pre_tokenizer_.byte_level())
+                   : BpeModel::from_json(tokenizer.at("model"), pre_tokenizer_.byte_level());
   if (!model) return model.error();
   model_ = std::move(*model);
 

@@ -27,6 +27,8 @@
 
 namespace mach::text {
 
+struct TokenizerJson;  // text/tokenizer_json.hpp
+
 struct EncodeOptions {
   // Match special added tokens ("<|im_end|>") in the text. false encodes them as plain text, which is what a
   // server wants for user-supplied content (Hugging Face's split_special_tokens).
@@ -72,7 +74,7 @@ class Tokenizer {
  private:
   friend class StreamDecoder;
   Tokenizer() = default;
-  Result<void> init(const nlohmann::json& tokenizer, nlohmann::json config);
+  Result<void> init(TokenizerJson& file, nlohmann::json config);
   Result<void> init_decoder(const nlohmann::json& decoder);
   void encode_section(std::string_view text, bool first_section, std::vector<TokenId>& out) const;
   void encode_normalized(std::string_view text, bool first_section, bool match_special,
