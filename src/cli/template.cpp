@@ -1,0 +1,99 @@
+// `mach template DIR --messages conv.json [--tools tools.json] [--add-generation-prompt] [--kwargs '{...}']`
+// prints the prompt the model's chat template renders, exactly (no newline added).
+#include <fmt/format.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/commands.hpp"
+#include "text/chat_template.hpp"
+#include "text/harmony.hpp"
+
+namespace mach::cli {
+
+namespace {
+
+struct TemplateArgs {
+  std::string dir, messages, tools, kwargs;
+  bool add_generation_prompt = false;
+  bool harmony = false;
+};
+
+// gpt-oss checkpoints whose tokenizer_config.json carries no template: their special tokens say harmony.
+bool looks_like_harmony(const std::string& dir) {
+  std::ifstream in(dir + "/tokenizer_config.json", std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str().find("<|channel|>") != std::string::npos;
+}
+
+Result<nlohmann::ordered_json> read_json(const std::string& path, const char* option) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error{Errc::not_found, fmt::format("{}: cannot open {}", option, path)};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  try {
+    return nlohmann::ordered_json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    return Error{Errc::parse, fmt::format("{}: {} is not valid JSON: {}", option, path, e.what())};
+  }
+}
+
+Result<void> run(const TemplateArgs& args) {
+  auto chat = args.harmony ? Result<text::ChatTemplate>(Error{Errc::not_found, ""}) : text::ChatTemplate::load(args.dir);
+  const bool harmony = args.harmony || (!chat && chat.error().code == Errc::not_found && looks_like_harmony(args.dir));
+  if (!chat && !harmony) return chat.error();
+  text::ChatRequest request;
+  auto messages = read_json(args.messages, "--messages");
+  if (!messages) return messages.error();
+  // Either a bare list of messages or an object with "messages" (and optionally "tools"), as in requests.
+  if (messages->is_object()) {
+    if (messages->contains("tools")) request.tools = (*messages)["tools"];
+    request.messages = messages->value("messages", nlohmann::ordered_json::array());
+  } else {
+    request.messages = std::move(*messages);
+  }
+  if (!request.messages.is_array()) return Error{Errc::invalid_argument, "--messages: expected a JSON list of messages"};
+  if (!args.tools.empty()) {
+    auto tools = read_json(args.tools, "--tools");
+    if (!tools) return tools.error();
+    request.tools = std::move(*tools);
+  }
+  if (!args.kwargs.empty()) {
+    try {
+      request.kwargs = nlohmann::ordered_json::parse(args.kwargs);
+    } catch (const nlohmann::json::exception& e) {
+      return Error{Errc::parse, fmt::format("--kwargs: not valid JSON: {}", e.what())};
+    }
+    if (!request.kwargs.is_object()) return Error{Errc::invalid_argument, "--kwargs: expected a JSON object"};
+  }
+  request.add_generation_prompt = args.add_generation_prompt;
+  auto prompt = harmony ? text::render_harmony(request) : chat->render(request);
+  if (!prompt) return prompt.error();
+  fmt::print("{}", *prompt);
+  return {};
+}
+
+}  // namespace
+
+void add_template_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("template", "render a conversation with the model's chat template");
+  static TemplateArgs args;
+  cmd->add_option("dir", args.dir, "directory with tokenizer_config.json (or chat_template.jinja)")->required();
+  cmd->add_option("--messages", args.messages, "JSON file: a list of messages (or {\"messages\": [...]})")->required();
+  cmd->add_option("--tools", args.tools, "JSON file: a list of tool definitions");
+  cmd->add_flag("--add-generation-prompt", args.add_generation_prompt, "end with the assistant turn's opening");
+  cmd->add_option("--kwargs", args.kwargs, "JSON object of extra template variables, e.g. '{\"enable_thinking\": false}'");
+  cmd->add_flag("--harmony", args.harmony,
+                "render with the built-in harmony formatter (gpt-oss; automatic when the model has no template "
+                "and harmony tokens)");
+  cmd->callback([&exit_code] {
+    if (auto r = run(args); !r) {
+      fmt::print(stderr, "mach template: {}\n", r.error().message);
+      exit_code = 1;
+    }
+  });
+}
+
+}  // namespace mach::cli
