@@ -1,5 +1,6 @@
 // `mach generate MODEL_DIR --prompt-ids 5,17,99 [--max-tokens N] [--temperature T] ... [--json]
-//  [--dump-logits out.npy]`: load a checkpoint onto the GPU and generate from token ids.
+//  [--dump-logits out.npy] [--prefix-cache [--cache-dir DIR]]`: load a checkpoint onto the GPU and generate from
+//  token ids.
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 
 #include "cli/commands.hpp"
 #include "engine/generator.hpp"
+#include "engine/prefix_cache.hpp"
 #include "gpu/context.hpp"
 #include "model/model.hpp"
 #include "model/npy.hpp"
@@ -31,6 +33,9 @@ struct GenerateArgs {
   int device = -1;
   uint32_t max_context = 4096;
   uint32_t step_tokens = 256;
+  bool prefix_cache = false;
+  std::string cache_dir;
+  double cache_gb = 16;
 };
 
 Result<std::vector<uint32_t>> parse_ids(const std::string& text, const char* what) {
@@ -79,10 +84,21 @@ int run_generate(const GenerateArgs& a) {
   for (int64_t id : (*model)->config().eos_token_ids)
     if (id >= 0) go.stop_ids.push_back(static_cast<uint32_t>(id));
   go.prompt_logits = !a.dump_logits.empty();
+  std::unique_ptr<engine::PrefixCache> cache;
+  if (a.prefix_cache) {
+    // One process runs one prompt, so only the disk level (L2) carries blocks from run to run.
+    engine::PrefixCacheOptions po;
+    po.cache_dir = a.cache_dir.empty() ? engine::default_prefix_cache_dir() : std::filesystem::path(a.cache_dir);
+    po.l2_bytes = static_cast<uint64_t>(a.cache_gb * (1ull << 30));
+    auto c = engine::PrefixCache::create((*model)->kv_cache(), (*model)->fingerprint(), po);
+    if (!c) return fail(c.error());
+    cache = std::move(c).value();
+    go.prefix_cache = cache.get();
+  }
   auto result = engine::generate(**context, **model, *prompt, go);
   if (!result) return fail(result.error());
   if (!a.dump_logits.empty()) {
-    const uint64_t shape[] = {prompt->size(), (*model)->config().vocab_size};
+    const uint64_t shape[] = {prompt->size() - result->cached_tokens, (*model)->config().vocab_size};
     if (auto w = model::write_npy_f32(a.dump_logits, result->prompt_logits, shape); !w)
       return fail(w.error());
   }
@@ -93,6 +109,10 @@ int run_generate(const GenerateArgs& a) {
                           {"prefill_ms", result->prefill_ms},
                           {"decode_ms", result->decode_ms},
                           {"device", (*context)->info().name}};
+    if (cache) {
+      out["cached_tokens"] = result->cached_tokens;
+      out["prefix_cache"] = cache->stats();
+    }
     fmt::print("{}\n", out.dump());
   } else {
     fmt::print("{}\n", fmt::join(result->tokens, ","));
@@ -121,6 +141,9 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--device", a.device, "Vulkan device index (default: $MACH_DEVICE or the best)");
   cmd->add_option("--max-context", a.max_context, "tokens of KV cache for the sequence");
   cmd->add_option("--step-tokens", a.step_tokens, "prompt tokens per forward step");
+  cmd->add_flag("--prefix-cache", a.prefix_cache, "restore the prompt's cached prefix from disk and store its blocks");
+  cmd->add_option("--cache-dir", a.cache_dir, "prefix cache folder (default: ~/.cache/mach/prefix)");
+  cmd->add_option("--cache-gb", a.cache_gb, "disk budget of the prefix cache per model, GiB")->check(CLI::PositiveNumber);
   cmd->callback([&exit_code] { exit_code = run_generate(a); });
 }
 
