@@ -133,7 +133,6 @@ void PrefixCache::store(gpu::Context& context, const KvCache& kv, uint32_t seq, 
       physical.push_back(kv.blocks(seq)[i]);
     }
   }
-  while (!missing.empty() && missing.back() >= data.size()) missing.pop_back(), physical.pop_back();
   auto copied = copy_out(context, kv, physical);
   for (size_t m = 0; m < missing.size(); ++m) data[missing[m]] = std::move(copied[m]);
   stats_.stored_blocks += missing.size();

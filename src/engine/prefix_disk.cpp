@@ -154,7 +154,7 @@ void PrefixDisk::index_folder() {
   std::error_code ec;
   const auto stale = fs::file_time_type::clock::now() - std::chrono::minutes(10);
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    if (!entry.is_regular_file()) continue;
+    if (!entry.is_regular_file(ec)) continue;
     const std::string name = entry.path().filename().string();
     // Another writer's temporary file: removed only once it is old enough to be a crash's leftover.
     if (name.find(".tmp.") != std::string::npos) {
