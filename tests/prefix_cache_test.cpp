@@ -73,13 +73,14 @@ class PrefixCacheTest : public ::testing::Test {
         .value_or_throw();
   }
 
-  static engine::GenerateResult run(std::span<const uint32_t> prompt, PrefixCache* cache, uint32_t max_tokens = 8) {
+  static engine::GenerateResult run(std::span<const uint32_t> prompt, PrefixCache* cache, uint32_t max_tokens = 8,
+                                    model::Model* model = model_) {
     engine::GenerateOptions o;
     o.sampling.temperature = 0;
     o.max_tokens = max_tokens;
     o.prompt_logits = true;
     o.prefix_cache = cache;
-    return std::move(engine::generate(gpu_context(), *model_, prompt, o)).value_or_throw();
+    return std::move(engine::generate(gpu_context(), *model, prompt, o)).value_or_throw();
   }
 
   // The warm run computed only positions warm.cached_tokens.. and matches the cold run there.
@@ -168,6 +169,25 @@ TEST_F(PrefixCacheTest, RestoreAlwaysComputesTheLastPromptToken) {
   run(prompt, cache.get());
   const auto warm = run(prompt, cache.get());
   EXPECT_EQ(warm.cached_tokens, 48u);  // the 4th block holds the last token, whose logits are needed
+  expect_same_as_cold(warm, cold);
+}
+
+// With steps longer than a block the first step after a restored prefix has fewer tokens than the cold run's
+// step over the same positions. The results still match where the ops compute each token's row independently
+// of how many rows the step has, which this checks on the device at hand.
+TEST_F(PrefixCacheTest, LongerStepsThanBlocksKeepColdLogits) {
+  model::LoadOptions options;
+  options.max_context = 256;
+  options.max_step_tokens = 64;
+  options.kv_block_size = kBlock;
+  auto model = std::move(model::load_model(fixture(), gpu_context(), options)).value_or_throw();
+  const auto prefix = random_tokens(112, 14);
+  const auto prompt = concat(prefix, random_tokens(30, 15));
+  const auto cold = run(prompt, nullptr, 8, model.get());
+  auto cache = make_cache(64 << 20, 0, false);  // the same shapes and fingerprint as model_'s
+  run(concat(prefix, random_tokens(3, 16)), cache.get(), 1, model.get());
+  const auto warm = run(prompt, cache.get(), 8, model.get());
+  EXPECT_EQ(warm.cached_tokens, 112u);
   expect_same_as_cold(warm, cold);
 }
 
