@@ -57,8 +57,8 @@ class PrefixCacheTest : public ::testing::Test {
     model_ = nullptr;
   }
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           fmt::format("mach_prefix_test_{}_{}", ::getpid(), ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    const char* test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = fs::temp_directory_path() / fmt::format("mach_prefix_test_{}_{}", ::getpid(), test);
     fs::remove_all(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -69,8 +69,8 @@ class PrefixCacheTest : public ::testing::Test {
     o.l1_bytes = l1_bytes;
     o.l2_bytes = l2_bytes;
     if (disk) o.cache_dir = dir_;
-    return std::move(PrefixCache::create(model_->kv_cache(), fingerprint.empty() ? model_->fingerprint() : fingerprint, o))
-        .value_or_throw();
+    if (fingerprint.empty()) fingerprint = model_->fingerprint();
+    return std::move(PrefixCache::create(model_->kv_cache(), fingerprint, o)).value_or_throw();
   }
 
   static engine::GenerateResult run(std::span<const uint32_t> prompt, PrefixCache* cache, uint32_t max_tokens = 8,

@@ -143,7 +143,8 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--step-tokens", a.step_tokens, "prompt tokens per forward step");
   cmd->add_flag("--prefix-cache", a.prefix_cache, "restore the prompt's cached prefix from disk and store its blocks");
   cmd->add_option("--cache-dir", a.cache_dir, "prefix cache folder (default: ~/.cache/mach/prefix)");
-  cmd->add_option("--cache-gb", a.cache_gb, "disk budget of the prefix cache per model, GiB")->check(CLI::PositiveNumber);
+  cmd->add_option("--cache-gb", a.cache_gb, "disk budget of the prefix cache per model, GiB")
+      ->check(CLI::PositiveNumber);
   cmd->callback([&exit_code] { exit_code = run_generate(a); });
 }
 

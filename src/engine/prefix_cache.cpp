@@ -72,22 +72,13 @@ uint32_t PrefixCache::restore(gpu::Context& context, KvCache& kv, uint32_t seq, 
   const auto keys = chain_keys(tokens, block_size_);
   assert(kv.capacity_tokens(seq) >= keys.size() * block_size_);
   std::vector<Bytes> hit;
-  size_t from_disk = 0;  // blocks ahead in this chain that the last disk load brought in
   const uint64_t tick = ++tick_;
   for (size_t i = 0; i < keys.size(); ++i) {
     const auto block_tokens = tokens.subspan(i * block_size_, block_size_);
     const L1Block* b = find_l1(keys[i], block_tokens);
-    if (!b && disk_ && disk_->contains(keys[i])) {
-      from_disk = load_from_disk(keys, i, tick);
-      b = find_l1(keys[i], block_tokens);
-    }
+    if (!b && disk_ && disk_->contains(keys[i]) && load_from_disk(keys, i, tick)) b = find_l1(keys[i], block_tokens);
     if (!b) break;
-    if (from_disk > 0) {
-      ++stats_.l2_hits;
-      --from_disk;
-    } else {
-      ++stats_.l1_hits;
-    }
+    ++(b->tick == tick ? stats_.l2_hits : stats_.l1_hits);  // blocks loaded by this restore carry its tick
     hit.push_back(b->data);
     // Every block of the hit gets the same tick, so LRU order among them falls back to depth (deepest first).
     touch(keys[i], tick);
@@ -100,9 +91,9 @@ uint32_t PrefixCache::restore(gpu::Context& context, KvCache& kv, uint32_t seq, 
   return restored;
 }
 
-size_t PrefixCache::load_from_disk(std::span<const BlockKey> keys, size_t i, uint64_t tick) {
+bool PrefixCache::load_from_disk(std::span<const BlockKey> keys, size_t i, uint64_t tick) {
   auto segment = disk_->load(keys[i]);
-  if (!segment) return 0;
+  if (!segment) return false;
   // The segment may start before block i (another prompt's chain shares it up to here) or run past the
   // prompt; its blocks' depths follow from where keys[i] sits in it.
   const auto at = std::find(segment->keys.begin(), segment->keys.end(), keys[i]) - segment->keys.begin();
@@ -113,7 +104,7 @@ size_t PrefixCache::load_from_disk(std::span<const BlockKey> keys, size_t i, uin
     auto data = std::make_shared<const std::vector<std::byte>>(first, first + block_bytes_);
     insert_l1(segment->keys[j], seg_tokens, std::move(data), static_cast<uint32_t>(i - at + j), tick);
   }
-  return segment->keys.size() - at;
+  return true;
 }
 
 void PrefixCache::store(gpu::Context& context, const KvCache& kv, uint32_t seq, std::span<const uint32_t> tokens) {

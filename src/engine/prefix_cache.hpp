@@ -109,9 +109,9 @@ class PrefixCache {
   void touch(const BlockKey& key, uint64_t tick);
   void erase_l1(const BlockKey& key);
   void evict_l1();
-  // Loads the disk segment holding keys[i] (block i of a chain) into L1 and returns how many of its blocks
-  // start at block i; 0 when the file failed verification.
-  size_t load_from_disk(std::span<const BlockKey> keys, size_t i, uint64_t tick);
+  // Loads the disk segment holding keys[i] (block i of a chain) into L1 with `tick`; false when the file failed
+  // verification.
+  bool load_from_disk(std::span<const BlockKey> keys, size_t i, uint64_t tick);
   void write_to_disk(std::span<const BlockKey> keys, std::span<const uint32_t> tokens, std::span<const Bytes> data);
   std::vector<Bytes> copy_out(gpu::Context& context, const KvCache& kv, std::span<const uint32_t> physical);
   void copy_in(gpu::Context& context, KvCache& kv, std::span<const uint32_t> physical, std::span<const Bytes> data);
