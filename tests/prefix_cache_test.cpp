@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -241,6 +242,28 @@ TEST_F(PrefixCacheTest, L2EvictsByValue) {
   EXPECT_EQ(cache->lookup(a), 128u);
   EXPECT_EQ(cache->lookup(b), 0u);
   EXPECT_EQ(cache->lookup(c), 128u);
+}
+
+// `mach generate --prefix-cache`: one process per prompt, so the second run's hit comes from disk.
+TEST_F(PrefixCacheTest, CommandLineRestoresFromDisk) {
+  const auto prompt = random_tokens(122, 17);
+  auto generate = [&](std::span<const uint32_t> ids, bool cache) {
+    std::string cmd = fmt::format("{}/mach generate {} --prompt-ids {} --temperature 0 --max-tokens 4 --json "
+                                  "--step-tokens 16", MACH_BINARY_DIR, fixture().string(), fmt::join(ids, ","));
+    if (cache) cmd += " --prefix-cache --cache-dir " + dir_.string();
+    FILE* out = ::popen(cmd.c_str(), "r");
+    std::string text;
+    char buf[4096];
+    while (size_t n = std::fread(buf, 1, sizeof buf, out)) text.append(buf, n);
+    EXPECT_EQ(::pclose(out), 0) << cmd;
+    return nlohmann::json::parse(text);
+  };
+  const auto cold = generate(prompt, false);
+  EXPECT_EQ(generate(std::span(prompt).first(115), true).at("cached_tokens"), 0);
+  const auto warm = generate(prompt, true);
+  EXPECT_EQ(warm.at("cached_tokens"), 112);
+  EXPECT_EQ(warm.at("prefix_cache").at("l2_hits"), 7);
+  EXPECT_EQ(warm.at("tokens"), cold.at("tokens"));
 }
 
 // Writes the prefix's file with one cache, damages it, and checks that a fresh cache (a new process) removes
