@@ -1,5 +1,6 @@
 // `mach generate MODEL_DIR --prompt-ids 5,17,99 [--max-tokens N] [--temperature T] ... [--json]
-//  [--dump-logits out.npy]`: load a checkpoint onto the GPU and generate from token ids.
+//  [--dump-logits out.npy] [--prefix-cache [--cache-dir DIR]]`: load a checkpoint onto the GPU and generate from
+//  token ids.
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 
 #include "cli/commands.hpp"
 #include "engine/generator.hpp"
+#include "engine/prefix_cache.hpp"
 #include "engine/scheduler.hpp"
 #include "gpu/context.hpp"
 #include "model/model.hpp"
@@ -37,6 +39,9 @@ struct GenerateArgs {
   std::string speculation = "none";
   uint32_t draft_max = 0;
   uint32_t max_batch = 8;
+  bool prefix_cache = false;
+  std::string cache_dir;
+  double cache_gb = 16;
 };
 
 Result<std::vector<uint32_t>> parse_ids(const std::string& text, const char* what);
@@ -111,8 +116,8 @@ int run_generate(const GenerateArgs& a) {
   if (!speculation)
     return fail({Errc::invalid_argument,
                  fmt::format("--speculation {}: use none, ngram, summarization or classification", a.speculation)});
-  if (!a.dump_logits.empty() && (prompts.size() > 1 || *speculation != engine::Speculation::none))
-    return fail({Errc::invalid_argument, "--dump-logits takes one prompt and no speculation"});
+  if ((!a.dump_logits.empty() || a.prefix_cache) && (prompts.size() > 1 || *speculation != engine::Speculation::none))
+    return fail({Errc::invalid_argument, "--dump-logits and --prefix-cache take one prompt and no speculation"});
 
   auto context = gpu::Context::create({.device_index = a.device});
   if (!context) return fail(context.error());
@@ -130,20 +135,43 @@ int run_generate(const GenerateArgs& a) {
   const engine::SamplingParams sampling{
       .temperature = a.temperature, .top_k = a.top_k, .top_p = a.top_p, .min_p = a.min_p, .seed = a.seed};
 
-  if (!a.dump_logits.empty()) {
-    // The single-sequence path keeps the logits of every prompt position.
+  if (!a.dump_logits.empty() || a.prefix_cache) {
+    // The single-sequence path: it keeps the logits of every computed prompt position and knows the prefix
+    // cache (the scheduler does not use it yet).
     engine::GenerateOptions go;
     go.sampling = sampling;
     go.max_tokens = a.max_tokens;
     go.stop_ids = stop_ids;
-    go.prompt_logits = true;
+    go.prompt_logits = !a.dump_logits.empty();
+    std::unique_ptr<engine::PrefixCache> cache;
+    if (a.prefix_cache) {
+      // One process runs one prompt, so only the disk level (L2) carries blocks from run to run.
+      engine::PrefixCacheOptions po;
+      po.cache_dir = a.cache_dir.empty() ? engine::default_prefix_cache_dir() : std::filesystem::path(a.cache_dir);
+      po.l2_bytes = static_cast<uint64_t>(a.cache_gb * (1ull << 30));
+      auto c = engine::PrefixCache::create((*model)->kv_cache(), (*model)->fingerprint(), po);
+      if (!c) return fail(c.error());
+      cache = std::move(c).value();
+      go.prefix_cache = cache.get();
+    }
     auto result = engine::generate(**context, **model, prompts[0], go);
     if (!result) return fail(result.error());
-    const uint64_t shape[] = {prompts[0].size(), (*model)->config().vocab_size};
-    if (auto w = model::write_npy_f32(a.dump_logits, result->prompt_logits, shape); !w) return fail(w.error());
-    if (a.json)
-      fmt::print("{}\n", nlohmann::json({{"tokens", result->tokens}, {"finish_reason", result->finish_reason},
-                                         {"prompt_tokens", prompts[0].size()}, {"device", device}}).dump());
+    if (!a.dump_logits.empty()) {
+      const uint64_t shape[] = {prompts[0].size() - result->cached_tokens, (*model)->config().vocab_size};
+      if (auto w = model::write_npy_f32(a.dump_logits, result->prompt_logits, shape); !w) return fail(w.error());
+    }
+    if (a.json) {
+      nlohmann::json out = {{"tokens", result->tokens},         {"finish_reason", result->finish_reason},
+                            {"prompt_tokens", prompts[0].size()}, {"prefill_ms", result->prefill_ms},
+                            {"decode_ms", result->decode_ms},     {"device", device}};
+      if (cache) {
+        out["cached_tokens"] = result->cached_tokens;
+        out["prefix_cache"] = cache->stats();
+      }
+      fmt::print("{}\n", out.dump());
+    } else {
+      fmt::print("{}\n", fmt::join(result->tokens, ","));
+    }
     return 0;
   }
 
@@ -202,6 +230,10 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--speculation", a.speculation, "none, ngram, summarization or classification (draft-free)");
   cmd->add_option("--draft-max", a.draft_max, "longest draft per step (0: the preset's default)");
   cmd->add_option("--max-batch", a.max_batch, "sequences run together")->check(CLI::Range(1, 256));
+  cmd->add_flag("--prefix-cache", a.prefix_cache, "restore the prompt's cached prefix from disk and store its blocks");
+  cmd->add_option("--cache-dir", a.cache_dir, "prefix cache folder (default: ~/.cache/mach/prefix)");
+  cmd->add_option("--cache-gb", a.cache_gb, "disk budget of the prefix cache per model, GiB")
+      ->check(CLI::PositiveNumber);
   cmd->callback([&exit_code] { exit_code = run_generate(a); });
 }
 

@@ -48,8 +48,13 @@ Result<GenerateResult> generate(gpu::Context& context, model::Model& model, std:
   };
 
   const auto t0 = Clock::now();
-  for (uint32_t start = 0; start < prompt.size(); start += chunk) {
-    const uint32_t n = std::min<uint32_t>(chunk, static_cast<uint32_t>(prompt.size()) - start);
+  // The prompt's last token is always computed: its logits start decoding.
+  PrefixCache* cache = options.prefix_cache;
+  result.cached_tokens = cache ? cache->restore(context, kv, 0, prompt.first(prompt.size() - 1)) : 0;
+  for (uint32_t start = result.cached_tokens, n = 0; start < prompt.size(); start += n) {
+    // Chunks end at multiples of the chunk size, as in a cold run: after a restored prefix only the first
+    // chunk differs from a cold run's steps (it has fewer tokens).
+    n = std::min<uint32_t>(chunk - start % chunk, static_cast<uint32_t>(prompt.size()) - start);
     const bool last = start + n == prompt.size();
     rows.clear();
     if (options.prompt_logits) {
@@ -70,6 +75,7 @@ Result<GenerateResult> generate(gpu::Context& context, model::Model& model, std:
       context.download(model.logits(), uint64_t{rows.size() - 1} * V * 4, std::as_writable_bytes(std::span<float>(row)));
     }
   }
+  if (cache) cache->store(context, kv, 0, prompt);
   result.prefill_ms = ms_since(t0);
 
   const auto t1 = Clock::now();

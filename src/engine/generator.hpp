@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/prefix_cache.hpp"
 #include "engine/sampler.hpp"
 #include "gpu/context.hpp"
 #include "mach/error.hpp"
@@ -19,13 +20,17 @@ struct GenerateOptions {
   SamplingParams sampling;
   uint32_t max_tokens = 16;
   std::vector<uint32_t> stop_ids;  // generation ends after emitting one of these (it is included in tokens)
-  bool prompt_logits = false;      // keep the logits of every prompt position
+  bool prompt_logits = false;      // keep the logits of every computed prompt position
+  // When set: the prompt's longest cached prefix is restored instead of computed (all but its last token may
+  // be), and the prompt's full blocks are stored once prefilled.
+  PrefixCache* prefix_cache = nullptr;
 };
 
 struct GenerateResult {
   std::vector<uint32_t> tokens;     // generated ids only
   std::string finish_reason;        // "stop" or "length"
-  std::vector<float> prompt_logits; // [prompt, V] when asked for
+  uint32_t cached_tokens = 0;       // prompt tokens restored from the prefix cache, not computed
+  std::vector<float> prompt_logits; // [prompt - cached_tokens, V] when asked for: positions cached_tokens..
   double prefill_ms = 0, decode_ms = 0;
 };
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "engine/block_allocator.hpp"
@@ -32,8 +33,12 @@ class KvCache {
   KvCache(gpu::Context& context, std::vector<KvLayerShape> layers, const KvCacheOptions& options);
 
   ops::KvCacheLayout layout(uint32_t layer) const;
+  uint32_t num_layers() const { return static_cast<uint32_t>(layers_.size()); }
   const gpu::Buffer& k(uint32_t layer) const { return k_[layer]; }
   const gpu::Buffer& v(uint32_t layer) const { return v_[layer]; }
+  // Writable K and V, for copies into a sequence's blocks (the prefix cache's restore).
+  gpu::Buffer& k(uint32_t layer) { return k_[layer]; }
+  gpu::Buffer& v(uint32_t layer) { return v_[layer]; }
   const gpu::Buffer& block_table() const { return table_; }
   uint32_t block_size() const { return options_.block_size; }
   uint32_t max_context() const { return options_.max_context; }
@@ -47,6 +52,8 @@ class KvCache {
   uint32_t capacity_tokens(uint32_t seq) const;
   uint32_t free_blocks() const { return allocator_.free_blocks(); }
   uint32_t total_blocks() const { return allocator_.capacity(); }
+  // The physical blocks of a sequence in logical order: block i holds positions [i*B, (i+1)*B).
+  std::span<const uint32_t> blocks(uint32_t seq) const { return seq_blocks_.at(seq); }
 
   // Records the copy of the CPU-side block table into the device table when it changed.
   void record_table_upload(gpu::CommandList& cmd);

@@ -26,6 +26,14 @@ class CheckpointSource final : public TensorSource {
 
 }  // namespace
 
+std::string model_fingerprint(const ModelConfig& c, ops::WeightType weight_type, uint64_t weights_digest) {
+  return fmt::format("{} weights={} kv=f16 layers={} hidden={} heads={}/{} head_dim={} experts={}/{} "
+                     "moe_width={} vocab={} rope_theta={} weights_digest={:016x}",
+                     c.model_type, ops::weight_type_name(weight_type), c.num_layers, c.hidden_size, c.num_heads,
+                     c.num_kv_heads, c.head_dim, c.num_experts_per_tok, c.num_experts, c.moe_intermediate_size,
+                     c.vocab_size, c.rope.theta, weights_digest);
+}
+
 Result<std::unique_ptr<Model>> load_model(const std::filesystem::path& dir, gpu::Context& context,
                                           const LoadOptions& options) {
   auto config = load_model_config(dir);

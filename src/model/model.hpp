@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 
 #include "engine/kv_cache.hpp"
 #include "gpu/command_list.hpp"
@@ -44,6 +45,9 @@ class Model {
   virtual engine::KvCache& kv_cache() = 0;
   virtual uint32_t max_step_tokens() const = 0;
   virtual uint64_t weight_bytes() const = 0;
+  // Names everything the KV cache's bytes depend on (family, weight format, shapes, a digest of some weights),
+  // so that KV blocks saved to disk by the prefix cache are never restored into another model.
+  virtual std::string fingerprint() const = 0;
 
   // Records one forward step. Writes the batch into host-visible input buffers, so the previous step must be
   // complete. The sequences' KV blocks must be reserved through positions + 1. Logits of logit_rows land in
@@ -51,6 +55,10 @@ class Model {
   virtual void record_step(gpu::CommandList& cmd, const StepBatch& batch) = 0;
   virtual const gpu::Buffer& logits() const = 0;  // [max_step_tokens, V] f32
 };
+
+// The fingerprint of a loaded model: its config's shapes, the weight format and `weights_digest` (a checksum of
+// some of its weights, which tells fine-tunes of one architecture apart).
+std::string model_fingerprint(const ModelConfig& config, ops::WeightType weight_type, uint64_t weights_digest);
 
 Result<std::unique_ptr<Model>> load_model(const std::filesystem::path& dir, gpu::Context& context,
                                           const LoadOptions& options);

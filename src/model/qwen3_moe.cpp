@@ -7,9 +7,11 @@
 //   logits = lm_head(rms(x)·w_final)
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "engine/chain_hash.hpp"
 #include "model/family.hpp"
 #include "model/weight_arena.hpp"
 #include "ops/activation.hpp"
@@ -44,6 +46,9 @@ class Qwen3Moe final : public Model {
   engine::KvCache& kv_cache() override { return *kv_; }
   uint32_t max_step_tokens() const override { return options_.max_step_tokens; }
   uint64_t weight_bytes() const override { return weight_bytes_; }
+  std::string fingerprint() const override {
+    return model_fingerprint(config_, options_.weight_type, weights_digest_);
+  }
   const gpu::Buffer& logits() const override { return logits_; }
   void record_step(gpu::CommandList& cmd, const StepBatch& batch) override;
 
@@ -59,6 +64,7 @@ class Qwen3Moe final : public Model {
   gpu::Context& context_;
   LoadOptions options_;
   uint64_t weight_bytes_ = 0;
+  uint64_t weights_digest_ = 0;  // of the final norm and the first embedding rows (see fingerprint())
 
   gpu::Buffer globals_;  // embeddings, final norm, lm_head
   ops::WeightRef embed_, lm_head_;
@@ -198,6 +204,8 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
   {
     auto e = read_tensor(src, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
     if (!e) return e.error();
+    const size_t digest_floats = std::min<size_t>(e->size(), 1 << 16);
+    weights_digest_ = engine::checksum64(std::as_bytes(std::span<const float>(e->data(), digest_floats)));
     embed_ = {nullptr, add_matrix(globals, wt, *e, c.vocab_size, c.hidden_size), wt, c.vocab_size, c.hidden_size};
     const bool tied = c.tie_word_embeddings || !src.has("lm_head.weight");
     if (tied) {
@@ -210,6 +218,7 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     auto n = read_tensor(src, "model.norm.weight", {c.hidden_size});
     if (!n) return n.error();
     final_norm_ = globals.add_f32(*n);
+    weights_digest_ ^= engine::checksum64(std::as_bytes(std::span<const float>(*n)));
   }
   weight_bytes_ += globals.size();
   globals_ = globals.build(context_, "embeddings and head");
