@@ -22,11 +22,12 @@ fs::path fixture() {
   return fs::path(env && *env ? env : MACH_SOURCE_DIR) / "tests/fixtures/qwen3_moe";
 }
 
-std::unique_ptr<model::Model> load(uint32_t sequences) {
+std::unique_ptr<model::Model> load(uint32_t sequences, uint64_t kv_bytes = 0) {
   model::LoadOptions options;
   options.max_context = 160;
   options.max_sequences = sequences;
   options.max_step_tokens = 64;
+  options.kv_cache_bytes = kv_bytes;
   return std::move(model::load_model(fixture(), test::gpu_context(), options)).value_or_throw();
 }
 
@@ -81,6 +82,30 @@ TEST(Scheduler, MoreSequencesThanSlotsQueueAndAllFinish) {
     EXPECT_EQ(r.tokens.size(), 6u);
     EXPECT_EQ(r.finish_reason, "length");
   }
+}
+
+TEST(Scheduler, ASmallKvBudgetQueuesSequencesUntilBlocksFree) {
+  // The fixture's 16-token block is 3 layers x K,V x 2 kv heads x 16 x 16 dims x 2 bytes = 6144 bytes; each
+  // sequence below needs 2 blocks, and 3 blocks fit: one sequence at a time although 3 slots exist.
+  auto model = load(3, 3 * 6144);
+  EXPECT_EQ(model->kv_cache().total_blocks(), 3u);
+  std::mt19937 gen(9);
+  std::vector<SequenceRequest> requests(3);
+  for (auto& r : requests) {
+    r.prompt = random_prompt(gen, 20);
+    r.max_tokens = 8;
+    r.sampling.temperature = 0;
+  }
+  const auto results = run_all(*model, requests, 3);
+  auto roomy = load(1);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(results[i].finish_reason, "length");
+    EXPECT_EQ(results[i].tokens, run_all(*roomy, {requests[i]}, 1)[0].tokens) << i;
+  }
+}
+
+TEST(Scheduler, AKvBudgetBelowOneBlockIsALoadError) {
+  EXPECT_THROW(load(1, 1000), Exception);
 }
 
 TEST(Scheduler, StopTokenEndsTheSequenceAndIsKept) {

@@ -39,6 +39,7 @@ struct GenerateArgs {
   std::string speculation = "none";
   uint32_t draft_max = 0;
   uint32_t max_batch = 8;
+  double kv_cache_gb = 0;
   bool prefix_cache = false;
   std::string cache_dir;
   double cache_gb = 16;
@@ -126,6 +127,7 @@ int run_generate(const GenerateArgs& a) {
   lo.max_context = a.max_context;
   lo.max_step_tokens = a.step_tokens;
   lo.max_sequences = a.dump_logits.empty() ? std::max<uint32_t>(1, a.max_batch) : 1;
+  lo.kv_cache_bytes = static_cast<uint64_t>(a.kv_cache_gb * 1073741824.0);
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
   const std::string device = (*context)->info().name;
@@ -230,6 +232,9 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--speculation", a.speculation, "none, ngram, summarization or classification (draft-free)");
   cmd->add_option("--draft-max", a.draft_max, "longest draft per step (0: the preset's default)");
   cmd->add_option("--max-batch", a.max_batch, "sequences run together")->check(CLI::Range(1, 256));
+  cmd->add_option("--kv-cache-gb", a.kv_cache_gb,
+                  "device memory for the KV cache; sequences that do not fit wait (default: every sequence's full context)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--prefix-cache", a.prefix_cache, "restore the prompt's cached prefix from disk and store its blocks");
   cmd->add_option("--cache-dir", a.cache_dir, "prefix cache folder (default: ~/.cache/mach/prefix)");
   cmd->add_option("--cache-gb", a.cache_gb, "disk budget of the prefix cache per model, GiB")

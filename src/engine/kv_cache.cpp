@@ -11,12 +11,35 @@ uint32_t blocks_for(uint32_t tokens, uint32_t block_size) { return (tokens + blo
 
 }  // namespace
 
+uint64_t KvCache::blocks_in_budget(const std::vector<KvLayerShape>& layers, uint32_t block_size, uint64_t bytes) {
+  uint64_t per_block = 0;  // K and V of one block in every layer, f16
+  for (const auto& l : layers) per_block += 2ull * l.kv_heads * block_size * l.head_dim * 2;
+  return per_block ? bytes / per_block : 0;
+}
+
+namespace {
+
+uint32_t physical_blocks(const std::vector<KvLayerShape>& layers, const KvCacheOptions& o) {
+  if (o.blocks) return o.blocks;
+  const uint32_t full = blocks_for(o.max_context, o.block_size) * o.max_sequences;
+  if (o.budget_bytes == 0) return full;
+  const uint64_t fit = KvCache::blocks_in_budget(layers, o.block_size, o.budget_bytes);
+  if (fit == 0)
+    throw Exception(Errc::invalid_argument,
+                    fmt::format("a KV cache of {:.3f} GiB holds no {}-token block of this model; raise --kv-cache-gb",
+                                o.budget_bytes / 1073741824.0, o.block_size));
+  // More than every sequence's full context would never be used.
+  return static_cast<uint32_t>(std::min<uint64_t>(fit, full));
+}
+
+}  // namespace
+
 KvCache::KvCache(gpu::Context& context, std::vector<KvLayerShape> layers, const KvCacheOptions& options)
     : context_(context),
       layers_(std::move(layers)),
       options_(options),
       max_blocks_per_seq_(blocks_for(options.max_context, options.block_size)),
-      allocator_(options.blocks ? options.blocks : max_blocks_per_seq_ * options.max_sequences),
+      allocator_(physical_blocks(layers_, options)),
       seq_blocks_(options.max_sequences) {
   assert(options_.block_size > 0 && (options_.block_size & (options_.block_size - 1)) == 0);
   for (uint32_t l = 0; l < layers_.size(); ++l) {

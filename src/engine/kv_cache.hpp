@@ -25,12 +25,16 @@ struct KvCacheOptions {
   uint32_t block_size = 16;
   uint32_t max_sequences = 1;
   uint32_t max_context = 4096;  // tokens one sequence may hold
-  uint32_t blocks = 0;          // physical blocks; 0: enough for every sequence's full context
+  uint32_t blocks = 0;          // physical blocks; 0: from budget_bytes, else every sequence's full context
+  uint64_t budget_bytes = 0;    // device memory for K and V of all layers (--kv-cache-gb); 0: unset
 };
 
 class KvCache {
  public:
+  // Throws mach::Exception(invalid_argument) when budget_bytes holds less than one block.
   KvCache(gpu::Context& context, std::vector<KvLayerShape> layers, const KvCacheOptions& options);
+  // Physical blocks that `bytes` of K and V hold for these layers.
+  static uint64_t blocks_in_budget(const std::vector<KvLayerShape>& layers, uint32_t block_size, uint64_t bytes);
 
   ops::KvCacheLayout layout(uint32_t layer) const;
   uint32_t num_layers() const { return static_cast<uint32_t>(layers_.size()); }

@@ -29,6 +29,9 @@ struct LoadOptions {
   uint32_t max_context = 4096;     // tokens per sequence
   uint32_t max_sequences = 1;
   uint32_t kv_block_size = 16;
+  // Device memory for the KV cache (all layers, K and V); 0 sizes it for max_sequences full contexts.
+  // Sequences that do not fit wait for blocks (admission control).
+  uint64_t kv_cache_bytes = 0;
 };
 
 struct StepBatch {

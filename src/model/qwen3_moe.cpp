@@ -250,6 +250,7 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
   kvo.block_size = options_.kv_block_size;
   kvo.max_sequences = options_.max_sequences;
   kvo.max_context = options_.max_context;
+  kvo.budget_bytes = options_.kv_cache_bytes;
   kv_ = std::make_unique<engine::KvCache>(
       context_, std::vector<engine::KvLayerShape>(c.num_layers, {c.num_kv_heads, c.head_dim}), kvo);
   allocate_workspace();
