@@ -9,5 +9,7 @@ namespace mach::cli {
 void add_devices_command(CLI::App& app, int& exit_code);
 void add_archs_command(CLI::App& app, int& exit_code);
 void add_generate_command(CLI::App& app, int& exit_code);
+void add_prune_command(CLI::App& app, int& exit_code);
+void add_check_command(CLI::App& app, int& exit_code);
 
 }  // namespace mach::cli
