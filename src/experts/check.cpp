@@ -39,6 +39,11 @@ void sort_paths(std::vector<PathVerdict>& paths) {
   });
 }
 
+bool path_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
 bool is_expert_tensor(const std::string& name) { return name.find(".experts.") != std::string::npos; }
 
 std::string detect_layout(const model::Checkpoint& ck) {
@@ -95,6 +100,7 @@ void add_memory(CheckReport& r, const CheckOptions& o, const model::ModelConfig&
     m.working_set_bytes = base + m.expert_bytes;
   }
   m.gpu_bytes = o.gpu_memory_bytes;
+  m.gpu_name = o.gpu_name;
   m.verdict = verdict(m.working_set_bytes, m.gpu_bytes);
   r.memory = m;
 }
@@ -113,7 +119,7 @@ PathVerdict resident_path(const CheckReport& r) {
 
 void add_sidecar(CheckReport& r, const CheckOptions& o, const model::ModelConfig* c, std::optional<Sidecar>& out) {
   const fs::path dir = o.model / kSidecarDir;
-  if (!fs::exists(dir)) {
+  if (!path_exists(dir)) {
     r.sidecar = "absent";
     return;
   }
@@ -156,10 +162,10 @@ CheckReport check_model(const CheckOptions& o) {
   CheckReport r;
   r.model = o.model.string();
   for (const char* name : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
-    r.artifacts[name] = fs::exists(o.model / name);
-  r.artifacts["weights"] = fs::exists(o.model / "model.safetensors") ||
-                           fs::exists(o.model / "model.safetensors.index.json");
-  r.artifacts["expert_sidecar"] = fs::exists(o.model / kSidecarDir / kLayoutFile);
+    r.artifacts[name] = path_exists(o.model / name);
+  r.artifacts["weights"] = path_exists(o.model / "model.safetensors") ||
+                           path_exists(o.model / "model.safetensors.index.json");
+  r.artifacts["expert_sidecar"] = path_exists(o.model / kSidecarDir / kLayoutFile);
 
   auto config = model::load_model_config(o.model);
   if (!config) {
@@ -234,6 +240,7 @@ nlohmann::json report_to_json(const CheckReport& r) {
                    {"mode", m.mode},
                    {"working_set_bytes", m.working_set_bytes},
                    {"gpu_bytes", m.gpu_bytes ? nlohmann::json(*m.gpu_bytes) : nlohmann::json("unknown")},
+                   {"gpu", m.gpu_name},
                    {"verdict", m.verdict}};
   }
   return j;

@@ -41,6 +41,7 @@ struct MemoryEstimate {
   std::string mode;               // "resident" or "streaming"
   uint64_t working_set_bytes = 0;
   std::optional<uint64_t> gpu_bytes;
+  std::string gpu_name;
   std::string verdict;            // fits, tight, wont_fit, unknown
 };
 

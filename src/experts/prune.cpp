@@ -265,12 +265,13 @@ bool is_tokenizer_file(const std::string& name) {
 
 // OUT.partial/.prune/run.json names the run; a partial directory of another run is refused, not mixed.
 Result<void> claim_partial(const Job& job, const fs::path& source) {
-  const nlohmann::json run = {{"source", fs::weakly_canonical(source).string()},
+  std::error_code ec;
+  const fs::path canonical = fs::weakly_canonical(source, ec);
+  const nlohmann::json run = {{"source", (ec ? source : canonical).string()},
                               {"fingerprint", job.slab.fingerprint},
                               {"quant", std::string(ops::weight_type_name(job.slab.quant))},
                               {"keep", job.kept}};
   const fs::path state = job.partial / kStateDir, run_path = state / "run.json";
-  std::error_code ec;
   fs::create_directories(state, ec);
   if (!ec) fs::create_directories(job.partial / kSidecarDir, ec);
   if (ec) return Error{Errc::io, fmt::format("cannot create {}: {}", job.partial.string(), ec.message())};
@@ -392,7 +393,7 @@ Result<PruneSummary> prune(const PruneOptions& o) {
   if (auto r = write_text_atomic(job.partial / "config.json", config_json.dump(2) + "\n"); !r) return r.error();
   for (const auto& entry : fs::directory_iterator(o.source, ec)) {
     const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file() || !is_tokenizer_file(name)) continue;
+    if (!entry.is_regular_file(ec) || !is_tokenizer_file(name)) continue;
     fs::copy_file(entry.path(), job.partial / name, fs::copy_options::overwrite_existing, ec);
     if (ec) return Error{Errc::io, fmt::format("cannot copy {}: {}", entry.path().string(), ec.message())};
   }

@@ -67,8 +67,9 @@ void check_tensors(const SidecarLayout& l, const std::string& src) {
     if (t.offset % kTensorAlignment != 0)
       fail(fmt::format("{}: offset {} is not a multiple of {}", where, t.offset, kTensorAlignment));
     if (t.offset < end) fail(fmt::format("{}: offset {} overlaps the previous tensor", where, t.offset));
+    if (t.offset > l.slab_bytes || t.bytes > l.slab_bytes - t.offset)
+      fail(fmt::format("{}: offset {} + {} bytes runs past slab_bytes {}", where, t.offset, t.bytes, l.slab_bytes));
     end = t.offset + t.bytes;
-    if (end > l.slab_bytes) fail(fmt::format("{}: ends at {}, past slab_bytes {}", where, end, l.slab_bytes));
   }
 }
 
@@ -91,9 +92,10 @@ void check_layer(const SidecarLayout& l, const SidecarLayer& layer, const std::s
       fail(fmt::format("{}: offset {} is not a multiple of {}", ew, e.offset, kSlabAlignment));
     if (e.bytes != l.slab_bytes) fail(fmt::format("{}: bytes {} != slab_bytes {}", ew, e.bytes, l.slab_bytes));
     if (e.offset < end) fail(fmt::format("{}: offset {} overlaps the previous expert", ew, e.offset));
+    // Compared without adding, so that offsets near 2^64 cannot wrap around.
+    if (e.offset > layer.file_bytes || e.bytes > layer.file_bytes - e.offset)
+      fail(fmt::format("{}: slab at {} runs past file_bytes {}", ew, e.offset, layer.file_bytes));
     end = e.offset + e.bytes;
-    if (end > layer.file_bytes)
-      fail(fmt::format("{}: slab ends at {}, past file_bytes {}", ew, end, layer.file_bytes));
   }
 }
 
