@@ -155,6 +155,11 @@ TEST(Prune, RefusesWhatItCannotDo) {
   auto q4 = prune(options("qwen3_moe", tmp / "b", ops::WeightType::q4));  // I = 32 is not a multiple of 64
   ASSERT_FALSE(q4.ok());
   EXPECT_NE(q4.error().message.find("multiples of 64"), std::string::npos);
+  // A trailing slash still writes OUT.partial beside OUT.
+  auto slash = options("qwen3_moe", (tmp / "d").string() + "/");
+  slash.continue_after = [](uint32_t) { return false; };
+  ASSERT_FALSE(prune(slash).ok());
+  EXPECT_TRUE(fs::exists(tmp / "d.partial"));
   fs::create_directories(tmp / "c");
   EXPECT_NE(prune(options("qwen3_moe", tmp / "c")).error().message.find("already exists"), std::string::npos);
 }

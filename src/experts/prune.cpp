@@ -286,6 +286,69 @@ Result<void> claim_partial(const Job& job, const fs::path& source) {
   return write_text_atomic(run_path, run.dump(1));
 }
 
+// The source's config.json with config.json's expert count set to the keep plan's.
+Result<nlohmann::json> output_config(const fs::path& source, uint32_t source_experts, uint32_t kept) {
+  auto text = read_text(source / "config.json");
+  if (!text) return text.error();
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded()) return Error{Errc::parse, fmt::format("{}/config.json: not valid JSON", source.string())};
+  if (kept != source_experts) {
+    bool found = false;
+    for (const char* key : {"num_experts", "num_local_experts"})
+      if (j.contains(key)) j[key] = kept, found = true;
+    if (!found) j["num_experts"] = kept;
+  }
+  return j;
+}
+
+// Writes (or keeps, when a previous run finished them) every MoE layer file; returns the layout.
+Result<SidecarLayout> write_layers(const Job& job, PruneSummary& summary) {
+  SidecarLayout layout = job.slab;
+  summary.moe_layers = static_cast<uint32_t>(job.kept.size());
+  for (const auto& [l, ids] : job.kept) {
+    const auto start = std::chrono::steady_clock::now();
+    PruneProgress p{l, static_cast<uint32_t>(layout.layers.size() + 1), summary.moe_layers,
+                    static_cast<uint32_t>(ids.size()), 0, false, 0};
+    if (auto done = completed_layer(job, l)) {
+      layout.layers.push_back(std::move(*done));
+      p.resumed = true;
+      ++summary.resumed_layers;
+    } else {
+      auto layer = write_layer(job, l);
+      if (!layer) return layer.error();
+      layout.layers.push_back(std::move(layer).value());
+    }
+    p.bytes = layout.layers.back().file_bytes;
+    p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    summary.experts += ids.size();
+    summary.expert_bytes += p.bytes;
+    if (job.options.on_layer) job.options.on_layer(p);
+    if (job.options.continue_after && !job.options.continue_after(l))
+      return Error{Errc::cancelled, fmt::format("prune stopped after layer {}; rerun to resume", l)};
+  }
+  return layout;
+}
+
+// layout.json, config.json and the tokenizer files, then OUT.partial becomes OUT.
+Result<void> finish(const Job& job, const SidecarLayout& layout, const nlohmann::json& config) {
+  if (auto r = write_text_atomic(job.partial / kSidecarDir / kLayoutFile, layout_to_json(layout).dump(1)); !r) return r;
+  if (auto r = write_text_atomic(job.partial / "config.json", config.dump(2) + "\n"); !r) return r;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(job.options.source, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file(ec) || !is_tokenizer_file(name)) continue;
+    fs::copy_file(entry.path(), job.partial / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return Error{Errc::io, fmt::format("cannot copy {}: {}", entry.path().string(), ec.message())};
+  }
+  if (ec) return Error{Errc::io, fmt::format("cannot list {}: {}", job.options.source.string(), ec.message())};
+  fs::remove_all(job.partial / kStateDir, ec);
+  fs::rename(job.partial, job.options.output, ec);
+  if (ec)
+    return Error{Errc::io, fmt::format("cannot rename {} to {}: {}", job.partial.string(),
+                                       job.options.output.string(), ec.message())};
+  return {};
+}
+
 }  // namespace
 
 Result<KeepPlan> parse_keep_plan(const fs::path& path) {
@@ -316,7 +379,9 @@ Result<KeepPlan> parse_keep_plan(const fs::path& path) {
   return plan;
 }
 
-Result<PruneSummary> prune(const PruneOptions& o) {
+Result<PruneSummary> prune(const PruneOptions& options) {
+  PruneOptions o = options;
+  if (!o.output.has_filename()) o.output = o.output.parent_path();  // "out/" names "out", not "out/.partial"
   auto source_config = model::load_model_config(o.source);
   if (!source_config) return source_config.error();
   if (source_config->family != model::Family::qwen3_moe)
@@ -330,19 +395,10 @@ Result<PruneSummary> prune(const PruneOptions& o) {
   if (!ckpt) return ckpt.error();
   auto kept = kept_experts(o, *ckpt, *source_config);
   if (!kept) return kept.error();
-
-  // The output config: the source's, with the expert count of the keep plan.
-  auto config_text = read_text(o.source / "config.json");
-  if (!config_text) return config_text.error();
-  nlohmann::json config_json = nlohmann::json::parse(*config_text, nullptr, false);
-  const uint32_t kept_count = static_cast<uint32_t>(kept->begin()->second.size());
-  if (kept_count != source_config->num_experts) {
-    bool found = false;
-    for (const char* key : {"num_experts", "num_local_experts"})
-      if (config_json.contains(key)) config_json[key] = kept_count, found = true;
-    if (!found) config_json["num_experts"] = kept_count;
-  }
-  auto out_config = model::parse_model_config(config_json);
+  auto config_json = output_config(o.source, source_config->num_experts,
+                                   static_cast<uint32_t>(kept->begin()->second.size()));
+  if (!config_json) return config_json.error();
+  auto out_config = model::parse_model_config(*config_json);
   if (!out_config) return out_config.error();
   const auto& c = *out_config;
   for (auto [rows, cols] : {std::pair{uint64_t{2} * c.moe_intermediate_size, uint64_t{c.hidden_size}},
@@ -355,7 +411,6 @@ Result<PruneSummary> prune(const PruneOptions& o) {
   Job job{o, *ckpt, *source_config, qwen3_moe_slab_layout(c, o.quant), std::move(kept).value(),
           fs::path(o.output.string() + ".partial")};
   if (auto r = claim_partial(job, o.source); !r) return r.error();
-
   PruneSummary summary;
   const fs::path weights = job.partial / "model.safetensors";
   if (!fs::exists(weights, ec)) {
@@ -363,45 +418,9 @@ Result<PruneSummary> prune(const PruneOptions& o) {
     if (!bytes) return bytes.error();
   }
   summary.non_expert_bytes = fs::file_size(weights, ec);
-
-  SidecarLayout layout = job.slab;
-  summary.moe_layers = static_cast<uint32_t>(job.kept.size());
-  for (const auto& [l, ids] : job.kept) {
-    const auto start = std::chrono::steady_clock::now();
-    PruneProgress p{l, static_cast<uint32_t>(layout.layers.size() + 1), summary.moe_layers,
-                    static_cast<uint32_t>(ids.size()), 0, false, 0};
-    if (auto done = completed_layer(job, l)) {
-      layout.layers.push_back(std::move(*done));
-      p.resumed = true;
-      ++summary.resumed_layers;
-    } else {
-      auto layer = write_layer(job, l);
-      if (!layer) return layer.error();
-      layout.layers.push_back(std::move(layer).value());
-    }
-    p.bytes = layout.layers.back().file_bytes;
-    p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    summary.experts += ids.size();
-    summary.expert_bytes += p.bytes;
-    if (o.on_layer) o.on_layer(p);
-    if (o.continue_after && !o.continue_after(l))
-      return Error{Errc::cancelled, fmt::format("prune stopped after layer {}; rerun to resume", l)};
-  }
-
-  if (auto r = write_text_atomic(job.partial / kSidecarDir / kLayoutFile, layout_to_json(layout).dump(1)); !r)
-    return r.error();
-  if (auto r = write_text_atomic(job.partial / "config.json", config_json.dump(2) + "\n"); !r) return r.error();
-  for (const auto& entry : fs::directory_iterator(o.source, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file(ec) || !is_tokenizer_file(name)) continue;
-    fs::copy_file(entry.path(), job.partial / name, fs::copy_options::overwrite_existing, ec);
-    if (ec) return Error{Errc::io, fmt::format("cannot copy {}: {}", entry.path().string(), ec.message())};
-  }
-  if (ec) return Error{Errc::io, fmt::format("cannot list {}: {}", o.source.string(), ec.message())};
-  fs::remove_all(job.partial / kStateDir, ec);
-  fs::rename(job.partial, o.output, ec);
-  if (ec) return Error{Errc::io, fmt::format("cannot rename {} to {}: {}", job.partial.string(), o.output.string(),
-                                             ec.message())};
+  auto layout = write_layers(job, summary);
+  if (!layout) return layout.error();
+  if (auto r = finish(job, *layout, *config_json); !r) return r.error();
   return summary;
 }
 
