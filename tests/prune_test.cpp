@@ -164,6 +164,18 @@ TEST(Prune, RefusesWhatItCannotDo) {
   EXPECT_NE(prune(options("qwen3_moe", tmp / "c")).error().message.find("already exists"), std::string::npos);
 }
 
+// Experts are quantized on several threads in batches; the bytes do not depend on how many.
+TEST(Prune, ThreadCountDoesNotChangeTheOutput) {
+  TempDir one("prune"), three("prune");
+  auto a = options("qwen3_moe", one / "out");
+  a.threads = 1;
+  auto b = options("qwen3_moe", three / "out");
+  b.threads = 3;  // 8 experts: batches of 3, 3, 2
+  ASSERT_TRUE(prune(a).ok());
+  ASSERT_TRUE(prune(b).ok());
+  EXPECT_EQ(tree(one / "out"), tree(three / "out"));
+}
+
 // A run stopped after layer 1 leaves only OUT.partial; the rerun keeps layers 0 and 1, redoes the rest,
 // and produces exactly the files of an uninterrupted run.
 TEST(Prune, InterruptedRunResumes) {

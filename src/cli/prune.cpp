@@ -11,6 +11,7 @@ namespace {
 
 struct PruneArgs {
   std::string source, output, keep, quant = "bf16";
+  uint32_t threads = 0;
 };
 
 int run_prune(const PruneArgs& a) {
@@ -25,6 +26,7 @@ int run_prune(const PruneArgs& a) {
   if (!quant || (*quant != ops::WeightType::q4 && *quant != ops::WeightType::q8_0 && *quant != ops::WeightType::bf16))
     return fail({Errc::invalid_argument, fmt::format("--quant {}: use q4, q8_0 or bf16", a.quant)});
   o.quant = *quant;
+  o.threads = a.threads;
   if (!a.keep.empty()) {
     auto plan = experts::parse_keep_plan(a.keep);
     if (!plan) return fail(plan.error());
@@ -53,6 +55,7 @@ void add_prune_command(CLI::App& app, int& exit_code) {
       ->required();
   cmd->add_option("--keep", a.keep, "JSONL of {\"layer\": L, \"experts\": [ids]}: keep only these experts");
   cmd->add_option("--quant", a.quant, "expert format in the sidecar: bf16 (default), q8_0, q4");
+  cmd->add_option("--threads", a.threads, "experts quantized at once (default: one per hardware thread)");
   cmd->callback([&exit_code] { exit_code = run_prune(a); });
 }
 

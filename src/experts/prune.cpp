@@ -12,6 +12,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -153,30 +154,51 @@ std::optional<SidecarLayer> completed_layer(const Job& job, uint32_t l) {
   return layer;
 }
 
+// Source expert `id` as one slab: its matrices quantized at their offsets, zeros elsewhere.
+Result<void> build_slab(const Job& job, uint32_t l, uint32_t id, std::vector<std::byte>& slab) {
+  auto w = read_expert(job, l, id);
+  if (!w) return w.error();
+  slab.assign(job.slab.slab_bytes, std::byte{0});
+  const std::vector<float>* parts[] = {&w->first, &w->second};
+  for (size_t t = 0; t < job.slab.tensors.size(); ++t) {
+    const SlabTensor& st = job.slab.tensors[t];
+    const auto q = ops::quantize(job.slab.quant, *parts[t], st.rows, st.cols);
+    assert(q.size() == st.bytes);
+    std::memcpy(slab.data() + st.offset, q.data(), q.size());
+  }
+  return {};
+}
+
+// Builds the slabs of ids[first, first + slabs.size()) on one thread each (quantizing is the slow part).
+Result<void> build_batch(const Job& job, uint32_t l, size_t first, std::vector<std::vector<std::byte>>& slabs) {
+  const auto& ids = job.kept.at(l);
+  std::vector<Result<void>> results(slabs.size());
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < slabs.size(); ++k)
+    threads.emplace_back([&, k] { results[k] = build_slab(job, l, ids[first + k], slabs[k]); });
+  results[0] = build_slab(job, l, ids[first], slabs[0]);
+  for (auto& t : threads) t.join();
+  for (auto& r : results)
+    if (!r) return r;
+  return {};
+}
+
 Result<SidecarLayer> write_layer(const Job& job, uint32_t l) {
   const auto& ids = job.kept.at(l);
   SidecarLayer layer{l, layer_file_name(l), ids.size() * job.slab.slab_bytes, job.source_config.num_experts, {}};
   const fs::path path = layer_path(job, l), tmp = path.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Error{Errc::io, fmt::format("cannot create {}: {}", tmp.string(), std::strerror(errno))};
-  std::vector<std::byte> slab(job.slab.slab_bytes);
+  const size_t threads = job.options.threads ? job.options.threads : std::max(1u, std::thread::hardware_concurrency());
   Result<void> r;
-  for (size_t i = 0; i < ids.size() && r; ++i) {
-    auto w = read_expert(job, l, ids[i]);
-    if (!w) {
-      r = w.error();
-      break;
+  for (size_t first = 0; first < ids.size() && r; first += threads) {
+    std::vector<std::vector<std::byte>> slabs(std::min(threads, ids.size() - first));
+    r = build_batch(job, l, first, slabs);
+    for (size_t k = 0; k < slabs.size() && r; ++k) {
+      const size_t i = first + k;
+      layer.experts.push_back({ids[i], i * job.slab.slab_bytes, job.slab.slab_bytes, xxh64(slabs[k])});
+      r = write_all(fd, slabs[k], tmp);
     }
-    std::fill(slab.begin(), slab.end(), std::byte{0});
-    const std::vector<float>* parts[] = {&w->first, &w->second};
-    for (size_t t = 0; t < job.slab.tensors.size(); ++t) {
-      const SlabTensor& st = job.slab.tensors[t];
-      const auto q = ops::quantize(job.slab.quant, *parts[t], st.rows, st.cols);
-      assert(q.size() == st.bytes);
-      std::memcpy(slab.data() + st.offset, q.data(), q.size());
-    }
-    layer.experts.push_back({ids[i], i * job.slab.slab_bytes, job.slab.slab_bytes, xxh64(slab)});
-    r = write_all(fd, slab, tmp);
   }
   if (r && ::fsync(fd) != 0) r = Error{Errc::io, fmt::format("fsync {}: {}", tmp.string(), std::strerror(errno))};
   ::close(fd);

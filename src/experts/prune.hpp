@@ -47,6 +47,7 @@ struct PruneOptions {
   std::filesystem::path output;  // must not exist
   ops::WeightType quant = ops::WeightType::bf16;
   std::optional<KeepPlan> keep;
+  uint32_t threads = 0;  // experts quantized at once; 0: one per hardware thread
   std::function<void(const PruneProgress&)> on_layer;  // progress, after each MoE layer
   // Test hook: called after a layer is complete; returning false ends the run there with Errc::cancelled,
   // leaving OUT.partial as a killed run would.
