@@ -103,6 +103,17 @@ TEST(Check, PrunedEngineLayout) {
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_NE(r.problems[0].find("checksum"), std::string::npos);
 
+  // layout.json edited to drop an expert: structurally valid, but no longer what config.json describes.
+  const fs::path layout_path = tmp / "out" / kSidecarDir / kLayoutFile;
+  const auto layout = nlohmann::json::parse(std::ifstream(layout_path));
+  auto fewer = layout;
+  fewer["layers"][0]["experts"].erase(7);
+  std::ofstream(layout_path) << fewer.dump();
+  r = check(tmp / "out");
+  EXPECT_FALSE(r.supported);
+  EXPECT_NE(r.sidecar.find("layer 0 has 7 experts"), std::string::npos) << r.sidecar;
+  std::ofstream(layout_path) << layout.dump();
+
   // A sidecar of another model: the fingerprint no longer matches config.json.
   std::ifstream in(tmp / "out" / "config.json");
   auto config = nlohmann::json::parse(in);

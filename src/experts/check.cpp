@@ -134,6 +134,14 @@ void add_sidecar(CheckReport& r, const CheckOptions& o, const model::ModelConfig
     r.problems.push_back(fmt::format("{}: {}", dir.string(), r.sidecar));
     return;
   }
+  for (const auto& layer : s->layout().layers) {
+    if (c && (layer.layer >= c->num_layers || layer.experts.size() != c->num_experts)) {
+      r.sidecar = fmt::format("layer {} has {} experts; config.json has {} layers of {} experts", layer.layer,
+                              layer.experts.size(), c->num_layers, c->num_experts);
+      r.problems.push_back(fmt::format("{}: {}", dir.string(), r.sidecar));
+      return;
+    }
+  }
   r.sidecar = "valid";
   if (o.verify_checksums) {
     if (auto v = s->verify_all(); !v) {
