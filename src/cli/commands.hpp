@@ -11,5 +11,7 @@ void add_archs_command(CLI::App& app, int& exit_code);
 void add_generate_command(CLI::App& app, int& exit_code);
 void add_tokenize_command(CLI::App& app, int& exit_code);
 void add_template_command(CLI::App& app, int& exit_code);
+void add_prune_command(CLI::App& app, int& exit_code);
+void add_check_command(CLI::App& app, int& exit_code);
 
 }  // namespace mach::cli
