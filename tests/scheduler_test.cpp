@@ -2,6 +2,8 @@
 // never change what a sequence generates.
 #include "engine/scheduler.hpp"
 
+#include "engine/prefix_cache.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -32,8 +34,8 @@ std::unique_ptr<model::Model> load(uint32_t sequences, uint64_t kv_bytes = 0) {
 }
 
 std::vector<SequenceResult> run_all(model::Model& model, const std::vector<SequenceRequest>& requests,
-                                    uint32_t max_batch) {
-  Scheduler scheduler(test::gpu_context(), model, {.max_batch = max_batch});
+                                    uint32_t max_batch, PrefixCache* cache = nullptr) {
+  Scheduler scheduler(test::gpu_context(), model, {.max_batch = max_batch, .prefix_cache = cache});
   std::vector<uint32_t> ids;
   for (const auto& r : requests) ids.push_back(std::move(scheduler.submit(r)).value_or_throw());
   scheduler.run();
@@ -106,6 +108,26 @@ TEST(Scheduler, ASmallKvBudgetQueuesSequencesUntilBlocksFree) {
 
 TEST(Scheduler, AKvBudgetBelowOneBlockIsALoadError) {
   EXPECT_THROW(load(1, 1000), Exception);
+}
+
+TEST(Scheduler, PrefixCacheSkipsASharedPromptPrefix) {
+  auto model = load(2);
+  PrefixCacheOptions po;  // no cache_dir: L1 only
+  auto cache = std::move(PrefixCache::create(model->kv_cache(), model->fingerprint(), po)).value_or_throw();
+  std::mt19937 gen(21);
+  const auto shared = random_prompt(gen, 112);  // 7 blocks of 16
+  SequenceRequest a, b;
+  a.prompt = shared;
+  b.prompt = shared;
+  for (uint32_t t : random_prompt(gen, 5)) a.prompt.push_back(t);
+  for (uint32_t t : random_prompt(gen, 9)) b.prompt.push_back(t);
+  a.max_tokens = b.max_tokens = 8;
+  a.sampling.temperature = b.sampling.temperature = 0;
+  const auto first = run_all(*model, {a}, 2, cache.get());
+  EXPECT_EQ(first[0].cached_tokens, 0u);
+  const auto second = run_all(*model, {b}, 2, cache.get());
+  EXPECT_EQ(second[0].cached_tokens, 112u) << "the shared blocks come from the cache";
+  EXPECT_EQ(second[0].tokens, run_all(*model, {b}, 2)[0].tokens) << "same tokens as a cold run";
 }
 
 TEST(Scheduler, StopTokenEndsTheSequenceAndIsKept) {

@@ -117,8 +117,8 @@ int run_generate(const GenerateArgs& a) {
   if (!speculation)
     return fail({Errc::invalid_argument,
                  fmt::format("--speculation {}: use none, ngram, summarization or classification", a.speculation)});
-  if ((!a.dump_logits.empty() || a.prefix_cache) && (prompts.size() > 1 || *speculation != engine::Speculation::none))
-    return fail({Errc::invalid_argument, "--dump-logits and --prefix-cache take one prompt and no speculation"});
+  if (!a.dump_logits.empty() && (prompts.size() > 1 || *speculation != engine::Speculation::none))
+    return fail({Errc::invalid_argument, "--dump-logits takes one prompt and no speculation"});
 
   auto context = gpu::Context::create({.device_index = a.device});
   if (!context) return fail(context.error());
@@ -137,25 +137,25 @@ int run_generate(const GenerateArgs& a) {
   const engine::SamplingParams sampling{
       .temperature = a.temperature, .top_k = a.top_k, .top_p = a.top_p, .min_p = a.min_p, .seed = a.seed};
 
-  if (!a.dump_logits.empty() || a.prefix_cache) {
-    // The single-sequence path: it keeps the logits of every computed prompt position and knows the prefix
-    // cache (the scheduler does not use it yet).
+  std::unique_ptr<engine::PrefixCache> cache;
+  if (a.prefix_cache) {
+    // Blocks carry over between runs through the disk level (L2); within a run, prompts share them in L1.
+    engine::PrefixCacheOptions po;
+    po.cache_dir = a.cache_dir.empty() ? engine::default_prefix_cache_dir() : std::filesystem::path(a.cache_dir);
+    po.l2_bytes = static_cast<uint64_t>(a.cache_gb * (1ull << 30));
+    auto c = engine::PrefixCache::create((*model)->kv_cache(), (*model)->fingerprint(), po);
+    if (!c) return fail(c.error());
+    cache = std::move(c).value();
+  }
+
+  if (!a.dump_logits.empty()) {
+    // The single-sequence path keeps the logits of every computed prompt position.
     engine::GenerateOptions go;
     go.sampling = sampling;
     go.max_tokens = a.max_tokens;
     go.stop_ids = stop_ids;
-    go.prompt_logits = !a.dump_logits.empty();
-    std::unique_ptr<engine::PrefixCache> cache;
-    if (a.prefix_cache) {
-      // One process runs one prompt, so only the disk level (L2) carries blocks from run to run.
-      engine::PrefixCacheOptions po;
-      po.cache_dir = a.cache_dir.empty() ? engine::default_prefix_cache_dir() : std::filesystem::path(a.cache_dir);
-      po.l2_bytes = static_cast<uint64_t>(a.cache_gb * (1ull << 30));
-      auto c = engine::PrefixCache::create((*model)->kv_cache(), (*model)->fingerprint(), po);
-      if (!c) return fail(c.error());
-      cache = std::move(c).value();
-      go.prefix_cache = cache.get();
-    }
+    go.prompt_logits = true;
+    go.prefix_cache = cache.get();
     auto result = engine::generate(**context, **model, prompts[0], go);
     if (!result) return fail(result.error());
     if (!a.dump_logits.empty()) {
@@ -177,7 +177,7 @@ int run_generate(const GenerateArgs& a) {
     return 0;
   }
 
-  engine::Scheduler scheduler(**context, **model, {.max_batch = lo.max_sequences});
+  engine::Scheduler scheduler(**context, **model, {.max_batch = lo.max_sequences, .prefix_cache = cache.get()});
   std::vector<uint32_t> ids;
   for (const auto& prompt : prompts) {
     engine::SequenceRequest req;
@@ -198,8 +198,14 @@ int run_generate(const GenerateArgs& a) {
   }
   for (size_t i = 0; i < ids.size(); ++i) {
     const auto& r = scheduler.result(ids[i]);
-    if (a.json)
-      fmt::print("{}\n", result_json(r, prompts[i].size(), device).dump());
+    if (a.json) {
+      auto out = result_json(r, prompts[i].size(), device);
+      if (cache) {
+        out["cached_tokens"] = r.cached_tokens;
+        out["prefix_cache"] = cache->stats();
+      }
+      fmt::print("{}\n", out.dump());
+    }
     else
       fmt::print("{}\n", fmt::join(r.tokens, ","));
   }

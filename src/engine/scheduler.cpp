@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "engine/prefix_cache.hpp"
+
 namespace mach::engine {
 
 DraftVerdict verify_draft(Sampler& sampler, std::span<float> logits, std::span<const uint32_t> generated,
@@ -106,6 +108,12 @@ void Scheduler::admit() {
     s.slot = static_cast<int>(slot);
     *free = static_cast<int>(s.id);
     waiting_.pop_front();
+    if (options_.prefix_cache) {
+      // The prompt's last token is always computed: its logits start decoding.
+      const std::span<const uint32_t> prompt(s.req.prompt);
+      s.prefilled = options_.prefix_cache->restore(context_, model_.kv_cache(), slot, prompt.first(prompt.size() - 1));
+      results_[s.id].cached_tokens = s.prefilled;
+    }
   }
 }
 
@@ -257,6 +265,8 @@ void Scheduler::step_end() {
     if (s.done) continue;  // cancelled while the step ran
     const std::span<const float> rows(logits_.data() + uint64_t{use.first_row} * V, uint64_t{use.rows} * V);
     if (use.prefill_end) {
+      if (options_.prefix_cache)
+        options_.prefix_cache->store(context_, model_.kv_cache(), static_cast<uint32_t>(s.slot), s.req.prompt);
       std::vector<float> row(rows.begin(), rows.end());
       emit(s, s.sampler.sample(row, s.generated));
     } else {

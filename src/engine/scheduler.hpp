@@ -47,6 +47,7 @@ struct SpeculationStats {
 
 struct SequenceResult {
   std::vector<uint32_t> tokens;
+  uint32_t cached_tokens = 0;  // prompt tokens restored from the prefix cache instead of computed
   std::string finish_reason;  // "stop", "length", or "error" (the KV cache can never hold it)
   SpeculationStats speculation;
 };
@@ -62,8 +63,14 @@ struct DraftVerdict {
 DraftVerdict verify_draft(Sampler& sampler, std::span<float> logits, std::span<const uint32_t> generated,
                           uint32_t draft);
 
+class PrefixCache;
+
 struct SchedulerOptions {
   uint32_t max_batch = 8;  // sequences in flight (KV-cache sequence slots)
+  // When set: an admitted sequence restores the longest cached prefix of its prompt and prefills only the
+  // rest; a sequence that finished its prompt stores the prompt's full blocks. Both copy synchronously
+  // (between steps, so never under a step in flight).
+  PrefixCache* prefix_cache = nullptr;
 };
 
 class Scheduler {
