@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libasio-dev liburing-dev libvulkan-dev glslc spirv-tools mesa-vulkan-drivers vulkan-tools
   nlohmann-json3-dev libfmt-dev libcli11-dev node-llhttp libpcre2-dev libicu-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   python3 python3-jinja2 python3-numpy curl
 )
 sudo=""
