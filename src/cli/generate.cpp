@@ -14,6 +14,7 @@
 #include "gpu/context.hpp"
 #include "model/model.hpp"
 #include "model/npy.hpp"
+#include "text/tokenizer.hpp"
 
 namespace mach::cli {
 namespace {
@@ -95,10 +96,19 @@ int run_generate(const GenerateArgs& a) {
     fmt::print(stderr, "mach generate: {}\n", e.message);
     return 1;
   };
-  if (!a.prompt_text.empty())
-    return fail({Errc::unsupported, "--prompt needs the tokenizer, which this build does not have yet; use --prompt-ids"});
   std::vector<std::vector<uint32_t>> prompts;
-  if (!a.prompt_ids_file.empty()) {
+  std::optional<text::Tokenizer> tokenizer;
+  if (!a.prompt_text.empty()) {
+    if (!a.prompt_ids.empty() || !a.prompt_ids_file.empty())
+      return fail({Errc::invalid_argument, "give one of --prompt, --prompt-ids and --prompt-ids-file"});
+    auto t = text::Tokenizer::load(a.model_dir);
+    if (!t) return fail(t.error());
+    tokenizer.emplace(std::move(t).value());
+    // A raw prompt, as llama.cpp's -p: the tokenizer's own special tokens (Gemma's <bos>) are added.
+    const auto ids = tokenizer->encode(a.prompt_text, {.match_special = true, .add_special_tokens = true});
+    prompts.emplace_back(ids.begin(), ids.end());
+    if (prompts[0].empty()) return fail({Errc::invalid_argument, "--prompt encodes to no token"});
+  } else if (!a.prompt_ids_file.empty()) {
     if (!a.prompt_ids.empty()) return fail({Errc::invalid_argument, "give --prompt-ids or --prompt-ids-file, not both"});
     auto file = read_prompt_file(a.prompt_ids_file);
     if (!file) return fail(file.error());
@@ -198,14 +208,20 @@ int run_generate(const GenerateArgs& a) {
   }
   for (size_t i = 0; i < ids.size(); ++i) {
     const auto& r = scheduler.result(ids[i]);
+    const auto text_of = [&](const std::vector<uint32_t>& tokens) {
+      return tokenizer->decode(std::vector<text::TokenId>(tokens.begin(), tokens.end()), true);
+    };
     if (a.json) {
       auto out = result_json(r, prompts[i].size(), device);
+      if (tokenizer) out["text"] = text_of(r.tokens);
       if (cache) {
         out["cached_tokens"] = r.cached_tokens;
         out["prefix_cache"] = cache->stats();
       }
       fmt::print("{}\n", out.dump());
     }
+    else if (tokenizer)
+      fmt::print("{}\n", text_of(r.tokens));
     else
       fmt::print("{}\n", fmt::join(r.tokens, ","));
   }
@@ -219,7 +235,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("generate", "generate tokens from a checkpoint on the GPU");
   cmd->add_option("model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
   cmd->add_option("--prompt-ids", a.prompt_ids, "prompt token ids, comma separated");
-  cmd->add_option("--prompt", a.prompt_text, "prompt text (needs the tokenizer)");
+  cmd->add_option("--prompt", a.prompt_text, "prompt text, encoded with MODEL_DIR's tokenizer.json; prints text");
   cmd->add_option("--max-tokens", a.max_tokens, "tokens to generate (0: only the prompt)");
   cmd->add_option("--temperature", a.temperature, "0 for greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", a.top_k, "0 = off");

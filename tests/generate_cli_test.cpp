@@ -1,0 +1,81 @@
+// `mach generate` end to end through the command line: text prompts through the checkpoint's tokenizer,
+// and several prompts from a file as concurrent sequences.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "text/bpe.hpp"
+#include "text/utf8.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string run(const std::string& args) {
+  const std::string cmd = std::string(MACH_BINARY_DIR) + "/mach generate " + args;
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << cmd;
+  return out;
+}
+
+// The qwen3_moe fixture plus a byte-level tokenizer whose 256 ids are the bytes (the fixture's vocabulary is
+// 512 random ids, so any byte-level map is as good as another).
+class GenerateCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mach_generate_cli_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    const fs::path src = fs::path(MACH_SOURCE_DIR) / "tests/fixtures/qwen3_moe";
+    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src / f, dir_ / f);
+    json vocab = json::object();
+    for (int b = 0; b < 256; ++b) {
+      std::string s;
+      mach::text::append_utf8(s, mach::text::byte_to_unicode()[b]);
+      vocab[s] = b;
+    }
+    const json tok = {{"added_tokens", json::array()},
+                      {"normalizer", nullptr},
+                      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
+                      {"post_processor", nullptr},
+                      {"decoder", {{"type", "ByteLevel"}}},
+                      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+    std::ofstream(dir_ / "tokenizer.json") << tok.dump();
+    std::ofstream(dir_ / "tokenizer_config.json") << "{}";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(GenerateCli, TextPromptGoesThroughTheTokenizer) {
+  const json by_text = json::parse(run(dir_.string() + " --prompt 'hello' --max-tokens 6 --temperature 0 --json"));
+  const json by_ids = json::parse(run(dir_.string() + " --prompt-ids 104,101,108,108,111 --max-tokens 6 --temperature 0 --json"));
+  EXPECT_EQ(by_text.at("prompt_tokens"), 5);
+  EXPECT_EQ(by_text.at("tokens"), by_ids.at("tokens"));
+  // The generated ids < 256 are bytes; the decoded text holds at least those that form valid UTF-8.
+  EXPECT_TRUE(by_text.contains("text"));
+}
+
+TEST_F(GenerateCli, PromptFileRunsEveryPromptInOrder) {
+  std::ofstream(dir_ / "prompts.txt") << "324,179,211,128,327,144,451\n\n1,2,3,4,5,6,7,8,9\n";
+  std::stringstream lines(run(dir_.string() + " --prompt-ids-file " + (dir_ / "prompts.txt").string() +
+                              " --max-tokens 12 --temperature 0 --json --speculation ngram"));
+  std::string first, second, extra;
+  std::getline(lines, first);
+  std::getline(lines, second);
+  EXPECT_FALSE(std::getline(lines, extra) && !extra.empty());
+  EXPECT_EQ(json::parse(first).at("tokens"), json::parse("[253,253,38,38,38,38,38,337,38,452,84,45]"));
+  EXPECT_EQ(json::parse(second).at("prompt_tokens"), 9);
+  EXPECT_TRUE(json::parse(first).at("speculation").contains("accepted"));
+}
+
+}  // namespace
