@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+
+#include "stats.hpp"
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -15,16 +17,9 @@
 #include "op_case.hpp"
 
 using namespace mach;
+using mach::bench::percentile;
 
 namespace {
-
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * (v.size() - 1);
-  const size_t lo = static_cast<size_t>(pos);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
-}
 
 // Checks one case against its reference, then times it; prints its JSON line. False when the check failed.
 // Times the op with the GPU busy: `repeats` back-to-back copies recorded in one command list, each followed by a

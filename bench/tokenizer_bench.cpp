@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+
+#include "stats.hpp"
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -16,20 +18,13 @@
 #include "text/tokenizer.hpp"
 
 using namespace mach;
+using mach::bench::percentile;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * (v.size() - 1);
-  const size_t lo = static_cast<size_t>(pos);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
-}
 
 // About 1 MB of mixed text from a fixed seed: words repeat as in real text, so the word cache is exercised
 // the way a server exercises it.

@@ -5,17 +5,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "text/read_file.hpp"
+
 namespace mach::text {
 
 namespace {
-
-Result<std::string> read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{Errc::not_found, fmt::format("cannot open {}", path.string())};
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 

@@ -8,18 +8,11 @@
 #include "text/tokenizer_json.hpp"
 #include "text/utf8.hpp"
 
+#include "text/read_file.hpp"
+
 namespace mach::text {
 
 namespace {
-
-Result<std::string> read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{Errc::not_found, fmt::format("cannot open {}", path.string())};
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return Error{Errc::io, fmt::format("cannot read {}", path.string())};
-  return ss.str();
-}
 
 // tokenizer_config.json spells tokens as strings or as {"__type": "AddedToken", "content": ...}.
 std::string token_string(const nlohmann::json& config, const char* key) {
