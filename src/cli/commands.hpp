@@ -9,6 +9,7 @@ namespace mach::cli {
 void add_devices_command(CLI::App& app, int& exit_code);
 void add_archs_command(CLI::App& app, int& exit_code);
 void add_generate_command(CLI::App& app, int& exit_code);
+void add_bench_command(CLI::App& app, int& exit_code);
 void add_tokenize_command(CLI::App& app, int& exit_code);
 void add_template_command(CLI::App& app, int& exit_code);
 void add_prune_command(CLI::App& app, int& exit_code);

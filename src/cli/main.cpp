@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   mach::cli::add_devices_command(app, exit_code);
   mach::cli::add_archs_command(app, exit_code);
   mach::cli::add_generate_command(app, exit_code);
+  mach::cli::add_bench_command(app, exit_code);
   mach::cli::add_tokenize_command(app, exit_code);
   mach::cli::add_template_command(app, exit_code);
   mach::cli::add_prune_command(app, exit_code);

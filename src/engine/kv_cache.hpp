@@ -46,6 +46,7 @@ class KvCache {
   const gpu::Buffer& block_table() const { return table_; }
   uint32_t block_size() const { return options_.block_size; }
   uint32_t max_context() const { return options_.max_context; }
+  uint32_t max_sequences() const { return options_.max_sequences; }
   uint64_t bytes() const { return bytes_; }
 
   // Makes room for positions [0, tokens) of sequence `seq`, allocating blocks as needed. False (nothing

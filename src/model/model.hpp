@@ -48,6 +48,8 @@ class Model {
   virtual engine::KvCache& kv_cache() = 0;
   virtual uint32_t max_step_tokens() const = 0;
   virtual uint64_t weight_bytes() const = 0;
+  // Bytes of one routed expert (all its matrices) in one layer; 0 for a model without routed experts.
+  virtual uint64_t expert_bytes() const = 0;
   // Names everything the KV cache's bytes depend on (family, weight format, shapes, a digest of some weights),
   // so that KV blocks saved to disk by the prefix cache are never restored into another model.
   virtual std::string fingerprint() const = 0;

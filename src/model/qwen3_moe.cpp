@@ -46,6 +46,9 @@ class Qwen3Moe final : public Model {
   engine::KvCache& kv_cache() override { return *kv_; }
   uint32_t max_step_tokens() const override { return options_.max_step_tokens; }
   uint64_t weight_bytes() const override { return weight_bytes_; }
+  uint64_t expert_bytes() const override {
+    return layers_.empty() ? 0 : layers_[0].gate_up.expert_stride + layers_[0].down.expert_stride;
+  }
   std::string fingerprint() const override {
     return model_fingerprint(config_, options_.weight_type, weights_digest_);
   }

@@ -1,0 +1,83 @@
+// `mach bench MODEL_DIR [--quant q4] [--quick]`: end-to-end figures of a checkpoint on this device as JSON
+// lines (prefill, decode at several contexts, verify blocks, concurrent decode), each with its bandwidth
+// limit. See engine/model_bench.hpp and docs/performance.md.
+#include <fmt/format.h>
+
+#include "cli/commands.hpp"
+#include "engine/model_bench.hpp"
+#include "gpu/context.hpp"
+#include "model/model.hpp"
+
+namespace mach::cli {
+namespace {
+
+struct BenchArgs {
+  std::string model_dir;
+  std::string quant = "q4";
+  int device = -1;
+  uint32_t max_batch = 64;
+  double kv_cache_gb = 8;
+  uint32_t repeats = 5;
+  bool quick = false;
+};
+
+int run_bench(const BenchArgs& a) {
+  auto fail = [](const Error& e) {
+    fmt::print(stderr, "mach bench: {}\n", e.message);
+    return 1;
+  };
+  const auto quant = ops::parse_weight_type(a.quant);
+  if (!quant) return fail({Errc::invalid_argument, fmt::format("--quant {}: use bf16, f16, f32, q8_0 or q4", a.quant)});
+  engine::BenchOptions bo;
+  bo.repeats = a.repeats;
+  if (a.quick) {  // small enough for lavapipe and tiny checkpoints: checks the harness, not the device
+    bo.prefill_lengths = {64};
+    bo.decode_contexts = {0, 128};
+    bo.verify_blocks = {1, 2, 4};
+    bo.verify_context = 64;
+    bo.concurrency = {2, 4};
+    bo.decode_steps = 4;
+    bo.repeats = std::min<uint32_t>(a.repeats, 2);
+    bo.probe_bytes = 16ull << 20;
+  }
+  auto context = gpu::Context::create({.device_index = a.device});
+  if (!context) return fail(context.error());
+  model::LoadOptions lo;
+  lo.weight_type = *quant;
+  lo.max_step_tokens = 512;
+  lo.max_context = bo.max_context();
+  lo.max_sequences = a.max_batch;
+  lo.kv_cache_bytes = static_cast<uint64_t>(a.kv_cache_gb * 1073741824.0);
+  auto model = model::load_model(a.model_dir, **context, lo);
+  if (!model) return fail(model.error());
+  try {
+    auto r = engine::run_model_bench(**context, **model, bo, [&](const nlohmann::json& line) {
+      nlohmann::json out = line;
+      out["quant"] = a.quant;
+      out["residency"] = "resident";
+      fmt::print("{}\n", out.dump());
+      std::fflush(stdout);
+    });
+    if (!r) return fail(r.error());
+  } catch (const Exception& e) {
+    return fail(e.error());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  static BenchArgs a;
+  auto* cmd = app.add_subcommand("bench", "measure prefill, decode, verify and batched decode against bandwidth");
+  cmd->add_option("model", a.model_dir, "checkpoint directory")->required();
+  cmd->add_option("--quant", a.quant, "weight format on the GPU (default q4)");
+  cmd->add_option("--device", a.device, "Vulkan device index");
+  cmd->add_option("--max-batch", a.max_batch, "sequence slots (the largest concurrency tested)");
+  cmd->add_option("--kv-cache-gb", a.kv_cache_gb, "KV cache budget")->check(CLI::PositiveNumber);
+  cmd->add_option("--repeats", a.repeats, "repeats per figure")->check(CLI::PositiveNumber);
+  cmd->add_flag("--quick", a.quick, "tiny sizes: checks the harness (CI), not the device");
+  cmd->callback([&exit_code] { exit_code = run_bench(a); });
+}
+
+}  // namespace mach::cli

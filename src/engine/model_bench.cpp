@@ -1,0 +1,290 @@
+#include "engine/model_bench.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+namespace mach::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+// Runs forward steps of the bench on sequences it owns; every step waits for the GPU.
+class StepRunner {
+ public:
+  StepRunner(gpu::Context& context, model::Model& model) : context_(context), model_(model) {
+    cmd_ = context.begin_commands();
+  }
+
+  // Runs tokens of `seqs` (one run each: tokens[i] at positions from[i]...), logits for the last token of each
+  // run; returns the GPU ns of the step.
+  double step(const std::vector<std::vector<uint32_t>>& tokens, const std::vector<uint32_t>& seqs,
+              const std::vector<uint32_t>& from) {
+    batch_tokens_.clear(), seq_.clear(), pos_.clear(), rows_.clear();
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      for (size_t j = 0; j < tokens[i].size(); ++j) {
+        batch_tokens_.push_back(tokens[i][j]);
+        seq_.push_back(seqs[i]);
+        pos_.push_back(from[i] + static_cast<uint32_t>(j));
+      }
+      rows_.push_back(static_cast<uint32_t>(batch_tokens_.size()) - 1);
+    }
+    cmd_->begin();
+    model_.record_step(*cmd_, {batch_tokens_, seq_, pos_, rows_});
+    cmd_->timestamp("step");
+    cmd_->end();
+    context_.wait(context_.submit(*cmd_));
+    return cmd_->elapsed_ns();
+  }
+
+  // Greedy next token of each run of the last step (NaN logits are an error).
+  Result<std::vector<uint32_t>> argmax_rows() {
+    const uint32_t V = model_.config().vocab_size;
+    logits_.resize(uint64_t{rows_.size()} * V);
+    context_.download(model_.logits(), 0, std::as_writable_bytes(std::span<float>(logits_)));
+    std::vector<uint32_t> out;
+    for (size_t r = 0; r < rows_.size(); ++r) {
+      const float* row = logits_.data() + r * V;
+      if (!std::all_of(row, row + V, [](float x) { return std::isfinite(x); }))
+        return Error{Errc::gpu, "the model produced non-finite logits"};
+      out.push_back(static_cast<uint32_t>(std::max_element(row, row + V) - row));
+    }
+    return out;
+  }
+
+  // Fills sequence `seq` with `n` random tokens (chunks of max_step_tokens), untimed. Returns the GPU ns.
+  double prefill(uint32_t seq, uint32_t n, std::mt19937& gen) {
+    double ns = 0;
+    const uint32_t chunk = model_.max_step_tokens();
+    for (uint32_t start = 0; start < n; start += chunk) {
+      std::vector<uint32_t> t(std::min(chunk, n - start));
+      for (auto& x : t) x = gen() % model_.config().vocab_size;
+      ns += step({t}, {seq}, {start});
+    }
+    return ns;
+  }
+
+ private:
+  gpu::Context& context_;
+  model::Model& model_;
+  std::unique_ptr<gpu::CommandList> cmd_;
+  std::vector<uint32_t> batch_tokens_, seq_, pos_, rows_;
+  std::vector<float> logits_;
+};
+
+// Device read bandwidth from a large device-to-device copy (bytes read + bytes written over its time).
+double probe_bandwidth(gpu::Context& context, uint64_t bytes) {
+  auto a = context.create_buffer(bytes, gpu::MemoryKind::device, "bench probe src");
+  auto b = context.create_buffer(bytes, gpu::MemoryKind::device, "bench probe dst");
+  auto cmd = context.begin_commands();
+  cmd->begin();
+  cmd->fill(a, 0, bytes, 0x3f800000u);
+  cmd->end();
+  context.wait(context.submit(*cmd));
+  std::vector<double> ns;
+  for (int r = 0; r < 8; ++r) {
+    cmd->begin();
+    cmd->copy(a, 0, b, 0, bytes);
+    cmd->timestamp("copy");
+    cmd->end();
+    context.wait(context.submit(*cmd));
+    if (r >= 2) ns.push_back(cmd->elapsed_ns());
+  }
+  return 2.0 * bytes / quantile(ns, 0.5);  // bytes per ns = GB/s
+}
+
+nlohmann::json spread(const std::vector<double>& v) {
+  return {{"median", quantile(v, 0.5)}, {"p10", quantile(v, 0.1)}, {"p90", quantile(v, 0.9)}};
+}
+
+}  // namespace
+
+uint32_t BenchOptions::max_context() const {
+  uint32_t n = verify_context + *std::max_element(verify_blocks.begin(), verify_blocks.end());
+  for (uint32_t p : prefill_lengths) n = std::max(n, p);
+  for (uint32_t c : decode_contexts) n = std::max(n, c + decode_steps + 1);
+  return std::max(n, 64u);
+}
+
+uint64_t decode_bytes(const model::Model& model, uint64_t context_tokens, uint32_t tokens_in_step) {
+  const auto& c = model.config();
+  const uint64_t experts = uint64_t{c.num_layers} * c.num_experts * model.expert_bytes();
+  // Experts a step touches: at most top-k per token, at most all of them.
+  const uint64_t touched = uint64_t{c.num_layers} * model.expert_bytes() *
+                           std::min<uint64_t>(c.num_experts, uint64_t{c.num_experts_per_tok} * tokens_in_step);
+  uint64_t kv = 0;
+  for (uint32_t l = 0; l < c.num_layers; ++l) kv += 2ull * c.kv_heads_of(l) * c.head_dim_of(l) * 2;  // K, V f16
+  return model.weight_bytes() - experts + touched + kv * context_tokens * tokens_in_step;
+}
+
+Result<void> run_model_bench(gpu::Context& context, model::Model& model, const BenchOptions& options,
+                             const std::function<void(const nlohmann::json&)>& emit) {
+  const auto& c = model.config();
+  auto& kv = model.kv_cache();
+  StepRunner runner(context, model);
+  std::mt19937 gen(1234);
+  const double bandwidth = probe_bandwidth(context, options.probe_bytes);  // GB/s
+  const nlohmann::json base = {{"device", context.info().name},
+                               {"model_type", c.model_type},
+                               {"layers", c.num_layers},
+                               {"hidden", c.hidden_size},
+                               {"experts", c.num_experts},
+                               {"top_k", c.num_experts_per_tok},
+                               {"weight_bytes", model.weight_bytes()}};
+  {
+    auto line = base;
+    line["test"] = "bandwidth_probe";
+    line["gb_per_s"] = bandwidth;
+    line["probe_bytes"] = options.probe_bytes;
+    emit(line);
+  }
+  auto skipped = [&](const std::string& test, nlohmann::json params, const std::string& why) {
+    auto line = base;
+    line["test"] = test;
+    line.update(params);
+    line["skipped"] = why;
+    emit(line);
+  };
+
+  // Correctness before timing: the same greedy run twice gives the same tokens, all logits finite.
+  {
+    if (!kv.reserve(0, 64)) return Error{Errc::invalid_argument, "the KV cache cannot hold a 64-token sequence"};
+    std::vector<uint32_t> runs[2];
+    for (auto& tokens : runs) {
+      std::mt19937 g(7);
+      runner.prefill(0, 16, g);
+      uint32_t last = 1;
+      for (uint32_t i = 0; i < 8; ++i) {
+        runner.step({{last}}, {0}, {16 + i});
+        auto next = runner.argmax_rows();
+        if (!next) return next.error();
+        last = (*next)[0];
+        tokens.push_back(last);
+      }
+    }
+    kv.release(0);
+    if (runs[0] != runs[1])
+      return Error{Errc::gpu, "greedy decoding is not deterministic across two identical runs"};
+  }
+
+  for (uint32_t n : options.prefill_lengths) {
+    if (!kv.reserve(0, n)) {
+      skipped("prefill", {{"tokens", n}}, "the KV cache (--max-context, --kv-cache-gb) has no room");
+      continue;
+    }
+    std::vector<double> tok_s;
+    for (uint32_t r = 0; r < options.repeats; ++r) tok_s.push_back(n / (runner.prefill(0, n, gen) * 1e-9));
+    kv.release(0);
+    auto line = base;
+    line["test"] = "prefill";
+    line["tokens"] = n;
+    line["tok_per_s"] = spread(tok_s);
+    emit(line);
+  }
+
+  for (uint32_t ctx : options.decode_contexts) {
+    if (!kv.reserve(0, ctx + options.decode_steps + 1)) {
+      skipped("decode", {{"context", ctx}, {"batch", 1}}, "the KV cache has no room");
+      continue;
+    }
+    if (ctx > 0) runner.prefill(0, ctx, gen);
+    std::vector<double> tok_s;
+    for (uint32_t r = 0; r < options.repeats; ++r) {
+      double ns = 0;
+      for (uint32_t i = 0; i < options.decode_steps; ++i) ns += runner.step({{1u + i}}, {0}, {ctx + i});
+      tok_s.push_back(options.decode_steps / (ns * 1e-9));
+    }
+    kv.release(0);
+    const uint64_t bytes = decode_bytes(model, ctx + options.decode_steps / 2, 1);
+    const double limit = bandwidth * 1e9 / bytes;
+    auto line = base;
+    line["test"] = "decode";
+    line["context"] = ctx;
+    line["batch"] = 1;
+    line["tok_per_s"] = spread(tok_s);
+    line["bytes_per_token"] = bytes;
+    line["limit_tok_per_s"] = limit;
+    line["fraction_of_limit"] = quantile(tok_s, 0.5) / limit;
+    emit(line);
+  }
+
+  {
+    const uint32_t ctx = options.verify_context;
+    const uint32_t kmax = *std::max_element(options.verify_blocks.begin(), options.verify_blocks.end());
+    if (!kv.reserve(0, ctx + kmax)) {
+      skipped("verify", {{"context", ctx}}, "the KV cache has no room");
+    } else {
+      runner.prefill(0, ctx, gen);
+      double one = 0;
+      for (uint32_t k : options.verify_blocks) {
+        std::vector<uint32_t> block(k);
+        std::iota(block.begin(), block.end(), 1u);
+        std::vector<double> ms;
+        for (uint32_t r = 0; r < options.repeats; ++r) ms.push_back(runner.step({block}, {0}, {ctx}) * 1e-6);
+        const double median = quantile(ms, 0.5);
+        if (k == 1) one = median;
+        auto line = base;
+        line["test"] = "verify";
+        line["context"] = ctx;
+        line["block"] = k;
+        line["ms_per_step"] = spread(ms);
+        if (one > 0) line["relative_to_one_token"] = median / one;
+        const uint64_t bytes = decode_bytes(model, ctx, k);
+        line["limit_ms"] = bytes / (bandwidth * 1e9) * 1e3;
+        line["fraction_of_limit"] = line["limit_ms"].get<double>() / median;
+        emit(line);
+      }
+      kv.release(0);
+    }
+  }
+
+  for (uint32_t n : options.concurrency) {
+    const uint32_t prompt = 32;
+    uint32_t admitted = 0;
+    while (admitted < n && admitted < kv.max_sequences() && kv.reserve(admitted, prompt + options.decode_steps + 1))
+      ++admitted;
+    if (admitted < n) {
+      for (uint32_t s = 0; s < admitted; ++s) kv.release(s);
+      skipped("decode_concurrent", {{"sequences", n}},
+              fmt::format("only {} sequences fit (--max-batch / --kv-cache-gb)", admitted));
+      continue;
+    }
+    for (uint32_t s = 0; s < n; ++s) runner.prefill(s, prompt, gen);
+    std::vector<double> tok_s;
+    std::vector<uint32_t> seqs(n), from(n);
+    std::iota(seqs.begin(), seqs.end(), 0u);
+    for (uint32_t r = 0; r < options.repeats; ++r) {
+      double ns = 0;
+      for (uint32_t i = 0; i < options.decode_steps; ++i) {
+        std::vector<std::vector<uint32_t>> tokens(n, std::vector<uint32_t>{1u + i});
+        std::fill(from.begin(), from.end(), prompt + i);
+        ns += runner.step(tokens, seqs, from);
+      }
+      tok_s.push_back(double(n) * options.decode_steps / (ns * 1e-9));
+    }
+    for (uint32_t s = 0; s < n; ++s) kv.release(s);
+    const uint64_t bytes = decode_bytes(model, prompt + options.decode_steps / 2, n);
+    auto line = base;
+    line["test"] = "decode_concurrent";
+    line["sequences"] = n;
+    line["tok_per_s"] = spread(tok_s);
+    line["limit_tok_per_s"] = n * bandwidth * 1e9 / bytes;
+    line["fraction_of_limit"] = quantile(tok_s, 0.5) / line["limit_tok_per_s"].get<double>();
+    emit(line);
+  }
+  return {};
+}
+
+}  // namespace mach::engine

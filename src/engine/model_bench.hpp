@@ -1,0 +1,44 @@
+// `mach bench`: end-to-end figures of a loaded model on this device, each against the limit the memory
+// bandwidth sets (bytes a step must move over the bandwidth measured in the same run). Figures are GPU time
+// from timestamps around whole forward steps (median and spread over repeats); a step's host work (sampling,
+// recording) is reported separately as wall time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gpu/context.hpp"
+#include "mach/error.hpp"
+#include "model/model.hpp"
+
+namespace mach::engine {
+
+struct BenchOptions {
+  std::vector<uint32_t> prefill_lengths = {512, 4096};
+  std::vector<uint32_t> decode_contexts = {0, 4096, 16384};
+  std::vector<uint32_t> verify_blocks = {1, 2, 4, 8, 16};
+  uint32_t verify_context = 512;  // tokens before the verified block
+  std::vector<uint32_t> concurrency = {4, 16, 64};
+  uint32_t decode_steps = 16;  // timed decode steps per figure
+  uint32_t repeats = 5;
+  uint64_t probe_bytes = 256ull << 20;  // size of the bandwidth probe's copy
+
+  // The KV-cache tokens one sequence needs for every test above.
+  uint32_t max_context() const;
+};
+
+// Runs every test the model's KV cache has room for and calls `emit` with one JSON object per figure
+// (tests that do not fit emit a "skipped" line with the reason). Errors: NaN logits, or greedy tokens that
+// differ between two identical runs (checked before anything is timed).
+Result<void> run_model_bench(gpu::Context& context, model::Model& model, const BenchOptions& options,
+                             const std::function<void(const nlohmann::json&)>& emit);
+
+// Bytes one decode token must read: every non-expert weight, top-k experts per layer, and the KV cache
+// of `context_tokens` positions.
+uint64_t decode_bytes(const model::Model& model, uint64_t context_tokens, uint32_t tokens_in_step);
+
+}  // namespace mach::engine
