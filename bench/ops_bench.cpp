@@ -7,7 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "stats.hpp"
+#include "engine/stats.hpp"
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -17,7 +17,7 @@
 #include "op_case.hpp"
 
 using namespace mach;
-using mach::bench::percentile;
+using mach::engine::percentile;
 
 namespace {
 

@@ -7,7 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "stats.hpp"
+#include "engine/stats.hpp"
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -18,7 +18,7 @@
 #include "text/tokenizer.hpp"
 
 using namespace mach;
-using mach::bench::percentile;
+using mach::engine::percentile;
 
 namespace {
 

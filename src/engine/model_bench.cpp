@@ -1,5 +1,7 @@
 #include "engine/model_bench.hpp"
 
+#include "engine/stats.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -12,14 +14,6 @@ namespace mach::engine {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double quantile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * (v.size() - 1);
-  const size_t lo = static_cast<size_t>(pos);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
-}
 
 // Runs forward steps of the bench on sequences it owns; every step waits for the GPU.
 class StepRunner {
@@ -102,11 +96,11 @@ double probe_bandwidth(gpu::Context& context, uint64_t bytes) {
     context.wait(context.submit(*cmd));
     if (r >= 2) ns.push_back(cmd->elapsed_ns());
   }
-  return 2.0 * bytes / quantile(ns, 0.5);  // bytes per ns = GB/s
+  return 2.0 * bytes / percentile(ns, 0.5);  // bytes per ns = GB/s
 }
 
 nlohmann::json spread(const std::vector<double>& v) {
-  return {{"median", quantile(v, 0.5)}, {"p10", quantile(v, 0.1)}, {"p90", quantile(v, 0.9)}};
+  return {{"median", percentile(v, 0.5)}, {"p10", percentile(v, 0.1)}, {"p90", percentile(v, 0.9)}};
 }
 
 }  // namespace
@@ -216,7 +210,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     line["tok_per_s"] = spread(tok_s);
     line["bytes_per_token"] = bytes;
     line["limit_tok_per_s"] = limit;
-    line["fraction_of_limit"] = quantile(tok_s, 0.5) / limit;
+    line["fraction_of_limit"] = percentile(tok_s, 0.5) / limit;
     emit(line);
   }
 
@@ -233,7 +227,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
         std::iota(block.begin(), block.end(), 1u);
         std::vector<double> ms;
         for (uint32_t r = 0; r < options.repeats; ++r) ms.push_back(runner.step({block}, {0}, {ctx}) * 1e-6);
-        const double median = quantile(ms, 0.5);
+        const double median = percentile(ms, 0.5);
         if (k == 1) one = median;
         auto line = base;
         line["test"] = "verify";
@@ -281,7 +275,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     line["sequences"] = n;
     line["tok_per_s"] = spread(tok_s);
     line["limit_tok_per_s"] = n * bandwidth * 1e9 / bytes;
-    line["fraction_of_limit"] = quantile(tok_s, 0.5) / line["limit_tok_per_s"].get<double>();
+    line["fraction_of_limit"] = percentile(tok_s, 0.5) / line["limit_tok_per_s"].get<double>();
     emit(line);
   }
   return {};

@@ -1,10 +1,10 @@
-// Summary statistics shared by the bench programs.
+// Summary statistics shared by mach bench and the bench programs.
 #pragma once
 
 #include <algorithm>
 #include <vector>
 
-namespace mach::bench {
+namespace mach::engine {
 
 // The q-quantile (0..1) of `v`, linearly interpolated between neighbours.
 inline double percentile(std::vector<double> v, double q) {
@@ -15,4 +15,4 @@ inline double percentile(std::vector<double> v, double q) {
   return v[lo] + (v[hi] - v[lo]) * (pos - lo);
 }
 
-}  // namespace mach::bench
+}  // namespace mach::engine
