@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets of fuzz/ with clang (ASan + UBSan) into build-fuzz/ and runs each for a
-# bounded time; fails on any finding (the crashing input is left in build-fuzz/findings/).
-# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; needs clang and libclang-rt-14-dev)
+# Builds the libFuzzer targets of fuzz/ with clang (ASan + UBSan) into build-fuzz/ and runs each;
+# fails on any finding (the crashing input is left in build-fuzz/findings/; add it to
+# fuzz/regressions/TARGET/ with the fix so that every later run replays it).
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   explore with a random seed (default 60 s per target)
+#        MACH_FUZZ_RUNS=N scripts/fuzz.sh       N inputs per target from seed 1: the same inputs on every
+#                                              machine, so a CI result does not depend on luck or speed
+# Needs clang and libclang-rt-14-dev.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -16,10 +20,17 @@ cmake --build build-fuzz -j "$(nproc)" --target $targets
 mkdir -p build-fuzz/findings
 for t in $targets; do
   mkdir -p "build-fuzz/corpus/$t"
-  echo "fuzz: $t for ${seconds}s"
   dict=()
   if [ "$t" = template_fuzz ]; then dict=(-dict=fuzz/jinja.dict); fi
-  build-fuzz/fuzz/"$t" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 "${dict[@]}" \
-    -artifact_prefix=build-fuzz/findings/"$t"- "build-fuzz/corpus/$t"
+  if [ -n "${MACH_FUZZ_RUNS:-}" ]; then
+    budget=(-runs="$MACH_FUZZ_RUNS" -seed=1)
+    echo "fuzz: $t, $MACH_FUZZ_RUNS inputs from seed 1"
+  else
+    budget=(-max_total_time="$seconds")
+    echo "fuzz: $t for ${seconds}s"
+  fi
+  # The first directory collects new inputs; fuzz/regressions/$t holds past findings, replayed first.
+  build-fuzz/fuzz/"$t" "${budget[@]}" -print_final_stats=1 -timeout=10 "${dict[@]}" \
+    -artifact_prefix=build-fuzz/findings/"$t"- "build-fuzz/corpus/$t" "fuzz/regressions/$t"
 done
 echo "fuzz: no findings"

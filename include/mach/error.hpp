@@ -55,6 +55,7 @@ class [[nodiscard]] Result {
   T&& value() && { return check(), std::get<0>(std::move(v_)); }
   T& operator*() & { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
+  const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   const Error& error() const {

@@ -425,7 +425,11 @@ Value apply_filter(const std::string& name, Value v, List& args, Kwargs& kwargs)
   }
   if (name == "int") {
     if (v.is_int()) return v;
-    if (v.is_float()) return Value(static_cast<int64_t>(v.as_number()));
+    if (v.is_float()) {
+      const double d = std::trunc(v.as_number());
+      // Python raises on inf/nan and has big integers; out of int64 range falls back to the default.
+      if (std::isfinite(d) && d >= -9.2233720368547758e18 && d < 9.2233720368547758e18) return Value(static_cast<int64_t>(d));
+    }
     if (v.is_bool()) return Value(static_cast<int64_t>(v.as_bool()));
     if (v.is_string()) {
       try {

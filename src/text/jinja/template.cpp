@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <ctime>
 #include <unordered_map>
 
@@ -50,14 +51,19 @@ class Renderer {
     }});
     globals["range"] = Value(Callable{"range", [](List& args, Kwargs&) {
       int64_t start = 0, stop = 0, step = 1;
+      if (args.empty() || args.size() > 3) render_fail("range() takes 1 to 3 integer arguments");
+      for (const auto& x : args) {
+        if (!x.is_int()) render_fail(fmt::format("range() arguments must be integers, not '{}'", x.type_name()));
+      }
       if (args.size() == 1) stop = args[0].as_int();
       if (args.size() >= 2) start = args[0].as_int(), stop = args[1].as_int();
       if (args.size() >= 3) step = args[2].as_int();
       if (step == 0) render_fail("range() step must not be zero");
       List out;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+      for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
         if (out.size() >= kMaxItems) render_fail(fmt::format("range() longer than {} items", kMaxItems));
         out.push_back(Value(i));
+        if (__builtin_add_overflow(i, step, &i)) break;
       }
       return Value(out);
     }});
@@ -264,6 +270,7 @@ class Renderer {
         if (e.name == "not") return Value(!v.truthy());
         if (!v.is_number()) fail(e.line, fmt::format("bad operand type for unary {}: '{}'", e.name, v.type_name()));
         if (e.name == "+") return v;
+        if (v.is_int() && v.as_int() == std::numeric_limits<int64_t>::min()) fail(e.line, "integer overflow in unary -");
         return v.is_int() ? Value(-v.as_int()) : Value(-v.as_number());
       }
       case Expr::Kind::binary: return binary(e);
@@ -297,7 +304,10 @@ class Renderer {
     const int64_t start = clamp(bound(e.args[1]), step > 0 ? 0 : n - 1);
     const int64_t stop = clamp(bound(e.args[2]), step > 0 ? n : -1);
     List out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(items[static_cast<size_t>(i)]);
+    for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
+      out.push_back(items[static_cast<size_t>(i)]);
+      if (__builtin_add_overflow(i, step, &i)) break;
+    }
     if (obj.is_string()) {
       std::string s;
       for (const auto& c : out) s += c.as_string();
@@ -379,12 +389,34 @@ class Renderer {
     const auto as_int = [](const Value& v) { return v.is_bool() ? static_cast<int64_t>(v.as_bool()) : v.as_int(); };
     const auto as_num = [](const Value& v) { return v.is_bool() ? (v.as_bool() ? 1.0 : 0.0) : v.as_number(); };
     const bool ints = !a.is_float() && !b.is_float();
-    if (op == "+") return ints ? Value(as_int(a) + as_int(b)) : Value(as_num(a) + as_num(b));
-    if (op == "-") return ints ? Value(as_int(a) - as_int(b)) : Value(as_num(a) - as_num(b));
-    if (op == "*") return ints ? Value(as_int(a) * as_int(b)) : Value(as_num(a) * as_num(b));
-    if (op == "**") return ints && as_int(b) >= 0 ? Value(static_cast<int64_t>(std::pow(as_int(a), as_int(b)))) : Value(std::pow(as_num(a), as_num(b)));
+    // Python integers do not overflow; ours are 64-bit, so an overflowing integer result is an error
+    // rather than a wrapped (undefined) value.
+    const auto checked = [&](bool overflow, const int64_t& r) {
+      if (overflow) fail(e.line, fmt::format("integer overflow in '{}'", op));
+      return Value(r);
+    };
+    int64_t r = 0;
+    if (ints && (op == "+" || op == "-" || op == "*")) {
+      const bool overflow = op == "+"   ? __builtin_add_overflow(as_int(a), as_int(b), &r)
+                            : op == "-" ? __builtin_sub_overflow(as_int(a), as_int(b), &r)
+                                        : __builtin_mul_overflow(as_int(a), as_int(b), &r);
+      return checked(overflow, r);
+    }
+    if (op == "+") return Value(as_num(a) + as_num(b));
+    if (op == "-") return Value(as_num(a) - as_num(b));
+    if (op == "*") return Value(as_num(a) * as_num(b));
+    if (op == "**") {
+      if (!ints || as_int(b) < 0) return Value(std::pow(as_num(a), as_num(b)));
+      int64_t base = as_int(a), result = 1;
+      for (int64_t n = as_int(b); n > 0; n >>= 1) {
+        if ((n & 1) && __builtin_mul_overflow(result, base, &result)) return checked(true, 0);
+        if (n > 1 && __builtin_mul_overflow(base, base, &base)) return checked(true, 0);
+      }
+      return Value(result);
+    }
     if (as_num(b) == 0) fail(e.line, "division by zero");
     if (op == "/") return Value(as_num(a) / as_num(b));
+    if (ints && as_int(b) == -1 && as_int(a) == std::numeric_limits<int64_t>::min()) return checked(true, 0);
     if (op == "//") {
       if (ints) {
         const int64_t q = as_int(a) / as_int(b);
