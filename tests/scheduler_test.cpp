@@ -50,6 +50,80 @@ std::vector<uint32_t> random_prompt(std::mt19937& gen, size_t n) {
   return p;
 }
 
+// Logprobs are log-softmax of the raw logits: under greedy decoding the chosen token is the most likely one,
+// the top list is sorted and, with the whole vocabulary, its probabilities sum to 1.
+TEST(Scheduler, LogprobsDescribeTheRawDistribution) {
+  auto model = load(2);
+  SequenceRequest r;
+  r.prompt = {5, 17, 99, 3};
+  r.max_tokens = 6;
+  r.sampling.temperature = 0;
+  r.logprobs = true;
+  r.top_logprobs = kMaxTopLogprobs;
+  const auto with = run_all(*model, {r}, 2)[0];
+  r.logprobs = false;
+  const auto without = run_all(*model, {r}, 2)[0];
+  EXPECT_EQ(with.tokens, without.tokens);
+  ASSERT_EQ(with.logprobs.size(), with.tokens.size());
+  EXPECT_TRUE(without.logprobs.empty());
+  for (size_t i = 0; i < with.tokens.size(); ++i) {
+    const auto& lp = with.logprobs[i];
+    ASSERT_EQ(lp.top.size(), kMaxTopLogprobs);
+    EXPECT_EQ(lp.top[0].first, with.tokens[i]);
+    EXPECT_FLOAT_EQ(lp.top[0].second, lp.logprob);
+    EXPECT_LE(lp.logprob, 0.0f);
+    for (size_t k = 1; k < lp.top.size(); ++k) EXPECT_GE(lp.top[k - 1].second, lp.top[k].second);
+  }
+  // token_logprob on a small row against the definition.
+  const std::vector<float> row = {1.0f, 3.0f, 2.0f, -1.0f};
+  const auto t = token_logprob(row, 2, 4);
+  double z = 0;
+  for (float x : row) z += std::exp(x);
+  EXPECT_NEAR(t.logprob, 2.0 - std::log(z), 1e-6);
+  ASSERT_EQ(t.top.size(), 4u);
+  EXPECT_EQ(t.top[0].first, 1u);
+  EXPECT_EQ(t.top[3].first, 3u);
+  double sum = 0;
+  for (const auto& [id, l] : t.top) sum += std::exp(l);
+  EXPECT_NEAR(sum, 1.0, 1e-6);
+}
+
+// A server releases finished sequences; their ids stay unique and results of others stay readable.
+TEST(Scheduler, ReleasedSequencesAreForgotten) {
+  auto model = load(2);
+  Scheduler scheduler(test::gpu_context(), *model, {.max_batch = 2});
+  SequenceRequest r;
+  r.prompt = {1, 2, 3};
+  r.max_tokens = 3;
+  r.sampling.temperature = 0;
+  const uint32_t a = std::move(scheduler.submit(r)).value_or_throw();
+  const uint32_t b = std::move(scheduler.submit(r)).value_or_throw();
+  scheduler.run();
+  const auto tokens_b = scheduler.result(b).tokens;
+  scheduler.release(a);
+  EXPECT_THROW((void)scheduler.result(a), Exception);
+  EXPECT_EQ(scheduler.result(b).tokens, tokens_b);
+  const uint32_t c = std::move(scheduler.submit(r)).value_or_throw();
+  EXPECT_NE(c, a);
+  EXPECT_EQ(scheduler.waiting(), 1u);
+  scheduler.run();
+  EXPECT_EQ(scheduler.result(c).tokens, tokens_b);
+  EXPECT_EQ(scheduler.running(), 0u);
+}
+
+// A request that needs more KV blocks than the whole cache holds fails instead of waiting forever.
+TEST(Scheduler, UnadmittableRequestFails) {
+  auto model = load(1, /*kv_bytes=*/2 * 6144);  // two blocks of 16 tokens (3 layers x K,V x 2 heads x 16 x 16 x f16)
+  Scheduler scheduler(test::gpu_context(), *model, {.max_batch = 1});
+  SequenceRequest r;
+  r.prompt = std::vector<uint32_t>(40, 7);
+  r.max_tokens = 8;
+  const uint32_t id = std::move(scheduler.submit(r)).value_or_throw();
+  EXPECT_FALSE(scheduler.step_begin().has_value());
+  EXPECT_EQ(scheduler.fail_unadmittable(), 1u);
+  EXPECT_EQ(scheduler.result(id).finish_reason, "error");
+}
+
 TEST(Scheduler, EightConcurrentSequencesGenerateWhatEachGeneratesAlone) {
   auto model = load(8);
   std::mt19937 gen(11);

@@ -41,20 +41,26 @@ void EngineLoop::publish() {
     if (tokens.size() > it->sent || done) {
       TokenEvent ev;
       ev.tokens.assign(tokens.begin() + it->sent, tokens.end());
+      const auto logprobs = scheduler_.generated_logprobs(it->stream->id());
+      if (logprobs.size() >= tokens.size()) ev.logprobs.assign(logprobs.begin() + it->sent, logprobs.begin() + tokens.size());
       it->sent = tokens.size();
       if (done) {
         const auto& r = scheduler_.result(it->stream->id());
         ev.done = true;
         ev.finish_reason = r.finish_reason;
+        ev.cached_tokens = r.cached_tokens;
         ev.speculation = r.speculation;
       }
       it->stream->channel.try_send(asio::error_code{}, std::move(ev));
     }
+    if (done) scheduler_.release(it->stream->id());
     it = done ? streams_.erase(it) : it + 1;
   }
 }
 
 void EngineLoop::fail_all(const std::string& message) {
+  counters_.failed = true;
+  counters_.failure = message;
   for (auto& e : streams_) {
     TokenEvent ev;
     ev.done = true;
@@ -75,6 +81,10 @@ asio::awaitable<void> EngineLoop::run() {
       co_return;
     }
     if (!ticket) {
+      if (scheduler_.fail_unadmittable() > 0) {
+        publish();
+        continue;
+      }
       wake_.expires_at(asio::steady_timer::time_point::max());
       co_await wake_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
       continue;
@@ -82,6 +92,17 @@ asio::awaitable<void> EngineLoop::run() {
     try {
       co_await bridge_.wait(*ticket);
       scheduler_.step_end();
+      const auto shape = scheduler_.last_step();
+      if (shape.prefill) {
+        ++counters_.prefill_steps;
+        counters_.prefill_tokens += shape.tokens;
+      } else {
+        ++counters_.decode_steps;
+        counters_.decode_tokens += shape.tokens;
+        size_t bucket = 0;
+        while (bucket + 1 < counters_.decode_batch_histogram.size() && (1u << bucket) < shape.sequences) ++bucket;
+        ++counters_.decode_batch_histogram[bucket];
+      }
     } catch (const Exception& e) {
       fail_all(e.what());  // device lost: every request learns it; the loop ends
       co_return;

@@ -22,8 +22,12 @@ namespace mach::engine {
 // New tokens of one sequence since the previous event; the last event has done = true.
 struct TokenEvent {
   std::vector<uint32_t> tokens;
+  std::vector<TokenLogprob> logprobs;  // one per token when the request asked for them
   bool done = false;
-  std::string finish_reason;  // with done: "stop", "length", "cancelled", "error"
+  // With done: "stop", "length", "cancelled", "error" (the KV cache can never hold the request), or
+  // "error: <message>" (the device failed).
+  std::string finish_reason;
+  uint32_t cached_tokens = 0;  // with done: prompt tokens restored from the prefix cache
   SpeculationStats speculation;
 };
 
@@ -47,6 +51,16 @@ class TokenStream {
   uint32_t id_;
 };
 
+// What the step loop has run so far (for /v1/stats and /metrics).
+struct StepCounters {
+  uint64_t prefill_steps = 0, decode_steps = 0;
+  uint64_t prefill_tokens = 0, decode_tokens = 0;  // tokens through the model (decode includes drafts)
+  // Decode steps by sequences in the step: [i] counts steps of 2^(i-1) < n <= 2^i sequences (i = 0: 1).
+  std::vector<uint64_t> decode_batch_histogram = std::vector<uint64_t>(9, 0);
+  bool failed = false;  // the device failed; the loop ended
+  std::string failure;
+};
+
 class EngineLoop {
  public:
   EngineLoop(asio::io_context& io, gpu::Context& context, model::Model& model, runtime::GpuBridge& bridge,
@@ -59,6 +73,7 @@ class EngineLoop {
   asio::awaitable<void> run();
   void stop();
   const Scheduler& scheduler() const { return scheduler_; }
+  const StepCounters& counters() const { return counters_; }
 
  private:
   void publish();  // pushes new tokens of every stream
@@ -69,10 +84,12 @@ class EngineLoop {
   Scheduler scheduler_;
   asio::steady_timer wake_;
   bool stopping_ = false;
+  StepCounters counters_;
   struct Entry {
     std::shared_ptr<TokenStream> stream;
     size_t sent = 0;  // tokens already pushed
   };
+  // Finished sequences are released from the scheduler once their last event is pushed.
   std::vector<Entry> streams_;  // active only
 };
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/prefix_cache.hpp"
 
@@ -39,6 +40,7 @@ struct Scheduler::Sequence {
   uint32_t draft_len = 0;        // adapted to recent acceptance
   std::vector<uint32_t> drafts;  // of the step in flight
   bool done = false;
+  SequenceResult result;
 
   explicit Sequence(SequenceRequest r) : req(std::move(r)), sampler(req.sampling) {}
   bool prefilling() const { return prefilled < req.prompt.size(); }
@@ -75,27 +77,68 @@ Result<uint32_t> Scheduler::submit(SequenceRequest request) {
                  fmt::format("prompt ({}) + max tokens ({}) + drafts ({}) exceed the context of {} tokens",
                              request.prompt.size(), request.max_tokens, request.draft_max,
                              model_.kv_cache().max_context())};
+  if (request.top_logprobs > kMaxTopLogprobs)
+    return Error{Errc::invalid_argument, fmt::format("top_logprobs is at most {}", kMaxTopLogprobs)};
   auto s = std::make_unique<Sequence>(std::move(request));
-  s->id = static_cast<uint32_t>(seqs_.size());
+  s->id = next_id_++;
   s->tokens = s->req.prompt;
   s->draft_max = s->req.draft_max;
   s->draft_len = s->draft_max;
   if (s->req.speculation != Speculation::none)
     s->drafter = std::make_unique<NgramDrafter>(NgramDrafter::for_preset(s->req.speculation));
-  waiting_.push_back(s->id);
-  seqs_.push_back(std::move(s));
-  results_.emplace_back();
-  if (seqs_.back()->req.max_tokens == 0) finish(*seqs_.back(), "length");
-  return seqs_.back()->id;
+  const uint32_t id = s->id;
+  waiting_.push_back(id);
+  Sequence& added = *seqs_.emplace(id, std::move(s)).first->second;
+  if (added.req.max_tokens == 0) finish(added, "length");
+  return id;
+}
+
+Scheduler::Sequence& Scheduler::seq(uint32_t id) const {
+  const auto it = seqs_.find(id);
+  if (it == seqs_.end()) throw Exception(Error{Errc::invalid_argument, fmt::format("no sequence {} (released?)", id)});
+  return *it->second;
+}
+
+const SequenceResult& Scheduler::result(uint32_t id) const { return seq(id).result; }
+
+void Scheduler::release(uint32_t id) {
+  const auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  if (!it->second->done) finish(*it->second, "cancelled");
+  seqs_.erase(it);
 }
 
 bool Scheduler::idle() const {
-  return std::none_of(seqs_.begin(), seqs_.end(), [](const auto& s) { return !s->done; });
+  return std::none_of(seqs_.begin(), seqs_.end(), [](const auto& s) { return !s.second->done; });
+}
+
+size_t Scheduler::waiting() const {
+  return std::count_if(seqs_.begin(), seqs_.end(), [](const auto& s) { return !s.second->done && s.second->slot < 0; });
+}
+
+size_t Scheduler::running() const {
+  return std::count_if(seqs_.begin(), seqs_.end(), [](const auto& s) { return !s.second->done && s.second->slot >= 0; });
+}
+
+size_t Scheduler::fail_unadmittable() {
+  if (running() > 0) return 0;  // blocks will come back
+  size_t failed = 0;
+  for (auto& [id, s] : seqs_) {
+    if (s->done || s->slot >= 0) continue;
+    finish(*s, "error");
+    ++failed;
+  }
+  return failed;
 }
 
 void Scheduler::admit() {
   while (!waiting_.empty()) {
-    Sequence& s = *seqs_[waiting_.front()];
+    const auto found = seqs_.find(waiting_.front());
+    if (found == seqs_.end()) {
+      waiting_.pop_front();
+      continue;
+    }
+    Sequence& s = *found->second;
     if (s.done) {
       waiting_.pop_front();
       continue;
@@ -112,25 +155,27 @@ void Scheduler::admit() {
       // The prompt's last token is always computed: its logits start decoding.
       const std::span<const uint32_t> prompt(s.req.prompt);
       s.prefilled = options_.prefix_cache->restore(context_, model_.kv_cache(), slot, prompt.first(prompt.size() - 1));
-      results_[s.id].cached_tokens = s.prefilled;
+      s.result.cached_tokens = s.prefilled;
     }
   }
 }
 
 void Scheduler::cancel(uint32_t id) {
-  Sequence& s = *seqs_.at(id);
-  if (!s.done) finish(s, "cancelled");
+  const auto it = seqs_.find(id);
+  if (it != seqs_.end() && !it->second->done) finish(*it->second, "cancelled");
 }
 
-bool Scheduler::done(uint32_t id) const { return seqs_.at(id)->done; }
+bool Scheduler::done(uint32_t id) const { return seq(id).done; }
 
-std::span<const uint32_t> Scheduler::generated(uint32_t id) const { return seqs_.at(id)->generated; }
+std::span<const uint32_t> Scheduler::generated(uint32_t id) const { return seq(id).generated; }
+
+std::span<const TokenLogprob> Scheduler::generated_logprobs(uint32_t id) const { return seq(id).result.logprobs; }
 
 void Scheduler::finish(Sequence& s, const char* reason) {
   if (s.done) return;
   s.done = true;
-  results_[s.id].tokens = s.generated;
-  results_[s.id].finish_reason = reason;
+  s.result.tokens = s.generated;
+  s.result.finish_reason = reason;
   if (s.slot >= 0) {
     model_.kv_cache().release(static_cast<uint32_t>(s.slot));
     slot_owner_[s.slot] = -1;
@@ -138,7 +183,29 @@ void Scheduler::finish(Sequence& s, const char* reason) {
   }
 }
 
-bool Scheduler::emit(Sequence& s, uint32_t token) {
+TokenLogprob token_logprob(std::span<const float> logits, uint32_t token, uint32_t top_n) {
+  // log-softmax in double: logits of a large vocabulary summed in float lose the small terms.
+  double max = -INFINITY;
+  for (float x : logits) max = std::max<double>(max, x);
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - max);
+  const double log_z = max + std::log(sum);
+  TokenLogprob out;
+  out.logprob = static_cast<float>(logits[token] - log_z);
+  if (top_n > 0) {
+    std::vector<uint32_t> ids(logits.size());
+    for (uint32_t i = 0; i < ids.size(); ++i) ids[i] = i;
+    const auto n = std::min<size_t>(top_n, ids.size());
+    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](uint32_t a, uint32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (size_t i = 0; i < n; ++i) out.top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - log_z));
+  }
+  return out;
+}
+
+bool Scheduler::emit(Sequence& s, uint32_t token, std::span<const float> raw_logits) {
+  if (s.req.logprobs) s.result.logprobs.push_back(token_logprob(raw_logits, token, s.req.top_logprobs));
   s.generated.push_back(token);
   s.tokens.push_back(token);
   if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end()) {
@@ -154,7 +221,7 @@ bool Scheduler::emit(Sequence& s, uint32_t token) {
 
 void Scheduler::plan_prefill() {
   const uint32_t budget = model_.max_step_tokens();
-  for (auto& sp : seqs_) {
+  for (auto& [id, sp] : seqs_) {
     Sequence& s = *sp;
     if (s.done || s.slot < 0 || !s.prefilling()) continue;
     const uint32_t room = budget - static_cast<uint32_t>(tokens_.size());
@@ -175,7 +242,7 @@ void Scheduler::plan_prefill() {
 
 void Scheduler::plan_decode() {
   const uint32_t budget = model_.max_step_tokens();
-  for (auto& sp : seqs_) {
+  for (auto& [id, sp] : seqs_) {
     Sequence& s = *sp;
     if (s.done || s.slot < 0 || s.prefilling()) continue;
     const uint32_t room = budget - static_cast<uint32_t>(tokens_.size());
@@ -202,10 +269,14 @@ std::optional<gpu::Ticket> Scheduler::step_begin() {
   positions_.clear();
   logit_rows_.clear();
   uses_.clear();
-  const bool any_prefill = std::any_of(seqs_.begin(), seqs_.end(),
-                                       [](const auto& s) { return !s->done && s->slot >= 0 && s->prefilling(); });
-  const bool any_decode = std::any_of(seqs_.begin(), seqs_.end(),
-                                      [](const auto& s) { return !s->done && s->slot >= 0 && !s->prefilling(); });
+  const bool any_prefill = std::any_of(seqs_.begin(), seqs_.end(), [](const auto& e) {
+    const auto& s = e.second;
+    return !s->done && s->slot >= 0 && s->prefilling();
+  });
+  const bool any_decode = std::any_of(seqs_.begin(), seqs_.end(), [](const auto& e) {
+    const auto& s = e.second;
+    return !s->done && s->slot >= 0 && !s->prefilling();
+  });
   // Alternate when both kinds wait, so that new prompts neither starve nor stall running streams.
   const bool prefill = any_prefill && (!any_decode || !last_was_prefill_);
   if (prefill)
@@ -214,6 +285,7 @@ std::optional<gpu::Ticket> Scheduler::step_begin() {
     plan_decode();
   if (tokens_.empty()) return std::nullopt;
   last_was_prefill_ = prefill;
+  last_step_ = {static_cast<uint32_t>(tokens_.size()), static_cast<uint32_t>(uses_.size()), prefill};
   cmd_->begin();
   model_.record_step(*cmd_, {tokens_, seq_of_token_, positions_, logit_rows_});
   ++steps_;
@@ -223,7 +295,7 @@ std::optional<gpu::Ticket> Scheduler::step_begin() {
 void Scheduler::accept(Sequence& s, std::span<const float> rows, uint32_t n_rows) {
   const uint32_t V = model_.config().vocab_size;
   const uint32_t k = n_rows - 1;
-  auto& stats = results_[s.id].speculation;
+  auto& stats = s.result.speculation;
   ++stats.steps;
   stats.drafted += k;
   if (stats.drafted_at.size() < k) stats.drafted_at.resize(k), stats.accepted_at.resize(k);
@@ -232,19 +304,20 @@ void Scheduler::accept(Sequence& s, std::span<const float> rows, uint32_t n_rows
   std::vector<float> row(V);
   for (uint32_t i = 0; i <= k; ++i) {
     std::copy_n(rows.begin() + uint64_t{i} * V, V, row.begin());
+    const std::span<const float> raw = rows.subspan(uint64_t{i} * V, V);
     if (i == k) {  // every draft accepted: the bonus token
-      emit(s, s.sampler.sample(row, s.generated));
+      emit(s, s.sampler.sample(row, s.generated), raw);
       break;
     }
     const uint32_t draft = s.drafts[i];
     const auto [ok, instead] = verify_draft(s.sampler, row, s.generated, draft);
     if (!ok) {
-      emit(s, instead);
+      emit(s, instead, raw);
       break;
     }
     ++accepted;
     ++stats.accepted_at[i];
-    if (!emit(s, draft)) break;
+    if (!emit(s, draft, raw)) break;
   }
   stats.accepted += accepted;
   // Adaptive block length: grow after a fully accepted block, halve after an early rejection.
@@ -261,14 +334,16 @@ void Scheduler::step_end() {
   logits_.resize(uint64_t{logit_rows_.size()} * V);
   context_.download(model_.logits(), 0, std::as_writable_bytes(std::span<float>(logits_)));
   for (const RowUse& use : uses_) {
-    Sequence& s = *seqs_[use.seq];
+    const auto found = seqs_.find(use.seq);
+    if (found == seqs_.end()) continue;  // released while the step ran
+    Sequence& s = *found->second;
     if (s.done) continue;  // cancelled while the step ran
     const std::span<const float> rows(logits_.data() + uint64_t{use.first_row} * V, uint64_t{use.rows} * V);
     if (use.prefill_end) {
       if (options_.prefix_cache)
         options_.prefix_cache->store(context_, model_.kv_cache(), static_cast<uint32_t>(s.slot), s.req.prompt);
       std::vector<float> row(rows.begin(), rows.end());
-      emit(s, s.sampler.sample(row, s.generated));
+      emit(s, s.sampler.sample(row, s.generated), rows);
     } else {
       accept(s, rows, use.rows);
     }
@@ -280,7 +355,7 @@ void Scheduler::run() {
     const auto ticket = step_begin();
     if (!ticket) {
       // Nothing can run: a waiting sequence needs more KV blocks than the whole cache has.
-      for (auto& s : seqs_)
+      for (auto& [id, s] : seqs_)
         if (!s->done) finish(*s, "error");
       break;
     }

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -35,6 +36,17 @@ struct SequenceRequest {
   std::vector<uint32_t> stop_ids;
   Speculation speculation = Speculation::none;
   uint32_t draft_max = 0;  // 0: the preset's default
+  // Log-probabilities of each generated token under the model's raw distribution (log-softmax of the
+  // logits, before penalties, temperature and truncation), plus the top_logprobs most likely tokens.
+  bool logprobs = false;
+  uint32_t top_logprobs = 0;  // at most kMaxTopLogprobs
+};
+
+inline constexpr uint32_t kMaxTopLogprobs = 20;
+
+struct TokenLogprob {
+  float logprob = 0;
+  std::vector<std::pair<uint32_t, float>> top;  // descending
 };
 
 struct SpeculationStats {
@@ -47,6 +59,7 @@ struct SpeculationStats {
 
 struct SequenceResult {
   std::vector<uint32_t> tokens;
+  std::vector<TokenLogprob> logprobs;  // one per token when the request asked for them
   uint32_t cached_tokens = 0;  // prompt tokens restored from the prefix cache instead of computed
   std::string finish_reason;  // "stop", "length", or "error" (the KV cache can never hold it)
   SpeculationStats speculation;
@@ -60,6 +73,9 @@ struct DraftVerdict {
   bool accepted;
   uint32_t token;
 };
+// The log-probability of `token` under log-softmax(logits), and the top_n most likely tokens with theirs.
+TokenLogprob token_logprob(std::span<const float> logits, uint32_t token, uint32_t top_n);
+
 DraftVerdict verify_draft(Sampler& sampler, std::span<float> logits, std::span<const uint32_t> generated,
                           uint32_t draft);
 
@@ -85,6 +101,9 @@ class Scheduler {
   std::optional<gpu::Ticket> step_begin();
   // Consumes the step's logits (its ticket must be reached).
   void step_end();
+  // When step_begin() found nothing to run although sequences wait: those that can never be admitted (they
+  // need more KV blocks than the whole cache holds) finish with "error". Returns how many.
+  size_t fail_unadmittable();
   // Runs steps until every submitted sequence finished, blocking on the GPU.
   void run();
 
@@ -94,9 +113,24 @@ class Scheduler {
   bool done(uint32_t id) const;
   // Tokens generated so far (a finished sequence's are also in result()).
   std::span<const uint32_t> generated(uint32_t id) const;
+  // Their log-probabilities so far (empty unless the request asked).
+  std::span<const TokenLogprob> generated_logprobs(uint32_t id) const;
 
-  const SequenceResult& result(uint32_t id) const { return results_.at(id); }
+  const SequenceResult& result(uint32_t id) const;
+  // Forgets a finished sequence (a server calls it once the result is delivered, so that memory stays
+  // bounded); its id is never reused.
+  void release(uint32_t id);
+
   uint64_t steps() const { return steps_; }
+  size_t waiting() const;  // queued, not yet admitted
+  size_t running() const;  // admitted, holding KV blocks
+  // The step in flight or last run: tokens and sequences in it, and whether it was a prefill step.
+  struct StepShape {
+    uint32_t tokens = 0;
+    uint32_t sequences = 0;
+    bool prefill = false;
+  };
+  StepShape last_step() const { return last_step_; }
 
  private:
   struct Sequence;
@@ -106,17 +140,19 @@ class Scheduler {
   void plan_decode();
   void finish(Sequence& s, const char* reason);
   // Appends one token; false once the sequence is finished.
-  bool emit(Sequence& s, uint32_t token);
+  bool emit(Sequence& s, uint32_t token, std::span<const float> raw_logits);
   void accept(Sequence& s, std::span<const float> rows, uint32_t n_rows);
+  Sequence& seq(uint32_t id) const;
 
   gpu::Context& context_;
   model::Model& model_;
   SchedulerOptions options_;
   std::unique_ptr<gpu::CommandList> cmd_;
   std::deque<uint32_t> waiting_;
-  std::vector<std::unique_ptr<Sequence>> seqs_;  // by id
+  std::map<uint32_t, std::unique_ptr<Sequence>> seqs_;  // by id, in arrival order; released ones erased
+  uint32_t next_id_ = 0;
   std::vector<int> slot_owner_;                  // KV sequence slot -> sequence id, -1 when free
-  std::vector<SequenceResult> results_;
+  StepShape last_step_;
   bool last_was_prefill_ = false;
   uint64_t steps_ = 0;
   // The step in flight.
