@@ -27,7 +27,7 @@ struct RequestParser::Callbacks {
     s.current_ = Request{};
     s.field_.clear();
     s.value_.clear();
-    s.header_bytes_ = 4;  // the request line's two spaces and CRLF, the headers' final CRLF
+    s.header_bytes_ = 11;  // the request line's two spaces, "HTTP/" and CRLF, and the headers' final CRLF
     s.in_message_ = true;
     s.in_trailers_ = false;
     s.awaiting_continue_ = false;
