@@ -639,6 +639,28 @@ TEST(HttpServer, ClientDisconnectMidStreamCancelsTheStream) {
   EXPECT_EQ(s.counters().client_gone, 1u);
 }
 
+TEST(HttpServer, ManyClientsGoingAwayLeaveNothingOpen) {
+  TestServer s;
+  constexpr int kClients = 20;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(s.port));
+    clients.back()->send(i % 2 ? "GET /stream?100000 HTTP/1.1\r\n\r\n" : post("/wait", ""));
+  }
+  for (int i = 1; i < kClients; i += 2) clients[i]->line();  // every stream has begun
+  for (auto end = Clock::now() + 2s; s.seen.waiting < kClients / 2 && Clock::now() < end;) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(s.seen.waiting, kClients / 2);
+  EXPECT_EQ(s.counters().connections_open, static_cast<uint64_t>(kClients));
+  clients.clear();
+  EXPECT_TRUE(s.connections_drain());
+  for (auto end = Clock::now() + 2s; s.seen.aborted < kClients && Clock::now() < end;) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(s.seen.aborted, kClients);
+  EXPECT_EQ(s.seen.waiting, 0);
+  EXPECT_EQ(s.counters().client_gone, static_cast<uint64_t>(kClients));
+}
+
 TEST(HttpServer, SseFramingThroughChunkedEncoding) {
   TestServer s;
   Client c(s.port);

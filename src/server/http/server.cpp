@@ -2,6 +2,7 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ip/address.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -48,6 +49,15 @@ void log_failure(std::exception_ptr e) {
   }
 }
 
+// Reads and drops until the client closes.
+awaitable<void> drain(tcp::socket& socket) {
+  std::array<char, 4096> buf;
+  for (;;) {
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(buf), as_tuple(use_awaitable));
+    if (ec) co_return;
+  }
+}
+
 // Beyond max_connections: a 503 without reading the request, then a short drain so that closing does not
 // reset the connection before the client read the answer.
 awaitable<void> refuse_connection(std::shared_ptr<ServerState> state, tcp::socket socket) {
@@ -68,18 +78,10 @@ awaitable<void> refuse_connection(std::shared_ptr<ServerState> state, tcp::socke
   const std::array<asio::const_buffer, 2> buffers = {asio::buffer(head), asio::buffer(body)};
   auto [ec, n] = co_await asio::async_write(socket, buffers, as_tuple(use_awaitable));
   if (!ec) {
+    using namespace asio::experimental::awaitable_operators;
     socket.shutdown(tcp::socket::shutdown_send, ec);
     asio::steady_timer timer(socket.get_executor(), std::chrono::milliseconds(500));
-    timer.async_wait([&socket](asio::error_code) {
-      asio::error_code ignored;
-      socket.close(ignored);
-    });
-    std::array<char, 4096> buf;
-    for (;;) {
-      auto [rec, rn] = co_await socket.async_read_some(asio::buffer(buf), as_tuple(use_awaitable));
-      if (rec) break;
-    }
-    timer.cancel();
+    co_await (drain(socket) || timer.async_wait(use_awaitable));
   }
   asio::error_code ignored;
   socket.close(ignored);
