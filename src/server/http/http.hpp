@@ -8,7 +8,8 @@
 //
 // A handler runs with a cancellation slot: when its client goes away (the socket closes or errors) while
 // the handler is still running, the connection emits terminal cancellation, so an awaiting handler sees
-// asio::error::operation_aborted and can release what it holds (the OpenAI routes cancel the sequence).
+// asio::error::operation_aborted (asio::experimental::error::channel_cancelled from a channel's
+// async_receive) and can release what it holds (the OpenAI routes cancel the sequence).
 //
 // Thread-safety: everything runs on the loop thread.
 #pragma once
