@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "mach 0.1.0");
   app.require_subcommand(1);
   int exit_code = 0;
+  mach::cli::add_serve_command(app, exit_code);
   mach::cli::add_devices_command(app, exit_code);
   mach::cli::add_archs_command(app, exit_code);
   mach::cli::add_generate_command(app, exit_code);

@@ -388,7 +388,16 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
   }
   ops::rms_norm(cmd, gpu::inout(sel_), f32_range(globals_, final_norm_, H), gpu::inout(sel_), {R, H},
                 static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
-  ops::mul_mat(cmd, lm_head_, gpu::in(sel_), gpu::out(logits_), R);
+  // Bind only the rows this step produces, in pieces that fit the device's storage-buffer range (a large
+  // vocabulary times a long step exceeds lavapipe's 128 MiB).
+  const uint64_t V = c.vocab_size;
+  const uint64_t max_rows = std::max<uint64_t>(1, context_.info().max_storage_buffer_range / (V * 4));
+  for (uint32_t r0 = 0; r0 < R;) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(R - r0, max_rows));
+    ops::mul_mat(cmd, lm_head_, gpu::in(sel_, uint64_t{r0} * H * 4, uint64_t{n} * H * 4),
+                 gpu::out(logits_, uint64_t{r0} * V * 4, uint64_t{n} * V * 4), n);
+    r0 += n;
+  }
 }
 
 }  // namespace

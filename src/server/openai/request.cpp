@@ -187,10 +187,12 @@ json normalize_messages(const json& body) {
       refuse(param + ".role", fmt::format("unknown role '{}'; use system, developer, user, assistant or tool", role));
     json n = m;
     if (role == "developer") n["role"] = "system";  // the open models' templates know system only
-    if (m.contains("content")) n["content"] = normalize_content(m["content"], i);
-    else n["content"] = nullptr;
-    if (role != "assistant" && !n["content"].is_string())
-      refuse(param + ".content", fmt::format("a {} message needs string content", role));
+    // Null content (an assistant turn that only calls tools) becomes "": the open models' templates
+    // apply string methods to it, which jinja2 refuses on None as well.
+    n["content"] = m.contains("content") ? normalize_content(m["content"], i) : json(nullptr);
+    if (n["content"].is_null()) n["content"] = "";
+    if (role != "assistant" && (!m.contains("content") || m["content"].is_null()))
+      refuse(param + ".content", fmt::format("a {} message needs content", role));
     if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
       if (role != "assistant") refuse(param + ".tool_calls", "only assistant messages carry tool_calls");
       if (!m["tool_calls"].is_array()) refuse(param + ".tool_calls", "'tool_calls' must be a list");

@@ -1,0 +1,869 @@
+#include "server/openai/service.hpp"
+
+#include <fmt/format.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/channel.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <random>
+
+#include "engine/kv_cache.hpp"
+#include "model/registry.hpp"
+#include "server/openai/assembler.hpp"
+#include "server/openai/request.hpp"
+
+namespace mach::server::openai {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// Model text may hold anything; invalid UTF-8 (a token's partial bytes) becomes U+FFFD instead of throwing.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string random_id(std::string_view prefix) {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}{:016x}{:08x}", prefix, rng(), static_cast<uint32_t>(rng()));
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+asio::awaitable<void> send_json(http::Response& res, int status, const json& body) {
+  std::string text = dump(body);
+  std::string type = "application/json";
+  co_await res.send(status, std::move(type), std::move(text));
+}
+
+asio::awaitable<void> send_api_error(http::Response& res, const ApiError& e) {
+  co_await res.send_error(e.status, e.message, e.type, e.code, e.param);
+}
+
+json tool_call_json(const text::ToolCall& call, uint32_t index, bool with_index) {
+  json j = {{"id", random_id("call_")}, {"type", "function"}, {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+  if (with_index) j["index"] = index;
+  return j;
+}
+
+// The text one token contributes, for logprobs (partial UTF-8 shows as U+FFFD; "bytes" has the truth).
+json token_entry(const text::Tokenizer* tok, uint32_t id, float logprob) {
+  const std::string_view bytes = tok ? tok->token_bytes(static_cast<text::TokenId>(id)) : std::string_view{};
+  json b = json::array();
+  for (unsigned char c : bytes) b.push_back(c);
+  return {{"token", std::string(bytes)}, {"logprob", logprob}, {"bytes", b}};
+}
+
+}  // namespace
+
+struct Service::Choice {
+  std::shared_ptr<engine::TokenStream> stream;
+  std::unique_ptr<ChoiceAssembler> assembler;
+  std::string content, reasoning;
+  std::vector<text::ToolCall> tool_calls;
+  json logprobs = json::array();  // chat: content entries; completions: built at the end
+  std::vector<uint32_t> logprob_tokens;
+  std::vector<engine::TokenLogprob> token_logprobs;
+  std::string finish_reason;
+  std::string error;
+  bool done = false;
+  bool got_first = false;
+  Clock::time_point first_at, last_at;
+  uint32_t cached_tokens = 0;
+  engine::SpeculationStats speculation;
+};
+
+struct Service::Job {
+  bool chat = true;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  std::vector<uint32_t> prompt;
+  std::string echo;  // completions with echo: the prompt text first
+  SamplingFields sampling;
+  AssemblerOptions assembler;
+  std::vector<Choice> choices;
+  Clock::time_point arrived;
+};
+
+Service::Service(asio::io_context& io, model::Model& model, engine::EngineLoop& loop, engine::PrefixCache* prefix_cache,
+                 const text::Tokenizer* tokenizer, const text::ChatTemplate* chat_template, ServiceOptions options)
+    : io_(io),
+      model_(model),
+      loop_(loop),
+      prefix_cache_(prefix_cache),
+      tokenizer_(tokenizer),
+      chat_template_(chat_template),
+      options_(std::move(options)),
+      created_(unix_now()) {
+  if (tokenizer_) profile_ = text::detect_text_profile(*tokenizer_, tokenizer_->chat_template());
+  stop_ids_.assign(profile_.stop_ids.begin(), profile_.stop_ids.end());
+  for (int64_t id : model_.config().eos_token_ids)
+    if (id >= 0 && std::find(stop_ids_.begin(), stop_ids_.end(), id) == stop_ids_.end())
+      stop_ids_.push_back(static_cast<uint32_t>(id));
+}
+
+Service::~Service() = default;
+
+void Service::install(http::Server& server) {
+  server_ = &server;
+  const auto bind = [this](auto method) {
+    return [this, method](const http::Request& req, http::Response& res) { return (this->*method)(req, res); };
+  };
+  server.route("GET", "/health", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+    const auto& c = loop_.counters();
+    if (c.failed) {
+      {
+    const ApiError error_{503, fmt::format("the GPU failed: {}; restart mach serve", c.failure), "server_error",
+                                    "", "device_lost"};
+    co_await send_api_error(res, error_);
+  }
+      co_return;
+    }
+    const json ok = {{"status", "ok"}};
+    co_await send_json(res, 200, ok);
+  }, /*auth=*/false);
+  server.route("GET", "/v1/models", bind(&Service::models));
+  server.route("GET", "/v1/models/" + options_.model_id, bind(&Service::models));
+  server.route("POST", "/v1/chat/completions", bind(&Service::chat));
+  server.route("POST", "/v1/completions", bind(&Service::completions));
+  server.route("GET", "/v1/capabilities", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+    const json body = capabilities();
+    co_await send_json(res, 200, body);
+  });
+  server.route("GET", "/v1/stats", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+    const json body = stats();
+    co_await send_json(res, 200, body);
+  });
+  server.route("GET", "/v1/cache/stats", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+    const auto& kv = model_.kv_cache();
+    json j;
+    j["prefix_cache"] = prefix_cache_ ? json(prefix_cache_->stats()) : json{{"enabled", false}};
+    if (prefix_cache_) j["prefix_cache"]["enabled"] = true;
+    j["kv_cache"] = {{"block_tokens", kv.block_size()},
+                     {"blocks_total", kv.total_blocks()},
+                     {"blocks_free", kv.free_blocks()},
+                     {"bytes", kv.bytes()}};
+    j["experts"] = {{"residency", "resident"},
+                    {"note", "all routed experts are resident in GPU memory; expert streaming is not in this build"}};
+    co_await send_json(res, 200, j);
+  });
+  server.route("POST", "/v1/cache/warm_prefix", bind(&Service::warm_prefix_post));
+  server.route("GET", "/v1/cache/warm_prefix", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+    co_await send_json(res, 200, warm_status_);
+  });
+  server.route("GET", "/metrics", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+    std::string out = stats_.prometheus();
+    const auto& c = loop_.counters();
+    const auto& sched = loop_.scheduler();
+    out += "# HELP mach_queue_depth Sequences waiting for KV-cache room.\n# TYPE mach_queue_depth gauge\n";
+    out += fmt::format("mach_queue_depth {}\n", sched.waiting());
+    out += "# HELP mach_running_sequences Sequences holding KV-cache blocks.\n# TYPE mach_running_sequences gauge\n";
+    out += fmt::format("mach_running_sequences {}\n", sched.running());
+    out += "# HELP mach_steps_total Forward steps run, by kind.\n# TYPE mach_steps_total counter\n";
+    out += fmt::format("mach_steps_total{{kind=\"prefill\"}} {}\nmach_steps_total{{kind=\"decode\"}} {}\n", c.prefill_steps,
+                       c.decode_steps);
+    out += "# HELP mach_step_tokens_total Tokens through the model, by step kind.\n# TYPE mach_step_tokens_total counter\n";
+    out += fmt::format("mach_step_tokens_total{{kind=\"prefill\"}} {}\nmach_step_tokens_total{{kind=\"decode\"}} {}\n",
+                       c.prefill_tokens, c.decode_tokens);
+    const auto& kv = model_.kv_cache();
+    out += "# HELP mach_kv_cache_blocks KV-cache blocks, by state.\n# TYPE mach_kv_cache_blocks gauge\n";
+    out += fmt::format("mach_kv_cache_blocks{{state=\"free\"}} {}\nmach_kv_cache_blocks{{state=\"used\"}} {}\n",
+                       kv.free_blocks(), kv.total_blocks() - kv.free_blocks());
+    if (prefix_cache_) {
+      const auto p = prefix_cache_->stats();
+      out += "# HELP mach_prefix_cache_hit_tokens_total Prompt tokens restored from the prefix cache.\n"
+             "# TYPE mach_prefix_cache_hit_tokens_total counter\n";
+      out += fmt::format("mach_prefix_cache_hit_tokens_total {}\n", p.hit_tokens);
+      out += "# HELP mach_prefix_cache_bytes Bytes held by the prefix cache, by level.\n"
+             "# TYPE mach_prefix_cache_bytes gauge\n";
+      out += fmt::format("mach_prefix_cache_bytes{{level=\"l1\"}} {}\nmach_prefix_cache_bytes{{level=\"l2\"}} {}\n",
+                         p.l1_bytes, p.l2_bytes);
+    }
+    if (server_) {
+      const auto& h = server_->counters();
+      out += "# HELP mach_http_responses_total HTTP responses by status class.\n# TYPE mach_http_responses_total counter\n";
+      for (int k = 1; k <= 5; ++k)
+        out += fmt::format("mach_http_responses_total{{class=\"{}xx\"}} {}\n", k, h.responses_by_class[k]);
+      out += "# HELP mach_http_connections_open Open client connections.\n# TYPE mach_http_connections_open gauge\n";
+      out += fmt::format("mach_http_connections_open {}\n", h.connections_open);
+    }
+    std::string type = "text/plain; version=0.0.4; charset=utf-8";
+    co_await res.send(200, std::move(type), std::move(out));
+  });
+}
+
+json Service::capabilities() const {
+  const auto& c = model_.config();
+  const auto* arch = model::find_arch(c.model_type);
+  json j;
+  j["model"] = {{"id", options_.model_id},
+                {"model_type", c.model_type},
+                {"layers", c.num_layers},
+                {"hidden_size", c.hidden_size},
+                {"experts", c.num_experts},
+                {"experts_per_token", c.num_experts_per_tok},
+                {"vocab_size", c.vocab_size},
+                {"context_length", model_.kv_cache().max_context()},
+                {"fingerprint", model_.fingerprint()}};
+  j["backend"] = options_.backend;
+  j["supported"] = true;
+  if (arch) {
+    j["arch"] = {{"family", model::family_name(arch->family)},
+                 {"activation", model::activation_name(arch->activation)},
+                 {"expert_bias", arch->expert_bias},
+                 {"text_config", model::text_config_wrapping_name(arch->text_config)},
+                 {"kv_cache", model::kv_cache_kind_name(arch->kv_cache)},
+                 {"spec_decoding", model::spec_decoding_kind_name(arch->spec_decoding)},
+                 {"continuous_batching", arch->continuous_batching},
+                 {"status", model::support_status_name(arch->status)}};
+  }
+  json serving = options_.serving;
+  serving["batching"] = {{"continuous", true}, {"max_batch", options_.max_batch}};
+  serving["speculation"] = {{"presets", {"none", "ngram", "summarization", "classification"}},
+                            {"default", engine::speculation_name(options_.default_speculation)},
+                            {"kind", "draft-free n-gram / prompt lookup, exact (greedy: identical output; "
+                                     "sampling: rejection sampling)"}};
+  serving["prefix_cache"] = {{"enabled", prefix_cache_ != nullptr}};
+  serving["text"] = {{"tokenizer", tokenizer_ != nullptr},
+                     {"chat_template", chat_template_ != nullptr},
+                     {"output_format", profile_.output_format ? json(std::string(
+                                                                    profile_.output_format == text::OutputFormat::harmony ? "harmony"
+                                                                    : profile_.output_format == text::OutputFormat::qwen3_coder
+                                                                        ? "qwen3_coder"
+                                                                        : "qwen3"))
+                                                              : json(nullptr)}};
+  j["serving"] = serving;
+  j["grammar"] = {{"supported", false},
+                  {"reason", "grammar-constrained decoding is not implemented; response_format json_object/json_schema "
+                             "and forced tool_choice are refused with a 400"}};
+  j["endpoints"] = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/capabilities", "/v1/stats",
+                    "/v1/cache/stats", "/v1/cache/warm_prefix", "/health", "/metrics"};
+  return j;
+}
+
+json Service::stats() const {
+  json j = stats_.to_json();
+  const auto& c = loop_.counters();
+  const auto& sched = loop_.scheduler();
+  j["queue"] = {{"waiting", sched.waiting()}, {"running", sched.running()}};
+  json hist = json::object();
+  for (size_t i = 0; i < c.decode_batch_histogram.size(); ++i) {
+    const std::string label = i == 0   ? "1"
+                              : i == 1 ? "2"
+                              : i + 1 == c.decode_batch_histogram.size()
+                                  ? fmt::format(">{}", 1u << (i - 1))
+                                  : fmt::format("{}-{}", (1u << (i - 1)) + 1, 1u << i);
+    hist[label] = c.decode_batch_histogram[i];
+  }
+  j["steps"] = {{"prefill", c.prefill_steps},
+                {"decode", c.decode_steps},
+                {"prefill_tokens", c.prefill_tokens},
+                {"decode_tokens", c.decode_tokens},
+                {"mean_decode_batch", c.decode_steps ? static_cast<double>(c.decode_tokens) / c.decode_steps : 0.0},
+                {"decode_batch_histogram", hist}};
+  if (c.failed) j["engine_failure"] = c.failure;
+  return j;
+}
+
+asio::awaitable<void> Service::models(const http::Request& req, http::Response& res) {
+  const json model = {{"id", options_.model_id},
+                      {"object", "model"},
+                      {"created", created_},
+                      {"owned_by", "mach"},
+                      {"max_model_len", model_.kv_cache().max_context()}};
+  json list = {{"object", "list"}, {"data", json::array()}};
+  list["data"].push_back(model);
+  const json& body = req.path == "/v1/models" ? list : model;
+  co_await send_json(res, 200, body);
+}
+
+namespace {
+
+// The prompt length rules shared by both routes; nullopt when it fits.
+std::optional<ApiError> check_length(size_t prompt, uint32_t max_tokens, uint32_t drafts, uint32_t context) {
+  if (prompt + uint64_t{max_tokens} + drafts + 1 <= context) return std::nullopt;
+  return ApiError{400,
+                  fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
+                              "the prompt, {} for the completion{}). Please reduce the length of the prompt or "
+                              "max_tokens.",
+                              context, prompt + max_tokens + drafts + 1, prompt, max_tokens,
+                              drafts ? fmt::format(", {} for speculative drafts and 1 for the bonus token", drafts) : ""),
+                  "invalid_request_error", "messages", "context_length_exceeded"};
+}
+
+}  // namespace
+
+asio::awaitable<void> Service::chat(const http::Request& req, http::Response& res) {
+  auto decoded = decode_chat_request(req.body);
+  if (auto* e = std::get_if<ApiError>(&decoded)) {
+    stats_.rejected(e->code.empty() ? "invalid_request" : e->code);
+    co_await send_api_error(res, *e);
+    co_return;
+  }
+  auto& r = std::get<ChatCompletionRequest>(decoded);
+  if (!r.sampling.model.empty() && r.sampling.model != options_.model_id) {
+    stats_.rejected("model_not_found");
+    {
+    const ApiError error_{404, fmt::format("The model '{}' does not exist; this server serves '{}'", r.sampling.model,
+                                                   options_.model_id),
+                                  "invalid_request_error", "model", "model_not_found"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  if (!tokenizer_ || !chat_template_) {
+    stats_.rejected("no_chat_template");
+    {
+    const ApiError error_{400,
+              tokenizer_ ? "this checkpoint has no chat template (chat_template.jinja or tokenizer_config.json's "
+                           "chat_template); use /v1/completions"
+                         : "this checkpoint has no tokenizer.json, so it cannot read messages; use /v1/completions "
+                           "with a list of token ids as the prompt",
+              "invalid_request_error", "messages", "no_chat_template"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  text::ChatRequest cr;
+  cr.messages = r.messages;
+  cr.tools = r.tools;
+  cr.add_generation_prompt = !r.continue_final_message;
+  cr.kwargs = r.template_kwargs;
+  auto rendered = chat_template_->render(cr);
+  if (!rendered) {
+    stats_.rejected("template_error");
+    {
+    const ApiError error_{400, fmt::format("the chat template refused these messages: {}", rendered.error().message),
+                                  "invalid_request_error", "messages", "template_error"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  std::string prompt_text = std::move(rendered).value();
+  if (r.continue_final_message) {
+    // Continue the last assistant message: cut the render right after its content.
+    const auto& last = r.messages.back()["content"];
+    const std::string tail = last.is_string() ? last.get<std::string>() : "";
+    const size_t at = tail.empty() ? std::string::npos : prompt_text.rfind(tail);
+    if (at == std::string::npos) {
+      {
+    const ApiError error_{400, "continue_final_message: the chat template does not write the final message's "
+                                         "content verbatim, so it cannot be continued",
+                                    "invalid_request_error", "continue_final_message", ""};
+    co_await send_api_error(res, error_);
+  }
+      co_return;
+    }
+    prompt_text.resize(at + tail.size());
+  }
+  Job job;
+  job.chat = true;
+  job.id = random_id("chatcmpl-");
+  job.sampling = r.sampling;
+  const auto ids = tokenizer_->encode(prompt_text, {.match_special = true, .add_special_tokens = false});
+  job.prompt.assign(ids.begin(), ids.end());
+  job.assembler.format = profile_.output_format;
+  job.assembler.tools = r.tools;
+  job.assembler.starts_in_reasoning = text::prompt_opens_reasoning(prompt_text);
+  job.assembler.keep_special_tokens = profile_.output_format == text::OutputFormat::harmony;
+  co_await run_job(job, res);
+}
+
+asio::awaitable<void> Service::completions(const http::Request& req, http::Response& res) {
+  auto decoded = decode_completion_request(req.body);
+  if (auto* e = std::get_if<ApiError>(&decoded)) {
+    stats_.rejected(e->code.empty() ? "invalid_request" : e->code);
+    co_await send_api_error(res, *e);
+    co_return;
+  }
+  auto& r = std::get<CompletionRequest>(decoded);
+  if (!r.sampling.model.empty() && r.sampling.model != options_.model_id) {
+    stats_.rejected("model_not_found");
+    {
+    const ApiError error_{404, fmt::format("The model '{}' does not exist; this server serves '{}'", r.sampling.model,
+                                                   options_.model_id),
+                                  "invalid_request_error", "model", "model_not_found"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  Job job;
+  job.chat = false;
+  job.id = random_id("cmpl-");
+  job.sampling = r.sampling;
+  if (auto* text = std::get_if<std::string>(&r.prompt)) {
+    if (!tokenizer_) {
+      {
+    const ApiError error_{400, "this checkpoint has no tokenizer.json; send the prompt as a list of token ids",
+                                    "invalid_request_error", "prompt", "no_tokenizer"};
+    co_await send_api_error(res, error_);
+  }
+      co_return;
+    }
+    // A raw prompt, as llama.cpp's server: the tokenizer's own special tokens (BOS) are added.
+    const auto ids = tokenizer_->encode(*text, {.match_special = true, .add_special_tokens = true});
+    job.prompt.assign(ids.begin(), ids.end());
+    if (r.echo) job.echo = *text;
+  } else {
+    job.prompt = std::get<std::vector<uint32_t>>(r.prompt);
+    if (r.echo && tokenizer_) {
+      job.echo = tokenizer_->decode(std::vector<text::TokenId>(job.prompt.begin(), job.prompt.end()));
+    }
+  }
+  if (job.prompt.empty()) {
+    {
+    const ApiError error_{400, "the prompt is empty", "invalid_request_error", "prompt", ""};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  co_await run_job(job, res);
+}
+
+asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
+  job.arrived = Clock::now();
+  job.created = unix_now();
+  job.model = options_.model_id;
+  const auto& s = job.sampling;
+  const uint32_t context = model_.kv_cache().max_context();
+  const auto speculation = s.speculation.value_or(options_.default_speculation);
+  const uint32_t drafts =
+      speculation == engine::Speculation::none ? 0 : (s.draft_max ? s.draft_max : engine::default_draft_max(speculation));
+  uint32_t max_tokens = 0;
+  if (s.max_tokens) {
+    max_tokens = *s.max_tokens;
+  } else {
+    const uint64_t used = job.prompt.size() + drafts + 1;
+    max_tokens = used >= context ? 1 : static_cast<uint32_t>(std::min<uint64_t>(context - used, options_.default_max_tokens));
+  }
+  if (auto e = check_length(job.prompt.size(), max_tokens, drafts, context)) {
+    stats_.rejected("context_length_exceeded");
+    co_await send_api_error(res, *e);
+    co_return;
+  }
+  if (tokenizer_) {
+    job.assembler.stop = s.stop;
+    job.assembler.stop_ids = stop_ids_;
+  }
+  const uint32_t vocab = model_.config().vocab_size;
+  for (uint32_t id : job.prompt) {
+    if (id >= vocab) {
+      {
+    const ApiError error_{400, fmt::format("prompt token {} is outside the vocabulary ({} tokens)", id, vocab),
+                                    "invalid_request_error", "prompt", ""};
+    co_await send_api_error(res, error_);
+  }
+      co_return;
+    }
+  }
+
+  // One sequence per choice.
+  std::mt19937_64 seeder{s.seed.value_or(std::random_device{}())};
+  job.choices.resize(s.n);
+  for (uint32_t i = 0; i < s.n; ++i) {
+    engine::SequenceRequest sr;
+    sr.prompt = job.prompt;
+    sr.sampling = {.temperature = s.temperature,
+                   .top_k = s.top_k,
+                   .top_p = s.top_p,
+                   .min_p = s.min_p,
+                   .presence_penalty = s.presence_penalty,
+                   .frequency_penalty = s.frequency_penalty,
+                   .seed = s.seed ? *s.seed + i : seeder()};
+    sr.max_tokens = max_tokens;
+    sr.stop_ids = stop_ids_;
+    sr.speculation = speculation;
+    sr.draft_max = drafts;
+    sr.logprobs = s.logprobs;
+    sr.top_logprobs = s.top_logprobs;
+    auto stream = loop_.start(std::move(sr));
+    if (!stream) {
+      for (auto& c : job.choices)
+        if (c.stream) c.stream->cancel();
+      {
+    const ApiError error_{400, stream.error().message, "invalid_request_error", "", ""};
+    co_await send_api_error(res, error_);
+  }
+      co_return;
+    }
+    job.choices[i].stream = std::move(stream).value();
+    if (tokenizer_) job.choices[i].assembler = std::make_unique<ChoiceAssembler>(*tokenizer_, job.assembler);
+  }
+  stats_.request_started();
+  struct InFlight {
+    ServingStats& s;
+    ~InFlight() { s.request_finished(); }
+  } in_flight{stats_};
+
+  // Events of every choice arrive through one channel, fed by one forwarding coroutine per choice. The
+  // forwarders end with their sequence's last event, which cancel() guarantees.
+  using Merged = asio::experimental::channel<void(asio::error_code, size_t, engine::TokenEvent)>;
+  size_t capacity = 0;
+  for (size_t i = 0; i < job.choices.size(); ++i) capacity += max_tokens + 2;
+  auto merged = std::make_shared<Merged>(io_, capacity);
+  for (size_t i = 0; i < job.choices.size(); ++i) {
+    asio::co_spawn(
+        io_,
+        [merged, stream = job.choices[i].stream, i]() -> asio::awaitable<void> {
+          for (;;) {
+            auto [ec, ev] = co_await stream->channel.async_receive(asio::experimental::as_tuple(asio::use_awaitable));
+            if (ec) {
+              engine::TokenEvent last;
+              last.done = true;
+              last.finish_reason = "error: the engine closed the stream";
+              merged->try_send(asio::error_code{}, i, std::move(last));
+              co_return;
+            }
+            const bool done = ev.done;
+            merged->try_send(asio::error_code{}, i, std::move(ev));
+            if (done) co_return;
+          }
+        },
+        asio::detached);
+  }
+  const auto cancel_all = [&] {
+    for (auto& c : job.choices)
+      if (!c.done) c.stream->cancel();
+  };
+
+  const bool stream = s.stream;
+  const bool chat = job.chat;
+  const auto chunk_base = [&] {
+    return json{{"id", job.id},
+                {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", job.created},
+                {"model", job.model},
+                {"system_fingerprint", nullptr}};
+  };
+  bool client_gone = false;
+  const auto write_event = [&](const json& j) -> asio::awaitable<void> {
+    if (client_gone) co_return;
+    const std::string event = "data: " + dump(j) + "\n\n";
+    if (!co_await res.write(event)) client_gone = true;
+  };
+
+  if (stream) {
+    http::Headers headers;
+    headers.emplace_back("Cache-Control", "no-cache");
+    std::string type = "text/event-stream";
+    co_await res.begin_stream(200, std::move(type), std::move(headers));
+    if (chat) {
+      for (size_t i = 0; i < job.choices.size(); ++i) {
+        json c = chunk_base();
+        c["choices"] = json::array({{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                     {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+        co_await write_event(c);
+      }
+    } else if (!job.echo.empty()) {
+      for (size_t i = 0; i < job.choices.size(); ++i) {
+        json c = chunk_base();
+        c["choices"] = json::array({{{"index", i}, {"text", job.echo}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+        co_await write_event(c);
+      }
+    }
+  }
+
+  size_t remaining = job.choices.size();
+  try {
+    while (remaining > 0 && !client_gone) {
+      auto [index, ev] = co_await merged->async_receive(asio::use_awaitable);
+      Choice& c = job.choices[index];
+      const auto now = Clock::now();
+      if (!ev.tokens.empty()) {
+        if (!c.got_first) {
+          c.got_first = true;
+          c.first_at = now;
+          if (index == 0) stats_.first_token(std::chrono::duration<double>(now - job.arrived).count());
+        }
+        c.last_at = now;
+        stats_.tokens_generated(static_cast<uint32_t>(ev.tokens.size()));
+      }
+      text::OutputDelta delta;
+      std::vector<std::pair<uint32_t, engine::TokenLogprob>> lps;
+      if (c.assembler) {
+        const uint32_t before = c.assembler->tokens();
+        delta = c.assembler->push(ev.tokens);
+        const uint32_t used = c.assembler->tokens() - before;
+        for (uint32_t k = 0; k < used && k < ev.logprobs.size(); ++k) lps.emplace_back(ev.tokens[k], ev.logprobs[k]);
+        if (ev.done) delta.append(c.assembler->finish());
+        if (c.assembler->stopped() && !ev.done) c.stream->cancel();
+      } else {
+        // No tokenizer: token-id completions answer with ids as text is unknown.
+        for (size_t k = 0; k < ev.tokens.size(); ++k) {
+          if (k < ev.logprobs.size()) lps.emplace_back(ev.tokens[k], ev.logprobs[k]);
+        }
+        c.logprob_tokens.insert(c.logprob_tokens.end(), ev.tokens.begin(), ev.tokens.end());
+      }
+      c.content += delta.content;
+      c.reasoning += delta.reasoning;
+      const size_t first_new_call = c.tool_calls.size();
+      c.tool_calls.insert(c.tool_calls.end(), delta.tool_calls.begin(), delta.tool_calls.end());
+      json lp_entries = json::array();
+      for (const auto& [tok, lp] : lps) {
+        json e = token_entry(tokenizer_, tok, lp.logprob);
+        json top = json::array();
+        for (const auto& [t, l] : lp.top) top.push_back(token_entry(tokenizer_, t, l));
+        e["top_logprobs"] = top;
+        lp_entries.push_back(e);
+        c.logprob_tokens.push_back(tok);
+        c.token_logprobs.push_back(lp);
+      }
+      if (chat) for (auto& e : lp_entries) c.logprobs.push_back(e);
+      if (ev.done) {
+        c.done = true;
+        --remaining;
+        c.cached_tokens = ev.cached_tokens;
+        c.speculation = ev.speculation;
+        const bool stopped = c.assembler && c.assembler->stopped();
+        if (stopped || ev.finish_reason == "stop" || ev.finish_reason == "cancelled") c.finish_reason = "stop";
+        else if (ev.finish_reason == "length") c.finish_reason = "length";
+        else c.error = ev.finish_reason;
+        if (c.finish_reason == "stop" && !c.tool_calls.empty()) c.finish_reason = "tool_calls";
+        const uint32_t completion = c.assembler ? c.assembler->tokens() : static_cast<uint32_t>(c.logprob_tokens.size());
+        const double decode_s = c.got_first ? std::chrono::duration<double>(c.last_at - c.first_at).count() : 0.0;
+        stats_.choice_finished(static_cast<uint32_t>(job.prompt.size()), c.cached_tokens, completion, decode_s,
+                               c.error.empty() ? c.finish_reason : "error", c.speculation);
+      }
+      if (!stream) continue;
+      // Streaming: this event's additions, then the choice's finish.
+      if (chat) {
+        json d = json::object();
+        if (!delta.reasoning.empty()) d["reasoning_content"] = delta.reasoning;
+        if (!delta.content.empty()) d["content"] = delta.content;
+        if (!delta.tool_calls.empty()) {
+          json calls = json::array();
+          for (size_t k = 0; k < delta.tool_calls.size(); ++k)
+            calls.push_back(tool_call_json(delta.tool_calls[k], static_cast<uint32_t>(first_new_call + k), true));
+          d["tool_calls"] = calls;
+        }
+        if (!d.empty() || !lp_entries.empty()) {
+          json chunk = chunk_base();
+          chunk["choices"] = json::array({{{"index", index}, {"delta", d},
+                                           {"logprobs", s.logprobs ? json{{"content", lp_entries}} : json(nullptr)},
+                                           {"finish_reason", nullptr}}});
+          co_await write_event(chunk);
+        }
+      } else if (!delta.content.empty() || !lps.empty()) {
+        json chunk = chunk_base();
+        json logprobs = nullptr;
+        if (s.logprobs) {
+          logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}};
+          for (const auto& [tok, lp] : lps) {
+            const auto e = token_entry(tokenizer_, tok, lp.logprob);
+            logprobs["tokens"].push_back(e["token"]);
+            logprobs["token_logprobs"].push_back(lp.logprob);
+            json top = json::object();
+            for (const auto& [t, l] : lp.top) top[token_entry(tokenizer_, t, l)["token"].get<std::string>()] = l;
+            logprobs["top_logprobs"].push_back(top);
+          }
+        }
+        chunk["choices"] = json::array({{{"index", index}, {"text", delta.content}, {"logprobs", logprobs},
+                                         {"finish_reason", nullptr}}});
+        co_await write_event(chunk);
+      }
+      if (c.done) {
+        if (!c.error.empty()) {
+          const json failure = {{"error", {{"message", c.error == "error" ? "the KV cache cannot hold this request" : c.error},
+                                           {"type", "server_error"}, {"param", nullptr}, {"code", "generation_failed"}}}};
+          co_await write_event(failure);
+        } else {
+          json chunk = chunk_base();
+          if (chat)
+            chunk["choices"] = json::array({{{"index", index}, {"delta", json::object()}, {"logprobs", nullptr},
+                                             {"finish_reason", c.finish_reason}}});
+          else
+            chunk["choices"] = json::array({{{"index", index}, {"text", ""}, {"logprobs", nullptr},
+                                             {"finish_reason", c.finish_reason}}});
+          co_await write_event(chunk);
+        }
+      }
+    }
+  } catch (const std::exception&) {
+    // The client went away (the HTTP layer cancelled this handler): free the sequences now.
+    cancel_all();
+    co_return;
+  }
+  if (client_gone) {
+    cancel_all();
+    co_return;
+  }
+
+  uint32_t completion_tokens = 0;
+  for (const auto& c : job.choices)
+    completion_tokens += c.assembler ? c.assembler->tokens() : static_cast<uint32_t>(c.logprob_tokens.size());
+  const json usage = {{"prompt_tokens", job.prompt.size()},
+                      {"completion_tokens", completion_tokens},
+                      {"total_tokens", job.prompt.size() + completion_tokens},
+                      {"prompt_tokens_details", {{"cached_tokens", job.choices[0].cached_tokens}}}};
+  if (stream) {
+    if (s.include_usage) {
+      json chunk = chunk_base();
+      chunk["choices"] = json::array();
+      chunk["usage"] = usage;
+      co_await write_event(chunk);
+    }
+    if (!client_gone) co_await res.write("data: [DONE]\n\n");
+    co_await res.end();
+    co_return;
+  }
+
+  for (const auto& c : job.choices) {
+    if (c.error.empty()) continue;
+    const bool kv = c.error == "error";
+    {
+    const ApiError error_{kv ? 400 : 500,
+                                  kv ? "the KV cache cannot hold this request; lower max_tokens or start mach serve with a "
+                                       "larger --kv-cache-gb"
+                                     : c.error,
+                                  kv ? "invalid_request_error" : "server_error", "", kv ? "kv_cache_full" : "generation_failed"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  json body = {{"id", job.id},
+               {"object", chat ? "chat.completion" : "text_completion"},
+               {"created", job.created},
+               {"model", job.model},
+               {"system_fingerprint", nullptr},
+               {"usage", usage}};
+  json choices = json::array();
+  for (size_t i = 0; i < job.choices.size(); ++i) {
+    const Choice& c = job.choices[i];
+    if (chat) {
+      json message = {{"role", "assistant"}, {"content", c.content.empty() && !c.tool_calls.empty() ? json(nullptr) : json(c.content)}};
+      if (!c.reasoning.empty()) message["reasoning_content"] = c.reasoning;
+      if (!c.tool_calls.empty()) {
+        json calls = json::array();
+        for (size_t k = 0; k < c.tool_calls.size(); ++k) calls.push_back(tool_call_json(c.tool_calls[k], 0, false));
+        message["tool_calls"] = calls;
+      }
+      choices.push_back({{"index", i}, {"message", message},
+                         {"logprobs", s.logprobs ? json{{"content", c.logprobs}} : json(nullptr)},
+                         {"finish_reason", c.finish_reason}});
+    } else {
+      json logprobs = nullptr;
+      if (s.logprobs) {
+        logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+                    {"text_offset", json::array()}};
+        size_t offset = job.echo.size();
+        for (size_t k = 0; k < c.token_logprobs.size(); ++k) {
+          const auto e = token_entry(tokenizer_, c.logprob_tokens[k], c.token_logprobs[k].logprob);
+          logprobs["tokens"].push_back(e["token"]);
+          logprobs["token_logprobs"].push_back(c.token_logprobs[k].logprob);
+          json top = json::object();
+          for (const auto& [t, l] : c.token_logprobs[k].top) top[token_entry(tokenizer_, t, l)["token"].get<std::string>()] = l;
+          logprobs["top_logprobs"].push_back(top);
+          logprobs["text_offset"].push_back(offset);
+          offset += e["token"].get<std::string>().size();
+        }
+      }
+      std::string text = job.echo + c.content;
+      json choice = {{"index", i}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", c.finish_reason}};
+      if (!tokenizer_) choice["tokens"] = c.logprob_tokens;  // no tokenizer: the ids are the answer
+      choices.push_back(choice);
+    }
+  }
+  body["choices"] = choices;
+  co_await send_json(res, 200, body);
+}
+
+asio::awaitable<void> Service::warm_prefix_post(const http::Request& req, http::Response& res) {
+  auto decoded = decode_warm_prefix_request(req.body);
+  if (auto* e = std::get_if<ApiError>(&decoded)) {
+    co_await send_api_error(res, *e);
+    co_return;
+  }
+  if (!prefix_cache_) {
+    {
+    const ApiError error_{400, "the prefix cache is off; start mach serve with --prefix-cache",
+                                  "invalid_request_error", "", "prefix_cache_disabled"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  if (!tokenizer_ || !chat_template_) {
+    {
+    const ApiError error_{400, "this checkpoint has no tokenizer or chat template to render messages with",
+                                  "invalid_request_error", "messages", "no_chat_template"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  auto& r = std::get<WarmPrefixRequest>(decoded);
+  text::ChatRequest cr;
+  cr.messages = r.messages;
+  cr.tools = r.tools;
+  cr.add_generation_prompt = false;
+  auto rendered = chat_template_->render(cr);
+  if (!rendered) {
+    {
+    const ApiError error_{400, fmt::format("the chat template refused these messages: {}", rendered.error().message),
+                                  "invalid_request_error", "messages", "template_error"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  const auto ids = tokenizer_->encode(*rendered, {.match_special = true, .add_special_tokens = false});
+  std::vector<uint32_t> prompt(ids.begin(), ids.end());
+  const uint32_t block = model_.kv_cache().block_size();
+  const uint32_t cacheable = static_cast<uint32_t>(prompt.size() / block * block);
+  if (prompt.size() + 2 > model_.kv_cache().max_context()) {
+    {
+    const ApiError error_{400, fmt::format("the prefix has {} tokens; the context holds {}", prompt.size(),
+                                                   model_.kv_cache().max_context()),
+                                  "invalid_request_error", "messages", "context_length_exceeded"};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  // Prefill through the scheduler like any request (so it batches with live traffic); finishing the prompt
+  // stores its full blocks in the prefix cache. One greedy token is generated and dropped.
+  engine::SequenceRequest sr;
+  sr.prompt = prompt;
+  sr.sampling.temperature = 0;
+  sr.max_tokens = 1;
+  const auto started = Clock::now();
+  const uint64_t hits_before = prefix_cache_->stats().hit_tokens;
+  warm_status_ = {{"state", "running"}, {"prompt_tokens", prompt.size()}};
+  auto stream = loop_.start(std::move(sr));
+  if (!stream) {
+    warm_status_ = {{"state", "failed"}, {"error", stream.error().message}};
+    {
+    const ApiError error_{400, stream.error().message, "invalid_request_error", "", ""};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  engine::TokenEvent last;
+  try {
+    for (;;) {
+      last = co_await (*stream)->channel.async_receive(asio::use_awaitable);
+      if (last.done) break;
+    }
+  } catch (const std::exception&) {
+    (*stream)->cancel();
+    warm_status_ = {{"state", "cancelled"}};
+    co_return;
+  }
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  if (last.finish_reason != "length" && last.finish_reason != "stop") {
+    warm_status_ = {{"state", "failed"}, {"error", last.finish_reason}};
+    {
+    const ApiError error_{500, fmt::format("warming failed: {}", last.finish_reason), "server_error", "", ""};
+    co_await send_api_error(res, error_);
+  }
+    co_return;
+  }
+  warm_status_ = {{"state", "done"},
+                  {"prompt_tokens", prompt.size()},
+                  {"cached_tokens", cacheable},
+                  {"already_cached_tokens", prefix_cache_->stats().hit_tokens - hits_before},
+                  {"ms", ms}};
+  co_await send_json(res, 200, warm_status_);
+}
+
+}  // namespace mach::server::openai
