@@ -100,6 +100,13 @@ void add_routes(Server& s, Observed& seen) {
     throw std::runtime_error("test handler failure");
     co_return;
   });
+  // Writes 64 KiB chunks until the client is gone.
+  s.route("GET", "/big", [](const Request&, Response& res) -> awaitable<void> {
+    co_await res.begin_stream(200, "application/octet-stream");
+    const std::string block(64 * 1024, 'b');
+    while (co_await res.write(block)) {
+    }
+  });
   s.route("GET", "/silent", [](const Request&, Response&) -> awaitable<void> { co_return; });
 }
 
@@ -576,6 +583,20 @@ TEST(HttpServer, IdleKeepAliveConnectionIsClosedSilently) {
   EXPECT_TRUE(never.closed_silently(1000ms));
   expect_serves(s.port);
   EXPECT_TRUE(s.connections_drain());
+}
+
+TEST(HttpServer, ClientThatStopsReadingIsGoneAfterTheIdleTimeout) {
+  ServerOptions o;
+  o.limits.idle_timeout = 150ms;
+  TestServer s(o);
+  Client c(s.port);
+  c.send("GET /big HTTP/1.1\r\n\r\n");  // and never read: the server's writes stall
+  for (auto end = Clock::now() + 3s; s.counters().client_gone == 0 && Clock::now() < end;) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(s.counters().client_gone, 1u);
+  EXPECT_TRUE(s.connections_drain());
+  expect_serves(s.port);
 }
 
 TEST(HttpServer, ConnectionsBeyondTheLimitGet503) {
