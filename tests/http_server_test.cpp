@@ -570,6 +570,21 @@ TEST(HttpServer, IncompleteRequestIs408AfterTheRequestTimeout) {
   EXPECT_EQ(s.counters().rejected_by_limit, 1u);
 }
 
+TEST(HttpServer, RequestTimeoutRunsFromEachRequestsFirstByte) {
+  ServerOptions o;
+  o.limits.request_timeout = 250ms;
+  TestServer s(o);
+  Client c(s.port);
+  c.send("POST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n");  // the first request, without its body
+  std::this_thread::sleep_for(150ms);
+  c.send("aPOST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n");  // its body, and the second one begins
+  std::this_thread::sleep_for(150ms);                               // 300 ms after the first began
+  c.send("b");
+  EXPECT_EQ(c.read().body, "a");
+  EXPECT_EQ(c.read().body, "b");
+  EXPECT_EQ(s.counters().rejected_by_limit, 0u);
+}
+
 TEST(HttpServer, IdleKeepAliveConnectionIsClosedSilently) {
   ServerOptions o;
   o.limits.idle_timeout = 150ms;

@@ -202,11 +202,10 @@ void Connection::client_went_away() {
 }
 
 void Connection::note_parser_progress() {
-  if (parser_.in_message()) {
-    if (!timing_request_) request_started_ = Clock::now();
-    timing_request_ = true;
-  } else {
-    timing_request_ = false;
+  // The request timeout runs from the read that brought a request's first byte.
+  if (parser_.in_message() && parser_.requests_begun() != timed_request_) {
+    timed_request_ = parser_.requests_begun();
+    request_started_ = Clock::now();
   }
 }
 

@@ -114,7 +114,7 @@ class Connection {
 
   std::optional<ParseFailure> timeout_failure_;  // 408 set by the watchdog
   Clock::time_point request_started_{};
-  bool timing_request_ = false;
+  uint64_t timed_request_ = 0;  // parser_.requests_begun() when request_started_ was taken
   Clock::time_point idle_since_;
   Clock::time_point linger_until_{};
   Clock::time_point write_started_{};
