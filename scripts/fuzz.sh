@@ -22,6 +22,7 @@ for t in $targets; do
   mkdir -p "build-fuzz/corpus/$t"
   dict=()
   if [ "$t" = template_fuzz ]; then dict=(-dict=fuzz/jinja.dict); fi
+  if [ "$t" = http_request_fuzz ]; then dict=(-dict=fuzz/http.dict); fi
   if [ -n "${MACH_FUZZ_RUNS:-}" ]; then
     budget=(-runs="$MACH_FUZZ_RUNS" -seed=1)
     echo "fuzz: $t, $MACH_FUZZ_RUNS inputs from seed 1"

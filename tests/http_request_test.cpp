@@ -53,7 +53,7 @@ TEST(HttpRequestParser, PipelinedRequestsInAnySplit) {
 
 TEST(HttpRequestParser, QueueBoundKeepsTheRestUntilTaken) {
   std::string five;
-  for (int i = 0; i < 5; ++i) five += "GET /" + std::to_string(i) + " HTTP/1.1\r\n\r\n";
+  for (int i = 0; i < 5; ++i) five.append("GET /").append(std::to_string(i)).append(" HTTP/1.1\r\n\r\n");
   RequestParser p({1024, 1024, 2});
   p.feed(five);
   EXPECT_EQ(p.queued(), 2u);
@@ -61,7 +61,7 @@ TEST(HttpRequestParser, QueueBoundKeepsTheRestUntilTaken) {
   for (int i = 0; i < 5; ++i) {
     auto r = p.next();
     ASSERT_TRUE(r);
-    EXPECT_EQ(r->request.path, "/" + std::to_string(i));
+    EXPECT_EQ(r->request.path, std::string(1, '/') + std::to_string(i));
     EXPECT_LE(p.queued(), 2u);
   }
   EXPECT_FALSE(p.next());

@@ -100,6 +100,13 @@ void add_routes(Server& s, Observed& seen) {
     throw std::runtime_error("test handler failure");
     co_return;
   });
+  // Writes 64 KiB chunks until the client is gone.
+  s.route("GET", "/big", [](const Request&, Response& res) -> awaitable<void> {
+    co_await res.begin_stream(200, "application/octet-stream");
+    const std::string block(64 * 1024, 'b');
+    while (co_await res.write(block)) {
+    }
+  });
   s.route("GET", "/silent", [](const Request&, Response&) -> awaitable<void> { co_return; });
 }
 
@@ -563,6 +570,21 @@ TEST(HttpServer, IncompleteRequestIs408AfterTheRequestTimeout) {
   EXPECT_EQ(s.counters().rejected_by_limit, 1u);
 }
 
+TEST(HttpServer, RequestTimeoutRunsFromEachRequestsFirstByte) {
+  ServerOptions o;
+  o.limits.request_timeout = 250ms;
+  TestServer s(o);
+  Client c(s.port);
+  c.send("POST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n");  // the first request, without its body
+  std::this_thread::sleep_for(150ms);
+  c.send("aPOST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n");  // its body, and the second one begins
+  std::this_thread::sleep_for(150ms);                               // 300 ms after the first began
+  c.send("b");
+  EXPECT_EQ(c.read().body, "a");
+  EXPECT_EQ(c.read().body, "b");
+  EXPECT_EQ(s.counters().rejected_by_limit, 0u);
+}
+
 TEST(HttpServer, IdleKeepAliveConnectionIsClosedSilently) {
   ServerOptions o;
   o.limits.idle_timeout = 150ms;
@@ -576,6 +598,20 @@ TEST(HttpServer, IdleKeepAliveConnectionIsClosedSilently) {
   EXPECT_TRUE(never.closed_silently(1000ms));
   expect_serves(s.port);
   EXPECT_TRUE(s.connections_drain());
+}
+
+TEST(HttpServer, ClientThatStopsReadingIsGoneAfterTheIdleTimeout) {
+  ServerOptions o;
+  o.limits.idle_timeout = 150ms;
+  TestServer s(o);
+  Client c(s.port);
+  c.send("GET /big HTTP/1.1\r\n\r\n");  // and never read: the server's writes stall
+  for (auto end = Clock::now() + 3s; s.counters().client_gone == 0 && Clock::now() < end;) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(s.counters().client_gone, 1u);
+  EXPECT_TRUE(s.connections_drain());
+  expect_serves(s.port);
 }
 
 TEST(HttpServer, ConnectionsBeyondTheLimitGet503) {

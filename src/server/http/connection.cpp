@@ -202,11 +202,10 @@ void Connection::client_went_away() {
 }
 
 void Connection::note_parser_progress() {
-  if (parser_.in_message()) {
-    if (!timing_request_) request_started_ = Clock::now();
-    timing_request_ = true;
-  } else {
-    timing_request_ = false;
+  // The request timeout runs from the read that brought a request's first byte.
+  if (parser_.in_message() && parser_.requests_begun() != timed_request_) {
+    timed_request_ = parser_.requests_begun();
+    request_started_ = Clock::now();
   }
 }
 
@@ -236,17 +235,27 @@ awaitable<void> Connection::read_loop() {
 
 // ---- watchdog ------------------------------------------------------------------------------------------
 
+Connection::Clock::time_point Connection::write_deadline() const {
+  return writing_ ? write_started_ + limits_.idle_timeout : Clock::time_point::max();
+}
+
 Connection::Clock::time_point Connection::deadline() const {
   if (socket_closed_) return Clock::time_point::max();
-  if (closing_) return linger_until_;
-  if (failure()) return Clock::time_point::max();  // the responder answers it
-  if (parser_.in_message()) return request_started_ + limits_.request_timeout;
-  if (busy_ || parser_.queued() > 0) return Clock::time_point::max();  // a handler may stream for long
-  return idle_since_ + limits_.idle_timeout;
+  const auto write = write_deadline();
+  if (closing_) return std::min(write, linger_until_);
+  if (failure()) return write;  // the responder answers it
+  if (parser_.in_message()) return std::min(write, request_started_ + limits_.request_timeout);
+  if (busy_ || parser_.queued() > 0) return write;  // a handler may stream for long
+  return std::min(write, idle_since_ + limits_.idle_timeout);
 }
 
 void Connection::on_deadline() {
-  if (closing_) {
+  if (write_deadline() <= Clock::now()) {
+    // The client stopped reading: a write made no progress for the idle timeout. It counts as gone, so
+    // a handler stuck behind it is cancelled instead of holding its resources forever.
+    client_went_away();
+    close_socket();
+  } else if (closing_) {
     close_socket();
   } else if (parser_.in_message()) {
     ++state_->counters.rejected_by_limit;
@@ -481,7 +490,11 @@ awaitable<bool> Connection::run_handler(const Route& route, ParsedRequest& parse
 awaitable<bool> Connection::write(std::string_view a, std::string_view b, std::string_view c) {
   if (gone_ || socket_closed_) co_return false;
   const std::array<asio::const_buffer, 3> buffers = {asio::buffer(a), asio::buffer(b), asio::buffer(c)};
+  writing_ = true;
+  write_started_ = Clock::now();
+  if (write_deadline() < watch_.expiry()) watch_.cancel();  // the watchdog sleeps longer: wake it
   auto [ec, n] = co_await asio::async_write(socket_, buffers, as_tuple(use_awaitable));
+  writing_ = false;
   if (ec) {
     client_went_away();
     close_socket();

@@ -3,9 +3,10 @@
 //              goes away is noticed at once (EOF or error: the running handler gets terminal cancellation);
 //   responder  takes parsed requests in order and answers each (limits, CORS, routing, auth, the handler),
 //              answers "100 Continue", and answers a parse failure last, then closes;
-//   watchdog   enforces the request timeout (408), the idle keep-alive timeout (silent close) and the
-//              lingering close (after a final response, unread bytes are drained for a while so that
-//              closing does not reset the connection before the client read the response).
+//   watchdog   enforces the request timeout (408), the idle keep-alive timeout (silent close), the stalled
+//              write (no progress for the idle timeout: the client counts as gone) and the lingering close
+//              (after a final response, unread bytes are drained for a while so that closing does not
+//              reset the connection before the client read the response).
 // Only the responder (and handlers it runs) writes to the socket.
 //
 // Thread-safety: everything runs on the loop thread.
@@ -72,6 +73,7 @@ class Connection {
   void notify();
   void note_parser_progress();
   Clock::time_point deadline() const;
+  Clock::time_point write_deadline() const;
   void on_deadline();
   void client_went_away();
   void close_socket();
@@ -112,9 +114,11 @@ class Connection {
 
   std::optional<ParseFailure> timeout_failure_;  // 408 set by the watchdog
   Clock::time_point request_started_{};
-  bool timing_request_ = false;
+  uint64_t timed_request_ = 0;  // parser_.requests_begun() when request_started_ was taken
   Clock::time_point idle_since_;
   Clock::time_point linger_until_{};
+  Clock::time_point write_started_{};
+  bool writing_ = false;  // a write is in flight since write_started_
   double tokens_;
   Clock::time_point tokens_at_;
 

@@ -9,7 +9,9 @@
 // A handler runs with a cancellation slot: when its client goes away (the socket closes or errors) while
 // the handler is still running, the connection emits terminal cancellation, so an awaiting handler sees
 // asio::error::operation_aborted (asio::experimental::error::channel_cancelled from a channel's
-// async_receive) and can release what it holds (the OpenAI routes cancel the sequence).
+// async_receive) and can release what it holds (the OpenAI routes cancel the sequence). From then on every
+// co_await of an awaitable in that handler throws operation_aborted (Asio's throw_if_cancelled), so release
+// synchronously (TokenStream::cancel() is); an exception that escapes because of it is not logged.
 //
 // Thread-safety: everything runs on the loop thread.
 #pragma once

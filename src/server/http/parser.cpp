@@ -29,6 +29,7 @@ struct RequestParser::Callbacks {
     s.value_.clear();
     s.header_bytes_ = 11;  // the request line's two spaces, "HTTP/" and CRLF, and the headers' final CRLF
     s.in_message_ = true;
+    ++s.begun_;
     s.in_trailers_ = false;
     s.awaiting_continue_ = false;
     return 0;

@@ -54,6 +54,8 @@ class RequestParser {
   bool wants_input() const;
   // A request has begun (its first byte arrived) and is not complete yet: the request timeout runs.
   bool in_message() const { return in_message_; }
+  // How many requests have begun so far: tells a new request from the one that was in progress before.
+  uint64_t requests_begun() const { return begun_; }
   size_t queued() const { return ready_.size(); }
   const std::optional<ParseFailure>& failure() const { return failure_; }
 
@@ -80,6 +82,7 @@ class RequestParser {
   Request current_;
   std::string field_, value_;
   size_t header_bytes_ = 0;
+  uint64_t begun_ = 0;
   bool in_message_ = false;
   bool in_trailers_ = false;
   bool awaiting_continue_ = false;
