@@ -10,7 +10,7 @@ using namespace mach::text;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
-  const auto format = static_cast<OutputFormat>(data[0] % 3);
+  const auto format = static_cast<OutputFormat>(data[0] % kOutputFormatCount);
   const bool starts_in_reasoning = (data[1] & 1) != 0;
   const size_t step = 1 + (data[1] >> 1) % 13;
   const std::string_view text(reinterpret_cast<const char*>(data + 2), size - 2);

@@ -72,7 +72,7 @@ TEST_P(ChatTemplateOracle, RendersLikeJinja2) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, ChatTemplateOracle, ::testing::Values("qwen3", "gemma3", "deepseek_v3"));
+INSTANTIATE_TEST_SUITE_P(Models, ChatTemplateOracle, ::testing::Values("qwen3", "gemma3", "deepseek_v3", "gpt_oss", "qwen3_coder", "gemma4"));
 
 TEST(JinjaFeatures, RenderLikeJinja2) {
   require_reference();

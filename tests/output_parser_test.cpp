@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "text/chat_template.hpp"
+
 #include <random>
 
 namespace mach::text {
@@ -125,9 +127,127 @@ TEST(HarmonyOutput, AnalysisFinalAndToolCalls) {
   check(OutputFormat::harmony, "just text", message("", "just text"));
 }
 
+// Gemma 4 outputs as its chat template writes them: the thought channel, then calls with bare keys and
+// <|"|>-delimited strings, then <|tool_response> (the model's end-of-generation marker after calls).
+TEST(Gemma4Output, ThoughtThenToolCall) {
+  check(OutputFormat::gemma4,
+        "<|channel>thought\nThe user wants Paris weather; call the tool.<channel|><|tool_call>call:get_weather{city:"
+        "<|\"|>Paris<|\"|>,days:3,units:<|\"|>metric<|\"|>}<tool_call|><|tool_response>",
+        message("The user wants Paris weather; call the tool.", "",
+                {{"get_weather", R"({"city":"Paris","days":3,"units":"metric"})"}}));
+}
+
+TEST(Gemma4Output, AnswerAfterEmptyThought) {
+  check(OutputFormat::gemma4, "<|channel>thought\n<channel|>The capital of France is Paris.<turn|>",
+        message("", "The capital of France is Paris."));
+  // Thinking disabled: the prompt holds the empty thought, the output is the answer alone.
+  check(OutputFormat::gemma4, "Paris, <b>of course</b>: {\"a\": 1} call:x{}<turn|>",
+        message("", "Paris, <b>of course</b>: {\"a\": 1} call:x{}"));
+}
+
+TEST(Gemma4Output, NestedArgumentsAndSeveralCalls) {
+  check(OutputFormat::gemma4,
+        "I'll create it and notify.\n<|tool_call>call:create_event{attendees:[<|\"|>ann@x.org<|\"|>,<|\"|>bob@y.org"
+        "<|\"|>],details:{all_day:false,location:<|\"|>Room {4}, \"B\" <tool_call|><|\"|>,priority:-1.5e2},notes:null,"
+        "title:<|\"|>Sync: Q3 — 日本 🙂<|\"|>}<tool_call|><|tool_call>call:notify{}<tool_call|>",
+        message("", "I'll create it and notify.\n",
+                {{"create_event", R"({"attendees":["ann@x.org","bob@y.org"],"details":{"all_day":false,)"
+                                  R"("location":"Room {4}, \"B\" <tool_call|>","priority":-150.0},"notes":null,)"
+                                  R"("title":"Sync: Q3 — 日本 🙂"})"},
+                 {"notify", "{}"}}));
+  // Keys quoted with <|"|>, JSON strings and Python's None (older templates' null) are read too.
+  check(OutputFormat::gemma4, "<|tool_call>call:f{<|\"|>k<|\"|>:\"a\\\"b\", n : None , xs:[]}<tool_call|>",
+        message("", "", {{"f", R"({"k":"a\"b","n":null,"xs":[]})"}}));
+}
+
+TEST(Gemma4Output, MalformedDegradesToContent) {
+  // A bare word is not a value.
+  check(OutputFormat::gemma4, "<|tool_call>call:f{a:b}<tool_call|>", message("", "<|tool_call>call:f{a:b}<tool_call|>"));
+  // No call: prefix, no braces, trailing text after the object, unclosed string.
+  check(OutputFormat::gemma4, "<|tool_call>f{a:1}<tool_call|>", message("", "<|tool_call>f{a:1}<tool_call|>"));
+  check(OutputFormat::gemma4, "<|tool_call>call:f<tool_call|>", message("", "<|tool_call>call:f<tool_call|>"));
+  check(OutputFormat::gemma4, "<|tool_call>call:f{a:1}x<tool_call|>", message("", "<|tool_call>call:f{a:1}x<tool_call|>"));
+  check(OutputFormat::gemma4, "<|tool_call>call:f{a:<|\"|>open}<tool_call|>",
+        message("", "<|tool_call>call:f{a:<|\"|>open}<tool_call|>"));
+  // Unclosed call at the end of generation.
+  check(OutputFormat::gemma4, "ok <|tool_call>call:f{a:1}", message("", "ok <|tool_call>call:f{a:1}"));
+  // Duplicated closing tag: one call, the stray tag stays text.
+  check(OutputFormat::gemma4, "<|tool_call>call:f{a:1}<tool_call|><tool_call|>",
+        message("", "<tool_call|>", {{"f", R"({"a":1})"}}));
+  // Unclosed thought (max_tokens inside the channel) is reasoning; stray and partial markers are text.
+  check(OutputFormat::gemma4, "<|channel>thought\nstill thinking", message("still thinking", ""));
+  check(OutputFormat::gemma4, "a <channel|> b <|chan c <|tool", message("", "a <channel|> b <|chan c <|tool"));
+  check(OutputFormat::gemma4, "<|channel>tho", message("tho", ""));
+}
+
+// What the official Gemma 4 template writes for a call is what the parser reads back: arguments of every
+// JSON type, rendered by the template (tests/fixtures/templates/gemma4) and parsed into the same JSON.
+TEST(Gemma4Output, ReadsWhatTheTemplateWrites) {
+  auto chat = ChatTemplate::load(MACH_SOURCE_DIR "/tests/fixtures/templates/gemma4");
+  ASSERT_TRUE(chat.ok()) << chat.error().message;
+  const ordered_json args = ordered_json::parse(R"({"title": "Sync: Q3 — 日本 {x}, [y]", "n": 3, "ratio": -0.25,
+    "big": 1e+20, "ok": true, "no": false, "tags": ["a", "b c", []], "where": {"room": "B \"4\"", "floors": [1, 2],
+    "inner": {"deep": "yes"}}, "empty": {}, "text": "line1\nline2: {k:v}"})");
+  ChatRequest request;
+  request.messages = ordered_json::array(
+      {{{"role", "user"}, {"content", "go"}},
+       {{"role", "assistant"},
+        {"content", ""},
+        {"tool_calls", {{{"type", "function"}, {"function", {{"name", "make_event"}, {"arguments", args}}}}}}}});
+  auto prompt = chat->render(request);
+  ASSERT_TRUE(prompt.ok()) << prompt.error().message;
+  const size_t begin = prompt->find("<|tool_call>"), end = prompt->find("<tool_call|>");
+  ASSERT_NE(begin, std::string::npos) << *prompt;
+  ASSERT_NE(end, std::string::npos) << *prompt;
+  const std::string call = prompt->substr(begin, end + 12 - begin);
+  const OutputDelta got = parse_output(OutputFormat::gemma4, call);
+  ASSERT_EQ(got.tool_calls.size(), 1u) << call << "\ncontent: " << got.content;
+  EXPECT_EQ(got.tool_calls[0].name, "make_event");
+  EXPECT_EQ(nlohmann::json::parse(got.tool_calls[0].arguments), nlohmann::json::parse(args.dump())) << call;
+  EXPECT_EQ(got.content, "");
+}
+
+// DeepSeek-V4's DSML blocks (well-formed ones are checked against the published parser in deepseek_v4_test).
+TEST(DeepSeekV4Output, ToolCallsAndReasoning) {
+  const std::string block =
+      "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" "
+      "string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" string=\"false\">2</｜DSML｜parameter>\n"
+      "</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+  check(OutputFormat::deepseek_v4, "Weather first.</think>Checking." + block + "<｜end▁of▁sentence｜>",
+        message("Weather first.", "Checking.", {{"get_weather", R"({"city":"Paris","days":2})"}}), nullptr, true);
+  // Newlines at the end of content stay content when no block follows.
+  check(OutputFormat::deepseek_v4, "A\n\n", message("", "A\n\n"));
+  check(OutputFormat::deepseek_v4, "A\n" + block, message("", "A\n", {{"get_weather", R"({"city":"Paris","days":2})"}}));
+}
+
+TEST(DeepSeekV4Output, MalformedDegradesToContent) {
+  const std::string open = "<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n";
+  const std::string close = "</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+  // A non-string value that is not JSON.
+  const std::string bad_json = open + "<｜DSML｜parameter name=\"n\" string=\"false\">{oops</｜DSML｜parameter>\n" + close;
+  check(OutputFormat::deepseek_v4, "x\n\n" + bad_json, message("", "x\n\n" + bad_json));
+  // A duplicated parameter, a bad string flag, an invoke without its closing tag.
+  const std::string dup = open + "<｜DSML｜parameter name=\"a\" string=\"true\">1</｜DSML｜parameter>\n"
+                                 "<｜DSML｜parameter name=\"a\" string=\"true\">2</｜DSML｜parameter>\n" + close;
+  check(OutputFormat::deepseek_v4, dup, message("", dup));
+  const std::string flag = open + "<｜DSML｜parameter name=\"a\" string=\"maybe\">1</｜DSML｜parameter>\n" + close;
+  check(OutputFormat::deepseek_v4, flag, message("", flag));
+  const std::string unclosed_invoke = open + "</｜DSML｜tool_calls>";
+  check(OutputFormat::deepseek_v4, unclosed_invoke, message("", unclosed_invoke));
+  // Unclosed block at the end of generation; duplicated closing tag after a good block.
+  check(OutputFormat::deepseek_v4, "ok\n\n" + open, message("", "ok\n\n" + open));
+  check(OutputFormat::deepseek_v4, open + close + "</｜DSML｜tool_calls>",
+        message("", "</｜DSML｜tool_calls>", {{"f", "{}"}}));
+  // Unclosed reasoning; stray markers are text.
+  check(OutputFormat::deepseek_v4, "still thinking", message("still thinking", ""), nullptr, true);
+  check(OutputFormat::deepseek_v4, "a </think> b <｜DSML｜invoke c <｜DSML｜tool", message("", "a </think> b <｜DSML｜invoke c <｜DSML｜tool"));
+}
+
 TEST(OutputFormat, Names) {
   EXPECT_EQ(output_format_from_name("qwen3"), OutputFormat::qwen3);
   EXPECT_EQ(output_format_from_name("harmony"), OutputFormat::harmony);
+  EXPECT_EQ(output_format_from_name("gemma4"), OutputFormat::gemma4);
+  EXPECT_EQ(output_format_from_name("deepseek_v4"), OutputFormat::deepseek_v4);
   EXPECT_FALSE(output_format_from_name("nope").has_value());
 }
 

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "text/regex.hpp"
+#include "text/text_profile.hpp"
 #include "text/utf8.hpp"
 
 namespace mach::text {
@@ -201,6 +202,36 @@ TEST(TokenizerLoad, ErrorsSayWhatIsWrong) {
   const auto not_json = Tokenizer::from_json("{not json", "{}");
   ASSERT_FALSE(not_json.ok());
   EXPECT_EQ(not_json.error().code, Errc::parse);
+}
+
+// Gemma 4 and DeepSeek-V4 are told by their special tokens (DeepSeek-V4 also by having no chat template, which
+// tells it from DeepSeek-V3); their end markers stop generation.
+TEST(TextProfile, Gemma4AndDeepSeekV4) {
+  json gemma_added = json::array();
+  int id = 256;
+  for (const char* t : {"<bos>", "<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>",
+                        "<|tool_response>", "<tool_response|>", "<|\"|>"}) {
+    gemma_added.push_back(added_token(t, id++, true));
+  }
+  const Tokenizer gemma = make(byte_level_tokenizer({}, gemma_added), {{"eos_token", "<turn|>"}});
+  const TextProfile g = detect_text_profile(gemma, "{{ bos_token }}...");
+  EXPECT_EQ(g.output_format, OutputFormat::gemma4);
+  for (const char* stop : {"<turn|>", "<|tool_response>"}) {
+    EXPECT_NE(std::find(g.stop_ids.begin(), g.stop_ids.end(), gemma.token_id(stop)), g.stop_ids.end()) << stop;
+  }
+
+  json ds_added = json::array();
+  id = 256;
+  for (const char* t : {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"}) {
+    ds_added.push_back(added_token(t, id++, true));
+  }
+  const Tokenizer ds = make(byte_level_tokenizer({}, ds_added), {{"eos_token", "<｜end▁of▁sentence｜>"}});
+  const TextProfile d = detect_text_profile(ds, "");
+  EXPECT_EQ(d.output_format, OutputFormat::deepseek_v4);
+  EXPECT_EQ(d.stop_ids, std::vector<TokenId>{ds.token_id("<｜end▁of▁sentence｜>")});
+  // The same tokens with a Jinja template: a DeepSeek-V3-style checkpoint, not V4.
+  EXPECT_NE(detect_text_profile(ds, "{{ bos_token }}").output_format, OutputFormat::deepseek_v4);
+  EXPECT_TRUE(prompt_opens_reasoning("<｜User｜>hi<｜Assistant｜><think>"));
 }
 
 }  // namespace

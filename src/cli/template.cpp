@@ -2,12 +2,14 @@
 // prints the prompt the model's chat template renders, exactly (no newline added).
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli/commands.hpp"
 #include "text/chat_template.hpp"
+#include "text/deepseek_v4.hpp"
 #include "text/harmony.hpp"
 
 namespace mach::cli {
@@ -18,6 +20,7 @@ struct TemplateArgs {
   std::string dir, messages, tools, kwargs;
   bool add_generation_prompt = false;
   bool harmony = false;
+  bool deepseek_v4 = false;
 };
 
 // gpt-oss checkpoints whose tokenizer_config.json carries no template: their special tokens say harmony.
@@ -26,6 +29,16 @@ bool looks_like_harmony(const std::string& dir) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str().find("<|channel|>") != std::string::npos;
+}
+
+// DeepSeek-V4 checkpoints ship encoding/encoding_dsv4.py instead of a template.
+bool looks_like_deepseek_v4(const std::string& dir) {
+  if (std::filesystem::exists(dir + "/encoding/encoding_dsv4.py")) return true;
+  std::ifstream in(dir + "/config.json", std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  const auto config = nlohmann::ordered_json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  return config.is_object() && config.value("model_type", "") == "deepseek_v4";
 }
 
 Result<nlohmann::ordered_json> read_json(const std::string& path, const char* option) {
@@ -41,9 +54,13 @@ Result<nlohmann::ordered_json> read_json(const std::string& path, const char* op
 }
 
 Result<void> run(const TemplateArgs& args) {
-  auto chat = args.harmony ? Result<text::ChatTemplate>(Error{Errc::not_found, ""}) : text::ChatTemplate::load(args.dir);
-  const bool harmony = args.harmony || (!chat && chat.error().code == Errc::not_found && looks_like_harmony(args.dir));
-  if (!chat && !harmony) return chat.error();
+  if (args.harmony && args.deepseek_v4) return Error{Errc::invalid_argument, "give --harmony or --deepseek-v4, not both"};
+  const bool builtin = args.harmony || args.deepseek_v4;
+  auto chat = builtin ? Result<text::ChatTemplate>(Error{Errc::not_found, ""}) : text::ChatTemplate::load(args.dir);
+  const bool no_template = !chat && chat.error().code == Errc::not_found;
+  const bool deepseek_v4 = args.deepseek_v4 || (!builtin && no_template && looks_like_deepseek_v4(args.dir));
+  const bool harmony = args.harmony || (!builtin && !deepseek_v4 && no_template && looks_like_harmony(args.dir));
+  if (!chat && !harmony && !deepseek_v4) return chat.error();
   text::ChatRequest request;
   auto messages = read_json(args.messages, "--messages");
   if (!messages) return messages.error();
@@ -69,7 +86,9 @@ Result<void> run(const TemplateArgs& args) {
     if (!request.kwargs.is_object()) return Error{Errc::invalid_argument, "--kwargs: expected a JSON object"};
   }
   request.add_generation_prompt = args.add_generation_prompt;
-  auto prompt = harmony ? text::render_harmony(request) : chat->render(request);
+  auto prompt = harmony ? text::render_harmony(request)
+                : deepseek_v4 ? text::render_deepseek_v4(request)
+                              : chat->render(request);
   if (!prompt) return prompt.error();
   fmt::print("{}", *prompt);
   return {};
@@ -88,6 +107,10 @@ void add_template_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--harmony", args.harmony,
                 "render with the built-in harmony formatter (gpt-oss; automatic when the model has no template "
                 "and harmony tokens)");
+  cmd->add_flag("--deepseek-v4", args.deepseek_v4,
+                "render with the built-in DeepSeek-V4 encoder (automatic when the model has no template and ships "
+                "encoding/encoding_dsv4.py or says model_type deepseek_v4); kwargs: thinking, reasoning_effort, "
+                "drop_thinking");
   cmd->callback([&exit_code] {
     if (auto r = run(args); !r) {
       fmt::print(stderr, "mach template: {}\n", r.error().message);

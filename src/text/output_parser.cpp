@@ -117,12 +117,192 @@ std::optional<ToolCall> parse_xml_tool_call(std::string_view body, const nlohman
   return ToolCall{sanitize_utf8(name), compact(args)};
 }
 
+
+// Gemma 4's argument syntax, as its chat template writes tool calls (format_argument with escape_keys=False):
+// objects {key:value,...} with bare keys, arrays [v,...], strings between <|"|> tokens (verbatim, no escapes),
+// true/false, and numbers as Python prints them. Also read, because models drift towards them: keys quoted
+// with <|"|> (how the template writes tool declarations), JSON strings, and null/None (templates before the
+// null fix printed Python's None). Anything else is not an argument list.
+class GemmaArgs {
+ public:
+  explicit GemmaArgs(std::string_view text) : s_(text) {}
+
+  // The whole text as one object, or nullopt.
+  std::optional<nlohmann::ordered_json> object() {
+    auto v = value(0);
+    skip_space();
+    if (!v || !v->is_object() || pos_ != s_.size()) return std::nullopt;
+    return v;
+  }
+
+ private:
+  static constexpr std::string_view kQuote = "<|\"|>";
+  static constexpr int kMaxDepth = 64;
+
+  void skip_space() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t')) ++pos_;
+  }
+  bool eat(char c) {
+    skip_space();
+    if (pos_ < s_.size() && s_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+
+  std::optional<std::string> quoted() {  // at <|"|>
+    pos_ += kQuote.size();
+    const size_t end = s_.find(kQuote, pos_);
+    if (end == std::string_view::npos) return std::nullopt;
+    std::string out(s_.substr(pos_, end - pos_));
+    pos_ = end + kQuote.size();
+    return out;
+  }
+
+  std::optional<std::string> json_string() {  // at "
+    size_t i = pos_ + 1;
+    while (i < s_.size() && s_[i] != '"') i += s_[i] == '\\' ? 2 : 1;
+    if (i >= s_.size()) return std::nullopt;
+    auto j = parse_json(s_.substr(pos_, i + 1 - pos_));
+    if (!j || !j->is_string()) return std::nullopt;
+    pos_ = i + 1;
+    return j->get<std::string>();
+  }
+
+  std::optional<std::string> key() {
+    skip_space();
+    if (s_.substr(pos_).starts_with(kQuote)) return quoted();
+    if (pos_ < s_.size() && s_[pos_] == '"') return json_string();
+    const size_t start = pos_;
+    while (pos_ < s_.size() && std::string_view(":{}[],<\"").find(s_[pos_]) == std::string_view::npos) ++pos_;
+    std::string_view k = trim(s_.substr(start, pos_ - start));
+    if (k.empty()) return std::nullopt;
+    return std::string(k);
+  }
+
+  std::optional<nlohmann::ordered_json> value(int depth) {
+    if (depth > kMaxDepth) return std::nullopt;
+    skip_space();
+    if (pos_ >= s_.size()) return std::nullopt;
+    if (s_[pos_] == '{') {
+      ++pos_;
+      nlohmann::ordered_json obj = nlohmann::ordered_json::object();
+      if (eat('}')) return obj;
+      do {
+        auto k = key();
+        if (!k || !eat(':')) return std::nullopt;
+        auto v = value(depth + 1);
+        if (!v) return std::nullopt;
+        obj[*k] = std::move(*v);
+      } while (eat(','));
+      if (!eat('}')) return std::nullopt;
+      return obj;
+    }
+    if (s_[pos_] == '[') {
+      ++pos_;
+      nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+      if (eat(']')) return arr;
+      do {
+        auto v = value(depth + 1);
+        if (!v) return std::nullopt;
+        arr.push_back(std::move(*v));
+      } while (eat(','));
+      if (!eat(']')) return std::nullopt;
+      return arr;
+    }
+    if (s_.substr(pos_).starts_with(kQuote)) {
+      auto str = quoted();
+      if (!str) return std::nullopt;
+      return nlohmann::ordered_json(std::move(*str));
+    }
+    if (s_[pos_] == '"') {
+      auto str = json_string();
+      if (!str) return std::nullopt;
+      return nlohmann::ordered_json(std::move(*str));
+    }
+    const size_t start = pos_;
+    while (pos_ < s_.size() && std::string_view(",}] \n\r\t").find(s_[pos_]) == std::string_view::npos) ++pos_;
+    const std::string_view word = s_.substr(start, pos_ - start);
+    if (word == "None") return nlohmann::ordered_json(nullptr);
+    auto j = parse_json(word);  // true, false, null or a number; anything else is not a value
+    if (!j || !(j->is_number() || j->is_boolean() || j->is_null())) return std::nullopt;
+    return j;
+  }
+
+  std::string_view s_;
+  size_t pos_ = 0;
+};
+
+// Gemma 4's call body (between <|tool_call> and <tool_call|>): call:NAME{args}.
+std::optional<ToolCall> parse_gemma_tool_call(std::string_view body) {
+  std::string_view s = trim(body);
+  if (!s.starts_with("call:")) return std::nullopt;
+  s.remove_prefix(5);
+  const size_t brace = s.find('{');
+  if (brace == std::string_view::npos) return std::nullopt;
+  const std::string_view name = trim(s.substr(0, brace));
+  if (name.empty() || name.find_first_of(" \n\t\r<>\"") != std::string_view::npos) return std::nullopt;
+  auto args = GemmaArgs(s.substr(brace)).object();
+  if (!args) return std::nullopt;
+  return ToolCall{sanitize_utf8(std::string(name)), compact(*args)};
+}
+
+
+// DeepSeek-V4's DSML block body (between <｜DSML｜tool_calls> and </｜DSML｜tool_calls>), as its encoder writes it:
+//   <｜DSML｜invoke name="F">\n<｜DSML｜parameter name="K" string="true|false">V</｜DSML｜parameter>\n…</｜DSML｜invoke>
+// string="true" values are text, the others JSON. Whitespace between tags is not significant.
+std::optional<std::vector<ToolCall>> parse_dsml_tool_calls(std::string_view body) {
+  constexpr std::string_view kInvoke = "<｜DSML｜invoke", kEndInvoke = "</｜DSML｜invoke>", kParam = "<｜DSML｜parameter",
+                             kEndParam = "</｜DSML｜parameter>";
+  std::vector<ToolCall> calls;
+  std::string_view s = trim(body);
+  const auto eat = [&](std::string_view prefix) {
+    s = trim(s);
+    if (!s.starts_with(prefix)) return false;
+    s.remove_prefix(prefix.size());
+    return true;
+  };
+  const auto until = [&](std::string_view end) -> std::optional<std::string_view> {
+    const size_t at = s.find(end);
+    if (at == std::string_view::npos) return std::nullopt;
+    std::string_view before = s.substr(0, at);
+    s.remove_prefix(at + end.size());
+    return before;
+  };
+  while (!trim(s).empty()) {
+    if (!eat(kInvoke) || !eat("name=\"")) return std::nullopt;
+    const auto name = until("\">");
+    if (!name || name->empty()) return std::nullopt;
+    nlohmann::ordered_json args = nlohmann::ordered_json::object();
+    while (!eat(kEndInvoke)) {
+      if (!eat(kParam) || !eat("name=\"")) return std::nullopt;
+      const auto key = until("\" string=\"");
+      if (!key || args.contains(*key)) return std::nullopt;
+      const auto flag = until("\">");
+      const auto value = until(kEndParam);
+      if (!flag || !value || (*flag != "true" && *flag != "false")) return std::nullopt;
+      if (*flag == "true") {
+        args[std::string(*key)] = std::string(*value);
+      } else if (auto j = parse_json(*value)) {
+        args[std::string(*key)] = std::move(*j);
+      } else {
+        return std::nullopt;
+      }
+    }
+    calls.push_back({sanitize_utf8(std::string(*name)), compact(args)});
+  }
+  return calls;
+}
+
 }  // namespace
 
 std::optional<OutputFormat> output_format_from_name(std::string_view name) {
   if (name == "qwen3") return OutputFormat::qwen3;
   if (name == "qwen3_coder") return OutputFormat::qwen3_coder;
   if (name == "harmony") return OutputFormat::harmony;
+  if (name == "gemma4") return OutputFormat::gemma4;
+  if (name == "deepseek_v4") return OutputFormat::deepseek_v4;
   return std::nullopt;
 }
 
@@ -371,11 +551,217 @@ class HarmonyParser final : public OutputParser::Impl {
   bool in_header_ = true;
 };
 
+
+// Gemma 4: <|channel>thought\n…<channel|> is reasoning; <|tool_call>call:NAME{args}<tool_call|> is a call;
+// <turn|> ends the turn and <|tool_response> (which the model writes after its calls, for the tool's answer
+// to follow) ends generation: both are markers, not text.
+class GemmaParser final : public OutputParser::Impl {
+ public:
+  OutputDelta push(std::string_view text) override {
+    buf_ += text;
+    OutputDelta out;
+    while (step(out, false)) {
+    }
+    return out;
+  }
+
+  OutputDelta finish() override {
+    OutputDelta out;
+    while (step(out, true)) {
+    }
+    if (mode_ == Mode::tool) out.content += std::string(kCall) + tool_body_;
+    tool_body_.clear();
+    mode_ = Mode::content;
+    return out;
+  }
+
+ private:
+  enum class Mode { content, reasoning, tool };
+  static constexpr std::string_view kChannel = "<|channel>", kEndChannel = "<channel|>", kCall = "<|tool_call>",
+                                    kEndCall = "<tool_call|>", kEndTurn = "<turn|>", kToolResponse = "<|tool_response>",
+                                    kThought = "thought\n", kQuote = "<|\"|>";
+  // Index = which tag; the last two are end markers, dropped wherever they appear.
+  static constexpr std::array<std::string_view, 4> kContentTags{kChannel, kCall, kEndTurn, kToolResponse};
+  static constexpr std::array<std::string_view, 3> kReasoningTags{kEndChannel, kEndTurn, kToolResponse};
+  static constexpr std::array<std::string_view, 2> kToolTags{kEndCall, kQuote};
+
+  bool step(OutputDelta& out, bool at_end) {
+    if (buf_.empty()) return false;
+    if (mode_ == Mode::tool) return step_tool(out, at_end);
+    if (mode_ == Mode::reasoning && channel_name_pending_) {
+      // The channel's name ("thought\n") is header, not reasoning.
+      if (buf_.starts_with(kThought)) {
+        buf_.erase(0, kThought.size());
+      } else if (!at_end && kThought.starts_with(buf_)) {
+        return false;
+      }
+      channel_name_pending_ = false;
+      return true;
+    }
+    const bool reasoning = mode_ == Mode::reasoning;
+    const std::span<const std::string_view> tags = reasoning ? std::span<const std::string_view>(kReasoningTags)
+                                                             : std::span<const std::string_view>(kContentTags);
+    const auto [pos, which] = find_first_tag(buf_, tags);
+    const size_t ready = pos != std::string::npos ? pos : buf_.size() - (at_end ? 0 : partial_tag_suffix(buf_, tags));
+    (reasoning ? out.reasoning : out.content).append(buf_, 0, ready);
+    if (pos == std::string::npos) {
+      buf_.erase(0, ready);
+      return false;
+    }
+    const std::string_view tag = tags[which];
+    buf_.erase(0, pos + tag.size());
+    if (tag == kChannel) {
+      mode_ = Mode::reasoning;
+      channel_name_pending_ = true;
+    } else if (tag == kEndChannel) {
+      mode_ = Mode::content;
+    } else if (tag == kCall) {
+      mode_ = Mode::tool;
+      in_string_ = false;
+    }
+    return true;  // <turn|> and <|tool_response>: dropped
+  }
+
+  // Inside a call: <tool_call|> ends it unless it sits inside a <|"|>…<|"|> string.
+  bool step_tool(OutputDelta& out, bool at_end) {
+    const auto [pos, which] = find_first_tag(buf_, kToolTags);
+    if (pos == std::string::npos) {
+      const size_t hold = at_end ? 0 : partial_tag_suffix(buf_, kToolTags);
+      tool_body_.append(buf_, 0, buf_.size() - hold);
+      buf_.erase(0, buf_.size() - hold);
+      return false;
+    }
+    if (which == 1 || in_string_) {  // a quote, or <tool_call|> inside a string: body text
+      const size_t len = which == 1 ? kQuote.size() : kEndCall.size();
+      if (which == 1) in_string_ = !in_string_;
+      tool_body_.append(buf_, 0, pos + len);
+      buf_.erase(0, pos + len);
+      return true;
+    }
+    tool_body_.append(buf_, 0, pos);
+    buf_.erase(0, pos + kEndCall.size());
+    if (auto call = parse_gemma_tool_call(tool_body_)) {
+      out.tool_calls.push_back(std::move(*call));
+    } else {
+      out.content += std::string(kCall) + tool_body_ + std::string(kEndCall);
+    }
+    tool_body_.clear();
+    mode_ = Mode::content;
+    return true;
+  }
+
+  Mode mode_ = Mode::content;
+  std::string buf_, tool_body_;
+  bool channel_name_pending_ = false;
+  bool in_string_ = false;
+};
+
+
+// DeepSeek-V4: <think>…</think> reasoning (the thinking-mode prompt opens it), content, and at most one DSML
+// block "\n\n<｜DSML｜tool_calls>…</｜DSML｜tool_calls>" of calls; <｜end▁of▁sentence｜> is a marker, dropped.
+// The two newlines before the block belong to it (as the encoder writes and parses them), so newlines at the
+// end of content are held until it is known whether a block follows.
+class DeepSeekV4Parser final : public OutputParser::Impl {
+ public:
+  explicit DeepSeekV4Parser(bool starts_in_reasoning) : mode_(starts_in_reasoning ? Mode::reasoning : Mode::content) {}
+
+  OutputDelta push(std::string_view text) override {
+    buf_ += text;
+    OutputDelta out;
+    while (step(out, false)) {
+    }
+    return out;
+  }
+
+  OutputDelta finish() override {
+    OutputDelta out;
+    while (step(out, true)) {
+    }
+    if (mode_ == Mode::tool) out.content += block_prefix_ + std::string(kBlock) + body_;
+    out.content += held_newlines_;
+    held_newlines_.clear();
+    body_.clear();
+    mode_ = Mode::content;
+    return out;
+  }
+
+ private:
+  enum class Mode { content, reasoning, tool };
+  static constexpr std::string_view kEndThink = "</think>", kBlock = "<｜DSML｜tool_calls>",
+                                    kEndBlock = "</｜DSML｜tool_calls>", kEos = "<｜end▁of▁sentence｜>";
+  static constexpr std::array<std::string_view, 2> kContentTags{kBlock, kEos};
+  static constexpr std::array<std::string_view, 2> kReasoningTags{kEndThink, kEos};
+  static constexpr std::array<std::string_view, 1> kBlockTags{kEndBlock};
+
+  void emit_content(std::string_view s, OutputDelta& out) {
+    size_t keep = s.size();
+    while (keep > 0 && s[keep - 1] == '\n') --keep;
+    if (keep > 0) {
+      out.content += held_newlines_;
+      held_newlines_.clear();
+      out.content += s.substr(0, keep);
+    }
+    held_newlines_ += s.substr(keep);
+  }
+
+  bool step(OutputDelta& out, bool at_end) {
+    if (buf_.empty()) return false;
+    if (mode_ == Mode::tool) {
+      const size_t pos = buf_.find(kEndBlock);
+      if (pos == std::string::npos) {
+        const size_t hold = at_end ? 0 : partial_tag_suffix(buf_, kBlockTags);
+        body_.append(buf_, 0, buf_.size() - hold);
+        buf_.erase(0, buf_.size() - hold);
+        return false;
+      }
+      body_.append(buf_, 0, pos);
+      buf_.erase(0, pos + kEndBlock.size());
+      if (auto calls = parse_dsml_tool_calls(body_)) {
+        for (auto& call : *calls) out.tool_calls.push_back(std::move(call));
+      } else {
+        out.content += block_prefix_ + std::string(kBlock) + body_ + std::string(kEndBlock);
+      }
+      body_.clear();
+      mode_ = Mode::content;
+      return true;
+    }
+    const bool reasoning = mode_ == Mode::reasoning;
+    const std::span<const std::string_view> tags = reasoning ? std::span<const std::string_view>(kReasoningTags)
+                                                             : std::span<const std::string_view>(kContentTags);
+    const auto [pos, which] = find_first_tag(buf_, tags);
+    const size_t ready = pos != std::string::npos ? pos : buf_.size() - (at_end ? 0 : partial_tag_suffix(buf_, tags));
+    if (reasoning) out.reasoning.append(buf_, 0, ready);
+    else emit_content(std::string_view(buf_).substr(0, ready), out);
+    if (pos == std::string::npos) {
+      buf_.erase(0, ready);
+      return false;
+    }
+    const std::string_view tag = tags[which];
+    buf_.erase(0, pos + tag.size());
+    if (tag == kEndThink) {
+      mode_ = Mode::content;
+    } else if (tag == kBlock) {
+      block_prefix_ = held_newlines_.size() >= 2 ? "\n\n" : "";
+      out.content += held_newlines_.substr(0, held_newlines_.size() - block_prefix_.size());
+      held_newlines_.clear();
+      mode_ = Mode::tool;
+    }
+    return true;  // <｜end▁of▁sentence｜>: dropped
+  }
+
+  Mode mode_;
+  std::string buf_, body_, held_newlines_, block_prefix_;
+};
+
 }  // namespace
 
 OutputParser::OutputParser(OutputFormat format, nlohmann::ordered_json tools, bool starts_in_reasoning) {
   if (format == OutputFormat::harmony) {
     impl_ = std::make_unique<HarmonyParser>();
+  } else if (format == OutputFormat::gemma4) {
+    impl_ = std::make_unique<GemmaParser>();
+  } else if (format == OutputFormat::deepseek_v4) {
+    impl_ = std::make_unique<DeepSeekV4Parser>(starts_in_reasoning);
   } else {
     impl_ = std::make_unique<QwenParser>(format == OutputFormat::qwen3_coder, std::move(tools), starts_in_reasoning);
   }

@@ -6,6 +6,12 @@
 //                </function></tool_call> (values typed by the tool's JSON schema when tools are given)
 //   harmony      gpt-oss: <|channel|>analysis<|message|>… is reasoning, final is content,
 //                commentary to=functions.NAME <|message|>{json}<|call|> is a tool call
+//   gemma4       <|channel>thought\n…<channel|> reasoning; <|tool_call>call:NAME{key:<|"|>text<|"|>,n:1}<tool_call|>
+//                (bare keys, <|"|>-delimited strings) converted to JSON arguments; <turn|> and <|tool_response>
+//                end markers dropped
+//   deepseek_v4  <think>…</think> reasoning (the thinking-mode prompt opens it: starts_in_reasoning); calls in a DSML
+//                block \n\n<｜DSML｜tool_calls><｜DSML｜invoke name="F"><｜DSML｜parameter name="K" string="true|false">V
+//                </｜DSML｜parameter></｜DSML｜invoke></｜DSML｜tool_calls>; <｜end▁of▁sentence｜> dropped
 // Text arrives in arbitrary pieces (tags split across pieces are held back until they resolve). Malformed
 // output (unclosed tags, bad JSON, stray closing tags) degrades to content text; nothing throws and no
 // text is lost. Feed the decoded text with special tokens kept (harmony's markers are special tokens).
@@ -21,9 +27,10 @@
 
 namespace mach::text {
 
-enum class OutputFormat { qwen3, qwen3_coder, harmony };
+enum class OutputFormat { qwen3, qwen3_coder, harmony, gemma4, deepseek_v4 };
+inline constexpr int kOutputFormatCount = 5;
 
-// "qwen3", "qwen3_coder", "harmony"; nullopt for anything else.
+// "qwen3", "qwen3_coder", "harmony", "gemma4", "deepseek_v4"; nullopt for anything else.
 std::optional<OutputFormat> output_format_from_name(std::string_view name);
 
 struct ToolCall {

@@ -17,7 +17,9 @@ struct TextProfile {
   std::vector<TokenId> stop_ids;              // generation ends at any of these (EOS and end-of-turn tokens)
 };
 
-// chat_template: the model's template source ("" if none); Qwen3-Coder is told from Qwen3 by its XML calls.
+// chat_template: the model's template source ("" if none); Qwen3-Coder is told from Qwen3 by its XML calls, and
+// DeepSeek-V4 (no template, DeepSeek's role tokens) from DeepSeek-V3 (which has one). Gemma 4's <|tool_response>
+// is a stop token: the model writes it after its calls, where the tool's answer would follow.
 TextProfile detect_text_profile(const Tokenizer& tokenizer, std::string_view chat_template);
 
 // True when the prompt ends inside an opened <think> block (templates that prefill "<think>\n").

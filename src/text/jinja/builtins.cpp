@@ -115,6 +115,22 @@ std::string title_case(const std::string& s, bool only_first) {
   return out;
 }
 
+// jinja2's title filter (not str.title): words begin after runs of '-', whitespace, '(', '{', '[' or '<', and a
+// word's first character is upper-cased whatever it is ("{'a': 1}" stays "{'a': 1}").
+std::string jinja_title(const std::string& s) {
+  std::string out = s;
+  bool start = true;
+  for (char& c : out) {
+    if (std::string_view("-({[< \t\n\r\f\v").find(c) != std::string_view::npos) {
+      start = true;
+    } else {
+      c = static_cast<char>(start ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
+      start = false;
+    }
+  }
+  return out;
+}
+
 Value bound(std::string name, std::function<Value(List&, Kwargs&)> fn) { return Value(Callable{std::move(name), std::move(fn)}); }
 
 Value string_method(const std::string& s, const std::string& name) {
@@ -380,11 +396,14 @@ Value apply_filter(const std::string& name, Value v, List& args, Kwargs& kwargs)
   if (name == "string") return Value(v.str());
   if (name == "safe") return v;
   if (name == "e" || name == "escape") return Value(html_escape(v.str()));
-  if (name == "trim") return Value(strip(need_string(v, "trim"), arg(args, kwargs, 0, "chars", kNone), true, true));
-  if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
+  // jinja2's string filters work on str(value): ['a', None] | upper is "['A', NONE]" (Gemma 4's template upper-cases
+  // JSON schema types, which may be lists).
+  if (name == "trim") return Value(strip(v.str(), arg(args, kwargs, 0, "chars", kNone), true, true));
+  if (name == "title") return Value(jinja_title(v.str()));
+  if (name == "upper" || name == "lower" || name == "capitalize") {
     List none;
     Kwargs nokw;
-    return string_method(need_string(v, name.c_str()), name).as_callable().call(none, nokw);
+    return string_method(v.str(), name).as_callable().call(none, nokw);
   }
   if (name == "replace") {
     return Value(replace_all(v.str(), arg(args, kwargs, 0, "old", kNone).str(), arg(args, kwargs, 1, "new", kNone).str(),
