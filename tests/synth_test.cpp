@@ -382,14 +382,16 @@ Forward forward(const fs::path& dir, const std::vector<uint32_t>& tokens) {
       const auto o = matvec(wo, attn, H);
       for (size_t j = 0; j < H; ++j) x[t][j] += o[j];
     }
-    std::vector<std::vector<float>> gate_up(E), down(E);
-    for (uint32_t e = 0; e < E; ++e) {
+    std::map<uint32_t, std::pair<std::vector<float>, std::vector<float>>> experts;  // dequantized when first used
+    auto expert = [&](uint32_t e) -> const auto& {
+      auto it = experts.find(e);
+      if (it != experts.end()) return it->second;
       const auto slab = sidecar.read_expert(l, e).value();
       const auto& a = lay.tensors[0];
       const auto& b = lay.tensors[1];
-      gate_up[e] = ops::dequantize(lay.quant, slab.span().subspan(a.offset, a.bytes), a.rows, a.cols);
-      down[e] = ops::dequantize(lay.quant, slab.span().subspan(b.offset, b.bytes), b.rows, b.cols);
-    }
+      return experts[e] = {ops::dequantize(lay.quant, slab.span().subspan(a.offset, a.bytes), a.rows, a.cols),
+                           ops::dequantize(lay.quant, slab.span().subspan(b.offset, b.bytes), b.rows, b.cols)};
+    };
     f.experts_used.emplace_back();
     for (size_t t = 0; t < T; ++t) {
       std::vector<float> h = x[t];
@@ -406,10 +408,11 @@ Forward forward(const fs::path& dir, const std::vector<uint32_t>& tokens) {
       for (size_t j = 0; j < K; ++j) {
         const uint32_t e = ids[j];
         f.experts_used.back().insert(e);
-        const auto gu = matvec(gate_up[e], h, 2 * I);
+        const auto& [gate_up, down] = expert(e);
+        const auto gu = matvec(gate_up, h, 2 * I);
         std::vector<float> act(I);
         for (size_t i = 0; i < I; ++i) act[i] = static_cast<float>(gu[i] / (1 + std::exp(-double(gu[i]))) * gu[I + i]);
-        const auto y = matvec(down[e], act, H);
+        const auto y = matvec(down, act, H);
         for (size_t i = 0; i < H; ++i) x[t][i] += static_cast<float>(p[j] / sum * y[i]);
       }
     }
