@@ -498,6 +498,10 @@ TEST(SynthCli, CheckAcceptsTheOutputAndGenerateAsksForTokenIds) {
   EXPECT_NE(generate.output.find("tokenizer.json not found"), std::string::npos) << generate.output;
   EXPECT_NE(generate.output.find("--prompt-ids"), std::string::npos) << generate.output;
 
+  const CliRun zero = run_mach("synth --shape qwen3-moe-mini --layers 0 --out " + out + "0");
+  EXPECT_EQ(zero.status, 1);
+  EXPECT_NE(zero.output.find("--layers 0: give 1 to"), std::string::npos) << zero.output;
+
   const CliRun again = run_mach("synth --shape qwen3-moe-mini --out " + out);
   EXPECT_EQ(again.status, 1);
   EXPECT_NE(again.output.find("already exists"), std::string::npos) << again.output;

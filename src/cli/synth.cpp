@@ -13,6 +13,7 @@ struct SynthArgs {
   std::string shape, quant = "q4", out;
   uint32_t layers = 0, threads = 0;
   uint64_t seed = 0;
+  const CLI::Option* layers_given = nullptr;
 };
 
 int run_synth(const SynthArgs& a) {
@@ -27,7 +28,7 @@ int run_synth(const SynthArgs& a) {
   if (!quant || (*quant != ops::WeightType::q4 && *quant != ops::WeightType::q8_0 && *quant != ops::WeightType::bf16))
     return fail({Errc::invalid_argument, fmt::format("--quant {}: use q4, q8_0 or bf16", a.quant)});
   o.quant = *quant;
-  if (a.layers) o.layers = a.layers;
+  if (a.layers_given->count()) o.layers = a.layers;
   o.seed = a.seed;
   o.threads = a.threads;
   o.on_progress = [](const experts::SynthProgress& p) {
@@ -64,7 +65,8 @@ void add_synth_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--quant", a.quant, "expert format in the sidecar: q4 (default), q8_0, bf16");
   cmd->add_option("--out", a.out, "output directory (must not exist; DIR.partial holds an unfinished run)")
       ->required();
-  cmd->add_option("--layers", a.layers, "layers to write (default: the shape's); fewer makes a cut-down model");
+  a.layers_given =
+      cmd->add_option("--layers", a.layers, "layers to write (default: the shape's); fewer makes a cut-down model");
   cmd->add_option("--seed", a.seed, "random seed (default 0); the output depends only on shape, layers, quant, seed");
   cmd->add_option("--threads", a.threads, "worker threads (default: one per hardware thread)");
   cmd->footer(shapes_footer());
