@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cassert>
 #include <cerrno>
 #include <chrono>
@@ -81,19 +82,21 @@ class Rng {
   uint64_t s_;
 };
 
-// n bf16 values, zero-mean uniform with standard deviation `std`.
+// n bf16 values, zero-mean uniform with standard deviation `std`. Converted in blocks on the stack so that
+// the compiler vectorizes the conversion; the stream is consumed exactly as one fill of n * 2 bytes would.
 void fill_bf16(std::byte* out, size_t n, double std, Rng& rng) {
-  rng.fill(out, n * 2);
+  constexpr size_t kBlock = 512;  // a multiple of 4 values: every block but the last takes whole 8-byte draws
   const float k = static_cast<float>(std / kU16Std);
-  for (size_t i = 0; i < n; ++i) {
-    uint16_t u;
-    std::memcpy(&u, out + 2 * i, 2);
-    const float f = (static_cast<float>(u) - 32767.5f) * k;
-    uint32_t x;
-    std::memcpy(&x, &f, 4);
-    x += 0x7fffu + ((x >> 16) & 1);  // round to nearest even; f is finite
-    const uint16_t b = static_cast<uint16_t>(x >> 16);
-    std::memcpy(out + 2 * i, &b, 2);
+  uint16_t in[kBlock], result[kBlock];
+  for (size_t first = 0; first < n; first += kBlock) {
+    const size_t m = std::min(kBlock, n - first);
+    rng.fill(reinterpret_cast<std::byte*>(in), m * 2);
+    for (size_t i = 0; i < m; ++i) {
+      uint32_t x = std::bit_cast<uint32_t>((static_cast<float>(in[i]) - 32767.5f) * k);
+      x += 0x7fffu + ((x >> 16) & 1);  // round to nearest even; the value is finite
+      result[i] = static_cast<uint16_t>(x >> 16);
+    }
+    std::memcpy(out + 2 * first, result, m * 2);
   }
 }
 
