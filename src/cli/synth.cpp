@@ -51,7 +51,7 @@ int run_synth(const SynthArgs& a) {
 std::string shapes_footer() {
   std::string text = "Shapes:\n";
   for (const auto& s : experts::synth_shapes()) text += fmt::format("  {:<16} {}\n", s.name, s.description);
-  text += "No tokenizer is written: run synthetic checkpoints with token ids (--prompt-ids).";
+  text += "No tokenizer is written: run synthetic checkpoints with token ids (--prompt-ids).\n";
   return text;
 }
 

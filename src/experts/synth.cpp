@@ -39,7 +39,7 @@ constexpr SynthShape kShapes[] = {
     {"qwen3-30b-a3b", "Qwen3-30B-A3B: 48 layers, hidden 2048, 32/4 heads of 128, 128 experts top-8 of width 768, "
                       "vocab 151936",
      "qwen3_moe", 48, 2048, 32, 4, 128, 128, 8, 768, 6144, 151936, 40960, 1e-6, 1e6, 151643, 151645},
-    {"qwen3-moe-mini", "qwen3_moe for tests (~1-3 MB): 4 layers, hidden 128, 4/2 heads of 32, 16 experts top-4 of "
+    {"qwen3-moe-mini", "qwen3_moe for tests (2-4 MB): 4 layers, hidden 128, 4/2 heads of 32, 16 experts top-4 of "
                        "width 64, vocab 512",
      "qwen3_moe", 4, 128, 4, 2, 32, 16, 4, 64, 256, 512, 4096, 1e-6, 1e6, 1, 2},
 };
