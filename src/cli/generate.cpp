@@ -102,6 +102,9 @@ int run_generate(const GenerateArgs& a) {
     if (!a.prompt_ids.empty() || !a.prompt_ids_file.empty())
       return fail({Errc::invalid_argument, "give one of --prompt, --prompt-ids and --prompt-ids-file"});
     auto t = text::Tokenizer::load(a.model_dir);
+    if (!t && t.error().code == Errc::not_found)
+      return fail({Errc::not_found, t.error().message + "; a checkpoint without a tokenizer (such as one written by "
+                                                        "mach synth) takes token ids: --prompt-ids 1,2,3"});
     if (!t) return fail(t.error());
     tokenizer.emplace(std::move(t).value());
     // A raw prompt, as llama.cpp's -p: the tokenizer's own special tokens (Gemma's <bos>) are added.

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   mach::cli::add_template_command(app, exit_code);
   mach::cli::add_prune_command(app, exit_code);
   mach::cli::add_check_command(app, exit_code);
+  mach::cli::add_synth_command(app, exit_code);
 
   std::vector<const char*> cargs;
   for (const auto& a : args) cargs.push_back(a.c_str());

@@ -11,12 +11,12 @@
 #include <deque>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "experts/checksum.hpp"
+#include "experts/file_write.hpp"
 #include "experts/sidecar.hpp"
 #include "model/config.hpp"
 #include "model/safetensors.hpp"
@@ -42,43 +42,6 @@ std::string layer_prefix(uint32_t l) { return fmt::format("model.layers.{}.", l)
 bool is_fused(const model::Checkpoint& ck, uint32_t l) { return ck.contains(layer_prefix(l) + "mlp.experts.gate_up_proj"); }
 bool is_moe_layer(const model::Checkpoint& ck, uint32_t l) {
   return is_fused(ck, l) || ck.contains(layer_prefix(l) + "mlp.experts.0.gate_proj.weight");
-}
-
-Result<std::string> read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{Errc::not_found, fmt::format("cannot open {}", path.string())};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-Result<void> write_all(int fd, std::span<const std::byte> data, const fs::path& path) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Error{Errc::io, fmt::format("cannot write {}: {}", path.string(), std::strerror(errno))};
-    data = data.subspan(static_cast<size_t>(n));
-  }
-  return {};
-}
-
-// Writes `path` through `path.tmp`, fsync and rename, so that `path` is either absent or complete.
-Result<void> write_file_atomic(const fs::path& path, std::span<const std::byte> data) {
-  const fs::path tmp = path.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Error{Errc::io, fmt::format("cannot create {}: {}", tmp.string(), std::strerror(errno))};
-  auto r = write_all(fd, data, tmp);
-  if (r && ::fsync(fd) != 0) r = Error{Errc::io, fmt::format("fsync {}: {}", tmp.string(), std::strerror(errno))};
-  ::close(fd);
-  if (!r) return r;
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return Error{Errc::io, fmt::format("cannot rename {} to {}: {}", tmp.string(), path.string(), ec.message())};
-  return {};
-}
-
-Result<void> write_text_atomic(const fs::path& path, const std::string& text) {
-  return write_file_atomic(path, std::as_bytes(std::span(text)));
 }
 
 // A [rows, cols] matrix as f32: the whole tensor `name` of shape `dims`, or slice `index` of its first
