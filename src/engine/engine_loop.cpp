@@ -45,7 +45,7 @@ void EngineLoop::publish() {
       if (done) {
         const auto& r = scheduler_.result(it->stream->id());
         ev.done = true;
-        ev.finish_reason = r.finish_reason;
+        ev.finish_reason = r.error.empty() ? r.finish_reason : r.finish_reason + ": " + r.error;
         ev.speculation = r.speculation;
       }
       it->stream->channel.try_send(asio::error_code{}, std::move(ev));
@@ -81,6 +81,8 @@ asio::awaitable<void> EngineLoop::run() {
     }
     try {
       co_await bridge_.wait(*ticket);
+      // A streaming step's further segments; step_next blocks the loop while it reads experts.
+      while (auto next = scheduler_.step_next()) co_await bridge_.wait(*next);
       scheduler_.step_end();
     } catch (const Exception& e) {
       fail_all(e.what());  // device lost: every request learns it; the loop ends

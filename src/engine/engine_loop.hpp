@@ -23,7 +23,7 @@ namespace mach::engine {
 struct TokenEvent {
   std::vector<uint32_t> tokens;
   bool done = false;
-  std::string finish_reason;  // with done: "stop", "length", "cancelled", "error"
+  std::string finish_reason;  // with done: "stop", "length", "cancelled", "error: why"
   SpeculationStats speculation;
 };
 
