@@ -9,6 +9,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "engine/engine_loop.hpp"
 #include "engine/generator.hpp"
 #include "engine/scheduler.hpp"
 #include "experts/prune.hpp"
@@ -161,7 +166,7 @@ TEST(EngineLayoutErrors, ResidentRefusesExpertsThatDoNotFit) {
   TempDir tmp("engine_layout");
   const fs::path dir = pruned(tmp, ops::WeightType::bf16);
   auto o = options(ops::WeightType::bf16);
-  // The experts take 24 x 12 KiB = 288 KiB, the rest ~261 KiB (weights 205, KV 24, logits 32).
+  // The experts take 24 x 12 KiB = 288 KiB, the other weights ~205 KiB and the logits 32 KiB.
   o.device_memory_bytes = 450 << 10;
   auto r = model::load_model(dir, gpu_context(), o);
   ASSERT_FALSE(r.ok());
@@ -244,6 +249,64 @@ TEST(EngineLayoutErrors, ReadErrorFailsTheStepsSequencesAndTheNextRequestWorks) 
   EXPECT_EQ(scheduler.result(b).tokens, want.tokens);
   EXPECT_TRUE(scheduler.result(a).error.empty());
   EXPECT_TRUE(streamed->expert_stats().bad.empty());
+}
+
+// The coroutine path: EngineLoop co_awaits each segment through the GPU bridge. Two requests while layer 0's
+// file is corrupt end with "error: ..." naming it; two more after it is repaired stream resident's tokens.
+TEST(EngineLayoutErrors, EngineLoopStreamsAndSurvivesACorruptSlab) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::bf16);
+  auto resident = load(dir, options(ops::WeightType::bf16));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  auto o = options(ops::WeightType::bf16, 2);
+  o.max_sequences = 2;
+  auto streamed = load(dir, o);
+  engine::SequenceRequest req;
+  req.prompt = reference_prompt();
+  req.max_tokens = static_cast<uint32_t>(want.tokens.size());
+  req.sampling.temperature = 0;
+  const fs::path file = dir / "expert_sidecar" / "layer_00.bin";
+  const auto good = read_file(file);
+  corrupt_every_slab(dir / "expert_sidecar", 0);
+
+  asio::io_context io(1);
+  runtime::GpuBridge bridge(io, gpu_context());
+  engine::EngineLoop loop(io, gpu_context(), *streamed, bridge, {.max_batch = 2});
+  asio::co_spawn(io, loop.run(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  struct Outcome {
+    std::vector<uint32_t> tokens;
+    std::string finish_reason;
+  };
+  std::vector<Outcome> outcomes(4);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int round = 0; round < 2; ++round) {
+          if (round == 1) write_file(file, good);
+          std::vector<std::shared_ptr<engine::TokenStream>> streams;
+          for (int i = 0; i < 2; ++i) streams.push_back(std::move(loop.start(req)).value_or_throw());
+          for (int i = 0; i < 2; ++i) {
+            Outcome& out = outcomes[round * 2 + i];
+            for (;;) {
+              engine::TokenEvent ev = co_await streams[i]->channel.async_receive(asio::use_awaitable);
+              out.tokens.insert(out.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+              if (ev.done) {
+                out.finish_reason = ev.finish_reason;
+                break;
+              }
+            }
+          }
+        }
+        loop.stop();
+      },
+      [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(outcomes[i].finish_reason.rfind("error: ", 0), 0u) << outcomes[i].finish_reason;
+    EXPECT_NE(outcomes[i].finish_reason.find("layer_00.bin: layer 0 expert"), std::string::npos);
+    EXPECT_EQ(outcomes[2 + i].finish_reason, "length");
+    EXPECT_EQ(outcomes[2 + i].tokens, want.tokens);
+  }
 }
 
 // The bank's bookkeeping on its own: passes, hits first, and each policy's victim.

@@ -20,7 +20,6 @@ PathVerdict blocked(std::string path, std::string reason) { return {std::move(pa
 std::vector<PathVerdict> unbuilt_paths(const model::ArchInfo& arch) {
   std::vector<PathVerdict> p;
   p.push_back(blocked("openai_http", fmt::format("the HTTP server (mach serve) is {}", kNotBuilt)));
-  p.push_back(blocked("expert_streaming", fmt::format("expert streaming is {} (issue 7)", kNotBuilt)));
   p.push_back(blocked("specdec", fmt::format("speculative decoding is {}", kNotBuilt)));
   if (arch.continuous_batching)
     p.push_back(blocked("continuous_batching", fmt::format("the batching scheduler is {}; generate runs one sequence",
@@ -105,15 +104,29 @@ void add_memory(CheckReport& r, const CheckOptions& o, const model::ModelConfig&
   r.memory = m;
 }
 
+// expert_streaming for a family that runs: it reads experts from an engine layout's sidecar.
+PathVerdict streaming_path(const CheckReport& r) {
+  if (r.layout == "engine+sidecar")
+    return r.sidecar == "valid" || r.sidecar == "verified"
+               ? PathVerdict{"expert_streaming", "ok",
+                             "mach generate --streaming reads the experts from the sidecar through a GPU bank of slots; "
+                             "the sidecar is ready for it"}
+               : blocked("expert_streaming", "the expert sidecar is invalid: " + r.sidecar);
+  return {"expert_streaming", "needs_artifact",
+          fmt::format("streaming reads experts from an expert sidecar: mach prune --source {} --output OUT", r.model)};
+}
+
 // resident_stacked for a family that runs, given what the directory holds.
 PathVerdict resident_path(const CheckReport& r) {
+  if (r.memory && r.memory->mode == "resident" && r.memory->verdict == "wont_fit")
+    return blocked("resident_stacked", r.layout == "engine+sidecar"
+                                           ? "every expert resident does not fit in GPU memory; use --streaming"
+                                           : "every expert resident does not fit in GPU memory; try --quant q4, or "
+                                             "mach prune and --streaming");
   if (r.layout == "engine+sidecar")
-    return blocked("resident_stacked", "the loader cannot read an expert sidecar yet (issue 7); run the source "
-                                       "checkpoint");
+    return {"resident_stacked", "ok", "mach generate loads every expert of the sidecar onto the GPU"};
   if (r.layout == "none") return {"resident_stacked", "needs_artifact", "no model.safetensors in the directory"};
   if (r.layout == "unknown") return {"resident_stacked", "unknown", "no expert tensors recognised"};
-  if (r.memory && r.memory->verdict == "wont_fit")
-    return blocked("resident_stacked", "every expert resident does not fit in GPU memory; try --quant q4");
   return {"resident_stacked", "ok", "mach generate loads every expert onto the GPU"};
 }
 
@@ -158,10 +171,13 @@ void add_sidecar(CheckReport& r, const CheckOptions& o, const model::ModelConfig
 
 std::vector<PathVerdict> arch_paths(const model::ArchInfo& arch) {
   std::vector<PathVerdict> p = unbuilt_paths(arch);
-  if (arch.status == model::SupportStatus::runs)
+  if (arch.status == model::SupportStatus::runs) {
     p.push_back({"resident_stacked", "ok", "mach generate loads every expert onto the GPU"});
-  else
+    p.push_back({"expert_streaming", "ok", "mach generate --streaming on an engine layout (mach prune)"});
+  } else {
     p.push_back(blocked("resident_stacked", fmt::format("the {} forward pass is {}", arch.model_type, kNotBuilt)));
+    p.push_back(blocked("expert_streaming", fmt::format("the {} forward pass is {}", arch.model_type, kNotBuilt)));
+  }
   sort_paths(p);
   return p;
 }
@@ -212,18 +228,21 @@ CheckReport check_model(const CheckOptions& o) {
     r.problems.push_back(fmt::format("{} is registered but its forward pass is {}", arch.model_type, kNotBuilt));
   } else {
     r.paths = unbuilt_paths(arch);
-    for (auto& p : r.paths)
-      if (p.path == "expert_streaming")
-        p.reason += sidecar ? "; the sidecar is ready for it" : "; it will also need an expert sidecar (mach prune)";
+    r.paths.push_back(streaming_path(r));
     r.paths.push_back(resident_path(r));
     sort_paths(r.paths);
   }
   const bool resident_ok = std::any_of(r.paths.begin(), r.paths.end(), [](const PathVerdict& p) {
     return p.path == "resident_stacked" && p.status == "ok";
   });
-  r.suggested_command = resident_ok ? fmt::format("mach generate {} --prompt-ids 1,2,3 --max-tokens 32", r.model)
-                        : r.layout == "engine+sidecar" ? fmt::format("mach check {} --verify", r.model)
-                                                       : "";
+  const bool streaming_ok = std::any_of(r.paths.begin(), r.paths.end(), [](const PathVerdict& p) {
+    return p.path == "expert_streaming" && p.status == "ok";
+  });
+  r.suggested_command =
+      resident_ok    ? fmt::format("mach generate {} --prompt-ids 1,2,3 --max-tokens 32", r.model)
+      : streaming_ok ? fmt::format("mach generate {} --streaming --prompt-ids 1,2,3 --max-tokens 32", r.model)
+      : r.layout == "engine+sidecar" ? fmt::format("mach check {} --verify", r.model)
+                                     : "";
   return r;
 }
 

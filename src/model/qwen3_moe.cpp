@@ -78,7 +78,8 @@ class Qwen3Moe final : public Model {
   ops::WeightType expert_type() const { return sidecar_ ? sidecar_->layout().quant : options_.weight_type; }
   Result<void> check_memory();
   uint64_t device_memory() const;
-  uint64_t non_expert_bytes() const;  // estimate: weights, KV cache, logits
+  uint64_t non_expert_bytes() const;  // estimate: the other weights and the logits
+  uint64_t kv_bytes() const;          // the KV cache's budget
   Result<void> check_sidecar() const;
   Result<void> load_experts(const TensorSource& src, uint32_t l, WeightArena& arena, Layer& layer);
   Result<void> load_layer(const TensorSource& src, uint32_t l, Layer& layer);
@@ -255,6 +256,13 @@ Result<void> Qwen3Moe::load_layer(const TensorSource& src, uint32_t l, Layer& la
   return {};
 }
 
+// Bytes for a message: GiB, MiB or KiB, whichever reads best.
+std::string size_text(uint64_t bytes) {
+  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", bytes / 1073741824.0);
+  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", bytes / 1048576.0);
+  return fmt::format("{:.1f} KiB", bytes / 1024.0);
+}
+
 uint64_t Qwen3Moe::device_memory() const {
   return options_.device_memory_bytes ? options_.device_memory_bytes : context_.info().device_local_bytes;
 }
@@ -267,17 +275,22 @@ uint64_t Qwen3Moe::non_expert_bytes() const {
   const uint64_t layer = 2 * ops::weight_bytes(wt, qd, H) + 2 * ops::weight_bytes(wt, kvd, H) +
                          ops::weight_bytes(ops::WeightType::bf16, c.num_experts, H) + 4 * (2 * H + 2 * D);
   bytes += layer * c.num_layers;
-  const uint64_t kv = options_.kv_cache_bytes
-                          ? options_.kv_cache_bytes
-                          : 2ull * c.num_layers * kvd * 2 * options_.max_context * options_.max_sequences;
-  return bytes + kv + uint64_t{options_.max_step_tokens} * c.vocab_size * 4;
+  return bytes + uint64_t{options_.max_step_tokens} * c.vocab_size * 4;
 }
 
-// Resident: every expert must fit next to everything else. Streaming: the banks must, and their slot count
-// is --expert-slots, or what --expert-cache-gb holds, or what the device has left with a 10% margin.
+uint64_t Qwen3Moe::kv_bytes() const {
+  const auto& c = config_;
+  return options_.kv_cache_bytes ? options_.kv_cache_bytes
+                                 : 2ull * c.num_layers * c.num_kv_heads * c.head_dim * 2 * options_.max_context *
+                                       options_.max_sequences;
+}
+
+// Resident: every expert must fit next to the other weights. Streaming: the banks must, and their slot count
+// is --expert-slots, or what --expert-cache-gb holds, or what the device has left after the other weights and
+// the KV cache, with a 10% margin. The KV cache is not part of the refusals: its allocation fails on its own
+// (and some drivers, lavapipe among them, report less device memory than they can allocate).
 Result<void> Qwen3Moe::check_memory() {
   const auto& c = config_;
-  const double GiB = 1073741824.0;
   const uint64_t device = device_memory(), rest = non_expert_bytes();
   const uint64_t per_expert = sidecar_ ? sidecar_->layout().slab_bytes
                                        : ops::weight_bytes(options_.weight_type, 2 * c.moe_intermediate_size, c.hidden_size) +
@@ -287,10 +300,10 @@ Result<void> Qwen3Moe::check_memory() {
     const uint64_t experts = per_slot_all_layers * c.num_experts;
     if (experts + rest > device)
       return Error{Errc::out_of_device_memory,
-                   fmt::format("the routed experts need {:.2f} GiB of device memory and everything else about {:.2f} "
-                               "GiB, but the device has {:.2f} GiB; run with --streaming (and --expert-cache-gb or "
-                               "--expert-slots) to keep the experts on disk and a bank of them on the GPU",
-                               experts / GiB, rest / GiB, device / GiB)};
+                   fmt::format("the routed experts need {} of device memory and the other weights about {}, but "
+                               "the device has {}; run with --streaming (and --expert-cache-gb or --expert-slots) to "
+                               "keep the experts on disk and a bank of them on the GPU",
+                               size_text(experts), size_text(rest), size_text(device))};
     return {};
   }
   if (options_.expert_slots) {
@@ -299,25 +312,26 @@ Result<void> Qwen3Moe::check_memory() {
     slots_ = static_cast<uint32_t>(std::min<uint64_t>(options_.expert_cache_bytes / per_slot_all_layers, c.num_experts));
     if (slots_ == 0)
       return Error{Errc::invalid_argument,
-                   fmt::format("--expert-cache-gb {:.3f} holds no expert slot: one slot in each of {} layers takes "
-                               "{:.3f} GiB", options_.expert_cache_bytes / GiB, c.num_layers, per_slot_all_layers / GiB)};
+                   fmt::format("--expert-cache-gb holds {}, less than one expert slot in each of {} layers ({})",
+                               size_text(options_.expert_cache_bytes), c.num_layers, size_text(per_slot_all_layers))};
   } else {
-    const uint64_t usable = device / 10 * 9;
-    slots_ = usable > rest ? static_cast<uint32_t>(std::min<uint64_t>((usable - rest) / per_slot_all_layers,
-                                                                      c.num_experts))
-                           : 0;
+    const uint64_t usable = device / 10 * 9, taken = rest + kv_bytes();
+    slots_ = usable > taken ? static_cast<uint32_t>(std::min<uint64_t>((usable - taken) / per_slot_all_layers,
+                                                                       c.num_experts))
+                            : 0;
     if (slots_ == 0)
       return Error{Errc::out_of_device_memory,
-                   fmt::format("the device's {:.2f} GiB leave no room for expert slots next to the other weights and "
-                               "the KV cache ({:.2f} GiB); lower --max-context or --max-batch", device / GiB, rest / GiB)};
+                   fmt::format("the device's {} leave no room for expert slots next to the other weights and the "
+                               "KV cache ({}); give --expert-slots or --expert-cache-gb, or lower --max-context, "
+                               "--max-batch or --kv-cache-gb", size_text(device), size_text(taken))};
   }
   slots_ = std::min(slots_, c.num_experts);
   const uint64_t banks = per_slot_all_layers * slots_;
   if (banks + rest > device)
     return Error{Errc::out_of_device_memory,
-                 fmt::format("{} expert slots per layer take {:.2f} GiB and everything else about {:.2f} GiB, but the "
-                             "device has {:.2f} GiB; use fewer --expert-slots or a smaller --expert-cache-gb",
-                             slots_, banks / GiB, rest / GiB, device / GiB)};
+                 fmt::format("{} expert slots per layer take {} and the other weights about {}, but the device has "
+                             "{}; use fewer --expert-slots or a smaller --expert-cache-gb", slots_, size_text(banks),
+                             size_text(rest), size_text(device))};
   return {};
 }
 
@@ -636,9 +650,9 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     pending_.ids_read = true;
   }
   auto last = streamer_->record_pass(cmd);
+  streamer_->add_stall(l, elapsed_ns(t0));
   if (!last) {
     pending_.active = false;
-    streamer_->add_stall(l, elapsed_ns(t0));
     return last.error();
   }
   if (!*last) {
@@ -652,7 +666,6 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
       record_head(cmd, pending_.logit_rows);
     }
   }
-  streamer_->add_stall(l, elapsed_ns(t0));
   return {};
 }
 
