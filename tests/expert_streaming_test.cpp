@@ -149,6 +149,44 @@ TEST_P(EngineLayout, EveryEvictionPolicyStreamsTheSameTokens) {
   }
 }
 
+// Continuous batching and speculative verify blocks (up to 5 tokens, so up to 10 experts per layer per step)
+// through 2 slots per layer: the scheduler's tokens are resident mode's.
+TEST_P(EngineLayout, BatchedSpeculativeStepsStreamWhatResidentComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto run = [&](uint32_t slots) {
+    auto o = options(GetParam(), slots);
+    o.max_sequences = 3;
+    auto model = load(dir, o);
+    engine::Scheduler scheduler(gpu_context(), *model, {.max_batch = 3});
+    std::vector<uint32_t> ids;
+    for (uint32_t i = 0; i < 3; ++i) {
+      engine::SequenceRequest req;
+      req.prompt = reference_prompt();
+      req.prompt.resize(5 + 6 * i);
+      for (uint32_t r = 0; r < 3; ++r) req.prompt.insert(req.prompt.end(), req.prompt.begin(), req.prompt.begin() + 4);
+      req.max_tokens = 14;
+      req.sampling.temperature = 0;
+      req.speculation = engine::Speculation::ngram;
+      ids.push_back(std::move(scheduler.submit(req)).value_or_throw());
+    }
+    scheduler.run();
+    std::vector<engine::SequenceResult> out;
+    for (uint32_t id : ids) out.push_back(scheduler.result(id));
+    return std::pair(out, model->expert_stats());
+  };
+  const auto [want, none] = run(0);
+  const auto [got, stats] = run(2);
+  uint64_t drafted = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "sequence " << i;
+    EXPECT_EQ(got[i].finish_reason, "length");
+    drafted += got[i].speculation.drafted;
+  }
+  EXPECT_GT(drafted, 0u) << "the prompts repeat, so prompt lookup drafts";
+  EXPECT_GT(stats.total().misses, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Quant, EngineLayout, ::testing::Values(ops::WeightType::bf16, ops::WeightType::q8_0),
                          [](const auto& info) { return std::string(ops::weight_type_name(info.param)); });
 
