@@ -112,6 +112,22 @@ TEST_F(GenerateCli, StreamingTwoSlotsMatchesResident) {
   run(model + one + "--streaming --expert-slots 2 --dump-logits " + (dir_ / "streamed.npy").string());
   EXPECT_EQ(read_bytes(dir_ / "resident.npy"), read_bytes(dir_ / "streamed.npy"));
   EXPECT_GT(read_bytes(dir_ / "resident.npy").size(), 18u * 512 * 4);
+
+  // mach bench runs the streamed model (its greedy check included) and ends with the streaming counters.
+  const std::string bench = std::string(MACH_BINARY_DIR) + "/mach bench " + o.output.string() +
+                            " --quick --quant q8_0 --max-batch 4 --kv-cache-gb 0.01 --streaming --expert-slots 2";
+  std::string out;
+  FILE* p = popen(bench.c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << bench;
+  std::stringstream lines(out);
+  json stats;
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) stats = json::parse(line);
+  ASSERT_EQ(stats.value("test", ""), "expert_streaming") << out;
+  EXPECT_GT(stats.at("total").at("misses").get<int>(), 0);
+  EXPECT_EQ(stats.at("residency"), "streaming");
 }
 
 }  // namespace

@@ -119,7 +119,12 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   for (size_t i = 0; i < loads.size(); ++i) {
     if (results[i]) continue;
     ++st.errors;
-    stats_.bad.push_back({layer, loads[i].expert, results[i].error().message});
+    // One entry per expert, with its latest error, so that a lasting failure does not grow the list.
+    auto it = std::find_if(stats_.bad.begin(), stats_.bad.end(), [&](const BadExpert& bad) {
+      return bad.layer == layer && bad.expert == loads[i].expert;
+    });
+    if (it == stats_.bad.end()) it = stats_.bad.insert(stats_.bad.end(), {layer, loads[i].expert, ""});
+    it->error = results[i].error().message;
     if (!first) first = &results[i].error();
   }
   if (first) {

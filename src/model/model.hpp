@@ -63,6 +63,8 @@ class Model {
   virtual const ModelConfig& config() const = 0;
   virtual engine::KvCache& kv_cache() = 0;
   virtual uint32_t max_step_tokens() const = 0;
+  // Bytes of all weights in their GPU formats, every routed expert included (also those a streaming model
+  // keeps on disk), so that bandwidth limits count what a step reads.
   virtual uint64_t weight_bytes() const = 0;
   // Bytes of one routed expert (all its matrices) in one layer; 0 for a model without routed experts.
   virtual uint64_t expert_bytes() const = 0;

@@ -152,6 +152,7 @@ Result<void> Qwen3Moe::load_experts(const TensorSource& src, uint32_t l, WeightA
   if (streamer_) {
     layer.gate_up = streamer_->tensor(l, 0);
     layer.down = streamer_->tensor(l, 1);
+    weight_bytes_ += uint64_t{E} * streamer_->sidecar().layout().slab_bytes;  // on disk, read on demand
     return {};
   }
   if (sidecar_) {
