@@ -187,6 +187,32 @@ TEST_P(EngineLayout, BatchedSpeculativeStepsStreamWhatResidentComputes) {
   EXPECT_GT(stats.total().misses, 0u);
 }
 
+// Pinned experts stay in the bank: with 3 slots and 2 pinned per layer, every other expert takes the one free
+// slot in turn; logits and tokens are still resident mode's, and uses of pinned experts count as hits.
+TEST_P(EngineLayout, PinnedExpertsStayAndStreamWhatResidentComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto resident = load(dir, options(GetParam()));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  auto o = options(GetParam(), 3);
+  o.pinned_experts = {{0, {1, 6}}, {1, {0, 7}}, {2, {3, 4}}};
+  auto streamed = load(dir, o);
+  const auto got = std::move(generate(*streamed)).value_or_throw();
+  EXPECT_EQ(got.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(got.tokens, want.tokens);
+  for (const auto& l : streamed->expert_stats().layers) {
+    EXPECT_EQ(l.pinned, 2u);
+    EXPECT_GT(l.hits, 0u);
+    EXPECT_GT(l.misses, 0u);
+  }
+  o.pinned_experts = {{1, {0, 1, 2}}};
+  auto r = model::load_model(dir, gpu_context(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("at most 2 can be pinned"), std::string::npos) << r.error().message;
+  o.pinned_experts = {{1, {9}}};
+  EXPECT_FALSE(model::load_model(dir, gpu_context(), o).ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Quant, EngineLayout, ::testing::Values(ops::WeightType::bf16, ops::WeightType::q8_0),
                          [](const auto& info) { return std::string(ops::weight_type_name(info.param)); });
 
@@ -380,6 +406,25 @@ TEST(SlotMap, EachPolicyPicksItsVictim) {
   EXPECT_EQ(evicted_expert(experts::EvictionKind::lru), 0u);   // least recently used
   EXPECT_EQ(evicted_expert(experts::EvictionKind::lfu), 1u);   // used once
   EXPECT_EQ(evicted_expert(experts::EvictionKind::lfru), 1u);  // 4 recent uses outweigh 1 newer one
+}
+
+TEST(SlotMap, PinnedExpertsAreNeverEvicted) {
+  experts::SlotMap map(8, 3, experts::make_eviction_policy(experts::EvictionKind::lru, 3));
+  EXPECT_EQ(map.pin(4).slot, 0u);
+  EXPECT_EQ(map.pin(2).slot, 1u);
+  uint32_t hits = 0;
+  // Unpinned experts go one at a time (3 slots - 2 pinned); pinned ones join the first pass as hits.
+  const uint32_t needed[] = {5, 4, 0, 2};
+  const auto passes = map.plan(needed);
+  ASSERT_EQ(passes.size(), 2u);
+  EXPECT_EQ(passes[0], (std::vector<uint32_t>{0, 2, 4}));
+  EXPECT_EQ(passes[1], (std::vector<uint32_t>{5}));
+  for (uint64_t t = 1; t <= 20; ++t) {
+    const uint32_t one[] = {static_cast<uint32_t>(t % 8 == 4 || t % 8 == 2 ? 0 : t % 8)};
+    map.place(one, t, hits);
+    EXPECT_EQ(map.slot_of(4), 0u);
+    EXPECT_EQ(map.slot_of(2), 1u);
+  }
 }
 
 TEST(SlotMap, LfruForgetsOldFrequency) {

@@ -10,6 +10,7 @@
 #include "cli/commands.hpp"
 #include "engine/generator.hpp"
 #include "experts/expert_stats.hpp"
+#include "experts/prune.hpp"
 #include "engine/prefix_cache.hpp"
 #include "engine/scheduler.hpp"
 #include "gpu/context.hpp"
@@ -49,6 +50,7 @@ struct GenerateArgs {
   uint32_t expert_slots = 0;
   double expert_cache_gb = 0;
   std::string eviction = "lru";
+  std::string pin_experts;
 };
 
 Result<std::vector<uint32_t>> parse_ids(const std::string& text, const char* what);
@@ -149,9 +151,14 @@ int run_generate(const GenerateArgs& a) {
   const auto eviction = experts::parse_eviction(a.eviction);
   if (!eviction) return fail({Errc::invalid_argument, fmt::format("--eviction {}: use lru, lfu or lfru", a.eviction)});
   lo.eviction = *eviction;
-  if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0))
-    return fail({Errc::invalid_argument, "--expert-slots and --expert-cache-gb size the bank of --streaming; add "
-                                         "--streaming"});
+  if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty()))
+    return fail({Errc::invalid_argument, "--expert-slots, --expert-cache-gb and --pin-experts shape the bank of "
+                                         "--streaming; add --streaming"});
+  if (!a.pin_experts.empty()) {
+    auto pins = experts::parse_keep_plan(a.pin_experts, "--pin-experts");
+    if (!pins) return fail(pins.error());
+    lo.pinned_experts = std::move(pins).value();
+  }
   lo.log = [](const std::string& line) { fmt::print(stderr, "mach generate: {}\n", line); };
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
@@ -294,6 +301,9 @@ void add_generate_command(CLI::App& app, int& exit_code) {
                   "device memory for all layers' banks, GiB (default: what the device has left, 10% margin)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
+  cmd->add_option("--pin-experts", a.pin_experts,
+                  "JSONL of {\"layer\": L, \"experts\": [ids]}: experts kept in the bank for good (at most slots - 1 "
+                  "per layer)");
   cmd->callback([&exit_code] { exit_code = run_generate(a); });
 }
 

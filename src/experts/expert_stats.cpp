@@ -5,6 +5,7 @@ namespace mach::experts {
 ExpertLayerStats ExpertStats::total() const {
   ExpertLayerStats t;
   for (const auto& l : layers) {
+    t.pinned += l.pinned;
     t.hits += l.hits;
     t.misses += l.misses;
     t.passes += l.passes;
@@ -21,6 +22,7 @@ namespace {
 nlohmann::json layer_json(const ExpertLayerStats& l) {
   const double seconds = static_cast<double>(l.read_ns) * 1e-9;
   return {{"layer", l.layer},
+          {"pinned", l.pinned},
           {"hits", l.hits},
           {"misses", l.misses},
           {"hit_rate", l.hits + l.misses ? static_cast<double>(l.hits) / static_cast<double>(l.hits + l.misses) : 0.0},

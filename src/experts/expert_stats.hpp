@@ -11,6 +11,7 @@ namespace mach::experts {
 
 struct ExpertLayerStats {
   uint32_t layer = 0;      // the model's layer number
+  uint32_t pinned = 0;     // slots held by pinned experts (never evicted; their uses count as hits)
   uint64_t hits = 0;       // (step, expert) uses served by an expert already in the bank
   uint64_t misses = 0;     // (step, expert) uses that had to load the expert
   uint64_t passes = 0;     // expert passes run (more than one per step when a step's experts outnumber the slots)

@@ -54,6 +54,7 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   auto reader = SlabReader::open(s->sidecar_, options.queue_depth);
   if (!reader) return reader.error();
   s->reader_ = std::move(reader).value();
+  if (auto r = s->load_pinned(options.pinned); !r) return r.error();
   s->stats_.streaming = true;
   s->stats_.slots_per_layer = s->slots_;
   s->stats_.bank_bytes = bank_bytes * s->banks_.size();
@@ -61,6 +62,32 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   s->stats_.eviction = std::string(eviction_name(options.eviction));
   s->stats_.direct_read = s->reader_->direct_read();
   return s;
+}
+
+Result<void> ExpertStreamer::load_pinned(const std::map<uint32_t, std::vector<uint32_t>>& pinned) {
+  const uint64_t slab = sidecar_.layout().slab_bytes;
+  std::vector<std::byte> bytes(slab);
+  for (const auto& [layer, ids] : pinned) {
+    if (layer >= bank_of_.size() || bank_of_[layer] < 0)
+      return Error{Errc::invalid_argument, fmt::format("--pin-experts: layer {} has no routed experts", layer)};
+    LayerBank& b = bank(layer);
+    if (ids.size() + 1 > b.map.slots())
+      return Error{Errc::invalid_argument,
+                   fmt::format("--pin-experts: layer {} pins {} experts, but with {} slots per layer at most {} can be "
+                               "pinned (one slot must stay free); pin fewer or give more --expert-slots", layer,
+                               ids.size(), b.map.slots(), b.map.slots() - 1)};
+    for (uint32_t e : ids) {
+      if (e >= b.map.experts() || b.map.slot_of(e) != ops::kNoSlot)
+        return Error{Errc::invalid_argument, fmt::format("--pin-experts: layer {} has no expert {} (it has {}), or "
+                                                         "it is listed twice", layer, e, b.map.experts())};
+      const SlotLoad load = b.map.pin(e);
+      const SlabRead read{layer, e, bytes.data()};
+      if (auto r = reader_->read(std::span(&read, 1)); !r[0]) return r[0].error();
+      context_.upload(b.slots, uint64_t{load.slot} * slab, bytes);
+    }
+    stats_.layers[bank_of_[layer]].pinned = static_cast<uint32_t>(ids.size());
+  }
+  return {};
 }
 
 ExpertStreamer::LayerBank& ExpertStreamer::bank(uint32_t layer) {

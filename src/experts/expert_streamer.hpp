@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -31,12 +32,16 @@ struct StreamerOptions {
   uint32_t slots = 0;  // per MoE layer, >= 1 (more than a layer's experts are clamped to its expert count)
   EvictionKind eviction = EvictionKind::lru;
   unsigned queue_depth = 64;  // slab reads in the kernel at once
+  // Hot experts kept in their layer's bank for good, by model layer (router ids); at most slots - 1 per layer.
+  std::map<uint32_t, std::vector<uint32_t>> pinned;
 };
 
 class ExpertStreamer {
  public:
-  // Allocates the banks, slot tables and staging; opens the layer files. Errors: a bank larger than the
-  // device's maxStorageBufferRange, io_uring unavailable, a layer file that cannot be opened.
+  // Allocates the banks, slot tables and staging; opens the layer files; loads the pinned experts. Errors: a
+  // bank larger than the device's maxStorageBufferRange, io_uring unavailable, a layer file that cannot be
+  // opened, a pin list that names an unknown layer or expert or leaves no free slot, a pinned slab that
+  // cannot be read.
   static Result<std::unique_ptr<ExpertStreamer>> create(gpu::Context& context, Sidecar sidecar,
                                                         const StreamerOptions& options);
 
@@ -68,6 +73,7 @@ class ExpertStreamer {
     LayerBank(uint32_t l, gpu::Buffer b, SlotMap m) : layer(l), slots(std::move(b)), map(std::move(m)) {}
   };
   ExpertStreamer(gpu::Context& context, Sidecar sidecar) : context_(context), sidecar_(std::move(sidecar)) {}
+  Result<void> load_pinned(const std::map<uint32_t, std::vector<uint32_t>>& pinned);
   LayerBank& bank(uint32_t layer);
   const LayerBank& bank(uint32_t layer) const;
 

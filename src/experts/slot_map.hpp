@@ -26,8 +26,15 @@ class SlotMap {
   // ops::kNoSlot when the expert is not in the bank.
   uint32_t slot_of(uint32_t expert) const { return slot_of_.at(expert); }
 
-  // Splits a step's experts (distinct ids, any order) into passes of at most slots() experts. Experts already
-  // in the bank go first, so that loads of the first pass never evict them; each pass is sorted.
+  // Keeps `expert` in the bank for good (a hot expert from a profile): it takes a slot now and is never
+  // evicted. Returns the load to perform. Contract: not yet pinned, and pinned() < slots() - 1 before the call,
+  // so that at least one slot stays for the other experts.
+  SlotLoad pin(uint32_t expert);
+  uint32_t pinned() const { return pinned_count_; }
+
+  // Splits a step's experts (distinct ids, any order) into passes that fit the bank: pinned experts join the
+  // first pass, and the others go slots() - pinned() at a time, those already in the bank first (so that loads
+  // of the first pass never evict them); each pass is sorted.
   std::vector<std::vector<uint32_t>> plan(std::span<const uint32_t> needed) const;
 
   // Makes every expert of `pass` (at most slots() distinct ids) resident: returns the loads to perform, each
@@ -41,6 +48,8 @@ class SlotMap {
  private:
   std::vector<uint32_t> slot_of_;    // [experts] -> slot or kNoSlot
   std::vector<uint32_t> expert_in_;  // [slots] -> expert or kNoSlot
+  std::vector<bool> pinned_;         // [slots]: never evicted
+  uint32_t pinned_count_ = 0;
   std::unique_ptr<EvictionPolicy> policy_;
 };
 

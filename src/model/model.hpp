@@ -8,10 +8,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "engine/kv_cache.hpp"
 #include "experts/eviction.hpp"
@@ -44,6 +46,8 @@ struct LoadOptions {
   uint32_t expert_slots = 0;          // per MoE layer; 0: sized from expert_cache_bytes
   uint64_t expert_cache_bytes = 0;    // device memory for all layers' banks when expert_slots is 0
   experts::EvictionKind eviction = experts::EvictionKind::lru;
+  // Hot experts kept in the bank for good, per model layer (router ids; --pin-experts); at most slots - 1.
+  std::map<uint32_t, std::vector<uint32_t>> pinned_experts;
   // The device memory the load may plan for; 0: the device's device-local memory (tests pass less).
   uint64_t device_memory_bytes = 0;
   // Notes of the load a user should see (e.g. which format the experts use); unset: dropped.

@@ -402,6 +402,7 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     experts::StreamerOptions so;
     so.slots = slots_;
     so.eviction = options_.eviction;
+    so.pinned = options_.pinned_experts;
     auto streamer = experts::ExpertStreamer::create(context_, *sidecar_, so);
     if (!streamer) return streamer.error();
     streamer_ = std::move(streamer).value();
