@@ -16,7 +16,8 @@
 // workgroup scans ids [T, top_k] for the pairs routed to e (in pair order, by a workgroup prefix sum), keeps
 // the j-th group of BN of them, and exits when there are fewer; its weights are stack[slot_table[e]], x rows
 // come from the pairs' tokens (or the pairs themselves when x is per slot), outputs go to y[pair, n].
-// Contract: the top_k ids of a token are distinct (each expert sees at most T pairs).
+// Contract: the top_k ids of a token are distinct (each expert sees at most T pairs). An expert whose slot is
+// NO_SLOT (mul_mat_funcs.glsl) is skipped: its pairs' y rows keep their contents.
 //
 // Expected on NVIDIA H100/H200 with the 64 x 64, 4 x 4 default: plain FP32 FMAs from shared memory, bound
 // by shared-memory bandwidth (2 LDS.128 per 16 FMA): ~10-20 TFLOP/s for T >= 256, i.e. a 2048 x 2048 x 512 product in ~0.3-0.4 ms.
@@ -102,6 +103,7 @@ void main() {
 #ifdef MUL_MAT_ID
   const uint expert = (wg / row_tiles) % p.experts;
   const uint first = (wg / row_tiles / p.experts) * BN;
+  if (slot_table[expert] == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass
   const uint matches = gather_pairs(expert, first);
   if (first >= matches) return;  // uniform: every invocation got the same count
   const uint count = min(matches - first, BN);

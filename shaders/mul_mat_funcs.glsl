@@ -48,6 +48,10 @@ layout(push_constant) uniform Push {
   uint experts;     // mul_mat_id: entries of the slot table
 } p;
 
+// A slot-table entry for an expert with no slot in the stack (ops::kNoSlot): mul_mat_id skips its pairs and
+// leaves their y rows as they were, so a streaming step can run a layer's experts in passes over a small bank.
+const uint NO_SLOT = 0xFFFFFFFFu;
+
 const float MAGIC_F = 8388608.0;  // 2^23
 const uint MAGIC_U = 0x4B000000u;
 

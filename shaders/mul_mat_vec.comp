@@ -2,7 +2,8 @@
 // Matrix-vector product for few tokens (decode, speculative verify): y[t, n] = sum_k W[n, k] * x[t, k].
 //   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32, T = NT <= 8.
 // With MUL_MAT_ID (MoE experts): one workgroup per (row tile, pair), pair = t * top_k + s;
-//   W = stack[slot_table[ids[pair]]], x row = x_per_slot ? pair : t, y: [T, top_k, N] row `pair` (NT = 1).
+//   W = stack[slot_table[ids[pair]]], x row = x_per_slot ? pair : t, y: [T, top_k, N] row `pair` (NT = 1);
+//   a pair whose expert's slot is NO_SLOT is skipped (its y row keeps its contents).
 //
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
 // i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
@@ -69,7 +70,9 @@ void main() {
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
-  const uint mat = p.w_base + slot_table[ids[pair]] * p.w_stride;
+  const uint slot = slot_table[ids[pair]];
+  if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
+  const uint mat = p.w_base + slot * p.w_stride;
   const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
   const uint y_base = pair * p.n;
 #else

@@ -83,7 +83,9 @@ void main() {
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
-  const uint mat = p.w_base + slot_table[ids[pair]] * p.w_stride;
+  const uint slot = slot_table[ids[pair]];
+  if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
+  const uint mat = p.w_base + slot * p.w_stride;
   const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
   const uint y_base = pair * p.n;
 #else

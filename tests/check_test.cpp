@@ -50,10 +50,11 @@ TEST(Check, SourceCheckpoint) {
   const auto paths = by_path(r);
   ASSERT_EQ(paths.size(), 6u);
   EXPECT_EQ(paths.at("resident_stacked").status, "ok");
-  EXPECT_EQ(paths.at("openai_http").status, "blocked");
-  EXPECT_EQ(paths.at("expert_streaming").status, "blocked");
+  EXPECT_EQ(paths.at("openai_http").status, "ok");
+  EXPECT_EQ(paths.at("prefix_kv_reuse").status, "ok");
+  EXPECT_EQ(paths.at("expert_streaming").status, "needs_artifact");
   EXPECT_NE(paths.at("expert_streaming").reason.find("mach prune"), std::string::npos);
-  EXPECT_NE(r.suggested_command.find("mach generate"), std::string::npos);
+  EXPECT_NE(r.suggested_command.find("mach serve"), std::string::npos);
   EXPECT_EQ(check(kFixtures / "qwen3_moe_fused").layout, "fused");
 }
 
@@ -88,8 +89,13 @@ TEST(Check, PrunedEngineLayout) {
   EXPECT_EQ(r.sidecar, "verified");
   EXPECT_EQ(r.memory->expert_bytes, Sidecar::open(tmp / "out" / kSidecarDir)->layout().expert_bytes());
   const auto paths = by_path(r);
-  EXPECT_EQ(paths.at("resident_stacked").status, "blocked");
+  EXPECT_EQ(paths.at("resident_stacked").status, "ok");
+  EXPECT_EQ(paths.at("expert_streaming").status, "ok");
   EXPECT_NE(paths.at("expert_streaming").reason.find("sidecar is ready"), std::string::npos);
+  // Too little GPU memory for every expert: resident is blocked and streaming is suggested.
+  const auto small = check(tmp / "out", 1000);
+  EXPECT_EQ(by_path(small).at("resident_stacked").status, "blocked");
+  EXPECT_NE(small.suggested_command.find("--streaming"), std::string::npos);
 
   // A corrupt slab is found by --verify and makes the model unsupported; without it only the structure is read.
   {
@@ -169,7 +175,7 @@ TEST(CheckCli, JsonOnFixturesAndPrunedDir) {
   EXPECT_EQ(j["supported"], true);
   EXPECT_EQ(j["memory"]["kv_bytes"], 3u * 2 * 128 * 2 * 16 * 2);
   EXPECT_EQ(j["paths"]["resident_stacked"]["status"], "ok");
-  EXPECT_EQ(j["paths"]["openai_http"]["status"], "blocked");
+  EXPECT_EQ(j["paths"]["openai_http"]["status"], "ok");
 
   std::tie(rc, out) = run_mach("check --json " + (kFixtures / "gemma4").string());
   EXPECT_EQ(rc, 1);

@@ -1,5 +1,5 @@
 // `mach generate` end to end through the command line: text prompts through the checkpoint's tokenizer,
-// and several prompts from a file as concurrent sequences.
+// several prompts from a file as concurrent sequences, and an engine layout streamed through 2 slots per layer.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "experts/prune.hpp"
 #include "text/bpe.hpp"
 #include "text/utf8.hpp"
 
@@ -76,6 +77,57 @@ TEST_F(GenerateCli, PromptFileRunsEveryPromptInOrder) {
   EXPECT_EQ(json::parse(first).at("tokens"), json::parse("[253,253,38,38,38,38,38,337,38,452,84,45]"));
   EXPECT_EQ(json::parse(second).at("prompt_tokens"), 9);
   EXPECT_TRUE(json::parse(first).at("speculation").contains("accepted"));
+}
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+TEST_F(GenerateCli, StreamingTwoSlotsMatchesResident) {
+  mach::experts::PruneOptions o;
+  o.source = fs::path(MACH_SOURCE_DIR) / "tests/fixtures/qwen3_moe";
+  o.output = dir_ / "pruned";
+  o.quant = mach::ops::WeightType::q8_0;
+  ASSERT_TRUE(mach::experts::prune(o).ok());
+  const std::string model = o.output.string() + " --quant q8_0 --temperature 0 --max-tokens 10 ";
+  std::ofstream(dir_ / "prompts.txt") << "324,179,211,128,327,144,451\n1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18\n";
+  const std::string prompts = "--json --prompt-ids-file " + (dir_ / "prompts.txt").string();
+  std::stringstream resident(run(model + prompts)), streamed(run(model + "--streaming --expert-slots 2 " + prompts));
+  for (int i = 0; i < 2; ++i) {
+    std::string a, b;
+    ASSERT_TRUE(std::getline(resident, a) && std::getline(streamed, b));
+    const json r = json::parse(a), s = json::parse(b);
+    EXPECT_EQ(s.at("tokens"), r.at("tokens")) << "prompt " << i;
+    EXPECT_FALSE(r.contains("experts"));
+    const json& total = s.at("experts").at("total");
+    EXPECT_EQ(s.at("experts").at("slots_per_layer"), 2);
+    EXPECT_GT(total.at("misses").get<int>(), 0);
+    EXPECT_GT(total.at("bytes_read").get<int>(), 0);
+    EXPECT_EQ(total.at("errors"), 0);
+  }
+  // --dump-logits: the prompt's logits, byte for byte.
+  const std::string one = "--prompt-ids 5,17,99,3,250,11,42,7,8,9,10,300,301,302,303,304,305,306 ";
+  run(model + one + "--dump-logits " + (dir_ / "resident.npy").string());
+  run(model + one + "--streaming --expert-slots 2 --dump-logits " + (dir_ / "streamed.npy").string());
+  EXPECT_EQ(read_bytes(dir_ / "resident.npy"), read_bytes(dir_ / "streamed.npy"));
+  EXPECT_GT(read_bytes(dir_ / "resident.npy").size(), 18u * 512 * 4);
+
+  // mach bench runs the streamed model (its greedy check included) and ends with the streaming counters.
+  const std::string bench = std::string(MACH_BINARY_DIR) + "/mach bench " + o.output.string() +
+                            " --quick --quant q8_0 --max-batch 4 --kv-cache-gb 0.01 --streaming --expert-slots 2";
+  std::string out;
+  FILE* p = popen(bench.c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << bench;
+  std::stringstream lines(out);
+  json stats;
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) stats = json::parse(line);
+  ASSERT_EQ(stats.value("test", ""), "expert_streaming") << out;
+  EXPECT_GT(stats.at("total").at("misses").get<int>(), 0);
+  EXPECT_EQ(stats.at("residency"), "streaming");
 }
 
 }  // namespace

@@ -9,6 +9,9 @@ bash ../shared/device/prepare.sh
 build=${1:-build}
 cp "$build"/mach .device/
 find "$build"/tests "$build"/bench -maxdepth 1 -type f -perm -u+x \( -name '*_test' -o -name '*_bench' \) -exec cp {} .device/ \;
-cp tools/device_run.sh .device/
+cp tools/device_run.sh tools/device_bench.sh .device/
+# mach links ICU; the GPU machine's Debian may lack these exact versions.
+mkdir -p .device/lib
+cp -L /usr/lib/x86_64-linux-gnu/libicuuc.so.72 /usr/lib/x86_64-linux-gnu/libicudata.so.72 .device/lib/
 [ -d tests/fixtures ] && [ -f tools/make_fixtures.py ] && cp tools/make_fixtures.py .device/ || true
 du -sh .device

@@ -1,10 +1,11 @@
-// `mach bench MODEL_DIR [--quant q4] [--quick]`: end-to-end figures of a checkpoint on this device as JSON
+// `mach bench MODEL_DIR [--quant q4] [--quick] [--streaming --expert-slots N]`: end-to-end figures of a checkpoint on this device as JSON
 // lines (prefill, decode at several contexts, verify blocks, concurrent decode), each with its bandwidth
 // limit. See engine/model_bench.hpp and docs/performance.md.
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
 #include "engine/model_bench.hpp"
+#include "experts/expert_stats.hpp"
 #include "gpu/context.hpp"
 #include "model/model.hpp"
 
@@ -19,6 +20,9 @@ struct BenchArgs {
   double kv_cache_gb = 8;
   uint32_t repeats = 5;
   bool quick = false;
+  bool streaming = false;
+  uint32_t expert_slots = 0;
+  double expert_cache_gb = 0;
 };
 
 int run_bench(const BenchArgs& a) {
@@ -48,17 +52,28 @@ int run_bench(const BenchArgs& a) {
   lo.max_context = bo.max_context();
   lo.max_sequences = a.max_batch;
   lo.kv_cache_bytes = static_cast<uint64_t>(a.kv_cache_gb * 1073741824.0);
+  lo.streaming = a.streaming;
+  lo.expert_slots = a.expert_slots;
+  lo.expert_cache_bytes = static_cast<uint64_t>(a.expert_cache_gb * 1073741824.0);
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
+  const std::string residency = a.streaming ? "streaming" : "resident";
   try {
     auto r = engine::run_model_bench(**context, **model, bo, [&](const nlohmann::json& line) {
       nlohmann::json out = line;
       out["quant"] = a.quant;
-      out["residency"] = "resident";
+      out["residency"] = residency;
       fmt::print("{}\n", out.dump());
       std::fflush(stdout);
     });
     if (!r) return fail(r.error());
+    if (a.streaming) {
+      // The figures above are GPU time; a streaming step also stands still on the host while it loads
+      // experts, which these counters (stall_ms, read_ms per layer) measure.
+      nlohmann::json out = {{"test", "expert_streaming"}, {"quant", a.quant}, {"residency", residency}};
+      out.update(experts::to_json((*model)->expert_stats()));
+      fmt::print("{}\n", out.dump());
+    }
   } catch (const Exception& e) {
     return fail(e.error());
   }
@@ -77,6 +92,12 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--kv-cache-gb", a.kv_cache_gb, "KV cache budget")->check(CLI::PositiveNumber);
   cmd->add_option("--repeats", a.repeats, "repeats per figure")->check(CLI::PositiveNumber);
   cmd->add_flag("--quick", a.quick, "tiny sizes: checks the harness (CI), not the device");
+  cmd->add_flag("--streaming", a.streaming, "stream an engine layout's experts through a GPU bank (GPU-timed figures; "
+                                            "host stall time in a final expert_streaming line)");
+  cmd->add_option("--expert-slots", a.expert_slots, "expert slots per MoE layer with --streaming")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--expert-cache-gb", a.expert_cache_gb, "device memory for the banks with --streaming")
+      ->check(CLI::PositiveNumber);
   cmd->callback([&exit_code] { exit_code = run_bench(a); });
 }
 

@@ -1,6 +1,6 @@
 // `mach generate MODEL_DIR --prompt-ids 5,17,99 [--max-tokens N] [--temperature T] ... [--json]
-//  [--dump-logits out.npy] [--prefix-cache [--cache-dir DIR]]`: load a checkpoint onto the GPU and generate from
-//  token ids.
+//  [--dump-logits out.npy] [--prefix-cache [--cache-dir DIR]] [--streaming --expert-slots N | --expert-cache-gb G]`:
+//  load a checkpoint onto the GPU and generate from token ids.
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -8,7 +8,10 @@
 #include <sstream>
 
 #include "cli/commands.hpp"
+#include "cli/expert_options.hpp"
 #include "engine/generator.hpp"
+#include "experts/expert_stats.hpp"
+#include "experts/prune.hpp"
 #include "engine/prefix_cache.hpp"
 #include "engine/scheduler.hpp"
 #include "gpu/context.hpp"
@@ -44,6 +47,7 @@ struct GenerateArgs {
   bool prefix_cache = false;
   std::string cache_dir;
   double cache_gb = 16;
+  ExpertArgs experts;
 };
 
 Result<std::vector<uint32_t>> parse_ids(const std::string& text, const char* what);
@@ -141,8 +145,11 @@ int run_generate(const GenerateArgs& a) {
   lo.max_step_tokens = a.step_tokens;
   lo.max_sequences = a.dump_logits.empty() ? std::max<uint32_t>(1, a.max_batch) : 1;
   lo.kv_cache_bytes = static_cast<uint64_t>(a.kv_cache_gb * 1073741824.0);
+  if (auto r = apply_expert_options(a.experts, lo); !r) return fail(r.error());
+  lo.log = [](const std::string& line) { fmt::print(stderr, "mach generate: {}\n", line); };
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
+  fmt::print(stderr, "mach generate: {}\n", (*model)->residency());
   const std::string device = (*context)->info().name;
   std::vector<uint32_t> stop_ids = *stop;
   for (int64_t id : (*model)->config().eos_token_ids)
@@ -183,6 +190,7 @@ int run_generate(const GenerateArgs& a) {
         out["cached_tokens"] = result->cached_tokens;
         out["prefix_cache"] = cache->stats();
       }
+      if (a.experts.streaming) out["experts"] = experts::to_json((*model)->expert_stats());
       fmt::print("{}\n", out.dump());
     } else {
       fmt::print("{}\n", fmt::join(result->tokens, ","));
@@ -209,8 +217,13 @@ int run_generate(const GenerateArgs& a) {
   } catch (const Exception& e) {
     return fail(e.error());
   }
+  int status = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
     const auto& r = scheduler.result(ids[i]);
+    if (!r.error.empty()) {
+      fmt::print(stderr, "mach generate: prompt {}: {}\n", i + 1, r.error);
+      status = 1;
+    }
     const auto text_of = [&](const std::vector<uint32_t>& tokens) {
       return tokenizer->decode(std::vector<text::TokenId>(tokens.begin(), tokens.end()), true);
     };
@@ -221,6 +234,8 @@ int run_generate(const GenerateArgs& a) {
         out["cached_tokens"] = r.cached_tokens;
         out["prefix_cache"] = cache->stats();
       }
+      if (!r.error.empty()) out["error"] = r.error;
+      if (a.experts.streaming) out["experts"] = experts::to_json((*model)->expert_stats());
       fmt::print("{}\n", out.dump());
     }
     else if (tokenizer)
@@ -228,7 +243,7 @@ int run_generate(const GenerateArgs& a) {
     else
       fmt::print("{}\n", fmt::join(r.tokens, ","));
   }
-  return 0;
+  return status;
 }
 
 }  // namespace
@@ -264,6 +279,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--cache-dir", a.cache_dir, "prefix cache folder (default: ~/.cache/mach/prefix)");
   cmd->add_option("--cache-gb", a.cache_gb, "disk budget of the prefix cache per model, GiB")
       ->check(CLI::PositiveNumber);
+  add_expert_options(cmd, a.experts);
   cmd->callback([&exit_code] { exit_code = run_generate(a); });
 }
 

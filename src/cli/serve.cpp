@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/expert_options.hpp"
 #include "engine/engine_loop.hpp"
 #include "engine/prefix_cache.hpp"
 #include "gpu/context.hpp"
@@ -46,8 +47,7 @@ struct ServeArgs {
   double rate_limit = 50;
   double idle_timeout_s = 60;
   uint32_t max_connections = 1024;
-  bool streaming = false;
-  bool no_streaming = false;
+  ExpertArgs experts;
 };
 
 // One startup line per subsystem, key=value, the same facts /v1/capabilities returns.
@@ -67,9 +67,6 @@ int run_serve(ServeArgs a) {
     fmt::print(stderr, "mach serve: {}\n", message);
     return 1;
   };
-  if (a.streaming)
-    return fail("--streaming (experts read from the SSD into a GPU bank) is not in this build yet; all experts are "
-                "resident (--no-streaming), so the model must fit in GPU memory");
   if (a.api_key.empty())
     if (const char* env = std::getenv("MACH_API_KEY")) a.api_key = env;
   const auto quant = ops::parse_weight_type(a.quant);
@@ -107,6 +104,8 @@ int run_serve(ServeArgs a) {
   lo.max_step_tokens = a.step_tokens;
   lo.max_sequences = a.max_batch;
   lo.kv_cache_bytes = static_cast<uint64_t>(a.kv_cache_gb * 1073741824.0);
+  if (auto r = apply_expert_options(a.experts, lo); !r) return fail(r.error().message);
+  lo.log = [](const std::string& note) { fmt::print(stderr, "mach serve: {}\n", note); };
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error().message);
   auto& m = **model;
@@ -114,16 +113,23 @@ int run_serve(ServeArgs a) {
   line("model", {{"id", a.model_id}, {"model_type", c.model_type}, {"layers", c.num_layers}, {"experts", c.num_experts},
                  {"experts_per_token", c.num_experts_per_tok}, {"quant", a.quant},
                  {"weights_gb", fmt::format("{:.2f}", m.weight_bytes() / 1073741824.0)}});
-  const uint64_t expert_total = m.expert_bytes() * c.num_experts * c.num_layers;
-  nlohmann::json serving = {{"residency", "resident"},
-                            {"experts_gb", fmt::format("{:.2f}", expert_total / 1073741824.0)},
-                            {"direct_read", "unused (all experts resident)"},
-                            {"decode_path", "resident_stacked"},
-                            {"effective_path", "resident_stacked"},
-                            {"reason", "every routed expert is resident in GPU memory (one stacked buffer per layer)"}};
-  line("residency", {{"residency", "resident"}, {"experts_gb", serving["experts_gb"]}});
-  line("direct_read", {{"direct_read", "unused"}, {"reason", "all experts resident"}});
-  line("decode_path", {{"decode_path", "resident_stacked"}, {"effective", "resident_stacked"}, {"reason", serving["reason"]}});
+  const auto es = m.expert_stats();
+  const bool streaming = es.streaming;
+  const std::string path = streaming ? "expert_streaming" : "resident_stacked";
+  nlohmann::json serving = {
+      {"residency", streaming ? "streaming" : "resident"},
+      {"residency_line", m.residency()},
+      {"direct_read", streaming ? (es.direct_read ? "o_direct" : "buffered (the filesystem refused O_DIRECT)")
+                                : "unused (all experts resident)"},
+      {"decode_path", a.experts.streaming ? "expert_streaming" : "resident_stacked"},
+      {"effective_path", path},
+      {"reason", streaming ? fmt::format("routed experts stream from the sidecar through {} GPU slots per layer ({} "
+                                         "eviction); misses are read with io_uring during the step",
+                                         es.slots_per_layer, es.eviction)
+                           : "every routed expert is resident in GPU memory (one stacked buffer per layer)"}};
+  line("residency", {{"residency", serving["residency"]}, {"detail", m.residency()}});
+  line("direct_read", {{"direct_read", serving["direct_read"]}});
+  line("decode_path", {{"decode_path", serving["decode_path"]}, {"effective", path}, {"reason", serving["reason"]}});
   const auto& kv = m.kv_cache();
   line("kv_cache", {{"context", kv.max_context()}, {"block_tokens", kv.block_size()}, {"blocks", kv.total_blocks()},
                     {"gb", fmt::format("{:.2f}", kv.bytes() / 1073741824.0)}, {"max_batch", a.max_batch}});
@@ -215,8 +221,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--idle-timeout", a.idle_timeout_s, "seconds an idle keep-alive connection stays open")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-connections", a.max_connections, "open client connections at most");
-  cmd->add_flag("--streaming", a.streaming, "stream experts from the SSD (not in this build yet)");
-  cmd->add_flag("--no-streaming", a.no_streaming, "keep every expert resident in GPU memory (the default)");
+  add_expert_options(cmd, a.experts);
   cmd->callback([&exit_code] { exit_code = run_serve(a); });
 }
 

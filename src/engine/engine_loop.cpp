@@ -47,7 +47,7 @@ void EngineLoop::publish() {
       if (done) {
         const auto& r = scheduler_.result(it->stream->id());
         ev.done = true;
-        ev.finish_reason = r.finish_reason;
+        ev.finish_reason = r.error.empty() ? r.finish_reason : r.finish_reason + ": " + r.error;
         ev.cached_tokens = r.cached_tokens;
         ev.speculation = r.speculation;
       }
@@ -91,6 +91,8 @@ asio::awaitable<void> EngineLoop::run() {
     }
     try {
       co_await bridge_.wait(*ticket);
+      // A streaming step's further segments; step_next blocks the loop while it reads experts.
+      while (auto next = scheduler_.step_next()) co_await bridge_.wait(*next);
       scheduler_.step_end();
       const auto shape = scheduler_.last_step();
       if (shape.prefill) {

@@ -24,8 +24,8 @@ struct TokenEvent {
   std::vector<uint32_t> tokens;
   std::vector<TokenLogprob> logprobs;  // one per token when the request asked for them
   bool done = false;
-  // With done: "stop", "length", "cancelled", "error" (the KV cache can never hold the request), or
-  // "error: <message>" (the device failed).
+  // With done: "stop", "length", "cancelled", or "error: why" (the KV cache can never hold the request, an
+  // expert could not be read, the device failed).
   std::string finish_reason;
   uint32_t cached_tokens = 0;  // with done: prompt tokens restored from the prefix cache
   SpeculationStats speculation;

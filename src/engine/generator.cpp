@@ -42,9 +42,7 @@ Result<GenerateResult> generate(gpu::Context& context, model::Model& model, std:
     seq.assign(tokens.size(), 0);
     pos.resize(tokens.size());
     std::iota(pos.begin(), pos.end(), first_pos);
-    cmd->begin();
-    model.record_step(*cmd, {tokens, seq, pos, logit_rows});
-    context.wait(context.submit(*cmd));
+    return model::run_step(context, *cmd, model, {tokens, seq, pos, logit_rows});
   };
 
   const auto t0 = Clock::now();
@@ -63,7 +61,10 @@ Result<GenerateResult> generate(gpu::Context& context, model::Model& model, std:
     } else if (last) {
       rows.push_back(n - 1);
     }
-    run(prompt.subspan(start, n), start, rows);
+    if (auto r = run(prompt.subspan(start, n), start, rows); !r) {
+      kv.release(0);
+      return r.error();
+    }
     if (options.prompt_logits) {
       const size_t at = result.prompt_logits.size();
       result.prompt_logits.resize(at + uint64_t{n} * V);
@@ -90,7 +91,10 @@ Result<GenerateResult> generate(gpu::Context& context, model::Model& model, std:
     }
     if (i + 1 == options.max_tokens) break;
     const uint32_t token[] = {next};
-    run(token, static_cast<uint32_t>(prompt.size()) + i, last_row);
+    if (auto r = run(token, static_cast<uint32_t>(prompt.size()) + i, last_row); !r) {
+      kv.release(0);
+      return r.error();
+    }
     context.download(model.logits(), 0, std::as_writable_bytes(std::span<float>(row)));
   }
   result.decode_ms = ms_since(t1);

@@ -125,7 +125,7 @@ size_t Scheduler::fail_unadmittable() {
   size_t failed = 0;
   for (auto& [id, s] : seqs_) {
     if (s->done || s->slot >= 0) continue;
-    finish(*s, "error");
+    finish(*s, "error", "the sequence needs more KV-cache blocks than the whole cache has");
     ++failed;
   }
   return failed;
@@ -171,11 +171,12 @@ std::span<const uint32_t> Scheduler::generated(uint32_t id) const { return seq(i
 
 std::span<const TokenLogprob> Scheduler::generated_logprobs(uint32_t id) const { return seq(id).result.logprobs; }
 
-void Scheduler::finish(Sequence& s, const char* reason) {
+void Scheduler::finish(Sequence& s, const char* reason, std::string error) {
   if (s.done) return;
   s.done = true;
   s.result.tokens = s.generated;
   s.result.finish_reason = reason;
+  s.result.error = std::move(error);
   if (s.slot >= 0) {
     model_.kv_cache().release(static_cast<uint32_t>(s.slot));
     slot_owner_[s.slot] = -1;
@@ -292,6 +293,19 @@ std::optional<gpu::Ticket> Scheduler::step_begin() {
   return context_.submit(*cmd_);
 }
 
+std::optional<gpu::Ticket> Scheduler::step_next() {
+  if (!model_.step_pending()) return std::nullopt;
+  cmd_->begin();
+  if (auto r = model_.continue_step(*cmd_); !r) {
+    // Every sequence with tokens in the step: its KV entries of this step are incomplete.
+    for (uint32_t slot : seq_of_token_)
+      if (slot_owner_[slot] >= 0) finish(*seqs_[slot_owner_[slot]], "error", r.error().message);
+    uses_.clear();
+    return std::nullopt;
+  }
+  return context_.submit(*cmd_);
+}
+
 void Scheduler::accept(Sequence& s, std::span<const float> rows, uint32_t n_rows) {
   const uint32_t V = model_.config().vocab_size;
   const uint32_t k = n_rows - 1;
@@ -330,6 +344,7 @@ void Scheduler::accept(Sequence& s, std::span<const float> rows, uint32_t n_rows
 }
 
 void Scheduler::step_end() {
+  if (uses_.empty()) return;  // a failed step, or one of prompt chunks only
   const uint32_t V = model_.config().vocab_size;
   logits_.resize(uint64_t{logit_rows_.size()} * V);
   context_.download(model_.logits(), 0, std::as_writable_bytes(std::span<float>(logits_)));
@@ -356,10 +371,11 @@ void Scheduler::run() {
     if (!ticket) {
       // Nothing can run: a waiting sequence needs more KV blocks than the whole cache has.
       for (auto& [id, s] : seqs_)
-        if (!s->done) finish(*s, "error");
+        if (!s->done) finish(*s, "error", "the sequence needs more KV-cache blocks than the whole cache has");
       break;
     }
     context_.wait(*ticket);
+    while (auto next = step_next()) context_.wait(*next);
     step_end();
   }
 }

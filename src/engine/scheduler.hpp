@@ -4,6 +4,8 @@
 //
 // A step is: plan -> record -> submit -> wait -> sample / accept. The wait is the caller's: step_begin()
 // records and submits and returns the GPU ticket; step_end() reads the logits after the ticket is reached.
+// A streaming model's step has several segments (model.hpp): after each ticket the caller calls step_next(),
+// which loads the next layer's missing experts and submits the next segment, until it returns nullopt.
 // run() is the blocking loop for the command line and tests (Context::wait); the server drives the same
 // two calls from a coroutine that co_awaits runtime::GpuBridge instead, so the loop never blocks.
 //
@@ -61,7 +63,8 @@ struct SequenceResult {
   std::vector<uint32_t> tokens;
   std::vector<TokenLogprob> logprobs;  // one per token when the request asked for them
   uint32_t cached_tokens = 0;  // prompt tokens restored from the prefix cache instead of computed
-  std::string finish_reason;  // "stop", "length", or "error" (the KV cache can never hold it)
+  std::string finish_reason;  // "stop", "length", "cancelled" or "error"
+  std::string error;          // with "error": why (the KV cache can never hold it, an expert failed to load)
   SpeculationStats speculation;
 };
 
@@ -97,8 +100,13 @@ class Scheduler {
   // Queues a sequence; returns its id (results are indexed by it). Invalid requests are errors.
   Result<uint32_t> submit(SequenceRequest request);
   bool idle() const;
-  // Records and submits one step; nullopt when there is nothing to run.
+  // Records and submits one step (its first segment); nullopt when there is nothing to run.
   std::optional<gpu::Ticket> step_begin();
+  // Once the previous segment's ticket is reached: records and submits the step's next segment, or returns
+  // nullopt when the step is complete. Blocks on the expert reads of the segment (the first streaming
+  // design). A failed load ends every sequence of the step with finish_reason "error" and the loader's
+  // message in SequenceResult::error; other sequences and later steps go on.
+  std::optional<gpu::Ticket> step_next();
   // Consumes the step's logits (its ticket must be reached).
   void step_end();
   // When step_begin() found nothing to run although sequences wait: those that can never be admitted (they
@@ -138,7 +146,7 @@ class Scheduler {
   void admit();
   void plan_prefill();
   void plan_decode();
-  void finish(Sequence& s, const char* reason);
+  void finish(Sequence& s, const char* reason, std::string error = {});
   // Appends one token; false once the sequence is finished.
   bool emit(Sequence& s, uint32_t token, std::span<const float> raw_logits);
   void accept(Sequence& s, std::span<const float> rows, uint32_t n_rows);

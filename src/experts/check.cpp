@@ -16,18 +16,24 @@ constexpr const char* kNotBuilt = "not built yet";
 
 PathVerdict blocked(std::string path, std::string reason) { return {std::move(path), "blocked", std::move(reason)}; }
 
-// The paths whose code does not exist yet in this build, with the reason a user reads.
-std::vector<PathVerdict> unbuilt_paths(const model::ArchInfo& arch) {
+// The serving paths every family that runs shares (the server, speculative decoding, batching, the prefix
+// cache); a family whose forward pass has not landed has none of them.
+std::vector<PathVerdict> serving_paths(const model::ArchInfo& arch) {
   std::vector<PathVerdict> p;
-  p.push_back(blocked("openai_http", fmt::format("the HTTP server (mach serve) is {}", kNotBuilt)));
-  p.push_back(blocked("expert_streaming", fmt::format("expert streaming is {} (issue 7)", kNotBuilt)));
-  p.push_back(blocked("specdec", fmt::format("speculative decoding is {}", kNotBuilt)));
+  if (arch.status != model::SupportStatus::runs) {
+    const std::string why = fmt::format("the {} forward pass is {}", arch.model_type, kNotBuilt);
+    for (const char* path : {"openai_http", "specdec", "prefix_kv_reuse"}) p.push_back(blocked(path, why));
+    if (arch.continuous_batching) p.push_back(blocked("continuous_batching", why));
+    else p.push_back({"continuous_batching", "n/a", "the architecture runs one sequence per step"});
+    return p;
+  }
+  p.push_back({"openai_http", "ok", "mach serve: the OpenAI API over HTTP/SSE"});
+  p.push_back({"specdec", "ok", "draft-free n-gram speculation (--speculation, per request \"speculation\"), exact"});
   if (arch.continuous_batching)
-    p.push_back(blocked("continuous_batching", fmt::format("the batching scheduler is {}; generate runs one sequence",
-                                                           kNotBuilt)));
+    p.push_back({"continuous_batching", "ok", "sequences join and leave between steps (--max-batch)"});
   else
     p.push_back({"continuous_batching", "n/a", "the architecture runs one sequence per step"});
-  p.push_back(blocked("prefix_kv_reuse", fmt::format("the prefix cache is {}", kNotBuilt)));
+  p.push_back({"prefix_kv_reuse", "ok", "--prefix-cache: repeated prompt prefixes restore their KV (RAM, then disk)"});
   return p;
 }
 
@@ -105,15 +111,29 @@ void add_memory(CheckReport& r, const CheckOptions& o, const model::ModelConfig&
   r.memory = m;
 }
 
+// expert_streaming for a family that runs: it reads experts from an engine layout's sidecar.
+PathVerdict streaming_path(const CheckReport& r) {
+  if (r.layout == "engine+sidecar")
+    return r.sidecar == "valid" || r.sidecar == "verified"
+               ? PathVerdict{"expert_streaming", "ok",
+                             "mach generate --streaming reads the experts from the sidecar through a GPU bank of slots; "
+                             "the sidecar is ready for it"}
+               : blocked("expert_streaming", "the expert sidecar is invalid: " + r.sidecar);
+  return {"expert_streaming", "needs_artifact",
+          fmt::format("streaming reads experts from an expert sidecar: mach prune --source {} --output OUT", r.model)};
+}
+
 // resident_stacked for a family that runs, given what the directory holds.
 PathVerdict resident_path(const CheckReport& r) {
+  if (r.memory && r.memory->mode == "resident" && r.memory->verdict == "wont_fit")
+    return blocked("resident_stacked", r.layout == "engine+sidecar"
+                                           ? "every expert resident does not fit in GPU memory; use --streaming"
+                                           : "every expert resident does not fit in GPU memory; try --quant q4, or "
+                                             "mach prune and --streaming");
   if (r.layout == "engine+sidecar")
-    return blocked("resident_stacked", "the loader cannot read an expert sidecar yet (issue 7); run the source "
-                                       "checkpoint");
+    return {"resident_stacked", "ok", "mach generate loads every expert of the sidecar onto the GPU"};
   if (r.layout == "none") return {"resident_stacked", "needs_artifact", "no model.safetensors in the directory"};
   if (r.layout == "unknown") return {"resident_stacked", "unknown", "no expert tensors recognised"};
-  if (r.memory && r.memory->verdict == "wont_fit")
-    return blocked("resident_stacked", "every expert resident does not fit in GPU memory; try --quant q4");
   return {"resident_stacked", "ok", "mach generate loads every expert onto the GPU"};
 }
 
@@ -157,11 +177,14 @@ void add_sidecar(CheckReport& r, const CheckOptions& o, const model::ModelConfig
 }  // namespace
 
 std::vector<PathVerdict> arch_paths(const model::ArchInfo& arch) {
-  std::vector<PathVerdict> p = unbuilt_paths(arch);
-  if (arch.status == model::SupportStatus::runs)
+  std::vector<PathVerdict> p = serving_paths(arch);
+  if (arch.status == model::SupportStatus::runs) {
     p.push_back({"resident_stacked", "ok", "mach generate loads every expert onto the GPU"});
-  else
+    p.push_back({"expert_streaming", "ok", "mach generate --streaming on an engine layout (mach prune)"});
+  } else {
     p.push_back(blocked("resident_stacked", fmt::format("the {} forward pass is {}", arch.model_type, kNotBuilt)));
+    p.push_back(blocked("expert_streaming", fmt::format("the {} forward pass is {}", arch.model_type, kNotBuilt)));
+  }
   sort_paths(p);
   return p;
 }
@@ -211,19 +234,22 @@ CheckReport check_model(const CheckOptions& o) {
     r.paths = arch_paths(arch);
     r.problems.push_back(fmt::format("{} is registered but its forward pass is {}", arch.model_type, kNotBuilt));
   } else {
-    r.paths = unbuilt_paths(arch);
-    for (auto& p : r.paths)
-      if (p.path == "expert_streaming")
-        p.reason += sidecar ? "; the sidecar is ready for it" : "; it will also need an expert sidecar (mach prune)";
+    r.paths = serving_paths(arch);
+    r.paths.push_back(streaming_path(r));
     r.paths.push_back(resident_path(r));
     sort_paths(r.paths);
   }
   const bool resident_ok = std::any_of(r.paths.begin(), r.paths.end(), [](const PathVerdict& p) {
     return p.path == "resident_stacked" && p.status == "ok";
   });
-  r.suggested_command = resident_ok ? fmt::format("mach generate {} --prompt-ids 1,2,3 --max-tokens 32", r.model)
-                        : r.layout == "engine+sidecar" ? fmt::format("mach check {} --verify", r.model)
-                                                       : "";
+  const bool streaming_ok = std::any_of(r.paths.begin(), r.paths.end(), [](const PathVerdict& p) {
+    return p.path == "expert_streaming" && p.status == "ok";
+  });
+  r.suggested_command =
+      resident_ok    ? fmt::format("mach serve {}", r.model)
+      : streaming_ok ? fmt::format("mach serve {} --streaming", r.model)
+      : r.layout == "engine+sidecar" ? fmt::format("mach check {} --verify", r.model)
+                                     : "";
   return r;
 }
 

@@ -336,15 +336,15 @@ Result<void> finish(const Job& job, const SidecarLayout& layout, const nlohmann:
 
 }  // namespace
 
-Result<KeepPlan> parse_keep_plan(const fs::path& path) {
+Result<KeepPlan> parse_keep_plan(const fs::path& path, const char* flag) {
   std::ifstream in(path);
-  if (!in) return Error{Errc::not_found, fmt::format("--keep {}: cannot open", path.string())};
+  if (!in) return Error{Errc::not_found, fmt::format("{} {}: cannot open", flag, path.string())};
   KeepPlan plan;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const auto j = nlohmann::json::parse(line, nullptr, false);
-    const std::string where = fmt::format("{}:{}", path.string(), n);
+    const std::string where = fmt::format("{} {}:{}", flag, path.string(), n);
     if (j.is_discarded() || !j.is_object() || !j.contains("layer") || !j["layer"].is_number_unsigned() ||
         !j.contains("experts") || !j["experts"].is_array())
       return Error{Errc::parse, fmt::format("{}: expected {{\"layer\": L, \"experts\": [ids]}}", where)};

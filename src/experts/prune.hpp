@@ -29,8 +29,9 @@ namespace mach::experts {
 // layer number -> source expert ids to keep (sorted, unique).
 using KeepPlan = std::map<uint32_t, std::vector<uint32_t>>;
 
-// JSONL, one {"layer": L, "experts": [ids]} per line; blank lines are skipped. Errors name the line.
-Result<KeepPlan> parse_keep_plan(const std::filesystem::path& path);
+// JSONL, one {"layer": L, "experts": [ids]} per line; blank lines are skipped. Errors name `flag`, the file
+// and the line. The same format lists pinned experts (`mach generate --pin-experts`).
+Result<KeepPlan> parse_keep_plan(const std::filesystem::path& path, const char* flag = "--keep");
 
 struct PruneProgress {
   uint32_t layer = 0;        // model layer number

@@ -263,15 +263,27 @@ Result<runtime::IoBuffer> Sidecar::read_expert(uint32_t layer_number, uint32_t i
   return buf;
 }
 
-Result<void> Sidecar::verify_expert(uint32_t layer_number, uint32_t index) const {
-  auto buf = read_expert(layer_number, index);
-  if (!buf) return buf.error();
-  const SidecarLayer& layer = *layout_.find_layer(layer_number);
-  const uint64_t want = layer.experts[index].checksum, got = xxh64(buf->span());
+Result<void> Sidecar::check_slab(uint32_t layer_number, uint32_t index, std::span<const std::byte> bytes) const {
+  const SidecarLayer* layer = layout_.find_layer(layer_number);
+  assert(layer && index < layer->experts.size());
+  const uint64_t want = layer->experts[index].checksum, got = xxh64(bytes);
   if (got != want)
     return Error{Errc::io, fmt::format("{}: layer {} expert {}: checksum {} != {} in layout.json (corrupt; rerun mach "
-                                       "prune)", (dir_ / layer.file).string(), layer_number, index, hex64(got),
+                                       "prune)", (dir_ / layer->file).string(), layer_number, index, hex64(got),
                                        hex64(want))};
+  return {};
+}
+
+Result<runtime::IoBuffer> Sidecar::read_verified(uint32_t layer_number, uint32_t index) const {
+  auto buf = read_expert(layer_number, index);
+  if (!buf) return buf.error();
+  if (auto r = check_slab(layer_number, index, buf->span()); !r) return r.error();
+  return buf;
+}
+
+Result<void> Sidecar::verify_expert(uint32_t layer_number, uint32_t index) const {
+  auto buf = read_verified(layer_number, index);
+  if (!buf) return buf.error();
   return {};
 }
 

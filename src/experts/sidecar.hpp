@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -101,7 +102,11 @@ class Sidecar {
   // Reads expert `index` of model layer `layer` into a 4096-aligned buffer of slab_bytes. No checksum check.
   Result<runtime::IoBuffer> read_expert(uint32_t layer, uint32_t index) const;
   // Reads the slab and checks its checksum; a mismatch is Errc::io naming file, layer and expert.
+  Result<runtime::IoBuffer> read_verified(uint32_t layer, uint32_t index) const;
   Result<void> verify_expert(uint32_t layer, uint32_t index) const;
+  // The error for slab `bytes` of expert `index` of `layer` when its checksum differs from layout.json's;
+  // nothing when it matches (the check every reader of slabs runs).
+  Result<void> check_slab(uint32_t layer, uint32_t index, std::span<const std::byte> bytes) const;
   // verify_expert over every expert; stops at the first failure.
   Result<void> verify_all() const;
 

@@ -2,13 +2,17 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
+#include "experts/sidecar.hpp"
 #include "model/model.hpp"
 #include "model/tensor_source.hpp"
 
 namespace mach::model {
 
-Result<std::unique_ptr<Model>> load_qwen3_moe(ModelConfig config, const TensorSource& src, gpu::Context& context,
+// `sidecar`: the routed experts of an engine-layout checkpoint (then `src` holds no expert tensors).
+Result<std::unique_ptr<Model>> load_qwen3_moe(ModelConfig config, const TensorSource& src,
+                                              std::optional<experts::Sidecar> sidecar, gpu::Context& context,
                                               const LoadOptions& options);
 
 }  // namespace mach::model

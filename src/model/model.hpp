@@ -7,12 +7,17 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "engine/kv_cache.hpp"
+#include "experts/eviction.hpp"
+#include "experts/expert_stats.hpp"
 #include "gpu/command_list.hpp"
 #include "gpu/context.hpp"
 #include "mach/error.hpp"
@@ -32,6 +37,21 @@ struct LoadOptions {
   // Device memory for the KV cache (all layers, K and V); 0 sizes it for max_sequences full contexts.
   // Sequences that do not fit wait for blocks (admission control).
   uint64_t kv_cache_bytes = 0;
+
+  // Routed experts of an engine-layout checkpoint (config.json + model.safetensors + expert_sidecar/, written by
+  // mach prune). Their GPU format is the sidecar's quant whatever weight_type says. Without streaming every
+  // expert is resident, and loading refuses when they do not fit in device memory. With streaming each MoE
+  // layer gets a bank of expert slots on the GPU and misses are read from the sidecar during the step.
+  bool streaming = false;
+  uint32_t expert_slots = 0;          // per MoE layer; 0: sized from expert_cache_bytes
+  uint64_t expert_cache_bytes = 0;    // device memory for all layers' banks when expert_slots is 0
+  experts::EvictionKind eviction = experts::EvictionKind::lru;
+  // Hot experts kept in the bank for good, per model layer (router ids; --pin-experts); at most slots - 1.
+  std::map<uint32_t, std::vector<uint32_t>> pinned_experts;
+  // The device memory the load may plan for; 0: the device's device-local memory (tests pass less).
+  uint64_t device_memory_bytes = 0;
+  // Notes of the load a user should see (e.g. which format the experts use); unset: dropped.
+  std::function<void(const std::string&)> log;
 };
 
 struct StepBatch {
@@ -47,6 +67,8 @@ class Model {
   virtual const ModelConfig& config() const = 0;
   virtual engine::KvCache& kv_cache() = 0;
   virtual uint32_t max_step_tokens() const = 0;
+  // Bytes of all weights in their GPU formats, every routed expert included (also those a streaming model
+  // keeps on disk), so that bandwidth limits count what a step reads.
   virtual uint64_t weight_bytes() const = 0;
   // Bytes of one routed expert (all its matrices) in one layer; 0 for a model without routed experts.
   virtual uint64_t expert_bytes() const = 0;
@@ -57,9 +79,26 @@ class Model {
   // Records one forward step. Writes the batch into host-visible input buffers, so the previous step must be
   // complete. The sequences' KV blocks must be reserved through positions + 1. Logits of logit_rows land in
   // logits() rows 0..R-1.
+  //
+  // A streaming model records a step in segments: record_step records up to the first MoE router whose
+  // experts it must look at, and step_pending() is then true. The caller submits, waits for the segment and
+  // calls continue_step() with the list begun again; that reads the router's ids back, loads the missing
+  // experts (blocking on the reads) and records the next segment, until step_pending() is false. An error
+  // (a read failure or a checksum mismatch of an expert) abandons the step: step_pending() is false, the
+  // step's logits are not valid, and the next record_step starts afresh. run_step() does all of it.
   virtual void record_step(gpu::CommandList& cmd, const StepBatch& batch) = 0;
+  virtual bool step_pending() const { return false; }
+  virtual Result<void> continue_step(gpu::CommandList& /*cmd*/) { return {}; }
   virtual const gpu::Buffer& logits() const = 0;  // [max_step_tokens, V] f32
+
+  // Counters of expert streaming (streaming = false and no layers when the experts are resident).
+  virtual experts::ExpertStats expert_stats() const { return {}; }
+  // One line for startup logs: residency=resident|streaming and its sizes.
+  virtual std::string residency() const { return "residency=resident"; }
 };
+
+// Records, submits and waits for a whole step, segment by segment (Context::wait: tools and tests).
+Result<void> run_step(gpu::Context& context, gpu::CommandList& cmd, Model& model, const StepBatch& batch);
 
 // The fingerprint of a loaded model: its config's shapes, the weight format and `weights_digest` (a checksum of
 // some of its weights, which tells fine-tunes of one architecture apart).

@@ -8,10 +8,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
 #include "engine/chain_hash.hpp"
+#include "experts/expert_streamer.hpp"
 #include "model/family.hpp"
 #include "model/weight_arena.hpp"
 #include "ops/activation.hpp"
@@ -37,8 +39,9 @@ struct Layer {
 
 class Qwen3Moe final : public Model {
  public:
-  Qwen3Moe(ModelConfig config, gpu::Context& context, const LoadOptions& options)
-      : config_(std::move(config)), context_(context), options_(options) {}
+  Qwen3Moe(ModelConfig config, std::optional<experts::Sidecar> sidecar, gpu::Context& context,
+           const LoadOptions& options)
+      : config_(std::move(config)), context_(context), options_(options), sidecar_(std::move(sidecar)) {}
 
   Result<void> load(const TensorSource& src);
 
@@ -47,18 +50,48 @@ class Qwen3Moe final : public Model {
   uint32_t max_step_tokens() const override { return options_.max_step_tokens; }
   uint64_t weight_bytes() const override { return weight_bytes_; }
   uint64_t expert_bytes() const override {
+    if (sidecar_) return sidecar_->layout().slab_bytes;
     return layers_.empty() ? 0 : layers_[0].gate_up.expert_stride + layers_[0].down.expert_stride;
   }
   std::string fingerprint() const override {
-    return model_fingerprint(config_, options_.weight_type, weights_digest_);
+    std::string f = model_fingerprint(config_, options_.weight_type, weights_digest_);
+    if (sidecar_) f += fmt::format(" experts={}", ops::weight_type_name(expert_type()));
+    return f;
   }
   const gpu::Buffer& logits() const override { return logits_; }
   void record_step(gpu::CommandList& cmd, const StepBatch& batch) override;
+  bool step_pending() const override { return pending_.active; }
+  Result<void> continue_step(gpu::CommandList& cmd) override;
+  experts::ExpertStats expert_stats() const override { return streamer_ ? streamer_->stats() : experts::ExpertStats{}; }
+  std::string residency() const override;
 
  private:
+  // Where a streaming step stopped: at layer `layer`'s experts, after its router (ids copied to the host).
+  struct Pending {
+    bool active = false;
+    uint32_t layer = 0;
+    uint32_t tokens = 0, max_keys = 0;
+    bool ids_read = false;  // the layer's passes are planned (begin_layer ran)
+    std::vector<uint32_t> logit_rows;
+  };
+
+  ops::WeightType expert_type() const { return sidecar_ ? sidecar_->layout().quant : options_.weight_type; }
+  Result<void> check_memory();
+  uint64_t device_memory() const;
+  uint64_t non_expert_bytes() const;  // estimate: the other weights and the logits
+  uint64_t kv_bytes() const;          // the KV cache's budget
+  Result<void> check_sidecar() const;
+  Result<void> load_experts(const TensorSource& src, uint32_t l, WeightArena& arena, Layer& layer);
   Result<void> load_layer(const TensorSource& src, uint32_t l, Layer& layer);
   void allocate_workspace();
-  void record_layer(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
+  void record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
+  void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
+  void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
+  void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
+  // The layer's expert products and their weighted sum into the residual.
+  void record_moe(gpu::CommandList& cmd, uint32_t l);
+  // Streaming: records the layer's attention and router, then the ids' copy to the host, and ends the segment.
+  void stop_after_router(gpu::CommandList& cmd, uint32_t l);
   gpu::Binding f32_range(const gpu::Buffer& b, uint64_t offset, uint64_t floats) const {
     return gpu::in(b, offset, floats * 4);
   }
@@ -66,6 +99,10 @@ class Qwen3Moe final : public Model {
   ModelConfig config_;
   gpu::Context& context_;
   LoadOptions options_;
+  std::optional<experts::Sidecar> sidecar_;           // engine-layout checkpoints
+  std::unique_ptr<experts::ExpertStreamer> streamer_;  // --streaming
+  Pending pending_;
+  uint32_t slots_ = 0;  // streaming: expert slots per layer (check_memory picks them)
   uint64_t weight_bytes_ = 0;
   uint64_t weights_digest_ = 0;  // of the final norm and the first embedding rows (see fingerprint())
 
@@ -82,8 +119,14 @@ class Qwen3Moe final : public Model {
   uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
   // Activations, sized for max_step_tokens.
   gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, gate_up_, act_, down_, sel_, logits_;
+  gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
   gpu::Buffer scratch_;
 };
+
+uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+}
 
 // Reads a tensor, checking its shape; the error names the tensor and both shapes.
 Result<std::vector<float>> read_tensor(const TensorSource& src, const std::string& name,
@@ -101,40 +144,33 @@ uint64_t add_matrix(WeightArena& arena, ops::WeightType type, std::span<const fl
   return arena.add(ops::quantize(type, w, rows, cols));
 }
 
-Result<void> Qwen3Moe::load_layer(const TensorSource& src, uint32_t l, Layer& layer) {
+// The layer's routed experts: from the sidecar's slabs (engine layout: stacked as they are, one slab per
+// expert, no conversion), as a streaming bank, or converted from the checkpoint's tensors to --quant.
+Result<void> Qwen3Moe::load_experts(const TensorSource& src, uint32_t l, WeightArena& arena, Layer& layer) {
   const auto& c = config_;
-  const uint32_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, kvh = c.num_kv_heads;
-  const uint32_t E = c.num_experts, I = c.moe_intermediate_size;
+  const uint32_t H = c.hidden_size, E = c.num_experts, I = c.moe_intermediate_size;
+  if (streamer_) {
+    layer.gate_up = streamer_->tensor(l, 0);
+    layer.down = streamer_->tensor(l, 1);
+    weight_bytes_ += uint64_t{E} * streamer_->sidecar().layout().slab_bytes;  // on disk, read on demand
+    return {};
+  }
+  if (sidecar_) {
+    const auto& layout = sidecar_->layout();
+    std::vector<std::byte> stack(layout.slab_bytes * E);
+    for (uint32_t e = 0; e < E; ++e) {
+      auto slab = sidecar_->read_verified(l, e);
+      if (!slab) return slab.error();
+      std::memcpy(stack.data() + e * layout.slab_bytes, slab->data(), layout.slab_bytes);
+    }
+    const uint64_t base = arena.add(stack);
+    layer.gate_up = experts::tensor_ref(layout, 0, nullptr, base, E);
+    layer.down = experts::tensor_ref(layout, 1, nullptr, base, E);
+    return {};
+  }
   const ops::WeightType wt = options_.weight_type;
   const std::string p = fmt::format("model.layers.{}.", l);
-  WeightArena arena;
-
-  auto matrix = [&](const std::string& name, uint32_t rows, uint32_t cols, ops::WeightType type,
-                    ops::WeightRef& out) -> Result<void> {
-    auto w = read_tensor(src, p + name, {rows, cols});
-    if (!w) return w.error();
-    out = {nullptr, add_matrix(arena, type, *w, rows, cols), type, rows, cols};
-    return {};
-  };
-  auto vector = [&](const std::string& name, uint32_t n, uint64_t& offset) -> Result<void> {
-    auto w = read_tensor(src, p + name, {n});
-    if (!w) return w.error();
-    offset = arena.add_f32(*w);
-    return {};
-  };
-  for (auto r : {matrix("self_attn.q_proj.weight", nh * D, H, wt, layer.q),
-                 matrix("self_attn.k_proj.weight", kvh * D, H, wt, layer.k),
-                 matrix("self_attn.v_proj.weight", kvh * D, H, wt, layer.v),
-                 matrix("self_attn.o_proj.weight", H, nh * D, wt, layer.o),
-                 matrix("mlp.gate.weight", E, H, ops::WeightType::bf16, layer.router),
-                 vector("input_layernorm.weight", H, layer.input_norm),
-                 vector("post_attention_layernorm.weight", H, layer.post_norm),
-                 vector("self_attn.q_norm.weight", D, layer.q_norm),
-                 vector("self_attn.k_norm.weight", D, layer.k_norm)}) {
-    if (!r) return r;
-  }
-
-  // Experts: per-expert tensors (checkpoints on the Hub) or fused stacks (transformers 5 save_pretrained).
+  // Per-expert tensors (checkpoints on the Hub) or fused stacks (transformers 5 save_pretrained).
   std::vector<std::byte> gate_up_stack, down_stack;
   const uint64_t gu_bytes = ops::weight_bytes(wt, 2 * I, H), dn_bytes = ops::weight_bytes(wt, H, I);
   gate_up_stack.reserve(gu_bytes * E);
@@ -173,13 +209,165 @@ Result<void> Qwen3Moe::load_layer(const TensorSource& src, uint32_t l, Layer& la
   }
   layer.gate_up = {nullptr, arena.add(gate_up_stack), gu_bytes, E, wt, 2 * I, H};
   layer.down = {nullptr, arena.add(down_stack), dn_bytes, E, wt, H, I};
+  return {};
+}
+
+Result<void> Qwen3Moe::load_layer(const TensorSource& src, uint32_t l, Layer& layer) {
+  const auto& c = config_;
+  const uint32_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, kvh = c.num_kv_heads;
+  const uint32_t E = c.num_experts;
+  const ops::WeightType wt = options_.weight_type;
+  const std::string p = fmt::format("model.layers.{}.", l);
+  WeightArena arena;
+
+  auto matrix = [&](const std::string& name, uint32_t rows, uint32_t cols, ops::WeightType type,
+                    ops::WeightRef& out) -> Result<void> {
+    auto w = read_tensor(src, p + name, {rows, cols});
+    if (!w) return w.error();
+    out = {nullptr, add_matrix(arena, type, *w, rows, cols), type, rows, cols};
+    return {};
+  };
+  auto vector = [&](const std::string& name, uint32_t n, uint64_t& offset) -> Result<void> {
+    auto w = read_tensor(src, p + name, {n});
+    if (!w) return w.error();
+    offset = arena.add_f32(*w);
+    return {};
+  };
+  for (auto r : {matrix("self_attn.q_proj.weight", nh * D, H, wt, layer.q),
+                 matrix("self_attn.k_proj.weight", kvh * D, H, wt, layer.k),
+                 matrix("self_attn.v_proj.weight", kvh * D, H, wt, layer.v),
+                 matrix("self_attn.o_proj.weight", H, nh * D, wt, layer.o),
+                 matrix("mlp.gate.weight", E, H, ops::WeightType::bf16, layer.router),
+                 vector("input_layernorm.weight", H, layer.input_norm),
+                 vector("post_attention_layernorm.weight", H, layer.post_norm),
+                 vector("self_attn.q_norm.weight", D, layer.q_norm),
+                 vector("self_attn.k_norm.weight", D, layer.k_norm)}) {
+    if (!r) return r;
+  }
+
+  if (auto r = load_experts(src, l, arena, layer); !r) return r;
 
   weight_bytes_ += arena.size();
   layer.buffer = arena.build(context_, fmt::format("layer {}", l));
   for (ops::WeightRef* w : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.router}) w->buffer = &layer.buffer;
-  layer.gate_up.buffer = &layer.buffer;
-  layer.down.buffer = &layer.buffer;
+  if (!layer.gate_up.buffer) {  // resident experts live in the layer's buffer; a streaming bank has its own
+    layer.gate_up.buffer = &layer.buffer;
+    layer.down.buffer = &layer.buffer;
+  }
   return {};
+}
+
+// Bytes for a message: GiB, MiB or KiB, whichever reads best.
+std::string size_text(uint64_t bytes) {
+  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", bytes / 1073741824.0);
+  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", bytes / 1048576.0);
+  return fmt::format("{:.1f} KiB", bytes / 1024.0);
+}
+
+uint64_t Qwen3Moe::device_memory() const {
+  return options_.device_memory_bytes ? options_.device_memory_bytes : context_.info().device_local_bytes;
+}
+
+uint64_t Qwen3Moe::non_expert_bytes() const {
+  const auto& c = config_;
+  const ops::WeightType wt = options_.weight_type;
+  const uint64_t H = c.hidden_size, D = c.head_dim, qd = uint64_t{c.num_heads} * D, kvd = uint64_t{c.num_kv_heads} * D;
+  uint64_t bytes = ops::weight_bytes(wt, c.vocab_size, H) * (c.tie_word_embeddings ? 1 : 2);
+  const uint64_t layer = 2 * ops::weight_bytes(wt, qd, H) + 2 * ops::weight_bytes(wt, kvd, H) +
+                         ops::weight_bytes(ops::WeightType::bf16, c.num_experts, H) + 4 * (2 * H + 2 * D);
+  bytes += layer * c.num_layers;
+  return bytes + uint64_t{options_.max_step_tokens} * c.vocab_size * 4;
+}
+
+uint64_t Qwen3Moe::kv_bytes() const {
+  const auto& c = config_;
+  return options_.kv_cache_bytes ? options_.kv_cache_bytes
+                                 : 2ull * c.num_layers * c.num_kv_heads * c.head_dim * 2 * options_.max_context *
+                                       options_.max_sequences;
+}
+
+// Resident: every expert must fit next to the other weights. Streaming: the banks must, and their slot count
+// is --expert-slots, or what --expert-cache-gb holds, or what the device has left after the other weights and
+// the KV cache, with a 10% margin. The KV cache is not part of the refusals: its allocation fails on its own
+// (and some drivers, lavapipe among them, report less device memory than they can allocate).
+Result<void> Qwen3Moe::check_memory() {
+  const auto& c = config_;
+  const uint64_t device = device_memory(), rest = non_expert_bytes();
+  const uint64_t per_expert = sidecar_ ? sidecar_->layout().slab_bytes
+                                       : ops::weight_bytes(options_.weight_type, 2 * c.moe_intermediate_size, c.hidden_size) +
+                                             ops::weight_bytes(options_.weight_type, c.hidden_size, c.moe_intermediate_size);
+  const uint64_t per_slot_all_layers = per_expert * c.num_layers;
+  if (!options_.streaming) {
+    const uint64_t experts = per_slot_all_layers * c.num_experts;
+    if (experts + rest > device)
+      return Error{Errc::out_of_device_memory,
+                   fmt::format("the routed experts need {} of device memory and the other weights about {}, but "
+                               "the device has {}; run with --streaming (and --expert-cache-gb or --expert-slots) to "
+                               "keep the experts on disk and a bank of them on the GPU",
+                               size_text(experts), size_text(rest), size_text(device))};
+    return {};
+  }
+  if (options_.expert_slots) {
+    slots_ = options_.expert_slots;
+  } else if (options_.expert_cache_bytes) {
+    slots_ = static_cast<uint32_t>(std::min<uint64_t>(options_.expert_cache_bytes / per_slot_all_layers, c.num_experts));
+    if (slots_ == 0)
+      return Error{Errc::invalid_argument,
+                   fmt::format("--expert-cache-gb holds {}, less than one expert slot in each of {} layers ({})",
+                               size_text(options_.expert_cache_bytes), c.num_layers, size_text(per_slot_all_layers))};
+  } else {
+    const uint64_t usable = device / 10 * 9, taken = rest + kv_bytes();
+    slots_ = usable > taken ? static_cast<uint32_t>(std::min<uint64_t>((usable - taken) / per_slot_all_layers,
+                                                                       c.num_experts))
+                            : 0;
+    if (slots_ == 0)
+      return Error{Errc::out_of_device_memory,
+                   fmt::format("the device's {} leave no room for expert slots next to the other weights and the "
+                               "KV cache ({}); give --expert-slots or --expert-cache-gb, or lower --max-context, "
+                               "--max-batch or --kv-cache-gb", size_text(device), size_text(taken))};
+  }
+  slots_ = std::min(slots_, c.num_experts);
+  const uint64_t banks = per_slot_all_layers * slots_;
+  if (banks + rest > device)
+    return Error{Errc::out_of_device_memory,
+                 fmt::format("{} expert slots per layer take {} and the other weights about {}, but the device has "
+                             "{}; use fewer --expert-slots or a smaller --expert-cache-gb", slots_, size_text(banks),
+                             size_text(rest), size_text(device))};
+  return {};
+}
+
+// The sidecar must hold this model's experts in the slab layout this loader reads.
+Result<void> Qwen3Moe::check_sidecar() const {
+  if (!sidecar_) return {};
+  const auto& c = config_;
+  const auto& got = sidecar_->layout();
+  const auto want = experts::qwen3_moe_slab_layout(c, got.quant);
+  const std::string where = (sidecar_->dir() / experts::kLayoutFile).string();
+  bool same = got.slab_bytes == want.slab_bytes && got.tensors.size() == want.tensors.size();
+  for (size_t t = 0; same && t < want.tensors.size(); ++t) {
+    const auto &a = got.tensors[t], &b = want.tensors[t];
+    same = a.name == b.name && a.rows == b.rows && a.cols == b.cols && a.offset == b.offset;
+  }
+  if (!same)
+    return Error{Errc::parse, fmt::format("{}: the slab layout is not qwen3_moe's gate_up [2I, H] then down [H, I] "
+                                          "for this config.json; rerun mach prune", where)};
+  for (uint32_t l = 0; l < c.num_layers; ++l) {
+    const auto* layer = got.find_layer(l);
+    if (!layer || layer->experts.size() != c.num_experts)
+      return Error{Errc::parse, fmt::format("{}: layer {} should have {} experts (config.json), it has {}; rerun mach "
+                                            "prune", where, l, c.num_experts, layer ? layer->experts.size() : 0)};
+  }
+  return {};
+}
+
+std::string Qwen3Moe::residency() const {
+  if (!streamer_)
+    return fmt::format("residency=resident experts={} expert_format={}", sidecar_ ? "sidecar" : "checkpoint",
+                       ops::weight_type_name(expert_type()));
+  const auto st = streamer_->stats();
+  return fmt::format("residency=streaming expert_slots={} experts={} bank_mib={:.1f} eviction={} direct_read={} "
+                     "expert_format={}", st.slots_per_layer, config_.num_experts, st.bank_bytes / 1048576.0,
+                     st.eviction, st.direct_read, ops::weight_type_name(expert_type()));
 }
 
 Result<void> Qwen3Moe::load(const TensorSource& src) {
@@ -196,11 +384,28 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     return Error{Errc::unsupported, fmt::format("qwen3_moe with {} experts, top-{} is not supported",
                                                 c.num_experts, c.num_experts_per_tok)};
   const ops::WeightType wt = options_.weight_type;
-  for (auto [rows, cols] : {std::pair{c.vocab_size, c.hidden_size}, std::pair{c.num_heads * c.head_dim, c.hidden_size},
-                            std::pair{c.hidden_size, c.moe_intermediate_size}}) {
+  std::vector<std::pair<uint32_t, uint32_t>> shapes = {{c.vocab_size, c.hidden_size},
+                                                       {c.num_heads * c.head_dim, c.hidden_size}};
+  if (!sidecar_) shapes.emplace_back(c.hidden_size, c.moe_intermediate_size);  // else the sidecar's format
+  for (auto [rows, cols] : shapes) {
     if (!ops::shape_fits(wt, rows, cols))
       return Error{Errc::unsupported, fmt::format("--quant {} needs input widths that are multiples of {}; this model "
                                                   "has a width of {}", ops::weight_type_name(wt), ops::group_size(wt), cols)};
+  }
+
+  if (auto r = check_sidecar(); !r) return r;
+  if (auto r = check_memory(); !r) return r;
+  if (sidecar_ && options_.log && sidecar_->layout().quant != wt)
+    options_.log(fmt::format("experts use the sidecar's format {}; --quant {} applies to the other weights",
+                             ops::weight_type_name(sidecar_->layout().quant), ops::weight_type_name(wt)));
+  if (options_.streaming) {
+    experts::StreamerOptions so;
+    so.slots = slots_;
+    so.eviction = options_.eviction;
+    so.pinned = options_.pinned_experts;
+    auto streamer = experts::ExpertStreamer::create(context_, *sidecar_, so);
+    if (!streamer) return streamer.error();
+    streamer_ = std::move(streamer).value();
   }
 
   WeightArena globals;
@@ -296,13 +501,13 @@ void Qwen3Moe::allocate_workspace() {
   scratch_ = device(256, "attention scratch");
   slot_table_ = device(identity.size() * 4, "expert slot table");
   context_.upload(slot_table_, 0, std::as_bytes(std::span<const uint32_t>(identity)));
+  if (streamer_) ids_host_ = context_.create_buffer(T * k * 4, gpu::MemoryKind::host_readback, "expert ids (host)");
 }
 
-void Qwen3Moe::record_layer(gpu::CommandList& cmd, uint32_t l, uint32_t T, uint32_t max_keys) {
+void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, uint32_t max_keys) {
   const auto& c = config_;
   const Layer& L = layers_[l];
   const uint32_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, kvh = c.num_kv_heads;
-  const uint32_t E = c.num_experts, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const gpu::Binding tokens_seq = gpu::in(inputs_, seq_at_, T * 4ull), tokens_pos = gpu::in(inputs_, pos_at_, T * 4ull);
 
@@ -336,54 +541,53 @@ void Qwen3Moe::record_layer(gpu::CommandList& cmd, uint32_t l, uint32_t T, uint3
   ops::attention(cmd, layout, params, plan, args, T);
   ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::out(h_), T);
   ops::add(cmd, gpu::in(x_), gpu::in(h_), gpu::out(x_), T * H);
+}
 
-  // MoE block.
+// The MoE block up to the router's top-k: ids_ [T, k] and route_w_ [T, k].
+void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
+  const auto& c = config_;
+  const Layer& L = layers_[l];
+  const uint32_t H = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
   ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
   ops::mul_mat(cmd, L.router, gpu::in(h_), gpu::out(router_logits_), T);
   ops::RouterParams rp;
   rp.mode = ops::RouterMode::softmax_topk;
   rp.tokens = T;
-  rp.experts = E;
-  rp.k = k;
+  rp.experts = c.num_experts;
+  rp.k = c.num_experts_per_tok;
   rp.normalize = c.norm_topk_prob;
   ops::route(cmd, gpu::in(router_logits_), gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_),
              gpu::out(route_w_), rp);
-  const ops::MoeRouting routing{gpu::in(ids_), gpu::in(slot_table_), E, k};
-  ops::mul_mat_id(cmd, L.gate_up, routing, gpu::in(h_), false, gpu::out(gate_up_), T);
+}
+
+// The expert products of the routed pairs whose expert has a slot in the layer's slot table (all of them
+// when resident). A streaming layer runs this once per pass; pairs outside the pass keep their rows.
+void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
+  const auto& c = config_;
+  const Layer& L = layers_[l];
+  const uint32_t E = c.num_experts, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const gpu::Binding table = streamer_ ? streamer_->slot_table(l) : gpu::in(slot_table_);
+  const ops::MoeRouting routing{gpu::in(ids_), table, E, k};
+  ops::mul_mat_id(cmd, L.gate_up, routing, gpu::in(h_), false, gpu::inout(gate_up_), T);
   ops::GluParams glu;
   glu.kind = ops::GluKind::swiglu;
   glu.layout = ops::GluLayout::fused;
   glu.tokens = T * k;
   glu.width = I;
   ops::glu(cmd, gpu::in(gate_up_), gpu::in(gate_up_), gpu::out(act_), glu);
-  ops::mul_mat_id(cmd, L.down, routing, gpu::in(act_), true, gpu::out(down_), T);
-  ops::moe_combine(cmd, gpu::in(down_), gpu::in(route_w_), gpu::inout(x_), T, k, H);
+  ops::mul_mat_id(cmd, L.down, routing, gpu::in(act_), true, gpu::inout(down_), T);
 }
 
-void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
-  const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
-  const uint32_t R = static_cast<uint32_t>(batch.logit_rows.size());
-  assert(T > 0 && T <= options_.max_step_tokens && R <= T);
-  assert(batch.seq_of_token.size() == T && batch.positions.size() == T);
-  std::byte* host = inputs_host_.mapped();
-  std::memcpy(host + tokens_at_, batch.tokens.data(), T * 4);
-  std::memcpy(host + seq_at_, batch.seq_of_token.data(), T * 4);
-  std::memcpy(host + pos_at_, batch.positions.data(), T * 4);
-  uint32_t max_keys = 0;
-  for (uint32_t p : batch.positions) max_keys = std::max(max_keys, p + 1);
-
-  cmd.copy(inputs_host_, 0, inputs_, 0, inputs_.size());
-  kv_->record_table_upload(cmd);
+void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows) {
   const auto& c = config_;
-  const uint32_t H = c.hidden_size;
-  ops::embedding(cmd, embed_, gpu::in(inputs_, tokens_at_, T * 4ull), gpu::out(x_), T);
-  for (uint32_t l = 0; l < c.num_layers; ++l) record_layer(cmd, l, T, max_keys);
+  const uint32_t H = c.hidden_size, R = static_cast<uint32_t>(logit_rows.size());
   if (R == 0) return;
   // Gather the rows that need logits (contiguous runs as one copy), then the final norm and the head.
   for (uint32_t r = 0; r < R;) {
     uint32_t n = 1;
-    while (r + n < R && batch.logit_rows[r + n] == batch.logit_rows[r] + n) ++n;
-    cmd.copy(x_, uint64_t{batch.logit_rows[r]} * H * 4, sel_, uint64_t{r} * H * 4, uint64_t{n} * H * 4);
+    while (r + n < R && logit_rows[r + n] == logit_rows[r] + n) ++n;
+    cmd.copy(x_, uint64_t{logit_rows[r]} * H * 4, sel_, uint64_t{r} * H * 4, uint64_t{n} * H * 4);
     r += n;
   }
   ops::rms_norm(cmd, gpu::inout(sel_), f32_range(globals_, final_norm_, H), gpu::inout(sel_), {R, H},
@@ -400,11 +604,88 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
   }
 }
 
+void Qwen3Moe::record_moe(gpu::CommandList& cmd, uint32_t l) {
+  record_experts(cmd, l, pending_.tokens);
+  ops::moe_combine(cmd, gpu::in(down_), gpu::in(route_w_), gpu::inout(x_), pending_.tokens,
+                   config_.num_experts_per_tok, config_.hidden_size);
+}
+
+void Qwen3Moe::stop_after_router(gpu::CommandList& cmd, uint32_t l) {
+  record_attention(cmd, l, pending_.tokens, pending_.max_keys);
+  record_router(cmd, l, pending_.tokens);
+  cmd.copy(ids_, 0, ids_host_, 0, uint64_t{pending_.tokens} * config_.num_experts_per_tok * 4);
+  pending_.active = true;
+  pending_.layer = l;
+  pending_.ids_read = false;
+}
+
+void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
+  const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
+  const uint32_t R = static_cast<uint32_t>(batch.logit_rows.size());
+  assert(T > 0 && T <= options_.max_step_tokens && R <= T);
+  assert(batch.seq_of_token.size() == T && batch.positions.size() == T);
+  std::byte* host = inputs_host_.mapped();
+  std::memcpy(host + tokens_at_, batch.tokens.data(), T * 4);
+  std::memcpy(host + seq_at_, batch.seq_of_token.data(), T * 4);
+  std::memcpy(host + pos_at_, batch.positions.data(), T * 4);
+  pending_ = {};
+  pending_.tokens = T;
+  for (uint32_t p : batch.positions) pending_.max_keys = std::max(pending_.max_keys, p + 1);
+  pending_.logit_rows.assign(batch.logit_rows.begin(), batch.logit_rows.end());
+
+  cmd.copy(inputs_host_, 0, inputs_, 0, inputs_.size());
+  kv_->record_table_upload(cmd);
+  ops::embedding(cmd, embed_, gpu::in(inputs_, tokens_at_, T * 4ull), gpu::out(x_), T);
+  if (streamer_) {
+    stop_after_router(cmd, 0);
+    return;
+  }
+  for (uint32_t l = 0; l < config_.num_layers; ++l) {
+    record_attention(cmd, l, T, pending_.max_keys);
+    record_router(cmd, l, T);
+    record_moe(cmd, l);
+  }
+  record_head(cmd, pending_.logit_rows);
+}
+
+// After the segment that ended at layer pending_.layer's router: read its ids back, run the layer's next
+// pass of expert loads, and record on. A layer whose experts outnumber the slots ends a segment after each
+// pass but its last, because the next pass's loads reuse the staging memory this pass's copies read.
+Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
+  assert(pending_.active && streamer_);
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint32_t l = pending_.layer;
+  if (!pending_.ids_read) {
+    const auto* ids = reinterpret_cast<const uint32_t*>(ids_host_.mapped());
+    streamer_->begin_layer(l, std::span(ids, uint64_t{pending_.tokens} * config_.num_experts_per_tok));
+    pending_.ids_read = true;
+  }
+  auto last = streamer_->record_pass(cmd);
+  streamer_->add_stall(l, elapsed_ns(t0));
+  if (!last) {
+    pending_.active = false;
+    return last.error();
+  }
+  if (!*last) {
+    record_experts(cmd, l, pending_.tokens);  // the segment ends after this pass
+  } else {
+    record_moe(cmd, l);
+    if (l + 1 < config_.num_layers) {
+      stop_after_router(cmd, l + 1);
+    } else {
+      pending_.active = false;
+      record_head(cmd, pending_.logit_rows);
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
-Result<std::unique_ptr<Model>> load_qwen3_moe(ModelConfig config, const TensorSource& src, gpu::Context& context,
+Result<std::unique_ptr<Model>> load_qwen3_moe(ModelConfig config, const TensorSource& src,
+                                              std::optional<experts::Sidecar> sidecar, gpu::Context& context,
                                               const LoadOptions& options) {
-  auto model = std::make_unique<Qwen3Moe>(std::move(config), context, options);
+  auto model = std::make_unique<Qwen3Moe>(std::move(config), std::move(sidecar), context, options);
   try {
     if (auto r = model->load(src); !r) return r.error();
   } catch (const Exception& e) {

@@ -27,7 +27,9 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
 // matrix in slot slot_table[e] of the stack `w`.
 //   ids: [T, top_k] u32 expert ids, distinct within a token (as top-k makes them);
-//   slot_table: [experts] u32, expert id -> slot of `w` (identity when every expert is resident);
+//   slot_table: [experts] u32, expert id -> slot of `w` (identity when every expert is resident), or ops::kNoSlot:
+//     the pairs routed to that expert are skipped and their y rows keep their contents, so that a streaming
+//     step can run a layer's experts in passes over a bank smaller than the step's experts;
 //   x: [T, K] f32 shared by all slots (gate/up projections) or, with x_per_slot, [T, top_k, K] (down);
 //   y: [T, top_k, N] f32.
 // The weight stack is bound as one range, so offset through the last slot must fit the device's

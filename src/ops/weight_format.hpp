@@ -71,6 +71,10 @@ struct ExpertWeightsRef {
   uint32_t cols = 0;
 };
 
+// A slot-table entry for an expert that has no slot in the stack: mul_mat_id skips the pairs routed to it
+// (shaders/mul_mat_funcs.glsl's NO_SLOT).
+inline constexpr uint32_t kNoSlot = 0xFFFFFFFFu;
+
 // IEEE half and bfloat16 conversions (round to nearest even).
 uint16_t float_to_half(float f);
 float half_to_float(uint16_t h);

@@ -306,6 +306,17 @@ std::optional<OutputFormat> output_format_from_name(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view output_format_name(OutputFormat format) {
+  switch (format) {
+    case OutputFormat::qwen3: return "qwen3";
+    case OutputFormat::qwen3_coder: return "qwen3_coder";
+    case OutputFormat::harmony: return "harmony";
+    case OutputFormat::gemma4: return "gemma4";
+    case OutputFormat::deepseek_v4: return "deepseek_v4";
+  }
+  return "unknown";
+}
+
 void OutputDelta::append(OutputDelta&& o) {
   content += o.content;
   reasoning += o.reasoning;

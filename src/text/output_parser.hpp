@@ -32,6 +32,7 @@ inline constexpr int kOutputFormatCount = 5;
 
 // "qwen3", "qwen3_coder", "harmony", "gemma4", "deepseek_v4"; nullopt for anything else.
 std::optional<OutputFormat> output_format_from_name(std::string_view name);
+std::string_view output_format_name(OutputFormat format);
 
 struct ToolCall {
   std::string name;       // valid UTF-8

@@ -182,6 +182,9 @@ struct MoeShape {
   bool padded_stride;   // experts 4096-aligned like sidecar slabs instead of packed
   bool x_per_slot;
   uint32_t tokens;
+  // A streaming bank: `slots` < experts, only `slots` experts have a slot and the rest map to kNoSlot, ids
+  // route to all experts; the pairs of experts without a slot must leave their y rows untouched.
+  bool bank = false;
 };
 
 class MulMatIdCase : public SimpleOpCase {
@@ -189,9 +192,9 @@ class MulMatIdCase : public SimpleOpCase {
   MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : type_(type), s_(s), path_(path) {}
   std::string op() const override { return "mul_mat_id"; }
   std::string params() const override {
-    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
+    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
                        s_.k, s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
-                       s_.padded_stride ? " padded" : "", s_.x_per_slot ? "per_slot" : "shared", s_.tokens,
+                       s_.padded_stride ? " padded" : "", s_.bank ? " bank" : "", s_.x_per_slot ? "per_slot" : "shared", s_.tokens,
                        path_ == Q4Path::f32 ? " kernel=f32" : "");
   }
   double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
@@ -216,7 +219,16 @@ class MulMatIdCase : public SimpleOpCase {
     std::vector<uint32_t> slots(s_.slots);
     std::iota(slots.begin(), slots.end(), 0u);
     if (s_.permuted) std::shuffle(slots.begin(), slots.end(), rng.engine());
-    std::vector<uint32_t> table(slots.begin(), slots.begin() + s_.experts);
+    std::vector<uint32_t> table(s_.experts, ops::kNoSlot);
+    if (s_.bank) {
+      // Which experts have a slot: a random subset of `slots` of them.
+      std::vector<uint32_t> in_bank(s_.experts);
+      std::iota(in_bank.begin(), in_bank.end(), 0u);
+      std::shuffle(in_bank.begin(), in_bank.end(), rng.engine());
+      for (uint32_t i = 0; i < s_.slots; ++i) table[in_bank[i]] = slots[i];
+    } else {
+      std::copy_n(slots.begin(), s_.experts, table.begin());
+    }
     std::vector<uint32_t> ids;
     std::vector<uint32_t> order(s_.experts);
     std::iota(order.begin(), order.end(), 0u);
@@ -234,15 +246,24 @@ class MulMatIdCase : public SimpleOpCase {
     table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
     x_ = GuardedBuffer(context, x.size() * 4, "x");
     output_ = GuardedBuffer(context, pairs * s_.n * 4, "y");
+    // Rows of skipped pairs must keep what was there before the op.
+    before_ = rng.uniform_vec(pairs * s_.n, -1.0f, 1.0f);
+    if (s_.bank) output_.upload(before_);
     w_.upload(stack);
     ids_.upload(ids);
     table_.upload(table);
     x_.upload(x);
-    expected_.resize(pairs * s_.n);
+    expected_ = before_;
     ref::mul_mat_id(type_, stack, stride_, s_.n, s_.k, ids, table, x, s_.x_per_slot, expected_, s_.tokens,
                     s_.top_k);
     inputs_ = {&w_, &ids_, &table_, &x_};
     q4h_ = runs_q4h(context, type_, s_.tokens, path_);
+  }
+  void poison() override {
+    if (s_.bank)
+      output_.upload(before_);
+    else
+      output_.poison();
   }
   void record(gpu::CommandList& cmd) override {
     const ForceQ4F32 force(path_);
@@ -260,6 +281,7 @@ class MulMatIdCase : public SimpleOpCase {
   bool q4h_ = false;
   uint64_t stride_ = 0;
   uint64_t used_experts_ = 0;
+  std::vector<float> before_;
   GuardedBuffer w_, ids_, table_, x_;
 };
 
@@ -286,6 +308,9 @@ void add_test_cases(CaseList& cases) {
         {67, 192, 8, 2, 8, false, false, false, 1},   {67, 192, 8, 2, 8, false, false, true, 3},
         {45, 320, 16, 4, 20, true, true, false, 37},  {45, 320, 16, 4, 20, true, true, true, 1},
         {45, 320, 16, 4, 20, true, false, true, 70},  {33, 128, 4, 2, 4, false, false, false, 150},
+        // A bank of 5 slots for 16 experts: decode, verify and prefill kernels skip the experts without one.
+        {45, 320, 16, 4, 5, true, true, false, 1, true},  {45, 320, 16, 4, 5, true, true, true, 6, true},
+        {45, 320, 16, 4, 5, true, true, false, 70, true},
     };
     for (const MoeShape& s : moe) cases.push_back(std::make_unique<MulMatIdCase>(type, s));
   }
@@ -297,6 +322,8 @@ void add_test_cases(CaseList& cases) {
                                                  Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, false, 1},
                                                  Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}, Q4Path::f32));
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }

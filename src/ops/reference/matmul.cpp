@@ -72,6 +72,7 @@ void mul_mat_id(WeightType type, std::span<const std::byte> stack, uint64_t stri
   const uint64_t bytes = ops::weight_bytes(type, n, k);
   for (const auto& [expert, list] : by_expert) {
     assert(expert < slot_table.size());
+    if (slot_table[expert] == ops::kNoSlot) continue;
     const auto w = stack.subspan(slot_table[expert] * stride, bytes);
     std::vector<uint32_t> x_rows;
     std::vector<uint64_t> y_rows;

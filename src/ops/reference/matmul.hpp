@@ -15,7 +15,7 @@ void mul_mat(ops::WeightType type, std::span<const std::byte> w, uint32_t n, uin
              std::span<const float> x, std::span<float> y, uint32_t tokens);
 
 // y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k], e = ids[t, s], W_e at stack[slot_table[e] * stride].
-// ids: [T, top_k]; slot_table: [E]; x: [T, K] or, with x_per_slot, [T, top_k, K]; y: [T, top_k, N].
+// ids: [T, top_k]; slot_table: [E] (ops::kNoSlot: the expert's pairs are skipped, their y rows untouched); x: [T, K] or, with x_per_slot, [T, top_k, K]; y: [T, top_k, N].
 void mul_mat_id(ops::WeightType type, std::span<const std::byte> stack, uint64_t stride, uint32_t n, uint32_t k,
                 std::span<const uint32_t> ids, std::span<const uint32_t> slot_table, std::span<const float> x,
                 bool x_per_slot, std::span<float> y, uint32_t tokens, uint32_t top_k);

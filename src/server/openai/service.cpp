@@ -11,9 +11,11 @@
 #include <random>
 
 #include "engine/kv_cache.hpp"
+#include "experts/expert_stats.hpp"
 #include "model/registry.hpp"
 #include "server/openai/assembler.hpp"
 #include "server/openai/request.hpp"
+#include "text/deepseek_v4.hpp"
 
 namespace mach::server::openai {
 namespace {
@@ -147,8 +149,8 @@ void Service::install(http::Server& server) {
                      {"blocks_total", kv.total_blocks()},
                      {"blocks_free", kv.free_blocks()},
                      {"bytes", kv.bytes()}};
-    j["experts"] = {{"residency", "resident"},
-                    {"note", "all routed experts are resident in GPU memory; expert streaming is not in this build"}};
+    j["experts"] = experts::to_json(model_.expert_stats());
+    j["experts"]["residency"] = model_.expert_stats().streaming ? "streaming" : "resident";
     co_await send_json(res, 200, j);
   });
   server.route("POST", "/v1/cache/warm_prefix", bind(&Service::warm_prefix_post));
@@ -230,11 +232,7 @@ json Service::capabilities() const {
   serving["prefix_cache"] = {{"enabled", prefix_cache_ != nullptr}};
   serving["text"] = {{"tokenizer", tokenizer_ != nullptr},
                      {"chat_template", chat_template_ != nullptr},
-                     {"output_format", profile_.output_format ? json(std::string(
-                                                                    profile_.output_format == text::OutputFormat::harmony ? "harmony"
-                                                                    : profile_.output_format == text::OutputFormat::qwen3_coder
-                                                                        ? "qwen3_coder"
-                                                                        : "qwen3"))
+                     {"output_format", profile_.output_format ? json(std::string(text::output_format_name(*profile_.output_format)))
                                                               : json(nullptr)}};
   j["serving"] = serving;
   j["grammar"] = {{"supported", false},
@@ -315,7 +313,9 @@ asio::awaitable<void> Service::chat(const http::Request& req, http::Response& re
   }
     co_return;
   }
-  if (!tokenizer_ || !chat_template_) {
+  // DeepSeek-V4 checkpoints ship a Python encoder instead of a Jinja template; mach renders that format itself.
+  const bool deepseek_v4 = !chat_template_ && profile_.output_format == text::OutputFormat::deepseek_v4;
+  if (!tokenizer_ || (!chat_template_ && !deepseek_v4)) {
     stats_.rejected("no_chat_template");
     {
     const ApiError error_{400,
@@ -333,7 +333,7 @@ asio::awaitable<void> Service::chat(const http::Request& req, http::Response& re
   cr.tools = r.tools;
   cr.add_generation_prompt = !r.continue_final_message;
   cr.kwargs = r.template_kwargs;
-  auto rendered = chat_template_->render(cr);
+  auto rendered = deepseek_v4 ? text::render_deepseek_v4(cr) : chat_template_->render(cr);
   if (!rendered) {
     stats_.rejected("template_error");
     {
@@ -621,7 +621,7 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
         const bool stopped = c.assembler && c.assembler->stopped();
         if (stopped || ev.finish_reason == "stop" || ev.finish_reason == "cancelled") c.finish_reason = "stop";
         else if (ev.finish_reason == "length") c.finish_reason = "length";
-        else c.error = ev.finish_reason;
+        else c.error = ev.finish_reason.rfind("error: ", 0) == 0 ? ev.finish_reason.substr(7) : ev.finish_reason;
         if (c.finish_reason == "stop" && !c.tool_calls.empty()) c.finish_reason = "tool_calls";
         const uint32_t completion = c.assembler ? c.assembler->tokens() : static_cast<uint32_t>(c.logprob_tokens.size());
         const double decode_s = c.got_first ? std::chrono::duration<double>(c.last_at - c.first_at).count() : 0.0;
@@ -667,7 +667,7 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
       }
       if (c.done) {
         if (!c.error.empty()) {
-          const json failure = {{"error", {{"message", c.error == "error" ? "the KV cache cannot hold this request" : c.error},
+          const json failure = {{"error", {{"message", c.error},
                                            {"type", "server_error"}, {"param", nullptr}, {"code", "generation_failed"}}}};
           co_await write_event(failure);
         } else {
@@ -713,7 +713,7 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
 
   for (const auto& c : job.choices) {
     if (c.error.empty()) continue;
-    const bool kv = c.error == "error";
+    const bool kv = c.error.find("KV-cache") != std::string::npos;
     {
     const ApiError error_{kv ? 400 : 500,
                                   kv ? "the KV cache cannot hold this request; lower max_tokens or start mach serve with a "

@@ -1,0 +1,59 @@
+// The expert-residency flags shared by `mach generate`, `mach serve` and `mach bench`: --streaming /
+// --no-streaming, --expert-slots, --expert-cache-gb, --eviction, --pin-experts.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <string>
+
+#include "experts/eviction.hpp"
+#include "experts/prune.hpp"
+#include "mach/error.hpp"
+#include "model/model.hpp"
+
+namespace mach::cli {
+
+struct ExpertArgs {
+  bool streaming = false;
+  uint32_t expert_slots = 0;
+  double expert_cache_gb = 0;
+  std::string eviction = "lru";
+  std::string pin_experts;
+};
+
+inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
+  cmd->add_flag("--streaming,!--no-streaming", a.streaming,
+                "stream routed experts from the engine layout's expert sidecar through a GPU bank of slots "
+                "(default --no-streaming: every expert resident; refused when they do not fit)");
+  cmd->add_option("--expert-slots", a.expert_slots, "expert slots per MoE layer (exact control of the bank)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--expert-cache-gb", a.expert_cache_gb,
+                  "device memory for all layers' banks, GiB (default: what the device has left, 10% margin)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
+  cmd->add_option("--pin-experts", a.pin_experts,
+                  "JSONL of {\"layer\": L, \"experts\": [ids]}: experts kept in the bank for good (at most slots - 1 "
+                  "per layer)");
+}
+
+// Fills the residency fields of `lo`; errors name the flag.
+inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions& lo) {
+  lo.streaming = a.streaming;
+  lo.expert_slots = a.expert_slots;
+  lo.expert_cache_bytes = static_cast<uint64_t>(a.expert_cache_gb * 1073741824.0);
+  const auto eviction = experts::parse_eviction(a.eviction);
+  if (!eviction) return Error{Errc::invalid_argument, fmt::format("--eviction {}: use lru, lfu or lfru", a.eviction)};
+  lo.eviction = *eviction;
+  if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty()))
+    return Error{Errc::invalid_argument,
+                 "--expert-slots, --expert-cache-gb and --pin-experts shape the bank of --streaming; add --streaming"};
+  if (!a.pin_experts.empty()) {
+    auto pins = experts::parse_keep_plan(a.pin_experts, "--pin-experts");
+    if (!pins) return pins.error();
+    lo.pinned_experts = std::move(pins).value();
+  }
+  return {};
+}
+
+}  // namespace mach::cli

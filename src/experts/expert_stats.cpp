@@ -1,0 +1,51 @@
+#include "experts/expert_stats.hpp"
+
+namespace mach::experts {
+
+ExpertLayerStats ExpertStats::total() const {
+  ExpertLayerStats t;
+  for (const auto& l : layers) {
+    t.pinned += l.pinned;
+    t.hits += l.hits;
+    t.misses += l.misses;
+    t.passes += l.passes;
+    t.bytes_read += l.bytes_read;
+    t.read_ns += l.read_ns;
+    t.stall_ns += l.stall_ns;
+    t.errors += l.errors;
+  }
+  return t;
+}
+
+namespace {
+
+nlohmann::json layer_json(const ExpertLayerStats& l) {
+  const double seconds = static_cast<double>(l.read_ns) * 1e-9;
+  return {{"layer", l.layer},
+          {"pinned", l.pinned},
+          {"hits", l.hits},
+          {"misses", l.misses},
+          {"hit_rate", l.hits + l.misses ? static_cast<double>(l.hits) / static_cast<double>(l.hits + l.misses) : 0.0},
+          {"passes", l.passes},
+          {"bytes_read", l.bytes_read},
+          {"read_ms", static_cast<double>(l.read_ns) * 1e-6},
+          {"read_gbps", seconds > 0 ? static_cast<double>(l.bytes_read) / seconds * 1e-9 : 0.0},
+          {"stall_ms", static_cast<double>(l.stall_ns) * 1e-6},
+          {"errors", l.errors}};
+}
+
+}  // namespace
+
+nlohmann::json to_json(const ExpertStats& s) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& l : s.layers) layers.push_back(layer_json(l));
+  nlohmann::json bad = nlohmann::json::array();
+  for (const auto& b : s.bad) bad.push_back({{"layer", b.layer}, {"expert", b.expert}, {"error", b.error}});
+  nlohmann::json total = layer_json(s.total());
+  total.erase("layer");
+  return {{"streaming", s.streaming},       {"slots_per_layer", s.slots_per_layer}, {"bank_bytes", s.bank_bytes},
+          {"slab_bytes", s.slab_bytes},     {"eviction", s.eviction},               {"direct_read", s.direct_read},
+          {"total", std::move(total)},      {"layers", std::move(layers)},          {"bad_experts", std::move(bad)}};
+}
+
+}  // namespace mach::experts

@@ -1,0 +1,48 @@
+// Counters of expert streaming, per MoE layer, as /v1/cache/stats and `mach generate --json` report them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mach::experts {
+
+struct ExpertLayerStats {
+  uint32_t layer = 0;      // the model's layer number
+  uint32_t pinned = 0;     // slots held by pinned experts (never evicted; their uses count as hits)
+  uint64_t hits = 0;       // (step, expert) uses served by an expert already in the bank
+  uint64_t misses = 0;     // (step, expert) uses that had to load the expert
+  uint64_t passes = 0;     // expert passes run (more than one per step when a step's experts outnumber the slots)
+  uint64_t bytes_read = 0; // slab bytes read from the sidecar
+  uint64_t read_ns = 0;    // wall time of the sidecar reads (io_uring, all reads of a pass in flight together)
+  uint64_t stall_ns = 0;   // wall time the step stood still at this layer on the host: ids readback, planning,
+                           // reads, checksums, staging (the GPU's own time for the copies is not in it)
+  uint64_t errors = 0;     // failed loads (read errors, checksum mismatches)
+};
+
+// An expert whose last load failed. It is read again the next time a step routes to it, so a transient
+// error (or a repaired file) heals, and a lasting one fails each step that needs it, each time with `error`.
+struct BadExpert {
+  uint32_t layer = 0;
+  uint32_t expert = 0;
+  std::string error;
+};
+
+struct ExpertStats {
+  bool streaming = false;
+  uint32_t slots_per_layer = 0;
+  uint64_t bank_bytes = 0;   // all layers' banks on the GPU
+  uint64_t slab_bytes = 0;
+  std::string eviction;      // lru, lfu, lfru
+  bool direct_read = false;  // O_DIRECT reads (false: the filesystem refused it; reads are buffered)
+  std::vector<ExpertLayerStats> layers;
+  std::vector<BadExpert> bad;
+
+  ExpertLayerStats total() const;  // summed over layers (layer = 0)
+};
+
+nlohmann::json to_json(const ExpertStats& stats);
+
+}  // namespace mach::experts

@@ -1,0 +1,185 @@
+#include "experts/expert_streamer.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cassert>
+#include <chrono>
+#include <cstring>
+
+namespace mach::experts {
+namespace {
+
+uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+uint64_t ns_since(std::chrono::steady_clock::time_point t0) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& context, Sidecar sidecar,
+                                                               const StreamerOptions& options) {
+  if (options.slots == 0) return Error{Errc::invalid_argument, "expert streaming needs at least one slot per layer"};
+  std::unique_ptr<ExpertStreamer> s(new ExpertStreamer(context, std::move(sidecar)));
+  const SidecarLayout& layout = s->sidecar_.layout();
+  for (const auto& l : layout.layers) s->experts_ = std::max<uint32_t>(s->experts_, l.experts.size());
+  s->slots_ = std::min(options.slots, s->experts_);
+  const uint64_t bank_bytes = uint64_t{s->slots_} * layout.slab_bytes;
+  if (bank_bytes > context.info().max_storage_buffer_range)
+    return Error{Errc::unsupported,
+                 fmt::format("a bank of {} slots of {} bytes is {} bytes, more than this device binds at once ({}); "
+                             "use fewer --expert-slots or a smaller --expert-cache-gb", s->slots_, layout.slab_bytes,
+                             bank_bytes, context.info().max_storage_buffer_range)};
+  try {
+    const uint64_t align = std::max<uint64_t>(256, context.info().min_storage_buffer_offset_alignment);
+    s->table_stride_ = round_up(uint64_t{s->experts_} * 4, align);
+    s->bank_of_.assign(layout.layers.back().layer + 1, -1);
+    for (const auto& l : layout.layers) {
+      s->bank_of_[l.layer] = static_cast<int>(s->banks_.size());
+      auto buffer = context.create_buffer(bank_bytes, gpu::MemoryKind::device, fmt::format("expert bank {}", l.layer));
+      s->banks_.emplace_back(l.layer, std::move(buffer),
+                             SlotMap(static_cast<uint32_t>(l.experts.size()), std::min<uint32_t>(s->slots_, l.experts.size()),
+                                     make_eviction_policy(options.eviction, s->slots_)));
+      s->stats_.layers.push_back({.layer = l.layer});
+    }
+    s->tables_ = context.create_buffer(s->table_stride_ * s->banks_.size(), gpu::MemoryKind::device, "expert slot tables");
+    context.fill(s->tables_, 0, s->tables_.size(), ops::kNoSlot);
+    s->staging_ = context.create_buffer(bank_bytes + s->table_stride_, gpu::MemoryKind::host_upload,
+                                        "expert staging");
+  } catch (const Exception& e) {
+    return e.error();
+  }
+  auto reader = SlabReader::open(s->sidecar_, options.queue_depth);
+  if (!reader) return reader.error();
+  s->reader_ = std::move(reader).value();
+  if (auto r = s->load_pinned(options.pinned); !r) return r.error();
+  s->stats_.streaming = true;
+  s->stats_.slots_per_layer = s->slots_;
+  s->stats_.bank_bytes = bank_bytes * s->banks_.size();
+  s->stats_.slab_bytes = layout.slab_bytes;
+  s->stats_.eviction = std::string(eviction_name(options.eviction));
+  s->stats_.direct_read = s->reader_->direct_read();
+  return s;
+}
+
+Result<void> ExpertStreamer::load_pinned(const std::map<uint32_t, std::vector<uint32_t>>& pinned) {
+  const uint64_t slab = sidecar_.layout().slab_bytes;
+  std::vector<std::byte> bytes(slab);
+  for (const auto& [layer, ids] : pinned) {
+    if (layer >= bank_of_.size() || bank_of_[layer] < 0)
+      return Error{Errc::invalid_argument, fmt::format("--pin-experts: layer {} has no routed experts", layer)};
+    LayerBank& b = bank(layer);
+    if (ids.size() + 1 > b.map.slots())
+      return Error{Errc::invalid_argument,
+                   fmt::format("--pin-experts: layer {} pins {} experts, but with {} slots per layer at most {} can be "
+                               "pinned (one slot must stay free); pin fewer or give more --expert-slots", layer,
+                               ids.size(), b.map.slots(), b.map.slots() - 1)};
+    for (uint32_t e : ids) {
+      if (e >= b.map.experts() || b.map.slot_of(e) != ops::kNoSlot)
+        return Error{Errc::invalid_argument, fmt::format("--pin-experts: layer {} has no expert {} (it has {}), or "
+                                                         "it is listed twice", layer, e, b.map.experts())};
+      const SlotLoad load = b.map.pin(e);
+      const SlabRead read{layer, e, bytes.data()};
+      if (auto r = reader_->read(std::span(&read, 1)); !r[0]) return r[0].error();
+      context_.upload(b.slots, uint64_t{load.slot} * slab, bytes);
+    }
+    stats_.layers[bank_of_[layer]].pinned = static_cast<uint32_t>(ids.size());
+  }
+  return {};
+}
+
+ExpertStreamer::LayerBank& ExpertStreamer::bank(uint32_t layer) {
+  assert(layer < bank_of_.size() && bank_of_[layer] >= 0);
+  return banks_[bank_of_[layer]];
+}
+
+const ExpertStreamer::LayerBank& ExpertStreamer::bank(uint32_t layer) const {
+  assert(layer < bank_of_.size() && bank_of_[layer] >= 0);
+  return banks_[bank_of_[layer]];
+}
+
+ops::ExpertWeightsRef ExpertStreamer::tensor(uint32_t layer, size_t t) const {
+  return tensor_ref(sidecar_.layout(), t, &bank(layer).slots, 0, slots_);
+}
+
+gpu::Binding ExpertStreamer::slot_table(uint32_t layer) const {
+  return gpu::in(tables_, static_cast<uint64_t>(bank_of_.at(layer)) * table_stride_, uint64_t{experts_} * 4);
+}
+
+void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) {
+  LayerBank& b = bank(layer);
+  std::vector<uint32_t> needed(ids.begin(), ids.end());
+  std::sort(needed.begin(), needed.end());
+  needed.erase(std::unique(needed.begin(), needed.end()), needed.end());
+  assert(needed.empty() || needed.back() < b.map.experts());
+  passes_ = b.map.plan(needed);
+  next_pass_ = 0;
+  current_ = static_cast<int>(layer);
+  ++b.tick;
+}
+
+Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
+  assert(current_ >= 0);
+  const uint32_t layer = static_cast<uint32_t>(current_);
+  LayerBank& b = bank(layer);
+  ExpertLayerStats& st = stats_.layers[bank_of_[layer]];
+  const uint64_t slab = sidecar_.layout().slab_bytes;
+  const std::vector<uint32_t> none;
+  const std::vector<uint32_t>& pass = next_pass_ < passes_.size() ? passes_[next_pass_] : none;
+  ++next_pass_;
+
+  uint32_t hits = 0;
+  const std::vector<SlotLoad> loads = b.map.place(pass, b.tick, hits);
+  st.hits += hits;
+  st.misses += loads.size();
+  ++st.passes;
+  std::vector<SlabRead> reads;
+  for (size_t i = 0; i < loads.size(); ++i) reads.push_back({layer, loads[i].expert, staging_.mapped() + i * slab});
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<Result<void>> results = reader_->read(reads);
+  st.read_ns += ns_since(t0);
+  st.bytes_read += loads.size() * slab;
+
+  const Error* first = nullptr;
+  for (size_t i = 0; i < loads.size(); ++i) {
+    if (results[i]) continue;
+    ++st.errors;
+    // One entry per expert, with its latest error, so that a lasting failure does not grow the list.
+    auto it = std::find_if(stats_.bad.begin(), stats_.bad.end(), [&](const BadExpert& bad) {
+      return bad.layer == layer && bad.expert == loads[i].expert;
+    });
+    if (it == stats_.bad.end()) it = stats_.bad.insert(stats_.bad.end(), {layer, loads[i].expert, ""});
+    it->error = results[i].error().message;
+    if (!first) first = &results[i].error();
+  }
+  if (first) {
+    for (const SlotLoad& l : loads) b.map.forget(l.slot);
+    passes_.clear();
+    current_ = -1;
+    return *first;
+  }
+  // A load that succeeded clears an earlier failure of that expert.
+  std::erase_if(stats_.bad, [&](const BadExpert& bad) {
+    return bad.layer == layer && std::any_of(loads.begin(), loads.end(), [&](const SlotLoad& l) {
+             return l.expert == bad.expert;
+           });
+  });
+
+  for (size_t i = 0; i < loads.size(); ++i)
+    cmd.copy(staging_, i * slab, b.slots, uint64_t{loads[i].slot} * slab, slab);
+  // The pass's slot table: its experts' slots, kNoSlot elsewhere (their pairs are skipped, or already done).
+  const uint64_t table_at = uint64_t{slots_} * slab;
+  auto* table = reinterpret_cast<uint32_t*>(staging_.mapped() + table_at);
+  std::fill_n(table, experts_, ops::kNoSlot);
+  for (uint32_t e : pass) table[e] = b.map.slot_of(e);
+  cmd.copy(staging_, table_at, tables_, static_cast<uint64_t>(bank_of_[layer]) * table_stride_, uint64_t{experts_} * 4);
+  const bool last = next_pass_ >= passes_.size();
+  if (last) current_ = -1;
+  return last;
+}
+
+void ExpertStreamer::add_stall(uint32_t layer, uint64_t ns) { stats_.layers[bank_of_.at(layer)].stall_ns += ns; }
+
+}  // namespace mach::experts

@@ -1,0 +1,97 @@
+// Expert streaming on the GPU: per MoE layer a bank of `slots` expert slots (one device buffer, so the
+// experts of a layer stay one mul_mat_id dispatch per pass), a slot table on the device mapping expert id to
+// slot (ops::kNoSlot for experts outside the bank or the current pass), and the miss path:
+//
+//   the step's router ids for a layer (read back by the model)  ->  begin_layer: passes of <= slots experts
+//   record_pass: SlotMap picks the slots (hits stay, misses evict by the policy), SlabReader reads the missing
+//   slabs (io_uring, O_DIRECT, checksummed) into host-visible staging, and the pass's copies into the slots and
+//   its slot table are recorded ahead of the layer's expert products.
+//
+// The first design is synchronous: the model ends a segment of the step at each router, the caller submits and
+// waits, and the reads of a pass complete before its commands are recorded (docs/engine.md says what is not
+// done yet: overlap of hits with misses, prefetch, the host-RAM tier, pinned experts).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "experts/eviction.hpp"
+#include "experts/expert_stats.hpp"
+#include "experts/sidecar.hpp"
+#include "experts/slab_reader.hpp"
+#include "experts/slot_map.hpp"
+#include "gpu/command_list.hpp"
+#include "gpu/context.hpp"
+
+namespace mach::experts {
+
+struct StreamerOptions {
+  uint32_t slots = 0;  // per MoE layer, >= 1 (more than a layer's experts are clamped to its expert count)
+  EvictionKind eviction = EvictionKind::lru;
+  unsigned queue_depth = 64;  // slab reads in the kernel at once
+  // Hot experts kept in their layer's bank for good, by model layer (router ids); at most slots - 1 per layer.
+  std::map<uint32_t, std::vector<uint32_t>> pinned;
+};
+
+class ExpertStreamer {
+ public:
+  // Allocates the banks, slot tables and staging; opens the layer files; loads the pinned experts. Errors: a
+  // bank larger than the device's maxStorageBufferRange, io_uring unavailable, a layer file that cannot be
+  // opened, a pin list that names an unknown layer or expert or leaves no free slot, a pinned slab that
+  // cannot be read.
+  static Result<std::unique_ptr<ExpertStreamer>> create(gpu::Context& context, Sidecar sidecar,
+                                                        const StreamerOptions& options);
+
+  const Sidecar& sidecar() const { return sidecar_; }
+  uint32_t slots() const { return slots_; }
+  // Tensor `t` of the slab layout (experts::tensor_ref) over layer `layer`'s bank.
+  ops::ExpertWeightsRef tensor(uint32_t layer, size_t t) const;
+  // Layer `layer`'s slot table on the device: [experts] u32.
+  gpu::Binding slot_table(uint32_t layer) const;
+
+  // The ids a step routes to in `layer` (top-k ids of every token, repeats allowed): plans its passes.
+  void begin_layer(uint32_t layer, std::span<const uint32_t> ids);
+  // Loads the next pass of the layer begun last and records its copies into the slots and its slot table,
+  // to be followed by the layer's expert products. Returns true when it was the layer's last pass. On a
+  // failed load it records nothing, empties the pass's target slots, lists the failed experts in
+  // stats().bad and returns the first error; the caller abandons the step.
+  Result<bool> record_pass(gpu::CommandList& cmd);
+  // Host time the step stood still at `layer` (the model measures the readback and calls this).
+  void add_stall(uint32_t layer, uint64_t ns);
+
+  const ExpertStats& stats() const { return stats_; }
+
+ private:
+  struct LayerBank {
+    uint32_t layer = 0;  // model layer number
+    gpu::Buffer slots;   // slots * slab_bytes
+    SlotMap map;
+    uint64_t tick = 0;
+    LayerBank(uint32_t l, gpu::Buffer b, SlotMap m) : layer(l), slots(std::move(b)), map(std::move(m)) {}
+  };
+  ExpertStreamer(gpu::Context& context, Sidecar sidecar) : context_(context), sidecar_(std::move(sidecar)) {}
+  Result<void> load_pinned(const std::map<uint32_t, std::vector<uint32_t>>& pinned);
+  LayerBank& bank(uint32_t layer);
+  const LayerBank& bank(uint32_t layer) const;
+
+  gpu::Context& context_;
+  Sidecar sidecar_;
+  uint32_t slots_ = 0;
+  uint32_t experts_ = 0;         // per layer (the largest layer's count)
+  uint64_t table_stride_ = 0;    // bytes between layers' slot tables
+  std::vector<int> bank_of_;     // model layer -> index into banks_, -1 for layers without experts
+  std::vector<LayerBank> banks_;
+  gpu::Buffer tables_;           // [layers with experts][table_stride_] u32 slot tables
+  gpu::Buffer staging_;          // slots * slab_bytes of slabs, then one slot table
+  std::unique_ptr<SlabReader> reader_;
+  ExpertStats stats_;
+  // The layer begun last and its passes still to run.
+  int current_ = -1;
+  std::vector<std::vector<uint32_t>> passes_;
+  size_t next_pass_ = 0;
+};
+
+}  // namespace mach::experts

@@ -1,0 +1,58 @@
+// Reads expert slabs from the sidecar through an io_uring ring, many in flight at once, O_DIRECT where the
+// filesystem allows it, and checks each slab's checksum before handing its bytes on.
+//
+// Blocking by design (the first, synchronous streaming design; docs/engine.md): read() runs a private
+// io_context on the calling thread until every read of the batch completed. The kernel does the reads in
+// parallel; the caller's thread waits. Thread-safety: one thread at a time (the model's step runs on one).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include <asio/io_context.hpp>
+
+#include "experts/sidecar.hpp"
+#include "mach/error.hpp"
+#include "runtime/direct_file.hpp"
+#include "runtime/uring.hpp"
+
+namespace mach::experts {
+
+struct SlabRead {
+  uint32_t layer = 0;     // model layer number
+  uint32_t expert = 0;    // index in the layer (the router's id)
+  std::byte* dst = nullptr;  // slab_bytes of writable memory (host-visible staging)
+};
+
+class SlabReader {
+ public:
+  // Opens every layer file of the sidecar once. `queue_depth`: reads in the kernel at once.
+  static Result<std::unique_ptr<SlabReader>> open(const Sidecar& sidecar, unsigned queue_depth);
+  SlabReader(const SlabReader&) = delete;
+  SlabReader& operator=(const SlabReader&) = delete;
+  ~SlabReader();
+
+  // Reads each slab, checks its checksum and copies it to its dst. One result per read, in order: a short
+  // read (truncated file), a read error or a checksum mismatch is an Errc::io error naming the file, the
+  // layer and the expert; the others still land.
+  std::vector<Result<void>> read(std::span<const SlabRead> reads);
+
+  // True when every layer file is read with O_DIRECT.
+  bool direct_read() const { return direct_; }
+
+ private:
+  SlabReader(const Sidecar& sidecar, std::vector<runtime::DirectFile> files, unsigned queue_depth);
+  runtime::IoBuffer take_buffer();
+
+  const Sidecar& sidecar_;
+  std::vector<runtime::DirectFile> files_;  // by position in layout().layers
+  bool direct_ = true;
+  asio::io_context io_{1};
+  std::unique_ptr<runtime::UringRing> ring_;
+  std::vector<runtime::IoBuffer> pool_;  // slab buffers returned by finished reads, reused
+};
+
+}  // namespace mach::experts

@@ -1,0 +1,56 @@
+// The host's view of one MoE layer's GPU bank: which expert sits in which slot, which slots give way to a
+// miss (through an EvictionPolicy), and how a step's experts are split into passes when they outnumber the
+// slots. GPU-free, so the policy logic is testable on its own; ExpertStreamer mirrors it on the device.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "experts/eviction.hpp"
+
+namespace mach::experts {
+
+struct SlotLoad {
+  uint32_t expert = 0;
+  uint32_t slot = 0;
+};
+
+class SlotMap {
+ public:
+  SlotMap(uint32_t experts, uint32_t slots, std::unique_ptr<EvictionPolicy> policy);
+
+  uint32_t experts() const { return static_cast<uint32_t>(slot_of_.size()); }
+  uint32_t slots() const { return static_cast<uint32_t>(expert_in_.size()); }
+  // ops::kNoSlot when the expert is not in the bank.
+  uint32_t slot_of(uint32_t expert) const { return slot_of_.at(expert); }
+
+  // Keeps `expert` in the bank for good (a hot expert from a profile): it takes a slot now and is never
+  // evicted. Returns the load to perform. Contract: not yet pinned, and pinned() < slots() - 1 before the call,
+  // so that at least one slot stays for the other experts.
+  SlotLoad pin(uint32_t expert);
+  uint32_t pinned() const { return pinned_count_; }
+
+  // Splits a step's experts (distinct ids, any order) into passes that fit the bank: pinned experts join the
+  // first pass, and the others go slots() - pinned() at a time, those already in the bank first (so that loads
+  // of the first pass never evict them); each pass is sorted.
+  std::vector<std::vector<uint32_t>> plan(std::span<const uint32_t> needed) const;
+
+  // Makes every expert of `pass` (at most slots() distinct ids) resident: returns the loads to perform, each
+  // into an empty slot or one the policy evicts among slots holding no expert of `pass`. `hits` gets the
+  // number already resident. Every expert of the pass counts as used at `tick`.
+  std::vector<SlotLoad> place(std::span<const uint32_t> pass, uint64_t tick, uint32_t& hits);
+
+  // Empties a slot whose load failed or was abandoned: its bytes on the GPU are not those of any expert.
+  void forget(uint32_t slot);
+
+ private:
+  std::vector<uint32_t> slot_of_;    // [experts] -> slot or kNoSlot
+  std::vector<uint32_t> expert_in_;  // [slots] -> expert or kNoSlot
+  std::vector<bool> pinned_;         // [slots]: never evicted
+  uint32_t pinned_count_ = 0;
+  std::unique_ptr<EvictionPolicy> policy_;
+};
+
+}  // namespace mach::experts

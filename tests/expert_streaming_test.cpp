@@ -1,0 +1,443 @@
+// Engine-layout checkpoints (non-expert safetensors + expert sidecar, written by mach prune) on the tiny
+// qwen3_moe fixture: loaded resident they compute what the source checkpoint computes, bit for bit; streamed
+// through a bank of 2 slots per layer they compute what resident mode computes; a truncated layer file or a
+// corrupted slab fails the request that needed it with an error naming file, layer and expert, and the next
+// request works once the file is whole again.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "engine/engine_loop.hpp"
+#include "engine/generator.hpp"
+#include "engine/scheduler.hpp"
+#include "experts/prune.hpp"
+#include "experts/sidecar.hpp"
+#include "experts/slot_map.hpp"
+#include "gpu_fixture.hpp"
+#include "model/model.hpp"
+#include "temp_dir.hpp"
+
+namespace mach::test {
+namespace {
+
+namespace fs = std::filesystem;
+using mach::testing::TempDir;
+
+fs::path fixture() {
+  const char* env = std::getenv("MACH_SOURCE_DIR");
+  return fs::path(env && *env ? env : MACH_SOURCE_DIR) / "tests/fixtures/qwen3_moe";
+}
+
+std::vector<uint32_t> reference_prompt() {
+  std::ifstream f(fixture() / "reference.json");
+  return nlohmann::json::parse(f).at("prompt_ids").get<std::vector<uint32_t>>();
+}
+
+// The fixture pruned into `dir`/model with every expert in `quant`.
+fs::path pruned(const TempDir& dir, ops::WeightType quant) {
+  experts::PruneOptions o;
+  o.source = fixture();
+  o.output = dir / "model";
+  o.quant = quant;
+  o.threads = 1;
+  std::move(experts::prune(o)).value_or_throw();
+  return o.output;
+}
+
+model::LoadOptions options(ops::WeightType quant, uint32_t slots = 0) {
+  model::LoadOptions o;
+  o.weight_type = quant;
+  o.max_context = 64;
+  o.max_step_tokens = 16;  // the 23-token prompt runs in two prefill steps
+  o.streaming = slots > 0;
+  o.expert_slots = slots;
+  return o;
+}
+
+std::unique_ptr<model::Model> load(const fs::path& dir, const model::LoadOptions& o) {
+  return std::move(model::load_model(dir, gpu_context(), o)).value_or_throw();
+}
+
+Result<engine::GenerateResult> generate(model::Model& model, uint32_t max_tokens = 12) {
+  engine::GenerateOptions go;
+  go.sampling.temperature = 0;
+  go.max_tokens = max_tokens;
+  go.prompt_logits = true;
+  return engine::generate(gpu_context(), model, reference_prompt(), go);
+}
+
+std::vector<char> read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+void write_file(const fs::path& p, const std::vector<char>& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Flips one byte in the middle of every slab of the layer file.
+void corrupt_every_slab(const fs::path& sidecar, uint32_t layer) {
+  auto opened = std::move(experts::Sidecar::open(sidecar)).value_or_throw();
+  const fs::path file = sidecar / experts::layer_file_name(layer);
+  auto bytes = read_file(file);
+  for (const auto& e : opened.layout().find_layer(layer)->experts) bytes[e.offset + 100] ^= 0x40;
+  write_file(file, bytes);
+}
+
+class EngineLayout : public ::testing::TestWithParam<ops::WeightType> {};
+
+TEST_P(EngineLayout, ResidentComputesWhatTheSourceComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto source = load(fixture(), options(GetParam()));
+  auto engine = load(dir, options(GetParam()));
+  // One expert is one 4096-aligned slab (bf16: 8192 + 4096 bytes; q8_0: 4352 + 2176, padded to 8192).
+  EXPECT_EQ(engine->expert_bytes(), GetParam() == ops::WeightType::bf16 ? 12288u : 8192u);
+  const auto want = std::move(generate(*source)).value_or_throw();
+  const auto got = std::move(generate(*engine)).value_or_throw();
+  EXPECT_EQ(got.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_FALSE(engine->expert_stats().streaming);
+}
+
+TEST_P(EngineLayout, TwoSlotsPerLayerStreamWhatResidentComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto resident = load(dir, options(GetParam()));
+  auto streamed = load(dir, options(GetParam(), 2));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  const auto got = std::move(generate(*streamed)).value_or_throw();
+  EXPECT_EQ(got.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(got.tokens, want.tokens);
+
+  const auto stats = streamed->expert_stats();
+  ASSERT_TRUE(stats.streaming);
+  EXPECT_EQ(stats.slots_per_layer, 2u);
+  ASSERT_EQ(stats.layers.size(), 3u);
+  const uint64_t steps = 2 + want.tokens.size() - 1;  // two prefill chunks, then one step per further token
+  for (const auto& l : stats.layers) {
+    EXPECT_GT(l.misses, 0u) << "layer " << l.layer;
+    EXPECT_EQ(l.bytes_read, l.misses * stats.slab_bytes) << "layer " << l.layer;
+    EXPECT_GT(l.read_ns, 0u);
+    EXPECT_EQ(l.errors, 0u);
+    // Prefill chunks route to more than 2 experts: they run in several passes.
+    EXPECT_GT(l.passes, steps) << "layer " << l.layer;
+    EXPECT_GE(l.hits + l.misses, 2 * steps - 2);  // decode steps use 2 experts, prefill more
+  }
+  EXPECT_TRUE(stats.bad.empty());
+}
+
+TEST_P(EngineLayout, EveryEvictionPolicyStreamsTheSameTokens) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto resident = load(dir, options(GetParam()));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  for (auto kind : {experts::EvictionKind::lfu, experts::EvictionKind::lfru}) {
+    auto o = options(GetParam(), 3);
+    o.eviction = kind;
+    auto streamed = load(dir, o);
+    const auto got = std::move(generate(*streamed)).value_or_throw();
+    EXPECT_EQ(got.prompt_logits, want.prompt_logits) << experts::eviction_name(kind);
+    EXPECT_EQ(got.tokens, want.tokens) << experts::eviction_name(kind);
+  }
+}
+
+// Continuous batching and speculative verify blocks (up to 5 tokens, so up to 10 experts per layer per step)
+// through 2 slots per layer: the scheduler's tokens are resident mode's.
+TEST_P(EngineLayout, BatchedSpeculativeStepsStreamWhatResidentComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto run = [&](uint32_t slots) {
+    auto o = options(GetParam(), slots);
+    o.max_sequences = 3;
+    auto model = load(dir, o);
+    engine::Scheduler scheduler(gpu_context(), *model, {.max_batch = 3});
+    std::vector<uint32_t> ids;
+    for (uint32_t i = 0; i < 3; ++i) {
+      engine::SequenceRequest req;
+      req.prompt = reference_prompt();
+      req.prompt.resize(5 + 6 * i);
+      for (uint32_t r = 0; r < 3; ++r) req.prompt.insert(req.prompt.end(), req.prompt.begin(), req.prompt.begin() + 4);
+      req.max_tokens = 14;
+      req.sampling.temperature = 0;
+      req.speculation = engine::Speculation::ngram;
+      ids.push_back(std::move(scheduler.submit(req)).value_or_throw());
+    }
+    scheduler.run();
+    std::vector<engine::SequenceResult> out;
+    for (uint32_t id : ids) out.push_back(scheduler.result(id));
+    return std::pair(out, model->expert_stats());
+  };
+  const auto [want, none] = run(0);
+  const auto [got, stats] = run(2);
+  uint64_t drafted = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "sequence " << i;
+    EXPECT_EQ(got[i].finish_reason, "length");
+    drafted += got[i].speculation.drafted;
+  }
+  EXPECT_GT(drafted, 0u) << "the prompts repeat, so prompt lookup drafts";
+  EXPECT_GT(stats.total().misses, 0u);
+}
+
+// Pinned experts stay in the bank: with 3 slots and 2 pinned per layer, every other expert takes the one free
+// slot in turn; logits and tokens are still resident mode's, and uses of pinned experts count as hits.
+TEST_P(EngineLayout, PinnedExpertsStayAndStreamWhatResidentComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto resident = load(dir, options(GetParam()));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  auto o = options(GetParam(), 3);
+  o.pinned_experts = {{0, {1, 6}}, {1, {0, 7}}, {2, {3, 4}}};
+  auto streamed = load(dir, o);
+  const auto got = std::move(generate(*streamed)).value_or_throw();
+  EXPECT_EQ(got.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(got.tokens, want.tokens);
+  for (const auto& l : streamed->expert_stats().layers) {
+    EXPECT_EQ(l.pinned, 2u);
+    EXPECT_GT(l.hits, 0u);
+    EXPECT_GT(l.misses, 0u);
+  }
+  o.pinned_experts = {{1, {0, 1, 2}}};
+  auto r = model::load_model(dir, gpu_context(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("at most 2 can be pinned"), std::string::npos) << r.error().message;
+  o.pinned_experts = {{1, {9}}};
+  EXPECT_FALSE(model::load_model(dir, gpu_context(), o).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Quant, EngineLayout, ::testing::Values(ops::WeightType::bf16, ops::WeightType::q8_0),
+                         [](const auto& info) { return std::string(ops::weight_type_name(info.param)); });
+
+TEST(EngineLayoutErrors, ResidentLoadNamesACorruptSlab) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::bf16);
+  corrupt_every_slab(dir / "expert_sidecar", 1);
+  auto r = model::load_model(dir, gpu_context(), options(ops::WeightType::bf16));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("layer_01.bin: layer 1 expert 0: checksum"), std::string::npos)
+      << r.error().message;
+}
+
+TEST(EngineLayoutErrors, ResidentRefusesExpertsThatDoNotFit) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::bf16);
+  auto o = options(ops::WeightType::bf16);
+  // The experts take 24 x 12 KiB = 288 KiB, the other weights ~205 KiB and the logits 32 KiB.
+  o.device_memory_bytes = 450 << 10;
+  auto r = model::load_model(dir, gpu_context(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::out_of_device_memory);
+  EXPECT_NE(r.error().message.find("--streaming"), std::string::npos) << r.error().message;
+  // The same budget streams with a bank of 2 slots per layer (72 KiB).
+  o.streaming = true;
+  o.expert_slots = 2;
+  auto streamed = model::load_model(dir, gpu_context(), o);
+  EXPECT_TRUE(streamed.ok()) << streamed.error().message;
+}
+
+TEST(EngineLayoutErrors, StreamingNeedsASidecar) {
+  auto r = model::load_model(fixture(), gpu_context(), options(ops::WeightType::bf16, 2));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("mach prune"), std::string::npos) << r.error().message;
+}
+
+TEST(EngineLayoutErrors, CorruptSlabFailsTheRequestAndTheNextOneWorks) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::bf16);
+  auto resident = load(dir, options(ops::WeightType::bf16));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  auto streamed = load(dir, options(ops::WeightType::bf16, 2));
+
+  const fs::path file = dir / "expert_sidecar" / "layer_01.bin";
+  const auto good = read_file(file);
+  corrupt_every_slab(dir / "expert_sidecar", 1);
+  auto failed = generate(*streamed);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.error().message.find("layer_01.bin: layer 1 expert"), std::string::npos) << failed.error().message;
+  EXPECT_NE(failed.error().message.find("checksum"), std::string::npos) << failed.error().message;
+  auto stats = streamed->expert_stats();
+  EXPECT_GT(stats.layers[1].errors, 0u);
+  ASSERT_FALSE(stats.bad.empty());
+  EXPECT_EQ(stats.bad[0].layer, 1u);
+
+  write_file(file, good);
+  const auto got = std::move(generate(*streamed)).value_or_throw();
+  EXPECT_EQ(got.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(got.tokens, want.tokens);
+}
+
+TEST(EngineLayoutErrors, ReadErrorFailsTheStepsSequencesAndTheNextRequestWorks) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::q8_0);
+  auto resident = load(dir, options(ops::WeightType::q8_0));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  auto o = options(ops::WeightType::q8_0, 2);
+  o.max_sequences = 2;
+  auto streamed = load(dir, o);
+
+  engine::SequenceRequest req;
+  req.prompt = reference_prompt();
+  req.max_tokens = static_cast<uint32_t>(want.tokens.size());
+  req.sampling.temperature = 0;
+  const fs::path file = dir / "expert_sidecar" / "layer_02.bin";
+  const auto good = read_file(file);
+  write_file(file, {});  // every read of layer 2 comes back short
+  {
+    engine::Scheduler scheduler(gpu_context(), *streamed, {.max_batch = 2});
+    const uint32_t a = std::move(scheduler.submit(req)).value_or_throw();
+    const uint32_t b = std::move(scheduler.submit(req)).value_or_throw();
+    scheduler.run();
+    for (uint32_t id : {a, b}) {
+      EXPECT_EQ(scheduler.result(id).finish_reason, "error");
+      EXPECT_NE(scheduler.result(id).error.find("layer_02.bin: layer 2 expert"), std::string::npos)
+          << scheduler.result(id).error;
+      EXPECT_NE(scheduler.result(id).error.find("truncated"), std::string::npos) << scheduler.result(id).error;
+    }
+  }
+  EXPECT_GT(streamed->expert_stats().layers[2].errors, 0u);
+
+  write_file(file, good);
+  engine::Scheduler scheduler(gpu_context(), *streamed, {.max_batch = 2});
+  const uint32_t a = std::move(scheduler.submit(req)).value_or_throw();
+  const uint32_t b = std::move(scheduler.submit(req)).value_or_throw();
+  scheduler.run();
+  EXPECT_EQ(scheduler.result(a).tokens, want.tokens);
+  EXPECT_EQ(scheduler.result(b).tokens, want.tokens);
+  EXPECT_TRUE(scheduler.result(a).error.empty());
+  EXPECT_TRUE(streamed->expert_stats().bad.empty());
+}
+
+// The coroutine path: EngineLoop co_awaits each segment through the GPU bridge. Two requests while layer 0's
+// file is corrupt end with "error: ..." naming it; two more after it is repaired stream resident's tokens.
+TEST(EngineLayoutErrors, EngineLoopStreamsAndSurvivesACorruptSlab) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::bf16);
+  auto resident = load(dir, options(ops::WeightType::bf16));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  auto o = options(ops::WeightType::bf16, 2);
+  o.max_sequences = 2;
+  auto streamed = load(dir, o);
+  engine::SequenceRequest req;
+  req.prompt = reference_prompt();
+  req.max_tokens = static_cast<uint32_t>(want.tokens.size());
+  req.sampling.temperature = 0;
+  const fs::path file = dir / "expert_sidecar" / "layer_00.bin";
+  const auto good = read_file(file);
+  corrupt_every_slab(dir / "expert_sidecar", 0);
+
+  asio::io_context io(1);
+  runtime::GpuBridge bridge(io, gpu_context());
+  engine::EngineLoop loop(io, gpu_context(), *streamed, bridge, {.max_batch = 2});
+  asio::co_spawn(io, loop.run(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  struct Outcome {
+    std::vector<uint32_t> tokens;
+    std::string finish_reason;
+  };
+  std::vector<Outcome> outcomes(4);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int round = 0; round < 2; ++round) {
+          if (round == 1) write_file(file, good);
+          std::vector<std::shared_ptr<engine::TokenStream>> streams;
+          for (int i = 0; i < 2; ++i) streams.push_back(std::move(loop.start(req)).value_or_throw());
+          for (int i = 0; i < 2; ++i) {
+            Outcome& out = outcomes[round * 2 + i];
+            for (;;) {
+              engine::TokenEvent ev = co_await streams[i]->channel.async_receive(asio::use_awaitable);
+              out.tokens.insert(out.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+              if (ev.done) {
+                out.finish_reason = ev.finish_reason;
+                break;
+              }
+            }
+          }
+        }
+        loop.stop();
+      },
+      [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(outcomes[i].finish_reason.rfind("error: ", 0), 0u) << outcomes[i].finish_reason;
+    EXPECT_NE(outcomes[i].finish_reason.find("layer_00.bin: layer 0 expert"), std::string::npos);
+    EXPECT_EQ(outcomes[2 + i].finish_reason, "length");
+    EXPECT_EQ(outcomes[2 + i].tokens, want.tokens);
+  }
+}
+
+// The bank's bookkeeping on its own: passes, hits first, and each policy's victim.
+TEST(SlotMap, PlansResidentExpertsFirstAndSplitsIntoPasses) {
+  experts::SlotMap map(8, 2, experts::make_eviction_policy(experts::EvictionKind::lru, 2));
+  uint32_t hits = 0;
+  const uint32_t first[] = {5, 6};
+  EXPECT_EQ(map.place(first, 1, hits).size(), 2u);
+  EXPECT_EQ(hits, 0u);
+  const uint32_t needed[] = {1, 6, 3, 5, 0};
+  const auto passes = map.plan(needed);
+  ASSERT_EQ(passes.size(), 3u);
+  EXPECT_EQ(passes[0], (std::vector<uint32_t>{5, 6}));
+  EXPECT_EQ(passes[1], (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ(passes[2], (std::vector<uint32_t>{3}));
+  EXPECT_TRUE(map.place(passes[0], 2, hits).empty());
+  EXPECT_EQ(hits, 2u);
+}
+
+uint32_t evicted_expert(experts::EvictionKind kind) {
+  // Slot 0 holds expert 0, used at ticks 1..4; slot 1 holds expert 1, used at tick 5 only.
+  experts::SlotMap map(4, 2, experts::make_eviction_policy(kind, 2));
+  uint32_t hits = 0;
+  const uint32_t zero[] = {0}, one[] = {1}, two[] = {2};
+  for (uint64_t t = 1; t <= 4; ++t) map.place(zero, t, hits);
+  map.place(one, 5, hits);
+  const auto loads = map.place(two, 6, hits);
+  EXPECT_EQ(loads.size(), 1u);
+  return map.slot_of(0) == ops::kNoSlot ? 0 : 1;
+}
+
+TEST(SlotMap, EachPolicyPicksItsVictim) {
+  EXPECT_EQ(evicted_expert(experts::EvictionKind::lru), 0u);   // least recently used
+  EXPECT_EQ(evicted_expert(experts::EvictionKind::lfu), 1u);   // used once
+  EXPECT_EQ(evicted_expert(experts::EvictionKind::lfru), 1u);  // 4 recent uses outweigh 1 newer one
+}
+
+TEST(SlotMap, PinnedExpertsAreNeverEvicted) {
+  experts::SlotMap map(8, 3, experts::make_eviction_policy(experts::EvictionKind::lru, 3));
+  EXPECT_EQ(map.pin(4).slot, 0u);
+  EXPECT_EQ(map.pin(2).slot, 1u);
+  uint32_t hits = 0;
+  // Unpinned experts go one at a time (3 slots - 2 pinned); pinned ones join the first pass as hits.
+  const uint32_t needed[] = {5, 4, 0, 2};
+  const auto passes = map.plan(needed);
+  ASSERT_EQ(passes.size(), 2u);
+  EXPECT_EQ(passes[0], (std::vector<uint32_t>{0, 2, 4}));
+  EXPECT_EQ(passes[1], (std::vector<uint32_t>{5}));
+  for (uint64_t t = 1; t <= 20; ++t) {
+    const uint32_t one[] = {static_cast<uint32_t>(t % 8 == 4 || t % 8 == 2 ? 0 : t % 8)};
+    map.place(one, t, hits);
+    EXPECT_EQ(map.slot_of(4), 0u);
+    EXPECT_EQ(map.slot_of(2), 1u);
+  }
+}
+
+TEST(SlotMap, LfruForgetsOldFrequency) {
+  // Expert 0: 4 uses long ago; expert 1: 1 use now. After many half-lives expert 0's score fades below 1.
+  experts::SlotMap map(4, 2, experts::make_eviction_policy(experts::EvictionKind::lfru, 2));
+  uint32_t hits = 0;
+  const uint32_t zero[] = {0}, one[] = {1}, two[] = {2};
+  for (uint64_t t = 1; t <= 4; ++t) map.place(zero, t, hits);
+  map.place(one, 100, hits);
+  map.place(two, 101, hits);
+  EXPECT_EQ(map.slot_of(0), ops::kNoSlot);
+  EXPECT_NE(map.slot_of(1), ops::kNoSlot);
+}
+
+}  // namespace
+}  // namespace mach::test
