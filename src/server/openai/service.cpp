@@ -46,7 +46,9 @@ asio::awaitable<void> send_api_error(http::Response& res, const ApiError& e) {
 }
 
 json tool_call_json(const text::ToolCall& call, uint32_t index, bool with_index) {
-  json j = {{"id", random_id("call_")}, {"type", "function"}, {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+  json j = {{"id", random_id("call_")},
+            {"type", "function"},
+            {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
   if (with_index) j["index"] = index;
   return j;
 }
@@ -115,19 +117,22 @@ void Service::install(http::Server& server) {
   const auto bind = [this](auto method) {
     return [this, method](const http::Request& req, http::Response& res) { return (this->*method)(req, res); };
   };
-  server.route("GET", "/health", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
-    const auto& c = loop_.counters();
-    if (c.failed) {
-      {
-    const ApiError error_{503, fmt::format("the GPU failed: {}; restart mach serve", c.failure), "server_error",
-                                    "", "device_lost"};
-    co_await send_api_error(res, error_);
-  }
-      co_return;
-    }
-    const json ok = {{"status", "ok"}};
-    co_await send_json(res, 200, ok);
-  }, /*auth=*/false);
+  server.route(
+      "GET", "/health",
+      [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+        const auto& c = loop_.counters();
+        if (c.failed) {
+          {
+            const ApiError error_{503, fmt::format("the GPU failed: {}; restart mach serve", c.failure), "server_error",
+                                  "", "device_lost"};
+            co_await send_api_error(res, error_);
+          }
+          co_return;
+        }
+        const json ok = {{"status", "ok"}};
+        co_await send_json(res, 200, ok);
+      },
+      /*auth=*/false);
   server.route("GET", "/v1/models", bind(&Service::models));
   server.route("GET", "/v1/models/" + options_.model_id, bind(&Service::models));
   server.route("POST", "/v1/chat/completions", bind(&Service::chat));
@@ -154,9 +159,10 @@ void Service::install(http::Server& server) {
     co_await send_json(res, 200, j);
   });
   server.route("POST", "/v1/cache/warm_prefix", bind(&Service::warm_prefix_post));
-  server.route("GET", "/v1/cache/warm_prefix", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
-    co_await send_json(res, 200, warm_status_);
-  });
+  server.route("GET", "/v1/cache/warm_prefix",
+               [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
+                 co_await send_json(res, 200, warm_status_);
+               });
   server.route("GET", "/metrics", [this](const http::Request&, http::Response& res) -> asio::awaitable<void> {
     std::string out = stats_.prometheus();
     const auto& c = loop_.counters();
@@ -166,9 +172,11 @@ void Service::install(http::Server& server) {
     out += "# HELP mach_running_sequences Sequences holding KV-cache blocks.\n# TYPE mach_running_sequences gauge\n";
     out += fmt::format("mach_running_sequences {}\n", sched.running());
     out += "# HELP mach_steps_total Forward steps run, by kind.\n# TYPE mach_steps_total counter\n";
-    out += fmt::format("mach_steps_total{{kind=\"prefill\"}} {}\nmach_steps_total{{kind=\"decode\"}} {}\n", c.prefill_steps,
-                       c.decode_steps);
-    out += "# HELP mach_step_tokens_total Tokens through the model, by step kind.\n# TYPE mach_step_tokens_total counter\n";
+    out += fmt::format("mach_steps_total{{kind=\"prefill\"}} {}\nmach_steps_total{{kind=\"decode\"}} {}\n",
+                       c.prefill_steps, c.decode_steps);
+    out +=
+        "# HELP mach_step_tokens_total Tokens through the model, by step kind.\n# TYPE mach_step_tokens_total "
+        "counter\n";
     out += fmt::format("mach_step_tokens_total{{kind=\"prefill\"}} {}\nmach_step_tokens_total{{kind=\"decode\"}} {}\n",
                        c.prefill_tokens, c.decode_tokens);
     const auto& kv = model_.kv_cache();
@@ -177,17 +185,21 @@ void Service::install(http::Server& server) {
                        kv.free_blocks(), kv.total_blocks() - kv.free_blocks());
     if (prefix_cache_) {
       const auto p = prefix_cache_->stats();
-      out += "# HELP mach_prefix_cache_hit_tokens_total Prompt tokens restored from the prefix cache.\n"
-             "# TYPE mach_prefix_cache_hit_tokens_total counter\n";
+      out +=
+          "# HELP mach_prefix_cache_hit_tokens_total Prompt tokens restored from the prefix cache.\n"
+          "# TYPE mach_prefix_cache_hit_tokens_total counter\n";
       out += fmt::format("mach_prefix_cache_hit_tokens_total {}\n", p.hit_tokens);
-      out += "# HELP mach_prefix_cache_bytes Bytes held by the prefix cache, by level.\n"
-             "# TYPE mach_prefix_cache_bytes gauge\n";
+      out +=
+          "# HELP mach_prefix_cache_bytes Bytes held by the prefix cache, by level.\n"
+          "# TYPE mach_prefix_cache_bytes gauge\n";
       out += fmt::format("mach_prefix_cache_bytes{{level=\"l1\"}} {}\nmach_prefix_cache_bytes{{level=\"l2\"}} {}\n",
                          p.l1_bytes, p.l2_bytes);
     }
     if (server_) {
       const auto& h = server_->counters();
-      out += "# HELP mach_http_responses_total HTTP responses by status class.\n# TYPE mach_http_responses_total counter\n";
+      out +=
+          "# HELP mach_http_responses_total HTTP responses by status class.\n# TYPE mach_http_responses_total "
+          "counter\n";
       for (int k = 1; k <= 5; ++k)
         out += fmt::format("mach_http_responses_total{{class=\"{}xx\"}} {}\n", k, h.responses_by_class[k]);
       out += "# HELP mach_http_connections_open Open client connections.\n# TYPE mach_http_connections_open gauge\n";
@@ -227,19 +239,22 @@ json Service::capabilities() const {
   serving["batching"] = {{"continuous", true}, {"max_batch", options_.max_batch}};
   serving["speculation"] = {{"presets", {"none", "ngram", "summarization", "classification"}},
                             {"default", engine::speculation_name(options_.default_speculation)},
-                            {"kind", "draft-free n-gram / prompt lookup, exact (greedy: identical output; "
-                                     "sampling: rejection sampling)"}};
+                            {"kind",
+                             "draft-free n-gram / prompt lookup, exact (greedy: identical output; "
+                             "sampling: rejection sampling)"}};
   serving["prefix_cache"] = {{"enabled", prefix_cache_ != nullptr}};
-  serving["text"] = {{"tokenizer", tokenizer_ != nullptr},
-                     {"chat_template", chat_template_ != nullptr},
-                     {"output_format", profile_.output_format ? json(std::string(text::output_format_name(*profile_.output_format)))
-                                                              : json(nullptr)}};
+  serving["text"] = {
+      {"tokenizer", tokenizer_ != nullptr},
+      {"chat_template", chat_template_ != nullptr},
+      {"output_format",
+       profile_.output_format ? json(std::string(text::output_format_name(*profile_.output_format))) : json(nullptr)}};
   j["serving"] = serving;
   j["grammar"] = {{"supported", false},
-                  {"reason", "grammar-constrained decoding is not implemented; response_format json_object/json_schema "
-                             "and forced tool_choice are refused with a 400"}};
-  j["endpoints"] = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/capabilities", "/v1/stats",
-                    "/v1/cache/stats", "/v1/cache/warm_prefix", "/health", "/metrics"};
+                  {"reason",
+                   "grammar-constrained decoding is not implemented; response_format json_object/json_schema "
+                   "and forced tool_choice are refused with a 400"}};
+  j["endpoints"] = {"/v1/models",      "/v1/chat/completions",  "/v1/completions", "/v1/capabilities", "/v1/stats",
+                    "/v1/cache/stats", "/v1/cache/warm_prefix", "/health",         "/metrics"};
   return j;
 }
 
@@ -284,48 +299,54 @@ namespace {
 // The prompt length rules shared by both routes; nullopt when it fits.
 std::optional<ApiError> check_length(size_t prompt, uint32_t max_tokens, uint32_t drafts, uint32_t context) {
   if (prompt + uint64_t{max_tokens} + drafts + 1 <= context) return std::nullopt;
-  return ApiError{400,
-                  fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
-                              "the prompt, {} for the completion{}). Please reduce the length of the prompt or "
-                              "max_tokens.",
-                              context, prompt + max_tokens + drafts + 1, prompt, max_tokens,
-                              drafts ? fmt::format(", {} for speculative drafts and 1 for the bonus token", drafts) : ""),
-                  "invalid_request_error", "messages", "context_length_exceeded"};
+  return ApiError{
+      400,
+      fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
+                  "the prompt, {} for the completion{}). Please reduce the length of the prompt or "
+                  "max_tokens.",
+                  context, prompt + max_tokens + drafts + 1, prompt, max_tokens,
+                  drafts ? fmt::format(", {} for speculative drafts and 1 for the bonus token", drafts) : ""),
+      "invalid_request_error", "messages", "context_length_exceeded"};
 }
 
 }  // namespace
 
+template <class T>
+std::optional<ApiError> Service::refuse(const Decoded<T>& decoded) {
+  std::optional<ApiError> e;
+  if (const auto* error = std::get_if<ApiError>(&decoded)) {
+    e = *error;
+  } else {
+    const std::string& model = std::get<T>(decoded).sampling.model;
+    if (!model.empty() && model != options_.model_id)
+      e = ApiError{404, fmt::format("The model '{}' does not exist; this server serves '{}'", model, options_.model_id),
+                   "invalid_request_error", "model", "model_not_found"};
+  }
+  if (e) stats_.rejected(e->code.empty() ? "invalid_request" : e->code);
+  return e;
+}
+
 asio::awaitable<void> Service::chat(const http::Request& req, http::Response& res) {
   auto decoded = decode_chat_request(req.body);
-  if (auto* e = std::get_if<ApiError>(&decoded)) {
-    stats_.rejected(e->code.empty() ? "invalid_request" : e->code);
-    co_await send_api_error(res, *e);
+  if (const auto refusal = refuse(decoded)) {
+    co_await send_api_error(res, *refusal);
     co_return;
   }
   auto& r = std::get<ChatCompletionRequest>(decoded);
-  if (!r.sampling.model.empty() && r.sampling.model != options_.model_id) {
-    stats_.rejected("model_not_found");
-    {
-    const ApiError error_{404, fmt::format("The model '{}' does not exist; this server serves '{}'", r.sampling.model,
-                                                   options_.model_id),
-                                  "invalid_request_error", "model", "model_not_found"};
-    co_await send_api_error(res, error_);
-  }
-    co_return;
-  }
   // DeepSeek-V4 checkpoints ship a Python encoder instead of a Jinja template; mach renders that format itself.
   const bool deepseek_v4 = !chat_template_ && profile_.output_format == text::OutputFormat::deepseek_v4;
   if (!tokenizer_ || (!chat_template_ && !deepseek_v4)) {
     stats_.rejected("no_chat_template");
     {
-    const ApiError error_{400,
-              tokenizer_ ? "this checkpoint has no chat template (chat_template.jinja or tokenizer_config.json's "
-                           "chat_template); use /v1/completions"
-                         : "this checkpoint has no tokenizer.json, so it cannot read messages; use /v1/completions "
-                           "with a list of token ids as the prompt",
-              "invalid_request_error", "messages", "no_chat_template"};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{
+          400,
+          tokenizer_ ? "this checkpoint has no chat template (chat_template.jinja or tokenizer_config.json's "
+                       "chat_template); use /v1/completions"
+                     : "this checkpoint has no tokenizer.json, so it cannot read messages; use /v1/completions "
+                       "with a list of token ids as the prompt",
+          "invalid_request_error", "messages", "no_chat_template"};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   text::ChatRequest cr;
@@ -337,10 +358,10 @@ asio::awaitable<void> Service::chat(const http::Request& req, http::Response& re
   if (!rendered) {
     stats_.rejected("template_error");
     {
-    const ApiError error_{400, fmt::format("the chat template refused these messages: {}", rendered.error().message),
-                                  "invalid_request_error", "messages", "template_error"};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{400, fmt::format("the chat template refused these messages: {}", rendered.error().message),
+                            "invalid_request_error", "messages", "template_error"};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   std::string prompt_text = std::move(rendered).value();
@@ -351,11 +372,12 @@ asio::awaitable<void> Service::chat(const http::Request& req, http::Response& re
     const size_t at = tail.empty() ? std::string::npos : prompt_text.rfind(tail);
     if (at == std::string::npos) {
       {
-    const ApiError error_{400, "continue_final_message: the chat template does not write the final message's "
-                                         "content verbatim, so it cannot be continued",
-                                    "invalid_request_error", "continue_final_message", ""};
-    co_await send_api_error(res, error_);
-  }
+        const ApiError error_{400,
+                              "continue_final_message: the chat template does not write the final message's "
+                              "content verbatim, so it cannot be continued",
+                              "invalid_request_error", "continue_final_message", ""};
+        co_await send_api_error(res, error_);
+      }
       co_return;
     }
     prompt_text.resize(at + tail.size());
@@ -375,22 +397,11 @@ asio::awaitable<void> Service::chat(const http::Request& req, http::Response& re
 
 asio::awaitable<void> Service::completions(const http::Request& req, http::Response& res) {
   auto decoded = decode_completion_request(req.body);
-  if (auto* e = std::get_if<ApiError>(&decoded)) {
-    stats_.rejected(e->code.empty() ? "invalid_request" : e->code);
-    co_await send_api_error(res, *e);
+  if (const auto refusal = refuse(decoded)) {
+    co_await send_api_error(res, *refusal);
     co_return;
   }
   auto& r = std::get<CompletionRequest>(decoded);
-  if (!r.sampling.model.empty() && r.sampling.model != options_.model_id) {
-    stats_.rejected("model_not_found");
-    {
-    const ApiError error_{404, fmt::format("The model '{}' does not exist; this server serves '{}'", r.sampling.model,
-                                                   options_.model_id),
-                                  "invalid_request_error", "model", "model_not_found"};
-    co_await send_api_error(res, error_);
-  }
-    co_return;
-  }
   Job job;
   job.chat = false;
   job.id = random_id("cmpl-");
@@ -398,10 +409,10 @@ asio::awaitable<void> Service::completions(const http::Request& req, http::Respo
   if (auto* text = std::get_if<std::string>(&r.prompt)) {
     if (!tokenizer_) {
       {
-    const ApiError error_{400, "this checkpoint has no tokenizer.json; send the prompt as a list of token ids",
-                                    "invalid_request_error", "prompt", "no_tokenizer"};
-    co_await send_api_error(res, error_);
-  }
+        const ApiError error_{400, "this checkpoint has no tokenizer.json; send the prompt as a list of token ids",
+                              "invalid_request_error", "prompt", "no_tokenizer"};
+        co_await send_api_error(res, error_);
+      }
       co_return;
     }
     // A raw prompt, as llama.cpp's server: the tokenizer's own special tokens (BOS) are added.
@@ -416,9 +427,9 @@ asio::awaitable<void> Service::completions(const http::Request& req, http::Respo
   }
   if (job.prompt.empty()) {
     {
-    const ApiError error_{400, "the prompt is empty", "invalid_request_error", "prompt", ""};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{400, "the prompt is empty", "invalid_request_error", "prompt", ""};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   co_await run_job(job, res);
@@ -431,14 +442,16 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
   const auto& s = job.sampling;
   const uint32_t context = model_.kv_cache().max_context();
   const auto speculation = s.speculation.value_or(options_.default_speculation);
-  const uint32_t drafts =
-      speculation == engine::Speculation::none ? 0 : (s.draft_max ? s.draft_max : engine::default_draft_max(speculation));
+  const uint32_t drafts = speculation == engine::Speculation::none
+                              ? 0
+                              : (s.draft_max ? s.draft_max : engine::default_draft_max(speculation));
   uint32_t max_tokens = 0;
   if (s.max_tokens) {
     max_tokens = *s.max_tokens;
   } else {
     const uint64_t used = job.prompt.size() + drafts + 1;
-    max_tokens = used >= context ? 1 : static_cast<uint32_t>(std::min<uint64_t>(context - used, options_.default_max_tokens));
+    max_tokens =
+        used >= context ? 1 : static_cast<uint32_t>(std::min<uint64_t>(context - used, options_.default_max_tokens));
   }
   if (auto e = check_length(job.prompt.size(), max_tokens, drafts, context)) {
     stats_.rejected("context_length_exceeded");
@@ -453,10 +466,10 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
   for (uint32_t id : job.prompt) {
     if (id >= vocab) {
       {
-    const ApiError error_{400, fmt::format("prompt token {} is outside the vocabulary ({} tokens)", id, vocab),
-                                    "invalid_request_error", "prompt", ""};
-    co_await send_api_error(res, error_);
-  }
+        const ApiError error_{400, fmt::format("prompt token {} is outside the vocabulary ({} tokens)", id, vocab),
+                              "invalid_request_error", "prompt", ""};
+        co_await send_api_error(res, error_);
+      }
       co_return;
     }
   }
@@ -485,9 +498,9 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
       for (auto& c : job.choices)
         if (c.stream) c.stream->cancel();
       {
-    const ApiError error_{400, stream.error().message, "invalid_request_error", "", ""};
-    co_await send_api_error(res, error_);
-  }
+        const ApiError error_{400, stream.error().message, "invalid_request_error", "", ""};
+        co_await send_api_error(res, error_);
+      }
       co_return;
     }
     job.choices[i].stream = std::move(stream).value();
@@ -554,14 +567,17 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
     if (chat) {
       for (size_t i = 0; i < job.choices.size(); ++i) {
         json c = chunk_base();
-        c["choices"] = json::array({{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                     {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+        c["choices"] = json::array({{{"index", i},
+                                     {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                     {"logprobs", nullptr},
+                                     {"finish_reason", nullptr}}});
         co_await write_event(c);
       }
     } else if (!job.echo.empty()) {
       for (size_t i = 0; i < job.choices.size(); ++i) {
         json c = chunk_base();
-        c["choices"] = json::array({{{"index", i}, {"text", job.echo}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+        c["choices"] =
+            json::array({{{"index", i}, {"text", job.echo}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
         co_await write_event(c);
       }
     }
@@ -612,18 +628,23 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
         c.logprob_tokens.push_back(tok);
         c.token_logprobs.push_back(lp);
       }
-      if (chat) for (auto& e : lp_entries) c.logprobs.push_back(e);
+      if (chat)
+        for (auto& e : lp_entries) c.logprobs.push_back(e);
       if (ev.done) {
         c.done = true;
         --remaining;
         c.cached_tokens = ev.cached_tokens;
         c.speculation = ev.speculation;
         const bool stopped = c.assembler && c.assembler->stopped();
-        if (stopped || ev.finish_reason == "stop" || ev.finish_reason == "cancelled") c.finish_reason = "stop";
-        else if (ev.finish_reason == "length") c.finish_reason = "length";
-        else c.error = ev.finish_reason.rfind("error: ", 0) == 0 ? ev.finish_reason.substr(7) : ev.finish_reason;
+        if (stopped || ev.finish_reason == "stop" || ev.finish_reason == "cancelled")
+          c.finish_reason = "stop";
+        else if (ev.finish_reason == "length")
+          c.finish_reason = "length";
+        else
+          c.error = ev.finish_reason.rfind("error: ", 0) == 0 ? ev.finish_reason.substr(7) : ev.finish_reason;
         if (c.finish_reason == "stop" && !c.tool_calls.empty()) c.finish_reason = "tool_calls";
-        const uint32_t completion = c.assembler ? c.assembler->tokens() : static_cast<uint32_t>(c.logprob_tokens.size());
+        const uint32_t completion =
+            c.assembler ? c.assembler->tokens() : static_cast<uint32_t>(c.logprob_tokens.size());
         const double decode_s = c.got_first ? std::chrono::duration<double>(c.last_at - c.first_at).count() : 0.0;
         stats_.choice_finished(static_cast<uint32_t>(job.prompt.size()), c.cached_tokens, completion, decode_s,
                                c.error.empty() ? c.finish_reason : "error", c.speculation);
@@ -642,7 +663,8 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
         }
         if (!d.empty() || !lp_entries.empty()) {
           json chunk = chunk_base();
-          chunk["choices"] = json::array({{{"index", index}, {"delta", d},
+          chunk["choices"] = json::array({{{"index", index},
+                                           {"delta", d},
                                            {"logprobs", s.logprobs ? json{{"content", lp_entries}} : json(nullptr)},
                                            {"finish_reason", nullptr}}});
           co_await write_event(chunk);
@@ -661,23 +683,26 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
             logprobs["top_logprobs"].push_back(top);
           }
         }
-        chunk["choices"] = json::array({{{"index", index}, {"text", delta.content}, {"logprobs", logprobs},
-                                         {"finish_reason", nullptr}}});
+        chunk["choices"] = json::array(
+            {{{"index", index}, {"text", delta.content}, {"logprobs", logprobs}, {"finish_reason", nullptr}}});
         co_await write_event(chunk);
       }
       if (c.done) {
         if (!c.error.empty()) {
-          const json failure = {{"error", {{"message", c.error},
-                                           {"type", "server_error"}, {"param", nullptr}, {"code", "generation_failed"}}}};
+          const json failure = {
+              {"error",
+               {{"message", c.error}, {"type", "server_error"}, {"param", nullptr}, {"code", "generation_failed"}}}};
           co_await write_event(failure);
         } else {
           json chunk = chunk_base();
           if (chat)
-            chunk["choices"] = json::array({{{"index", index}, {"delta", json::object()}, {"logprobs", nullptr},
+            chunk["choices"] = json::array({{{"index", index},
+                                             {"delta", json::object()},
+                                             {"logprobs", nullptr},
                                              {"finish_reason", c.finish_reason}}});
           else
-            chunk["choices"] = json::array({{{"index", index}, {"text", ""}, {"logprobs", nullptr},
-                                             {"finish_reason", c.finish_reason}}});
+            chunk["choices"] = json::array(
+                {{{"index", index}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", c.finish_reason}}});
           co_await write_event(chunk);
         }
       }
@@ -715,13 +740,14 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
     if (c.error.empty()) continue;
     const bool kv = c.error.find("KV-cache") != std::string::npos;
     {
-    const ApiError error_{kv ? 400 : 500,
-                                  kv ? "the KV cache cannot hold this request; lower max_tokens or start mach serve with a "
-                                       "larger --kv-cache-gb"
-                                     : c.error,
-                                  kv ? "invalid_request_error" : "server_error", "", kv ? "kv_cache_full" : "generation_failed"};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{kv ? 400 : 500,
+                            kv ? "the KV cache cannot hold this request; lower max_tokens or start mach serve with a "
+                                 "larger --kv-cache-gb"
+                               : c.error,
+                            kv ? "invalid_request_error" : "server_error", "",
+                            kv ? "kv_cache_full" : "generation_failed"};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   json body = {{"id", job.id},
@@ -734,20 +760,24 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
   for (size_t i = 0; i < job.choices.size(); ++i) {
     const Choice& c = job.choices[i];
     if (chat) {
-      json message = {{"role", "assistant"}, {"content", c.content.empty() && !c.tool_calls.empty() ? json(nullptr) : json(c.content)}};
+      json message = {{"role", "assistant"},
+                      {"content", c.content.empty() && !c.tool_calls.empty() ? json(nullptr) : json(c.content)}};
       if (!c.reasoning.empty()) message["reasoning_content"] = c.reasoning;
       if (!c.tool_calls.empty()) {
         json calls = json::array();
         for (size_t k = 0; k < c.tool_calls.size(); ++k) calls.push_back(tool_call_json(c.tool_calls[k], 0, false));
         message["tool_calls"] = calls;
       }
-      choices.push_back({{"index", i}, {"message", message},
+      choices.push_back({{"index", i},
+                         {"message", message},
                          {"logprobs", s.logprobs ? json{{"content", c.logprobs}} : json(nullptr)},
                          {"finish_reason", c.finish_reason}});
     } else {
       json logprobs = nullptr;
       if (s.logprobs) {
-        logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+        logprobs = {{"tokens", json::array()},
+                    {"token_logprobs", json::array()},
+                    {"top_logprobs", json::array()},
                     {"text_offset", json::array()}};
         size_t offset = job.echo.size();
         for (size_t k = 0; k < c.token_logprobs.size(); ++k) {
@@ -755,7 +785,8 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
           logprobs["tokens"].push_back(e["token"]);
           logprobs["token_logprobs"].push_back(c.token_logprobs[k].logprob);
           json top = json::object();
-          for (const auto& [t, l] : c.token_logprobs[k].top) top[token_entry(tokenizer_, t, l)["token"].get<std::string>()] = l;
+          for (const auto& [t, l] : c.token_logprobs[k].top)
+            top[token_entry(tokenizer_, t, l)["token"].get<std::string>()] = l;
           logprobs["top_logprobs"].push_back(top);
           logprobs["text_offset"].push_back(offset);
           offset += e["token"].get<std::string>().size();
@@ -779,18 +810,18 @@ asio::awaitable<void> Service::warm_prefix_post(const http::Request& req, http::
   }
   if (!prefix_cache_) {
     {
-    const ApiError error_{400, "the prefix cache is off; start mach serve with --prefix-cache",
-                                  "invalid_request_error", "", "prefix_cache_disabled"};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{400, "the prefix cache is off; start mach serve with --prefix-cache",
+                            "invalid_request_error", "", "prefix_cache_disabled"};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   if (!tokenizer_ || !chat_template_) {
     {
-    const ApiError error_{400, "this checkpoint has no tokenizer or chat template to render messages with",
-                                  "invalid_request_error", "messages", "no_chat_template"};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{400, "this checkpoint has no tokenizer or chat template to render messages with",
+                            "invalid_request_error", "messages", "no_chat_template"};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   auto& r = std::get<WarmPrefixRequest>(decoded);
@@ -801,10 +832,10 @@ asio::awaitable<void> Service::warm_prefix_post(const http::Request& req, http::
   auto rendered = chat_template_->render(cr);
   if (!rendered) {
     {
-    const ApiError error_{400, fmt::format("the chat template refused these messages: {}", rendered.error().message),
-                                  "invalid_request_error", "messages", "template_error"};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{400, fmt::format("the chat template refused these messages: {}", rendered.error().message),
+                            "invalid_request_error", "messages", "template_error"};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   const auto ids = tokenizer_->encode(*rendered, {.match_special = true, .add_special_tokens = false});
@@ -813,11 +844,12 @@ asio::awaitable<void> Service::warm_prefix_post(const http::Request& req, http::
   const uint32_t cacheable = static_cast<uint32_t>(prompt.size() / block * block);
   if (prompt.size() + 2 > model_.kv_cache().max_context()) {
     {
-    const ApiError error_{400, fmt::format("the prefix has {} tokens; the context holds {}", prompt.size(),
-                                                   model_.kv_cache().max_context()),
-                                  "invalid_request_error", "messages", "context_length_exceeded"};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{
+          400,
+          fmt::format("the prefix has {} tokens; the context holds {}", prompt.size(), model_.kv_cache().max_context()),
+          "invalid_request_error", "messages", "context_length_exceeded"};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   // Prefill through the scheduler like any request (so it batches with live traffic); finishing the prompt
@@ -833,9 +865,9 @@ asio::awaitable<void> Service::warm_prefix_post(const http::Request& req, http::
   if (!stream) {
     warm_status_ = {{"state", "failed"}, {"error", stream.error().message}};
     {
-    const ApiError error_{400, stream.error().message, "invalid_request_error", "", ""};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{400, stream.error().message, "invalid_request_error", "", ""};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   engine::TokenEvent last;
@@ -853,9 +885,9 @@ asio::awaitable<void> Service::warm_prefix_post(const http::Request& req, http::
   if (last.finish_reason != "length" && last.finish_reason != "stop") {
     warm_status_ = {{"state", "failed"}, {"error", last.finish_reason}};
     {
-    const ApiError error_{500, fmt::format("warming failed: {}", last.finish_reason), "server_error", "", ""};
-    co_await send_api_error(res, error_);
-  }
+      const ApiError error_{500, fmt::format("warming failed: {}", last.finish_reason), "server_error", "", ""};
+      co_await send_api_error(res, error_);
+    }
     co_return;
   }
   warm_status_ = {{"state", "done"},

@@ -18,6 +18,7 @@
 #include "engine/prefix_cache.hpp"
 #include "model/model.hpp"
 #include "server/http/http.hpp"
+#include "server/openai/request.hpp"
 #include "server/openai/stats.hpp"
 #include "text/chat_template.hpp"
 #include "text/text_profile.hpp"
@@ -60,6 +61,9 @@ class Service {
   asio::awaitable<void> models(const http::Request& req, http::Response& res);
   asio::awaitable<void> warm_prefix_post(const http::Request& req, http::Response& res);
   asio::awaitable<void> run_job(Job& job, http::Response& res);
+  // A decoding error, or a model name other than the served one; counted in the stats.
+  template <class T>
+  std::optional<ApiError> refuse(const Decoded<T>& decoded);
 
   asio::io_context& io_;
   model::Model& model_;
