@@ -1,4 +1,4 @@
-// `mach bench MODEL_DIR [--quant q4] [--quick] [--streaming --expert-slots N]`: end-to-end figures of a checkpoint on this device as JSON
+// `mach bench MODEL_DIR [--quant q4] [--quick] [--profile] [--streaming --expert-slots N]`: end-to-end figures of a checkpoint on this device as JSON
 // lines (prefill, decode at several contexts, verify blocks, concurrent decode), each with its bandwidth
 // limit. See engine/model_bench.hpp and docs/performance.md.
 #include <fmt/format.h>
@@ -23,6 +23,8 @@ struct BenchArgs {
   bool streaming = false;
   uint32_t expert_slots = 0;
   double expert_cache_gb = 0;
+  bool profile = false;
+  uint32_t profile_context = 0;
 };
 
 int run_bench(const BenchArgs& a) {
@@ -59,13 +61,15 @@ int run_bench(const BenchArgs& a) {
   if (!model) return fail(model.error());
   const std::string residency = a.streaming ? "streaming" : "resident";
   try {
-    auto r = engine::run_model_bench(**context, **model, bo, [&](const nlohmann::json& line) {
+    const auto emit = [&](const nlohmann::json& line) {
       nlohmann::json out = line;
       out["quant"] = a.quant;
       out["residency"] = residency;
       fmt::print("{}\n", out.dump());
       std::fflush(stdout);
-    });
+    };
+    auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit)
+                       : engine::run_model_bench(**context, **model, bo, emit);
     if (!r) return fail(r.error());
     if (a.streaming) {
       // The figures above are GPU time; a streaming step also stands still on the host while it loads
@@ -91,6 +95,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--max-batch", a.max_batch, "sequence slots (the largest concurrency tested)");
   cmd->add_option("--kv-cache-gb", a.kv_cache_gb, "KV cache budget")->check(CLI::PositiveNumber);
   cmd->add_option("--repeats", a.repeats, "repeats per figure")->check(CLI::PositiveNumber);
+  cmd->add_flag("--profile", a.profile,
+                "instead of the figures: the GPU time of every op of one decode step (batch 1), largest first");
+  cmd->add_option("--profile-context", a.profile_context, "context tokens before the profiled step (default 0)");
   cmd->add_flag("--quick", a.quick, "tiny sizes: checks the harness (CI), not the device");
   cmd->add_flag("--streaming", a.streaming, "stream an engine layout's experts through a GPU bank (GPU-timed figures; "
                                             "host stall time in a final expert_streaming line)");

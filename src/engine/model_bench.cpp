@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <random>
 
@@ -18,9 +19,12 @@ using Clock = std::chrono::steady_clock;
 // Runs forward steps of the bench on sequences it owns; every step waits for the GPU.
 class StepRunner {
  public:
-  StepRunner(gpu::Context& context, model::Model& model) : context_(context), model_(model) {
-    cmd_ = context.begin_commands();
+  // profile: the command list writes a timestamp after every op (room for 16384 of them).
+  StepRunner(gpu::Context& context, model::Model& model, bool profile = false) : context_(context), model_(model) {
+    cmd_ = profile ? std::make_unique<gpu::CommandList>(context, 16384) : context.begin_commands();
+    cmd_->set_profile(profile);
   }
+  const gpu::CommandList& commands() const { return *cmd_; }
 
   // Runs tokens of `seqs` (one run each: tokens[i] at positions from[i]...), logits for the last token of each
   // run; returns the GPU ns of the step.
@@ -146,6 +150,43 @@ uint64_t decode_bytes(const model::Model& model, uint64_t context_tokens, uint32
   uint64_t kv = 0;
   for (uint32_t l = 0; l < c.num_layers; ++l) kv += 2ull * c.kv_heads_of(l) * c.head_dim_of(l) * 2;  // K, V f16
   return model.weight_bytes() - experts + touched + kv * context_tokens * tokens_in_step;
+}
+
+Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uint32_t context_tokens,
+                                 const std::function<void(const nlohmann::json&)>& emit) {
+  if (!context.info().timestamps) return Error{Errc::unsupported, "this device has no GPU timestamps to profile with"};
+  auto& kv = model.kv_cache();
+  if (!kv.reserve(0, context_tokens + 2))
+    return Error{Errc::invalid_argument, fmt::format("the KV cache cannot hold {} tokens", context_tokens + 2)};
+  std::mt19937 gen(99);
+  StepRunner plain(context, model);
+  if (context_tokens > 0) plain.prefill(0, context_tokens, gen);
+  // Warm the clocks with unprofiled steps (the figure next to the table), then one profiled step.
+  std::vector<double> unprofiled;
+  const auto warm_until = Clock::now() + std::chrono::milliseconds(600);
+  while (Clock::now() < warm_until || unprofiled.size() < 5) unprofiled.push_back(plain.step({{1}}, {0}, {context_tokens}));
+  StepRunner profiled(context, model, /*profile=*/true);
+  profiled.step({{1}}, {0}, {context_tokens});
+  std::map<std::string, std::pair<uint64_t, double>> by_op;  // label -> (calls, ns)
+  double total = 0;
+  for (const auto& sample : profiled.commands().read_timestamps()) {
+    if (sample.label == "step") continue;  // the runner's own end mark (nothing after the last op)
+    auto& [calls, ns] = by_op[sample.label];
+    ++calls;
+    ns += sample.ns;
+    total += sample.ns;
+  }
+  kv.release(0);
+  std::vector<std::pair<std::string, std::pair<uint64_t, double>>> rows(by_op.begin(), by_op.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
+  for (const auto& [label, v] : rows) {
+    emit({{"test", "profile"}, {"op", label}, {"calls", v.first}, {"us", v.second * 1e-3},
+          {"us_per_call", v.second * 1e-3 / v.first}, {"share", total > 0 ? v.second / total : 0.0}});
+  }
+  emit({{"test", "profile_total"}, {"context", context_tokens}, {"ops", profiled.commands().read_timestamps().size()},
+        {"profiled_us", total * 1e-3}, {"unprofiled_us", percentile(unprofiled, 0.5) * 1e-3},
+        {"note", "each op followed by a barrier and a timestamp: the ops run one after another"}});
+  return {};
 }
 
 Result<void> run_model_bench(gpu::Context& context, model::Model& model, const BenchOptions& options,

@@ -37,6 +37,12 @@ struct BenchOptions {
 Result<void> run_model_bench(gpu::Context& context, model::Model& model, const BenchOptions& options,
                              const std::function<void(const nlohmann::json&)>& emit);
 
+// `mach bench --profile`: one decode step (batch 1 at `context_tokens`) with a GPU timestamp after every op;
+// emits one line per op name (calls, microseconds, share of the step), largest first, then the total next
+// to an unprofiled step's time.
+Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uint32_t context_tokens,
+                                 const std::function<void(const nlohmann::json&)>& emit);
+
 // Bytes one decode token must read: every non-expert weight, top-k experts per layer, and the KV cache
 // of `context_tokens` positions.
 uint64_t decode_bytes(const model::Model& model, uint64_t context_tokens, uint32_t tokens_in_step);

@@ -136,6 +136,7 @@ void CommandList::dispatch(const Pipeline& pipeline, std::initializer_list<Bindi
     vkCmdPushConstants(cmd_, pipeline.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes, push);
   vkCmdDispatch(cmd_, groups.x, groups.y, groups.z);
   ++dispatches_;
+  profile_point(pipeline.name());
 }
 
 void CommandList::copy(const Buffer& src, uint64_t src_offset, Buffer& dst, uint64_t dst_offset, uint64_t bytes) {
@@ -144,12 +145,14 @@ void CommandList::copy(const Buffer& src, uint64_t src_offset, Buffer& dst, uint
   track(dst, dst_offset, bytes, Access::write);
   VkBufferCopy region{src_offset, dst_offset, bytes};
   vkCmdCopyBuffer(cmd_, src.handle(), dst.handle(), 1, &region);
+  profile_point("copy");
 }
 
 void CommandList::fill(Buffer& dst, uint64_t offset, uint64_t bytes, uint32_t value) {
   assert(recording_ && bytes % 4 == 0);
   track(dst, offset, bytes, Access::write);
   vkCmdFillBuffer(cmd_, dst.handle(), offset, bytes, value);
+  profile_point("fill");
 }
 
 Binding CommandList::scratch(uint64_t bytes) {
@@ -165,6 +168,12 @@ Binding CommandList::scratch(uint64_t bytes) {
   const Binding b{scratch_buffers_.back().get(), scratch_used_, size, Access::read_write};
   scratch_used_ += size;
   return b;
+}
+
+void CommandList::profile_point(const std::string& label) {
+  if (!profile_) return;
+  barrier();
+  timestamp(label);
 }
 
 void CommandList::timestamp(std::string label) {

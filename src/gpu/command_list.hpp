@@ -94,6 +94,10 @@ class CommandList {
   // Writes a GPU timestamp after all previous commands; a no-op when the device lacks timestamps or
   // more than max_timestamps were asked for.
   void timestamp(std::string label);
+  // Profiling: every later dispatch, copy and fill is followed by a barrier and a timestamp labelled with its
+  // shader's name ("copy", "fill"), so read_timestamps() gives each op's own time. The barriers serialize the
+  // ops: a profiled step takes longer than an unprofiled one. Needs max_timestamps for every op.
+  void set_profile(bool on) { profile_ = on; }
   // After the submission completed: each label with the time since the previous timestamp.
   std::vector<TimestampSample> read_timestamps() const;
   // Total GPU time between the first and last timestamp, in ns (0 without timestamps).
@@ -120,6 +124,8 @@ class CommandList {
   VkCommandBuffer cmd_ = VK_NULL_HANDLE;
   VkQueryPool queries_ = VK_NULL_HANDLE;
   uint32_t max_timestamps_ = 0;
+  bool profile_ = false;
+  void profile_point(const std::string& label);
   std::vector<std::string> labels_;
   std::vector<Range> written_, read_;  // since the last barrier
   std::vector<std::unique_ptr<Buffer>> scratch_buffers_;  // the last one is filled from scratch_used_
