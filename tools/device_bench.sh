@@ -12,7 +12,7 @@ export LD_LIBRARY_PATH=$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 if [ ! -f "$dir/config.json" ]; then
   start=$(date +%s.%N)
   ./.device/mach synth --shape qwen3-30b-a3b --quant q4 --out "$dir" 2>&1 | tail -3 | tee "$out/synth.log"
-  echo "synth_seconds $(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$out/synth.log"
+  echo "synth_seconds $(python3 -c "import time; print(round(time.time() - $start, 2))")" | tee -a "$out/synth.log"
   du -sh "$dir" "$dir/expert_sidecar" | tee -a "$out/synth.log"
 fi
 mode=${1:-resident}

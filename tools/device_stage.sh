@@ -8,7 +8,11 @@ mkdir -p .git/info
 bash ../shared/device/prepare.sh
 build=${1:-build}
 cp "$build"/mach .device/
-find "$build"/tests "$build"/bench -maxdepth 1 -type f -perm -u+x \( -name '*_test' -o -name '*_bench' \) -exec cp {} .device/ \;
+# MACH_STAGE=bench stages only mach (for tools/device_bench.sh): all test binaries together pass the device
+# tool's 64 MiB limit on what it carries.
+if [ "${MACH_STAGE:-all}" != bench ]; then
+  find "$build"/tests "$build"/bench -maxdepth 1 -type f -perm -u+x \( -name '*_test' -o -name '*_bench' \) -exec cp {} .device/ \;
+fi
 cp tools/device_run.sh tools/device_bench.sh .device/
 # mach links ICU; the GPU machine's Debian may lack these exact versions.
 mkdir -p .device/lib
