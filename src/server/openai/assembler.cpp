@@ -9,7 +9,6 @@ ChoiceAssembler::ChoiceAssembler(const text::Tokenizer& tokenizer, AssemblerOpti
       options_(std::move(options)),
       decoder_(tokenizer, /*skip_special_tokens=*/!options_.keep_special_tokens) {
   if (options_.format) parser_.emplace(*options_.format, options_.tools, options_.starts_in_reasoning);
-  for (const auto& s : options_.stop) longest_stop_ = std::max(longest_stop_, s.size());
 }
 
 text::OutputDelta ChoiceAssembler::release(std::string text) {

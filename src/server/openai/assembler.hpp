@@ -48,7 +48,6 @@ class ChoiceAssembler {
   text::StreamDecoder decoder_;
   std::optional<text::OutputParser> parser_;
   std::string held_;  // decoded, not yet released (a possible stop-string prefix)
-  size_t longest_stop_ = 0;
   bool stopped_ = false;
   bool finished_ = false;
   uint32_t tokens_ = 0;
