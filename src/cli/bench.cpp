@@ -25,6 +25,7 @@ struct BenchArgs {
   double expert_cache_gb = 0;
   bool profile = false;
   uint32_t profile_context = 0;
+  uint32_t profile_tokens = 1;
 };
 
 int run_bench(const BenchArgs& a) {
@@ -68,7 +69,7 @@ int run_bench(const BenchArgs& a) {
       fmt::print("{}\n", out.dump());
       std::fflush(stdout);
     };
-    auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit)
+    auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit, a.profile_tokens)
                        : engine::run_model_bench(**context, **model, bo, emit);
     if (!r) return fail(r.error());
     if (a.streaming) {
@@ -98,6 +99,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--profile", a.profile,
                 "instead of the figures: the GPU time of every op of one decode step (batch 1), largest first");
   cmd->add_option("--profile-context", a.profile_context, "context tokens before the profiled step (default 0)");
+  cmd->add_option("--profile-tokens", a.profile_tokens,
+                  "tokens of one sequence in the profiled step (default 1; 16 profiles a verify block, 512 a prefill chunk)");
   cmd->add_flag("--quick", a.quick, "tiny sizes: checks the harness (CI), not the device");
   cmd->add_flag("--streaming", a.streaming, "stream an engine layout's experts through a GPU bank (GPU-timed figures; "
                                             "host stall time in a final expert_streaming line)");

@@ -153,20 +153,24 @@ uint64_t decode_bytes(const model::Model& model, uint64_t context_tokens, uint32
 }
 
 Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uint32_t context_tokens,
-                                 const std::function<void(const nlohmann::json&)>& emit) {
+                                 const std::function<void(const nlohmann::json&)>& emit, uint32_t step_tokens) {
   if (!context.info().timestamps) return Error{Errc::unsupported, "this device has no GPU timestamps to profile with"};
   auto& kv = model.kv_cache();
-  if (!kv.reserve(0, context_tokens + 2))
-    return Error{Errc::invalid_argument, fmt::format("the KV cache cannot hold {} tokens", context_tokens + 2)};
+  if (step_tokens == 0 || step_tokens > model.max_step_tokens())
+    return Error{Errc::invalid_argument, fmt::format("--profile-tokens must be 1 to {}", model.max_step_tokens())};
+  if (!kv.reserve(0, context_tokens + step_tokens + 1))
+    return Error{Errc::invalid_argument,
+                 fmt::format("the KV cache cannot hold {} tokens", context_tokens + step_tokens + 1)};
   std::mt19937 gen(99);
   StepRunner plain(context, model);
   if (context_tokens > 0) plain.prefill(0, context_tokens, gen);
   // Warm the clocks with unprofiled steps (the figure next to the table), then one profiled step.
   std::vector<double> unprofiled;
   const auto warm_until = Clock::now() + std::chrono::milliseconds(600);
-  while (Clock::now() < warm_until || unprofiled.size() < 5) unprofiled.push_back(plain.step({{1}}, {0}, {context_tokens}));
+  const std::vector<std::vector<uint32_t>> tokens = {std::vector<uint32_t>(step_tokens, 1)};
+  while (Clock::now() < warm_until || unprofiled.size() < 5) unprofiled.push_back(plain.step(tokens, {0}, {context_tokens}));
   StepRunner profiled(context, model, /*profile=*/true);
-  profiled.step({{1}}, {0}, {context_tokens});
+  profiled.step(tokens, {0}, {context_tokens});
   std::map<std::string, std::pair<uint64_t, double>> by_op;  // label -> (calls, ns)
   double total = 0;
   for (const auto& sample : profiled.commands().read_timestamps()) {
@@ -183,7 +187,8 @@ Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uin
     emit({{"test", "profile"}, {"op", label}, {"calls", v.first}, {"us", v.second * 1e-3},
           {"us_per_call", v.second * 1e-3 / v.first}, {"share", total > 0 ? v.second / total : 0.0}});
   }
-  emit({{"test", "profile_total"}, {"context", context_tokens}, {"ops", profiled.commands().read_timestamps().size()},
+  emit({{"test", "profile_total"}, {"context", context_tokens}, {"step_tokens", step_tokens},
+        {"ops", profiled.commands().read_timestamps().size()},
         {"profiled_us", total * 1e-3}, {"unprofiled_us", percentile(unprofiled, 0.5) * 1e-3},
         {"note", "each op followed by a barrier and a timestamp: the ops run one after another"}});
   return {};
