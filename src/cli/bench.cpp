@@ -46,6 +46,7 @@ int run_bench(const BenchArgs& a) {
     bo.decode_steps = 4;
     bo.repeats = std::min<uint32_t>(a.repeats, 2);
     bo.probe_bytes = 16ull << 20;
+    bo.warm_ms = 0;
   }
   auto context = gpu::Context::create({.device_index = a.device});
   if (!context) return fail(context.error());

@@ -128,6 +128,17 @@ double probe_bandwidth(gpu::Context& context, uint64_t bytes) {
   return 2.0 * bytes / percentile(ns, 0.5);  // bytes per ns = GB/s
 }
 
+// Runs `step` untimed for at least `ms` milliseconds (and at least twice) so that the GPU's clocks are up
+// when the timed repeats begin: an NVIDIA GPU drops its clocks within a fraction of a second of light load
+// (host-side gaps between figures are enough), and the first figure of a run measured ~30% low without this.
+// ms == 0 (--quick) runs it once.
+void warm_up(const std::function<void()>& step, uint32_t ms) {
+  const auto until = Clock::now() + std::chrono::milliseconds(ms);
+  step();
+  if (ms > 0)
+    for (int n = 1; n < 2 || Clock::now() < until; ++n) step();
+}
+
 nlohmann::json spread(const std::vector<double>& v) {
   return {{"median", percentile(v, 0.5)}, {"p10", percentile(v, 0.1)}, {"p90", percentile(v, 0.9)}};
 }
@@ -164,9 +175,11 @@ Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uin
   std::mt19937 gen(99);
   StepRunner plain(context, model);
   if (context_tokens > 0) plain.prefill(0, context_tokens, gen);
-  // Warm the clocks with unprofiled steps (the figure next to the table), then one profiled step.
+  // Warm the clocks (copies back to back, then unprofiled steps: the figure next to the table), then one
+  // profiled step.
+  probe_bandwidth(context, 64ull << 20);
   std::vector<double> unprofiled;
-  const auto warm_until = Clock::now() + std::chrono::milliseconds(600);
+  const auto warm_until = Clock::now() + std::chrono::milliseconds(1500);
   const std::vector<std::vector<uint32_t>> tokens = {std::vector<uint32_t>(step_tokens, 1)};
   while (Clock::now() < warm_until || unprofiled.size() < 5) unprofiled.push_back(plain.step(tokens, {0}, {context_tokens}));
   StepRunner profiled(context, model, /*profile=*/true);
@@ -250,6 +263,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
       continue;
     }
     std::vector<double> tok_s;
+    warm_up([&] { runner.prefill(0, n, gen); }, options.warm_ms);
     for (uint32_t r = 0; r < options.repeats; ++r) tok_s.push_back(n / (runner.prefill(0, n, gen) * 1e-9));
     kv.release(0);
     auto line = base;
@@ -266,6 +280,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     }
     if (ctx > 0) runner.prefill(0, ctx, gen);
     std::vector<double> tok_s;
+    warm_up([&] { runner.step({{1u}}, {0}, {ctx}); }, options.warm_ms);
     for (uint32_t r = 0; r < options.repeats; ++r) {
       double ns = 0;
       for (uint32_t i = 0; i < options.decode_steps; ++i) ns += runner.step({{1u + i}}, {0}, {ctx + i});
@@ -297,6 +312,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
         std::vector<uint32_t> block(k);
         std::iota(block.begin(), block.end(), 1u);
         std::vector<double> ms;
+        warm_up([&] { runner.step({block}, {0}, {ctx}); }, options.warm_ms / 2);
         for (uint32_t r = 0; r < options.repeats; ++r) ms.push_back(runner.step({block}, {0}, {ctx}) * 1e-6);
         const double median = percentile(ms, 0.5);
         if (k == 1) one = median;
@@ -330,6 +346,10 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     std::vector<double> tok_s;
     std::vector<uint32_t> seqs(n), from(n);
     std::iota(seqs.begin(), seqs.end(), 0u);
+    warm_up([&] {
+      std::fill(from.begin(), from.end(), prompt);
+      runner.step(std::vector<std::vector<uint32_t>>(n, std::vector<uint32_t>{1u}), seqs, from);
+    }, options.warm_ms);
     for (uint32_t r = 0; r < options.repeats; ++r) {
       double ns = 0;
       for (uint32_t i = 0; i < options.decode_steps; ++i) {

@@ -26,6 +26,7 @@ struct BenchOptions {
   uint32_t decode_steps = 16;  // timed decode steps per figure
   uint32_t repeats = 5;
   uint64_t probe_bytes = 256ull << 20;  // size of the bandwidth probe's copy
+  uint32_t warm_ms = 1000;  // untimed run of each figure before its repeats (GPU clocks up); 0 runs it once
 
   // The KV-cache tokens one sequence needs for every test above.
   uint32_t max_context() const;
