@@ -57,6 +57,7 @@ model::LoadOptions options(ops::WeightType quant, uint32_t slots = 0) {
   o.max_step_tokens = 16;  // the 23-token prompt runs in two prefill steps
   o.streaming = slots > 0;
   o.expert_slots = slots;
+  o.host_cache_bytes = 0;  // no RAM tier unless a test asks for one (the default sizes it from free memory)
   return o;
 }
 
@@ -249,12 +250,61 @@ TEST(EngineLayoutErrors, StreamingNeedsASidecar) {
   EXPECT_NE(r.error().message.find("mach prune"), std::string::npos) << r.error().message;
 }
 
-TEST(EngineLayoutErrors, CorruptSlabFailsTheRequestAndTheNextOneWorks) {
+// The host-RAM tier between the sidecar and a bank of 2 slots: resident mode's logits and tokens; a miss found
+// in RAM is copied from there (no read), so a second identical request reads nothing from the disk; a tier of
+// 2 slabs (the least: one pass) evicts and still computes the same; a tier smaller than a pass is refused.
+TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto resident = load(dir, options(GetParam()));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  const uint64_t slab = resident->expert_bytes();
+
+  auto o = options(GetParam(), 2);
+  o.host_cache_bytes = 24 * slab;  // 3 layers x 8 experts: all of them
+  auto streamed = load(dir, o);
+  const auto first = std::move(generate(*streamed)).value_or_throw();
+  EXPECT_EQ(first.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(first.tokens, want.tokens);
+  const auto once = streamed->expert_stats();
+  EXPECT_EQ(once.host_cache_entries, 24u);
+  EXPECT_EQ(once.host_cache_bytes, 24 * slab);
+  for (const auto& l : once.layers) {
+    EXPECT_GT(l.ram_hits, 0u) << "layer " << l.layer << ": 8 experts through 2 slots come back";
+    EXPECT_EQ(l.bytes_read, (l.misses - l.ram_hits) * slab) << "layer " << l.layer;
+    EXPECT_EQ(l.bytes_uploaded, l.misses * slab) << "layer " << l.layer;
+    EXPECT_LE(l.bytes_read, 8 * slab) << "layer " << l.layer << ": each slab read from disk once";
+  }
+  const auto second = std::move(generate(*streamed)).value_or_throw();
+  EXPECT_EQ(second.tokens, want.tokens);
+  EXPECT_EQ(streamed->expert_stats().total().bytes_read, once.total().bytes_read);
+  EXPECT_GT(streamed->expert_stats().total().misses, once.total().misses);
+
+  o.host_cache_bytes = 2 * slab;
+  auto small = load(dir, o);
+  const auto got = std::move(generate(*small)).value_or_throw();
+  EXPECT_EQ(got.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_GT(small->expert_stats().total().bytes_read, 24 * slab) << "a 2-slab tier re-reads evicted slabs";
+
+  o.host_cache_bytes = slab;
+  auto refused = model::load_model(dir, gpu_context(), o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("--host-cache-gb"), std::string::npos) << refused.error().message;
+}
+
+// A corrupt slab fails the request that needs it, with or without the RAM tier (which must not keep the bad
+// bytes), and once the file is whole again the next request computes resident mode's tokens.
+class CorruptSlab : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CorruptSlab, FailsTheRequestAndTheNextOneWorks) {
   TempDir tmp("engine_layout");
   const fs::path dir = pruned(tmp, ops::WeightType::bf16);
   auto resident = load(dir, options(ops::WeightType::bf16));
   const auto want = std::move(generate(*resident)).value_or_throw();
-  auto streamed = load(dir, options(ops::WeightType::bf16, 2));
+  auto o = options(ops::WeightType::bf16, 2);
+  if (GetParam()) o.host_cache_bytes = 24 * resident->expert_bytes();
+  auto streamed = load(dir, o);
 
   const fs::path file = dir / "expert_sidecar" / "layer_01.bin";
   const auto good = read_file(file);
@@ -273,6 +323,9 @@ TEST(EngineLayoutErrors, CorruptSlabFailsTheRequestAndTheNextOneWorks) {
   EXPECT_EQ(got.prompt_logits, want.prompt_logits);
   EXPECT_EQ(got.tokens, want.tokens);
 }
+
+INSTANTIATE_TEST_SUITE_P(RamTier, CorruptSlab, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "with_ram_tier" : "without"; });
 
 TEST(EngineLayoutErrors, ReadErrorFailsTheStepsSequencesAndTheNextRequestWorks) {
   TempDir tmp("engine_layout");

@@ -3,7 +3,12 @@
 // limit. See engine/model_bench.hpp and docs/performance.md.
 #include <fmt/format.h>
 
+#include <filesystem>
+#include <optional>
+#include <sstream>
+
 #include "cli/commands.hpp"
+#include "cli/expert_options.hpp"
 #include "engine/model_bench.hpp"
 #include "experts/expert_stats.hpp"
 #include "gpu/context.hpp"
@@ -20,9 +25,8 @@ struct BenchArgs {
   double kv_cache_gb = 8;
   uint32_t repeats = 5;
   bool quick = false;
-  bool streaming = false;
-  uint32_t expert_slots = 0;
-  double expert_cache_gb = 0;
+  ExpertArgs experts;
+  std::string only;
   bool profile = false;
   uint32_t profile_context = 0;
   uint32_t profile_tokens = 1;
@@ -56,12 +60,29 @@ int run_bench(const BenchArgs& a) {
   lo.max_context = bo.max_context();
   lo.max_sequences = a.max_batch;
   lo.kv_cache_bytes = static_cast<uint64_t>(a.kv_cache_gb * 1073741824.0);
-  lo.streaming = a.streaming;
-  lo.expert_slots = a.expert_slots;
-  lo.expert_cache_bytes = static_cast<uint64_t>(a.expert_cache_gb * 1073741824.0);
+  if (auto r = apply_expert_options(a.experts, lo); !r) return fail(r.error());
+  if (!a.only.empty()) {
+    bo.prefill = bo.decode = bo.verify = bo.concurrent = false;
+    std::stringstream list(a.only);
+    for (std::string t; std::getline(list, t, ',');) {
+      if (t == "prefill") bo.prefill = true;
+      else if (t == "decode") bo.decode = true;
+      else if (t == "verify") bo.verify = true;
+      else if (t == "concurrent") bo.concurrent = true;
+      else return fail({Errc::invalid_argument, fmt::format("--only {}: the tests are prefill, decode, verify and "
+                                                            "concurrent", t)});
+    }
+  }
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
-  const std::string residency = a.streaming ? "streaming" : "resident";
+  std::optional<experts::Sidecar> sidecar;
+  if (a.experts.streaming) {
+    auto opened = experts::Sidecar::open(std::filesystem::path(a.model_dir) / experts::kSidecarDir);
+    if (!opened) return fail(opened.error());
+    sidecar = std::move(opened).value();
+    bo.sidecar = &*sidecar;
+  }
+  const std::string residency = a.experts.streaming ? "streaming" : "resident";
   try {
     const auto emit = [&](const nlohmann::json& line) {
       nlohmann::json out = line;
@@ -73,7 +94,7 @@ int run_bench(const BenchArgs& a) {
     auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit, a.profile_tokens)
                        : engine::run_model_bench(**context, **model, bo, emit);
     if (!r) return fail(r.error());
-    if (a.streaming) {
+    if (a.experts.streaming) {
       // The figures above are GPU time; a streaming step also stands still on the host while it loads
       // experts, which these counters (stall_ms, read_ms per layer) measure.
       nlohmann::json out = {{"test", "expert_streaming"}, {"quant", a.quant}, {"residency", residency}};
@@ -103,12 +124,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--profile-tokens", a.profile_tokens,
                   "tokens of one sequence in the profiled step (default 1; 16 profiles a verify block, 512 a prefill chunk)");
   cmd->add_flag("--quick", a.quick, "tiny sizes: checks the harness (CI), not the device");
-  cmd->add_flag("--streaming", a.streaming, "stream an engine layout's experts through a GPU bank (GPU-timed figures; "
-                                            "host stall time in a final expert_streaming line)");
-  cmd->add_option("--expert-slots", a.expert_slots, "expert slots per MoE layer with --streaming")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--expert-cache-gb", a.expert_cache_gb, "device memory for the banks with --streaming")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--only", a.only, "comma list of the tests to run: prefill, decode, verify, concurrent (default all)");
+  add_expert_options(cmd, a.experts);
   cmd->callback([&exit_code] { exit_code = run_bench(a); });
 }
 

@@ -1,5 +1,5 @@
 // The expert-residency flags shared by `mach generate`, `mach serve` and `mach bench`: --streaming /
-// --no-streaming, --expert-slots, --expert-cache-gb, --eviction, --pin-experts.
+// --no-streaming, --expert-slots, --expert-cache-gb, --host-cache-gb, --eviction, --pin-experts.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -20,6 +20,7 @@ struct ExpertArgs {
   double expert_cache_gb = 0;
   std::string eviction = "lru";
   std::string pin_experts;
+  double host_cache_gb = -1;  // < 0: the default (what the host can spare)
 };
 
 inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
@@ -31,6 +32,10 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
   cmd->add_option("--expert-cache-gb", a.expert_cache_gb,
                   "device memory for all layers' banks, GiB (default: what the device has left, 10% margin)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--host-cache-gb", a.host_cache_gb,
+                  "pinned host RAM for experts read before, GiB: misses found there copy at PCIe speed instead of "
+                  "reading the disk (default: free memory less max(4 GiB, 20%), at most the sidecar; 0: off)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
   cmd->add_option("--pin-experts", a.pin_experts,
                   "JSONL of {\"layer\": L, \"experts\": [ids]}: experts kept in the bank for good (at most slots - 1 "
@@ -45,9 +50,10 @@ inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions
   const auto eviction = experts::parse_eviction(a.eviction);
   if (!eviction) return Error{Errc::invalid_argument, fmt::format("--eviction {}: use lru, lfu or lfru", a.eviction)};
   lo.eviction = *eviction;
-  if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty()))
-    return Error{Errc::invalid_argument,
-                 "--expert-slots, --expert-cache-gb and --pin-experts shape the bank of --streaming; add --streaming"};
+  if (a.host_cache_gb >= 0) lo.host_cache_bytes = static_cast<uint64_t>(a.host_cache_gb * 1073741824.0);
+  if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0))
+    return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb and --pin-experts shape "
+                                         "the expert streaming of --streaming; add --streaming"};
   if (!a.pin_experts.empty()) {
     auto pins = experts::parse_keep_plan(a.pin_experts, "--pin-experts");
     if (!pins) return pins.error();

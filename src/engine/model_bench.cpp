@@ -1,12 +1,14 @@
 #include "engine/model_bench.hpp"
 
 #include "engine/stats.hpp"
+#include "experts/slab_reader.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <random>
@@ -28,8 +30,12 @@ class StepRunner {
 
   // Runs tokens of `seqs` (one run each: tokens[i] at positions from[i]...), logits for the last token of each
   // run; returns the GPU ns of the step.
+  // Wall time instead of GPU time from step() (a streaming model stands still on the host between segments).
+  void use_wall_clock(bool wall) { wall_ = wall; }
+
   double step(const std::vector<std::vector<uint32_t>>& tokens, const std::vector<uint32_t>& seqs,
               const std::vector<uint32_t>& from) {
+    const auto t0 = Clock::now();
     batch_tokens_.clear(), seq_.clear(), pos_.clear(), rows_.clear();
     for (size_t i = 0; i < tokens.size(); ++i) {
       for (size_t j = 0; j < tokens[i].size(); ++j) {
@@ -48,7 +54,7 @@ class StepRunner {
       model_.continue_step(*cmd_).value_or_throw();
       ns += submit_timed();
     }
-    return ns;
+    return wall_ ? std::chrono::duration<double, std::nano>(Clock::now() - t0).count() : ns;
   }
 
   double submit_timed() {
@@ -91,7 +97,53 @@ class StepRunner {
   std::unique_ptr<gpu::CommandList> cmd_;
   std::vector<uint32_t> batch_tokens_, seq_, pos_, rows_;
   std::vector<float> logits_;
+  bool wall_ = false;
 };
+
+// Host-to-device copy bandwidth (a host-visible buffer into device memory, as RAM-tier misses copy), GB/s.
+double probe_upload(gpu::Context& context, uint64_t bytes) {
+  auto src = context.create_buffer(bytes, gpu::MemoryKind::host_upload, "bench upload probe src");
+  auto dst = context.create_buffer(bytes, gpu::MemoryKind::device, "bench upload probe dst");
+  std::memset(src.mapped(), 1, bytes);
+  auto cmd = context.begin_commands();
+  std::vector<double> ns;
+  for (int r = 0; r < 6; ++r) {
+    cmd->begin();
+    for (int i = 0; i < 4; ++i) cmd->copy(src, 0, dst, 0, bytes);
+    cmd->timestamp("copies");
+    cmd->end();
+    context.wait(context.submit(*cmd));
+    if (r > 0) ns.push_back(cmd->elapsed_ns() / 4);
+  }
+  return bytes / percentile(ns, 0.5);
+}
+
+// The sidecar's read bandwidth as the miss path sees it (io_uring, O_DIRECT where allowed, checksums),
+// over about `bytes` of slabs spread over the layers, GB/s.
+Result<double> probe_sidecar(const experts::Sidecar& sidecar, uint64_t bytes) {
+  const auto& layout = sidecar.layout();
+  auto reader = experts::SlabReader::open(sidecar, 64);
+  if (!reader) return reader.error();
+  const uint64_t slab = layout.slab_bytes;
+  const uint64_t count = std::max<uint64_t>(1, std::min<uint64_t>(bytes / slab, layout.expert_count()));
+  constexpr size_t kBatch = 64;
+  std::vector<std::byte> dst(kBatch * slab);
+  std::vector<experts::SlabRead> reads;
+  uint64_t done = 0;
+  const auto t0 = Clock::now();
+  for (uint64_t i = 0; i < count; ++i) {
+    const auto& layer = layout.layers[i % layout.layers.size()];
+    const uint32_t expert = static_cast<uint32_t>((i / layout.layers.size()) % layer.experts.size());
+    reads.push_back({layer.layer, expert, dst.data() + reads.size() * slab});
+    if (reads.size() == kBatch || i + 1 == count) {
+      for (auto& r : (*reader)->read(reads))
+        if (!r) return r.error();
+      done += reads.size() * slab;
+      reads.clear();
+    }
+  }
+  return done / std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+}
 
 // Device read bandwidth from a large device-to-device copy (bytes read + bytes written over its time).
 // Device memory bandwidth from buffer copies (each byte read once and written once). The GPU must be warm:
@@ -228,6 +280,36 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     line["probe_bytes"] = options.probe_bytes;
     emit(line);
   }
+  const bool streaming = model.expert_stats().streaming;
+  runner.use_wall_clock(streaming);
+  if (options.sidecar) {
+    auto line = base;
+    line["test"] = "streaming_probes";
+    auto read = probe_sidecar(*options.sidecar, uint64_t{1} << 30);
+    if (!read) return read.error();
+    line["sidecar_read_gb_per_s"] = *read;
+    line["host_to_device_gb_per_s"] = probe_upload(context, 256ull << 20);
+    emit(line);
+  }
+  // A streaming figure's expert counters: what its timed repeats loaded, from where, and how fast.
+  auto expert_totals = [&] { return model.expert_stats().total(); };
+  auto add_expert_counters = [&](nlohmann::json& line, const experts::ExpertLayerStats& before) {
+    if (!streaming) return;
+    const auto after = expert_totals();
+    const uint64_t hits = after.hits - before.hits, misses = after.misses - before.misses;
+    const uint64_t read = after.bytes_read - before.bytes_read;
+    const double read_s = (after.read_ns - before.read_ns) * 1e-9;
+    line["experts"] = {{"hits", hits},
+                       {"misses", misses},
+                       {"hit_rate", hits + misses ? double(hits) / double(hits + misses) : 0.0},
+                       {"ram_hits", after.ram_hits - before.ram_hits},
+                       {"bytes_read", read},
+                       {"read_gb_per_s", read_s > 0 ? read / read_s * 1e-9 : 0.0},
+                       {"bytes_uploaded", after.bytes_uploaded - before.bytes_uploaded},
+                       {"stall_ms", (after.stall_ns - before.stall_ns) * 1e-6}};
+  };
+  nlohmann::json clock_base = base;
+  clock_base["clock"] = streaming ? "wall" : "gpu";
   auto skipped = [&](const std::string& test, nlohmann::json params, const std::string& why) {
     auto line = base;
     line["test"] = test;
@@ -257,23 +339,25 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
       return Error{Errc::gpu, "greedy decoding is not deterministic across two identical runs"};
   }
 
-  for (uint32_t n : options.prefill_lengths) {
+  for (uint32_t n : options.prefill ? options.prefill_lengths : std::vector<uint32_t>{}) {
     if (!kv.reserve(0, n)) {
       skipped("prefill", {{"tokens", n}}, "the KV cache (--max-context, --kv-cache-gb) has no room");
       continue;
     }
     std::vector<double> tok_s;
     warm_up([&] { runner.prefill(0, n, gen); }, options.warm_ms);
+    const auto counted = expert_totals();
     for (uint32_t r = 0; r < options.repeats; ++r) tok_s.push_back(n / (runner.prefill(0, n, gen) * 1e-9));
     kv.release(0);
-    auto line = base;
+    auto line = clock_base;
+    add_expert_counters(line, counted);
     line["test"] = "prefill";
     line["tokens"] = n;
     line["tok_per_s"] = spread(tok_s);
     emit(line);
   }
 
-  for (uint32_t ctx : options.decode_contexts) {
+  for (uint32_t ctx : options.decode ? options.decode_contexts : std::vector<uint32_t>{}) {
     if (!kv.reserve(0, ctx + options.decode_steps + 1)) {
       skipped("decode", {{"context", ctx}, {"batch", 1}}, "the KV cache has no room");
       continue;
@@ -281,6 +365,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     if (ctx > 0) runner.prefill(0, ctx, gen);
     std::vector<double> tok_s;
     warm_up([&] { runner.step({{1u}}, {0}, {ctx}); }, options.warm_ms);
+    const auto counted = expert_totals();
     for (uint32_t r = 0; r < options.repeats; ++r) {
       double ns = 0;
       for (uint32_t i = 0; i < options.decode_steps; ++i) ns += runner.step({{1u + i}}, {0}, {ctx + i});
@@ -289,7 +374,8 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     kv.release(0);
     const uint64_t bytes = decode_bytes(model, ctx + options.decode_steps / 2, 1);
     const double limit = bandwidth * 1e9 / bytes;
-    auto line = base;
+    auto line = clock_base;
+    add_expert_counters(line, counted);
     line["test"] = "decode";
     line["context"] = ctx;
     line["batch"] = 1;
@@ -300,7 +386,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     emit(line);
   }
 
-  {
+  if (options.verify && !options.verify_blocks.empty()) {
     const uint32_t ctx = options.verify_context;
     const uint32_t kmax = *std::max_element(options.verify_blocks.begin(), options.verify_blocks.end());
     if (!kv.reserve(0, ctx + kmax)) {
@@ -313,10 +399,12 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
         std::iota(block.begin(), block.end(), 1u);
         std::vector<double> ms;
         warm_up([&] { runner.step({block}, {0}, {ctx}); }, options.warm_ms / 2);
+        const auto counted = expert_totals();
         for (uint32_t r = 0; r < options.repeats; ++r) ms.push_back(runner.step({block}, {0}, {ctx}) * 1e-6);
         const double median = percentile(ms, 0.5);
         if (k == 1) one = median;
-        auto line = base;
+        auto line = clock_base;
+        add_expert_counters(line, counted);
         line["test"] = "verify";
         line["context"] = ctx;
         line["block"] = k;
@@ -331,7 +419,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     }
   }
 
-  for (uint32_t n : options.concurrency) {
+  for (uint32_t n : options.concurrent ? options.concurrency : std::vector<uint32_t>{}) {
     const uint32_t prompt = 32;
     uint32_t admitted = 0;
     while (admitted < n && admitted < kv.max_sequences() && kv.reserve(admitted, prompt + options.decode_steps + 1))
@@ -350,6 +438,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
       std::fill(from.begin(), from.end(), prompt);
       runner.step(std::vector<std::vector<uint32_t>>(n, std::vector<uint32_t>{1u}), seqs, from);
     }, options.warm_ms);
+    const auto counted = expert_totals();
     for (uint32_t r = 0; r < options.repeats; ++r) {
       double ns = 0;
       for (uint32_t i = 0; i < options.decode_steps; ++i) {
@@ -361,7 +450,8 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     }
     for (uint32_t s = 0; s < n; ++s) kv.release(s);
     const uint64_t bytes = decode_bytes(model, prompt + options.decode_steps / 2, n);
-    auto line = base;
+    auto line = clock_base;
+    add_expert_counters(line, counted);
     line["test"] = "decode_concurrent";
     line["sequences"] = n;
     line["tok_per_s"] = spread(tok_s);

@@ -1,7 +1,7 @@
 // `mach bench`: end-to-end figures of a loaded model on this device, each against the limit the memory
 // bandwidth sets (bytes a step must move over the bandwidth measured in the same run). Figures are GPU time
-// from timestamps around whole forward steps (median and spread over repeats); a step's host work (sampling,
-// recording) is reported separately as wall time.
+// from timestamps around whole forward steps (median and spread over repeats; "clock": "gpu"), except for a
+// streaming model, whose figures are wall time ("clock": "wall": host recording and expert loads included).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,7 @@
 
 #include "gpu/context.hpp"
 #include "mach/error.hpp"
+#include "experts/sidecar.hpp"
 #include "model/model.hpp"
 
 namespace mach::engine {
@@ -27,6 +28,11 @@ struct BenchOptions {
   uint32_t repeats = 5;
   uint64_t probe_bytes = 256ull << 20;  // size of the bandwidth probe's copy
   uint32_t warm_ms = 1000;  // untimed run of each figure before its repeats (GPU clocks up); 0 runs it once
+  bool prefill = true, decode = true, verify = true, concurrent = true;  // which tests run (`--only`)
+  // A streaming model's figures are wall time (its steps wait on the host for expert loads) and carry the
+  // expert counters of their repeats; with a sidecar, two probes first: O_DIRECT reads of its slabs and
+  // host-to-device copies, the limits of a miss from disk and from the RAM tier.
+  const experts::Sidecar* sidecar = nullptr;
 
   // The KV-cache tokens one sequence needs for every test above.
   uint32_t max_context() const;

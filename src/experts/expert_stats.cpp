@@ -8,6 +8,8 @@ ExpertLayerStats ExpertStats::total() const {
     t.pinned += l.pinned;
     t.hits += l.hits;
     t.misses += l.misses;
+    t.ram_hits += l.ram_hits;
+    t.bytes_uploaded += l.bytes_uploaded;
     t.passes += l.passes;
     t.bytes_read += l.bytes_read;
     t.read_ns += l.read_ns;
@@ -26,10 +28,13 @@ nlohmann::json layer_json(const ExpertLayerStats& l) {
           {"hits", l.hits},
           {"misses", l.misses},
           {"hit_rate", l.hits + l.misses ? static_cast<double>(l.hits) / static_cast<double>(l.hits + l.misses) : 0.0},
+          {"ram_hits", l.ram_hits},
+          {"ram_hit_rate", l.misses ? static_cast<double>(l.ram_hits) / static_cast<double>(l.misses) : 0.0},
           {"passes", l.passes},
           {"bytes_read", l.bytes_read},
           {"read_ms", static_cast<double>(l.read_ns) * 1e-6},
           {"read_gbps", seconds > 0 ? static_cast<double>(l.bytes_read) / seconds * 1e-9 : 0.0},
+          {"bytes_uploaded", l.bytes_uploaded},
           {"stall_ms", static_cast<double>(l.stall_ns) * 1e-6},
           {"errors", l.errors}};
 }
@@ -45,6 +50,7 @@ nlohmann::json to_json(const ExpertStats& s) {
   total.erase("layer");
   return {{"streaming", s.streaming},       {"slots_per_layer", s.slots_per_layer}, {"bank_bytes", s.bank_bytes},
           {"slab_bytes", s.slab_bytes},     {"eviction", s.eviction},               {"direct_read", s.direct_read},
+          {"host_cache_bytes", s.host_cache_bytes}, {"host_cache_entries", s.host_cache_entries},
           {"total", std::move(total)},      {"layers", std::move(layers)},          {"bad_experts", std::move(bad)}};
 }
 

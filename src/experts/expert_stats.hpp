@@ -14,8 +14,10 @@ struct ExpertLayerStats {
   uint32_t pinned = 0;     // slots held by pinned experts (never evicted; their uses count as hits)
   uint64_t hits = 0;       // (step, expert) uses served by an expert already in the bank
   uint64_t misses = 0;     // (step, expert) uses that had to load the expert
+  uint64_t ram_hits = 0;   // misses served by the host-RAM tier (copied from RAM, no sidecar read)
   uint64_t passes = 0;     // expert passes run (more than one per step when a step's experts outnumber the slots)
   uint64_t bytes_read = 0; // slab bytes read from the sidecar
+  uint64_t bytes_uploaded = 0;  // slab bytes copied into the bank (every miss, from RAM or staging)
   uint64_t read_ns = 0;    // wall time of the sidecar reads (io_uring, all reads of a pass in flight together)
   uint64_t stall_ns = 0;   // wall time the step stood still at this layer on the host: ids readback, planning,
                            // reads, checksums, staging (the GPU's own time for the copies is not in it)
@@ -37,6 +39,8 @@ struct ExpertStats {
   uint64_t slab_bytes = 0;
   std::string eviction;      // lru, lfu, lfru
   bool direct_read = false;  // O_DIRECT reads (false: the filesystem refused it; reads are buffered)
+  uint64_t host_cache_bytes = 0;    // the host-RAM tier (0: none)
+  uint32_t host_cache_entries = 0;  // slabs it holds at most
   std::vector<ExpertLayerStats> layers;
   std::vector<BadExpert> bad;
 

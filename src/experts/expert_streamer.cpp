@@ -46,10 +46,21 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
     }
     s->tables_ = context.create_buffer(s->table_stride_ * s->banks_.size(), gpu::MemoryKind::device, "expert slot tables");
     context.fill(s->tables_, 0, s->tables_.size(), ops::kNoSlot);
-    s->staging_ = context.create_buffer(bank_bytes + s->table_stride_, gpu::MemoryKind::host_upload,
+    // With the RAM tier the slabs are read into its entries and copied from there: staging holds the table.
+    s->table_at_ = options.host_cache_bytes ? 0 : bank_bytes;
+    s->staging_ = context.create_buffer(s->table_at_ + s->table_stride_, gpu::MemoryKind::host_upload,
                                         "expert staging");
   } catch (const Exception& e) {
     return e.error();
+  }
+  if (options.host_cache_bytes) {
+    // More than every slab of the sidecar would never be used.
+    auto ram = HostCache::create(context, layout.slab_bytes, std::min(options.host_cache_bytes, layout.expert_bytes()),
+                                 s->slots_);
+    if (!ram) return ram.error();
+    s->ram_ = std::move(ram).value();
+    s->stats_.host_cache_bytes = s->ram_->bytes();
+    s->stats_.host_cache_entries = s->ram_->entries();
   }
   auto reader = SlabReader::open(s->sidecar_, options.queue_depth);
   if (!reader) return reader.error();
@@ -135,24 +146,43 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   st.hits += hits;
   st.misses += loads.size();
   ++st.passes;
+  // Where each load's bytes come from: a RAM-tier entry (found, or claimed and read now), or staging.
+  ++pass_stamp_;
+  std::vector<HostCache::Entry> sources(loads.size());
   std::vector<SlabRead> reads;
-  for (size_t i = 0; i < loads.size(); ++i) reads.push_back({layer, loads[i].expert, staging_.mapped() + i * slab});
+  std::vector<size_t> read_load;  // reads[i] is the read of loads[read_load[i]]
+  for (size_t i = 0; i < loads.size(); ++i) {
+    if (ram_) {
+      if (auto found = ram_->find(layer, loads[i].expert, pass_stamp_)) {
+        sources[i] = *found;
+        ++st.ram_hits;
+        continue;
+      }
+      sources[i] = ram_->claim(layer, loads[i].expert, pass_stamp_);
+    } else {
+      sources[i] = {&staging_, i * slab, staging_.mapped() + i * slab};
+    }
+    reads.push_back({layer, loads[i].expert, sources[i].data});
+    read_load.push_back(i);
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<Result<void>> results = reader_->read(reads);
   st.read_ns += ns_since(t0);
-  st.bytes_read += loads.size() * slab;
+  st.bytes_read += reads.size() * slab;
 
   const Error* first = nullptr;
-  for (size_t i = 0; i < loads.size(); ++i) {
-    if (results[i]) continue;
+  for (size_t r = 0; r < reads.size(); ++r) {
+    if (results[r]) continue;
+    const uint32_t expert = reads[r].expert;
     ++st.errors;
+    if (ram_) ram_->drop(layer, expert);  // never serve the failed read's bytes
     // One entry per expert, with its latest error, so that a lasting failure does not grow the list.
     auto it = std::find_if(stats_.bad.begin(), stats_.bad.end(), [&](const BadExpert& bad) {
-      return bad.layer == layer && bad.expert == loads[i].expert;
+      return bad.layer == layer && bad.expert == expert;
     });
-    if (it == stats_.bad.end()) it = stats_.bad.insert(stats_.bad.end(), {layer, loads[i].expert, ""});
-    it->error = results[i].error().message;
-    if (!first) first = &results[i].error();
+    if (it == stats_.bad.end()) it = stats_.bad.insert(stats_.bad.end(), {layer, expert, ""});
+    it->error = results[r].error().message;
+    if (!first) first = &results[r].error();
   }
   if (first) {
     for (const SlotLoad& l : loads) b.map.forget(l.slot);
@@ -168,13 +198,13 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   });
 
   for (size_t i = 0; i < loads.size(); ++i)
-    cmd.copy(staging_, i * slab, b.slots, uint64_t{loads[i].slot} * slab, slab);
+    cmd.copy(*sources[i].buffer, sources[i].offset, b.slots, uint64_t{loads[i].slot} * slab, slab);
+  st.bytes_uploaded += loads.size() * slab;
   // The pass's slot table: its experts' slots, kNoSlot elsewhere (their pairs are skipped, or already done).
-  const uint64_t table_at = uint64_t{slots_} * slab;
-  auto* table = reinterpret_cast<uint32_t*>(staging_.mapped() + table_at);
+  auto* table = reinterpret_cast<uint32_t*>(staging_.mapped() + table_at_);
   std::fill_n(table, experts_, ops::kNoSlot);
   for (uint32_t e : pass) table[e] = b.map.slot_of(e);
-  cmd.copy(staging_, table_at, tables_, static_cast<uint64_t>(bank_of_[layer]) * table_stride_, uint64_t{experts_} * 4);
+  cmd.copy(staging_, table_at_, tables_, static_cast<uint64_t>(bank_of_[layer]) * table_stride_, uint64_t{experts_} * 4);
   const bool last = next_pass_ >= passes_.size();
   if (last) current_ = -1;
   return last;

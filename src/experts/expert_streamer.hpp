@@ -3,8 +3,9 @@
 // slot (ops::kNoSlot for experts outside the bank or the current pass), and the miss path:
 //
 //   the step's router ids for a layer (read back by the model)  ->  begin_layer: passes of <= slots experts
-//   record_pass: SlotMap picks the slots (hits stay, misses evict by the policy), SlabReader reads the missing
-//   slabs (io_uring, O_DIRECT, checksummed) into host-visible staging, and the pass's copies into the slots and
+//   record_pass: SlotMap picks the slots (hits stay, misses evict by the policy); a miss found in the host-RAM
+//   tier (host_cache.hpp) is copied from there, the others are read by SlabReader (io_uring, O_DIRECT,
+//   checksummed) into the tier (or host-visible staging without one), and the pass's copies into the slots and
 //   its slot table are recorded ahead of the layer's expert products.
 //
 // The first design is synchronous: the model ends a segment of the step at each router, the caller submits and
@@ -20,6 +21,7 @@
 
 #include "experts/eviction.hpp"
 #include "experts/expert_stats.hpp"
+#include "experts/host_cache.hpp"
 #include "experts/sidecar.hpp"
 #include "experts/slab_reader.hpp"
 #include "experts/slot_map.hpp"
@@ -34,6 +36,9 @@ struct StreamerOptions {
   unsigned queue_depth = 64;  // slab reads in the kernel at once
   // Hot experts kept in their layer's bank for good, by model layer (router ids); at most slots - 1 per layer.
   std::map<uint32_t, std::vector<uint32_t>> pinned;
+  // The host-RAM tier (host_cache.hpp): bytes of pinned host memory for slabs read before; 0: none (misses
+  // always read the sidecar). At least one bank's worth (slots slabs) when not 0.
+  uint64_t host_cache_bytes = 0;
 };
 
 class ExpertStreamer {
@@ -85,7 +90,10 @@ class ExpertStreamer {
   std::vector<int> bank_of_;     // model layer -> index into banks_, -1 for layers without experts
   std::vector<LayerBank> banks_;
   gpu::Buffer tables_;           // [layers with experts][table_stride_] u32 slot tables
-  gpu::Buffer staging_;          // slots * slab_bytes of slabs, then one slot table
+  gpu::Buffer staging_;          // slots * slab_bytes of slabs (none with the RAM tier), then one slot table
+  uint64_t table_at_ = 0;        // offset of the slot table in staging_
+  std::unique_ptr<HostCache> ram_;  // the host-RAM tier, or null
+  uint64_t pass_stamp_ = 0;
   std::unique_ptr<SlabReader> reader_;
   ExpertStats stats_;
   // The layer begun last and its passes still to run.

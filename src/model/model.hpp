@@ -48,6 +48,9 @@ struct LoadOptions {
   experts::EvictionKind eviction = experts::EvictionKind::lru;
   // Hot experts kept in the bank for good, per model layer (router ids; --pin-experts); at most slots - 1.
   std::map<uint32_t, std::vector<uint32_t>> pinned_experts;
+  // The host-RAM tier of streaming (experts/host_cache.hpp), bytes; 0: none; unset: what the host can spare
+  // (default_host_cache_bytes), at most the whole sidecar, and none when that is less than one bank.
+  std::optional<uint64_t> host_cache_bytes;
   // The device memory the load may plan for; 0: the device's device-local memory (tests pass less).
   uint64_t device_memory_bytes = 0;
   // Notes of the load a user should see (e.g. which format the experts use); unset: dropped.

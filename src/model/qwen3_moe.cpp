@@ -365,9 +365,10 @@ std::string Qwen3Moe::residency() const {
     return fmt::format("residency=resident experts={} expert_format={}", sidecar_ ? "sidecar" : "checkpoint",
                        ops::weight_type_name(expert_type()));
   const auto st = streamer_->stats();
-  return fmt::format("residency=streaming expert_slots={} experts={} bank_mib={:.1f} eviction={} direct_read={} "
-                     "expert_format={}", st.slots_per_layer, config_.num_experts, st.bank_bytes / 1048576.0,
-                     st.eviction, st.direct_read, ops::weight_type_name(expert_type()));
+  return fmt::format("residency=streaming expert_slots={} experts={} bank_mib={:.1f} host_cache_mib={:.1f} "
+                     "eviction={} direct_read={} expert_format={}", st.slots_per_layer, config_.num_experts,
+                     st.bank_bytes / 1048576.0, st.host_cache_bytes / 1048576.0, st.eviction, st.direct_read,
+                     ops::weight_type_name(expert_type()));
 }
 
 Result<void> Qwen3Moe::load(const TensorSource& src) {
@@ -403,6 +404,14 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     so.slots = slots_;
     so.eviction = options_.eviction;
     so.pinned = options_.pinned_experts;
+    if (options_.host_cache_bytes) {
+      so.host_cache_bytes = *options_.host_cache_bytes;
+    } else {
+      const uint64_t spare = experts::default_host_cache_bytes(sidecar_->layout().expert_bytes());
+      so.host_cache_bytes = spare >= uint64_t{slots_} * sidecar_->layout().slab_bytes ? spare : 0;
+      if (options_.log && so.host_cache_bytes == 0)
+        options_.log("the host has too little free memory for an expert RAM tier: misses read the disk");
+    }
     auto streamer = experts::ExpertStreamer::create(context_, *sidecar_, so);
     if (!streamer) return streamer.error();
     streamer_ = std::move(streamer).value();
