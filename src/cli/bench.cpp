@@ -27,6 +27,7 @@ struct BenchArgs {
   bool quick = false;
   ExpertArgs experts;
   std::string only;
+  std::vector<uint32_t> contexts;
   bool profile = false;
   uint32_t profile_context = 0;
   uint32_t profile_tokens = 1;
@@ -73,6 +74,8 @@ int run_bench(const BenchArgs& a) {
                                                             "concurrent", t)});
     }
   }
+  if (!a.contexts.empty()) bo.decode_contexts = a.contexts;
+  lo.max_context = bo.max_context();
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
   std::optional<experts::Sidecar> sidecar;
@@ -125,6 +128,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                   "tokens of one sequence in the profiled step (default 1; 16 profiles a verify block, 512 a prefill chunk)");
   cmd->add_flag("--quick", a.quick, "tiny sizes: checks the harness (CI), not the device");
   cmd->add_option("--only", a.only, "comma list of the tests to run: prefill, decode, verify, concurrent (default all)");
+  cmd->add_option("--contexts", a.contexts, "context lengths of the decode test (default 0 4096 16384)")->delimiter(',');
   add_expert_options(cmd, a.experts);
   cmd->callback([&exit_code] { exit_code = run_bench(a); });
 }
