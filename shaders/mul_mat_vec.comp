@@ -1,6 +1,8 @@
 #version 450
 // Matrix-vector product for few tokens (decode, speculative verify): y[t, n] = sum_k W[n, k] * x[t, k].
-//   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32, T = NT <= 8.
+//   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32.
+// The T tokens are split into chunks of NT <= 8 (the last may be shorter); a workgroup owns (row tile,
+// chunk), with the chunks of a row tile adjacent in the grid so that its weights are re-read from L2.
 // With MUL_MAT_ID (MoE experts): one workgroup per (row tile, pair), pair = t * top_k + s;
 //   W = stack[slot_table[ids[pair]]], x row = x_per_slot ? pair : t, y: [T, top_k, N] row `pair` (NT = 1);
 //   a pair whose expert's slot is NO_SLOT is skipped (its y row keeps its contents).
@@ -17,7 +19,7 @@
 //            [32, max] (max 256 by default), so short rows (MoE down projections, K = 768) waste few lanes.
 //   1  ROWS  rows per workgroup (default 4): more rows = more loads in flight and more x reuse, fewer
 //            workgroups. 2..8 are sensible.
-//   2  NT    tokens (exactly T of the dispatch).
+//   2  NT    tokens per chunk: T where T <= 8, else ceil(T / ceil(T / 8)).
 //
 // Expected on NVIDIA H100/H200 (~3.3/4.8 TB/s peak, ~3.0/4.1 achievable), T = 1, >= 1 GiB weights:
 //   bf16, f16, f32: pure streaming, 2-4 integer/FP ops per 4 bytes: 80-90% of achievable bandwidth.
@@ -75,11 +77,15 @@ void main() {
   const uint mat = p.w_base + slot * p.w_stride;
   const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
   const uint y_base = pair * p.n;
+  const uint last = 0;
 #else
-  const uint row0 = wg * ROWS;
+  const uint chunks = (p.tokens + NT - 1) / NT;
+  const uint row0 = (wg / chunks) * ROWS;
+  const uint t0 = (wg % chunks) * NT;
   const uint mat = p.w_base;
-  const uint x_base = 0;
-  const uint y_base = 0;
+  const uint x_base = t0 * k4;
+  const uint y_base = t0 * p.n;
+  const uint last = p.tokens - 1 - t0;  // the chunk's last token; tokens past it re-read it, store nothing
 #endif
   // Rows past N (the last tile) read row N - 1 and store nothing.
   uint rows[ROWS];
@@ -104,7 +110,7 @@ void main() {
       for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
       const uint xi = x_base + chunk_x4(u, c);
       for (uint t = 0; t < NT; ++t) {
-        const vec4 xv = x4[xi + t * k4];
+        const vec4 xv = x4[xi + min(t, last) * k4];
 #ifdef WTYPE_QUANTIZED
         const vec4 xq = xv * chunk_xscale(c);
         xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
@@ -135,6 +141,6 @@ void main() {
     float s = 0.0;
     for (uint g = 0; g < gl_NumSubgroups; ++g) s += partial[g * RN + i];
     const uint row = row0 + i / NT;
-    if (row < p.n) y[y_base + (i % NT) * p.n + row] = s;
+    if (row < p.n && i % NT <= last) y[y_base + (i % NT) * p.n + row] = s;
   }
 }

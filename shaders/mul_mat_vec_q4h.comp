@@ -1,6 +1,7 @@
 #version 450
 // q4 matrix-vector product in packed f16 arithmetic, for devices with shaderFloat16:
-//   y[t, n] = sum_k W[n, k] * x[t, k],  W: [N, K] q4 (weight_format.hpp), T = NT <= 8 tokens.
+//   y[t, n] = sum_k W[n, k] * x[t, k],  W: [N, K] q4 (weight_format.hpp), T tokens in chunks of NT <= 8
+//   (as in mul_mat_vec.comp: a workgroup per (row tile, chunk), the last chunk may be shorter).
 // x arrives prepared by q4h_prep.comp (xh: f16 pairs scaled to [-1, 1] per 64-column group, xg: the group
 // scale and per-unit sums). Per 32-bit weight word, each nibble pair becomes an f16vec2 with one AND and one
 // OR (bits placed in the mantissa of 1024.0), one subtraction and one packed fused multiply-add: about 2.4
@@ -88,11 +89,15 @@ void main() {
   const uint mat = p.w_base + slot * p.w_stride;
   const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
   const uint y_base = pair * p.n;
+  const uint last = 0;
 #else
-  const uint row0 = wg * ROWS;
+  const uint chunks = (p.tokens + NT - 1) / NT;
+  const uint row0 = (wg / chunks) * ROWS;
+  const uint t0 = (wg % chunks) * NT;
   const uint mat = p.w_base;
-  const uint x_row = 0;
-  const uint y_base = 0;
+  const uint x_row = t0;
+  const uint y_base = t0 * p.n;
+  const uint last = p.tokens - 1 - t0;  // the chunk's last token; tokens past it re-read it, store nothing
 #endif
   uint rows[MAX_ROWS];
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) rows[r] = min(row0 + min(r, ROWS - 1), p.n - 1);
@@ -115,7 +120,7 @@ void main() {
       const uint u = u0 + j * WG;
       if (j >= UNR || u >= units) break;
       [[unroll]] for (uint t = 0; t < NT; ++t) {
-        const uint xr = x_row + t;
+        const uint xr = x_row + min(t, last);
         const uint xi = (xr * units + u) * 4;
         const uvec4 x0 = xh[xi], x1 = xh[xi + 1], x2 = xh[xi + 2], x3 = xh[xi + 3];
         const vec2 g = xg[xr * units + u];
@@ -141,6 +146,6 @@ void main() {
     float s = 0.0;
     for (uint sg = 0; sg < gl_NumSubgroups; ++sg) s += partial[sg * RN + i];
     const uint row = row0 + i / NT;
-    if (row < p.n) y[y_base + (i % NT) * p.n + row] = s;
+    if (row < p.n && i % NT <= last) y[y_base + (i % NT) * p.n + row] = s;
   }
 }

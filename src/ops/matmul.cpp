@@ -113,9 +113,22 @@ Q4hTuning q4h_tuning() {
 // The packed-f16 q4 kernel runs where the device has f16 arithmetic; $MACH_Q4_F32=1 forces the f32 kernel
 // (the only one on devices without shaderFloat16), so both stay testable on one device.
 bool use_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
-  if (type != WeightType::q4 || tokens > kMatVecMaxTokens || !context.info().fp16) return false;
+  if (type != WeightType::q4 || tokens > kVerifyMaxTokens || !context.info().fp16) return false;
   const char* force = std::getenv("MACH_Q4_F32");
   return !(force && *force == '1');
+}
+
+// How the matrix-vector kernels split T <= kVerifyMaxTokens tokens: ceil(T / 8) chunks of equal size but
+// the last (their NT, a pipeline each); one workgroup per (row tile, chunk).
+struct TokenChunks {
+  uint32_t count = 1;
+  uint32_t tokens = 1;
+};
+
+TokenChunks token_chunks(uint32_t tokens) {
+  assert(tokens <= kVerifyMaxTokens);
+  const uint32_t count = gpu::div_up(tokens, kMatVecMaxTokens);
+  return {count, gpu::div_up(tokens, count)};
 }
 
 struct PreparedX {
@@ -178,14 +191,18 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
   if (use_q4h(context, w.type, tokens)) {
     const PreparedX px = prepare_q4h_x(cmd, x, tokens, w.cols);
     const Q4hTuning t = q4h_tuning();
-    const auto& pipeline = context.pipeline("mul_mat_vec_q4h_" + std::to_string(tokens), {t.workgroup, t.rows, t.unroll});
+    const TokenChunks chunks = token_chunks(tokens);
+    const auto& pipeline =
+        context.pipeline("mul_mat_vec_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
     cmd.dispatch(pipeline, {wb.binding, wb.binding, px.xh, px.xg, y}, push,
-                 gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
-  } else if (tokens <= kMatVecMaxTokens) {
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
+  } else if (tokens <= kVerifyMaxTokens) {
     const MatVecTuning t = mat_vec_tuning();
+    const TokenChunks chunks = token_chunks(tokens);
     const auto& pipeline = context.pipeline(variant("mul_mat_vec", w.type),
-                                            {mat_vec_workgroup(push.units), t.rows, tokens});
-    cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
+                                            {mat_vec_workgroup(push.units), t.rows, chunks.tokens});
+    cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push,
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
   } else {
     const auto& tiles = mat_mul_tiles(context.info());
     const auto& pipeline = context.pipeline(variant("mul_mat", w.type), tiles.constants());
@@ -222,7 +239,7 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
     const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
     cmd.dispatch(pipeline, {wb.binding, wb.binding, px.xh, px.xg, y, routing.ids, routing.slot_table}, push,
                  gpu::flat_groups(groups));
-  } else if (tokens <= kMatVecMaxTokens) {
+  } else if (tokens <= kVerifyMaxTokens) {
     // One workgroup per (row tile, pair): experts picked by several tokens are read once per pair (mostly
     // from L2 for such small T).
     const MatVecTuning t = mat_vec_tuning();

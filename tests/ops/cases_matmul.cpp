@@ -1,5 +1,6 @@
 // Op cases for matrix products: mul_mat (dense weights) and mul_mat_id (MoE expert stacks), every weight
-// type, matrix-vector (T <= 8) and tiled (T > 8) kernels. Shapes: T tokens, K cols, N rows, E experts.
+// type, matrix-vector (T <= 32, in chunks of at most 8 tokens) and tiled (T > 32) kernels.
+// Shapes: T tokens, K cols, N rows, E experts.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -96,7 +97,7 @@ double io_bytes(uint64_t x_elems, uint64_t y_elems) { return 4.0 * (x_elems + y_
 // large partial sums). 1e-10 leaves room for longer rows and other summation orders on other devices while
 // still failing on any wrong element (one wrong row in a few hundred gives ~1e-3).
 constexpr double kMaxNmse = 1e-10;
-// q4 with T <= 8 on a device with f16 arithmetic runs mul_mat_vec_q4h.comp: activations are rounded to f16
+// q4 with T <= 32 on a device with f16 arithmetic runs mul_mat_vec_q4h.comp: activations are rounded to f16
 // (11 bits) after scaling by their group maximum, and units are summed in f16. Observed ~1e-6 on lavapipe
 // (a relative error of ~1e-3, far below q4's own quantization error); one wrong row still gives ~1e-3.
 constexpr double kMaxNmseQ4h = 1e-5;
@@ -106,7 +107,7 @@ constexpr double kMaxNmseQ4h = 1e-5;
 enum class Q4Path { automatic, f32 };
 
 bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, Q4Path path) {
-  return path == Q4Path::automatic && type == WeightType::q4 && tokens <= ops::kMatVecMaxTokens && context.info().fp16;
+  return path == Q4Path::automatic && type == WeightType::q4 && tokens <= ops::kVerifyMaxTokens && context.info().fp16;
 }
 
 // Sets $MACH_Q4_F32 for the duration of one recording when the case forces the f32 kernel.
@@ -301,6 +302,10 @@ void add_test_cases(CaseList& cases) {
     for (const Shape& s : shapes)
       for (uint32_t t : {1u, 3u, 37u}) cases.push_back(std::make_unique<MulMatCase>(type, s.n, s.k, t));
     for (uint32_t t : {8u, 70u}) cases.push_back(std::make_unique<MulMatCase>(type, shapes[0].n, shapes[0].k, t));
+    // Verify blocks on the matrix-vector kernels in chunks: 2 x 6, 2 x 8, 7 + 7 + 6 (a short last chunk) and
+    // 4 x 8 tokens.
+    for (uint32_t t : {12u, 16u, 20u, 32u})
+      cases.push_back(std::make_unique<MulMatCase>(type, shapes[0].n, shapes[0].k, t));
 
     // MoE: E = 8, top-2 with identity slots; E = 16, top-4 through a permuted table into a 20-slot stack;
     // E = 4, top-2 with 150 tokens, so that experts get more than one 64-token tile.
@@ -311,19 +316,27 @@ void add_test_cases(CaseList& cases) {
         // A bank of 5 slots for 16 experts: decode, verify and prefill kernels skip the experts without one.
         {45, 320, 16, 4, 5, true, true, false, 1, true},  {45, 320, 16, 4, 5, true, true, true, 6, true},
         {45, 320, 16, 4, 5, true, true, false, 70, true},
+        // Verify blocks (T <= 32 stays on the per-pair matrix-vector kernels), with and without a bank.
+        {45, 320, 16, 4, 20, true, true, false, 16},  {45, 320, 16, 4, 20, true, false, true, 32},
+        {45, 320, 16, 4, 5, true, true, true, 16, true},  {45, 320, 16, 4, 5, true, true, false, 32, true},
     };
     for (const MoeShape& s : moe) cases.push_back(std::make_unique<MulMatIdCase>(type, s));
   }
   // Every token count of the packed-f16 q4 kernel (one variant per T <= 8).
   for (uint32_t t : {2u, 4u, 5u, 6u, 7u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 67, 192, t));
   // The f32 q4 kernel (devices without f16 arithmetic) where the default is the packed-f16 one.
-  for (uint32_t t : {1u, 3u, 8u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, Q4Path::f32));
+  for (uint32_t t : {1u, 3u, 8u, 12u, 20u, 32u})
+    cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, true, 1},
                                                  Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, false, 1},
                                                  Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(
       WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}, Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, false, false, 32}, Q4Path::f32));
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }
@@ -344,6 +357,8 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatCase>(type, 151936, 2048, 1));
     cases.push_back(std::make_unique<MulMatCase>(type, 151936, 2048, 8));
   }
+  // Speculative verify of 16 and 32 tokens on the q projection of a 32-head model (the H100 profile's shape).
+  for (uint32_t t : {16u, 32u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 4096, 2048, t));
   // Qwen3-30B-A3B experts, 128 resident, top-8: gate/up [768, 2048] share x; down [2048, 768] has x per slot.
   for (WeightType type : {WeightType::bf16, WeightType::q4}) {
     cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{768, 2048, 128, 8, 128, false, false, false, 1}));
