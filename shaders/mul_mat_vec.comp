@@ -1,5 +1,5 @@
 #version 450
-// Matrix-vector product for few tokens (decode, speculative verify): y[t, n] = sum_k W[n, k] * x[t, k].
+// Matrix-vector product for few tokens (decode, speculative verify): y[t, n] (+)= sum_k W[n, k] * x[t, k].
 //   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32.
 // The T tokens are split into chunks of NT <= 8 (the last may be shorter); a workgroup owns (row tile,
 // chunk), with the chunks of a row tile adjacent in the grid so that its weights are re-read from L2.
@@ -52,7 +52,7 @@ layout(constant_id = 2) const uint NT = 1;
 layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
 layout(binding = 2) readonly buffer X { vec4 x4[]; };
-layout(binding = 3) writeonly buffer Y { float y[]; };
+layout(binding = 3) buffer Y { float y[]; };  // read only with p.accumulate
 #ifdef MUL_MAT_ID
 layout(binding = 4) readonly buffer Ids { uint ids[]; };
 layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
@@ -141,6 +141,6 @@ void main() {
     float s = 0.0;
     for (uint g = 0; g < gl_NumSubgroups; ++g) s += partial[g * RN + i];
     const uint row = row0 + i / NT;
-    if (row < p.n && i % NT <= last) y[y_base + (i % NT) * p.n + row] = s;
+    if (row < p.n && i % NT <= last) store_y(y_base + (i % NT) * p.n + row, s);
   }
 }

@@ -1,6 +1,6 @@
 #version 450
 // q4 matrix-vector product in packed f16 arithmetic, for devices with shaderFloat16:
-//   y[t, n] = sum_k W[n, k] * x[t, k],  W: [N, K] q4 (weight_format.hpp), T tokens in chunks of NT <= 8
+//   y[t, n] (+)= sum_k W[n, k] * x[t, k],  W: [N, K] q4 (weight_format.hpp), T tokens in chunks of NT <= 8
 //   (as in mul_mat_vec.comp: a workgroup per (row tile, chunk), the last chunk may be shorter).
 // x arrives prepared by q4h_prep.comp (xh: f16 pairs scaled to [-1, 1] per 64-column group, xg: the group
 // scale and per-unit sums). Per 32-bit weight word, each nibble pair becomes an f16vec2 with one AND and one
@@ -36,7 +36,7 @@ layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
 layout(binding = 2) readonly buffer XH { uvec4 xh[]; };
 layout(binding = 3) readonly buffer XG { vec2 xg[]; };
-layout(binding = 4) writeonly buffer Y { float y[]; };
+layout(binding = 4) buffer Y { float y[]; };  // read only with p.accumulate
 #ifdef MUL_MAT_ID
 layout(binding = 5) readonly buffer Ids { uint ids[]; };
 layout(binding = 6) readonly buffer Slots { uint slot_table[]; };
@@ -146,6 +146,6 @@ void main() {
     float s = 0.0;
     for (uint sg = 0; sg < gl_NumSubgroups; ++sg) s += partial[sg * RN + i];
     const uint row = row0 + i / NT;
-    if (row < p.n && i % NT <= last) y[y_base + (i % NT) * p.n + row] = s;
+    if (row < p.n && i % NT <= last) store_y(y_base + (i % NT) * p.n + row, s);
   }
 }

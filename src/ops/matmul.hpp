@@ -28,8 +28,34 @@ inline constexpr uint32_t kMatVecMaxTokens = 8;
 // The largest T on the matrix-vector kernels (speculative verify blocks); larger T take the tiled kernels.
 inline constexpr uint32_t kVerifyMaxTokens = 32;
 
-// y[t, n] = sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32.
-void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens);
+// Whether mul_mat / mul_mat_id of `type` weights over T tokens run the packed-f16 q4 kernels, which read x
+// as prepare_q4h() leaves it: q4 weights, T <= kVerifyMaxTokens, a device with shaderFloat16, and
+// $MACH_Q4_F32 not "1" (which forces the f32 kernels, those of devices without f16 arithmetic).
+bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens);
+
+// x prepared for the packed-f16 q4 kernels (shaders/q4h_prep.comp): per 64-column group, x / max|x| as f16
+// and the group's scale and per-32-column sums. Preparing is a dispatch of its own and reads all of x, so
+// products with the same input (q, k and v; the router and the experts' gate/up) should share one.
+// The bindings are scratch of the command list that prepared them: valid until its next begin().
+struct PreparedX {
+  gpu::Binding xh;  // [rows, K / 8] 16-byte words
+  gpu::Binding xg;  // [rows, K / 32] (group scale, unit sum) f32 pairs
+  uint32_t rows = 0;
+  uint32_t k = 0;
+};
+// x: [rows, K] f32, K % 64 == 0.
+PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k);
+
+// Whether a product overwrites y or adds to it. With accumulate the op binds y read-write; the sum is
+// y + (W x) rounded once, as ops::add would give, on every kernel.
+enum class Output { overwrite, accumulate };
+
+// y[t, n] (+)= sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32.
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
+             Output output = Output::overwrite);
+// The same with x prepared by prepare_q4h (rows = T, k = K); only where uses_q4h(context, w.type, T).
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu::Binding y, uint32_t tokens,
+             Output output = Output::overwrite);
 
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
 // matrix in slot slot_table[e] of the stack `w`.
@@ -48,6 +74,10 @@ struct MoeRouting {
   uint32_t top_k = 0;
 };
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
+                bool x_per_slot, gpu::Binding y, uint32_t tokens);
+// The same with x prepared by prepare_q4h (rows = T, or T * top_k with x_per_slot; k = K); only where
+// uses_q4h(context, w.type, T).
+void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, const PreparedX& x,
                 bool x_per_slot, gpu::Binding y, uint32_t tokens);
 
 }  // namespace mach::ops

@@ -175,6 +175,70 @@ class MulMatCase : public SimpleOpCase {
   GuardedBuffer w_, x_;
 };
 
+// y += W1 x; y += W2 x (Output::accumulate) on a y that holds random values, with one prepare_q4h serving
+// both products where the q4h kernels run: the reuse the model's q/k/v projections make of one prep.
+class MulMatAccumulateCase : public SimpleOpCase {
+ public:
+  MulMatAccumulateCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens, Q4Path path = Q4Path::automatic)
+      : type_(type), n_(n), k_(k), t_(tokens), path_(path) {}
+  std::string op() const override { return "mul_mat_accumulate"; }
+  std::string params() const override {
+    return fmt::format("type={} n={} k={} t={}{}", ops::weight_type_name(type_), n_, k_, t_,
+                       path_ == Q4Path::f32 ? " kernel=f32" : "");
+  }
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double bytes() const override {
+    return 2.0 * static_cast<double>(ops::weight_bytes(type_, n_, k_)) +
+           io_bytes(uint64_t{t_} * k_, 4ull * t_ * n_);
+  }
+  double flops() const override { return 4.0 * n_ * k_ * t_; }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const auto w1 = random_weights(type_, n_, k_, rng);
+    const auto w2 = random_weights(type_, n_, k_, rng);
+    const auto x = rng.normal_vec(uint64_t{t_} * k_);
+    before_ = rng.uniform_vec(uint64_t{t_} * n_, -4.0f, 4.0f);
+    w1_ = GuardedBuffer(context, w1.size(), "w1");
+    w2_ = GuardedBuffer(context, w2.size(), "w2");
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    output_ = GuardedBuffer(context, uint64_t{t_} * n_ * 4, "y");
+    w1_.upload(w1);
+    w2_.upload(w2);
+    x_.upload(x);
+    output_.upload(before_);
+    std::vector<float> y1(before_.size()), y2(before_.size());
+    ref::mul_mat(type_, w1, n_, k_, x, y1, t_);
+    ref::mul_mat(type_, w2, n_, k_, x, y2, t_);
+    expected_.resize(before_.size());
+    for (size_t i = 0; i < expected_.size(); ++i) expected_[i] = (before_[i] + y1[i]) + y2[i];
+    inputs_ = {&w1_, &w2_, &x_};
+    q4h_ = runs_q4h(context, type_, t_, path_);
+  }
+  void poison() override { output_.upload(before_); }
+  void record(gpu::CommandList& cmd) override {
+    const ForceQ4F32 force(path_);
+    const ops::WeightRef w1{w1_.in().buffer, w1_.in().offset, type_, n_, k_};
+    const ops::WeightRef w2{w2_.in().buffer, w2_.in().offset, type_, n_, k_};
+    constexpr auto accumulate = ops::Output::accumulate;
+    if (ops::uses_q4h(cmd.context(), type_, t_)) {
+      const ops::PreparedX px = ops::prepare_q4h(cmd, x_.in(), t_, k_);
+      ops::mul_mat(cmd, w1, px, output_.out(), t_, accumulate);
+      ops::mul_mat(cmd, w2, px, output_.out(), t_, accumulate);
+    } else {
+      ops::mul_mat(cmd, w1, x_.in(), output_.out(), t_, accumulate);
+      ops::mul_mat(cmd, w2, x_.in(), output_.out(), t_, accumulate);
+    }
+  }
+
+ private:
+  WeightType type_;
+  uint32_t n_, k_, t_;
+  Q4Path path_;
+  bool q4h_ = false;
+  std::vector<float> before_;
+  GuardedBuffer w1_, w2_, x_;
+};
+
 struct MoeShape {
   uint32_t n, k;
   uint32_t experts, top_k;
@@ -190,8 +254,10 @@ struct MoeShape {
 
 class MulMatIdCase : public SimpleOpCase {
  public:
-  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : type_(type), s_(s), path_(path) {}
-  std::string op() const override { return "mul_mat_id"; }
+  // With `prepared`, x goes through ops::prepare_q4h and the PreparedX overload where the q4h kernels run.
+  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false)
+      : type_(type), s_(s), path_(path), prepared_(prepared) {}
+  std::string op() const override { return prepared_ ? "mul_mat_id_prepared" : "mul_mat_id"; }
   std::string params() const override {
     return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
                        s_.k, s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
@@ -270,7 +336,13 @@ class MulMatIdCase : public SimpleOpCase {
     const ForceQ4F32 force(path_);
     const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
     const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
-    ops::mul_mat_id(cmd, w, routing, x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
+    if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens)) {
+      const uint32_t rows = s_.x_per_slot ? s_.tokens * s_.top_k : s_.tokens;
+      const ops::PreparedX px = ops::prepare_q4h(cmd, x_.in(), rows, s_.k);
+      ops::mul_mat_id(cmd, w, routing, px, s_.x_per_slot, output_.out(), s_.tokens);
+    } else {
+      ops::mul_mat_id(cmd, w, routing, x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
+    }
   }
 
  private:
@@ -279,6 +351,7 @@ class MulMatIdCase : public SimpleOpCase {
   WeightType type_;
   MoeShape s_;
   Q4Path path_;
+  bool prepared_;
   bool q4h_ = false;
   uint64_t stride_ = 0;
   uint64_t used_experts_ = 0;
@@ -337,6 +410,15 @@ void add_test_cases(CaseList& cases) {
       WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(
       WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, false, false, 32}, Q4Path::f32));
+  // Accumulating products (matrix-vector, chunked verify, tiled), each type; q4 also on its f32 kernel.
+  for (WeightType type : kAllTypes)
+    for (uint32_t t : {1u, 5u, 16u, 64u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(type, 67, 192, t));
+  for (uint32_t t : {5u, 16u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, t, Q4Path::f32));
+  // mul_mat_id on an input prepared by the caller: x shared (gate/up) and per slot (down), with a bank.
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, false, 3},
+                                                 Q4Path::automatic, true));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::automatic, true));
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }
