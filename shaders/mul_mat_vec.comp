@@ -6,6 +6,9 @@
 // With MUL_MAT_ID (MoE experts): one workgroup per (row tile, pair), pair = t * top_k + s;
 //   W = stack[slot_table[ids[pair]]], x row = x_per_slot ? pair : t, y: [T, top_k, N] row `pair` (NT = 1);
 //   a pair whose expert's slot is NO_SLOT is skipped (its y row keeps its contents).
+// With COMBINE as well (ops::mul_mat_id_combine, NT = 1): one workgroup per (row tile, token), looping over the
+//   token's top_k pairs: y is the residual [T, N] and y[t, n] += sum_j route_w[pair] * (W_e x[pair])[n], with
+//   x: [T, top_k, K] and each pair's routing weight folded into its x; NO_SLOT pairs add nothing.
 //
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
 // i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
@@ -41,6 +44,11 @@
 //! variant mul_mat_vec_id_bf16 -DWTYPE_BF16 -DMUL_MAT_ID
 //! variant mul_mat_vec_id_q8_0 -DWTYPE_Q8_0 -DMUL_MAT_ID
 //! variant mul_mat_vec_id_q4 -DWTYPE_Q4 -DMUL_MAT_ID
+//! variant mul_mat_vec_id_combine_f32 -DWTYPE_F32 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_f16 -DWTYPE_F16 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_bf16 -DWTYPE_BF16 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_q8_0 -DWTYPE_Q8_0 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_q4 -DWTYPE_Q4 -DMUL_MAT_ID -DCOMBINE
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
@@ -57,6 +65,9 @@ layout(binding = 3) buffer Y { float y[]; };  // read only with p.accumulate
 layout(binding = 4) readonly buffer Ids { uint ids[]; };
 layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
 #endif
+#if defined(COMBINE)
+layout(binding = 6) readonly buffer RouteW { float route_w[]; };
+#endif
 
 #include "mul_mat_funcs.glsl"
 
@@ -68,7 +79,14 @@ void main() {
   const uint tid = gl_LocalInvocationID.x;
   const uint wg = flat_workgroup_id();
   const uint k4 = p.k >> 2;
-#ifdef MUL_MAT_ID
+#if defined(COMBINE)
+  const uint row_tiles = (p.n + ROWS - 1) / ROWS;
+  const uint token = wg / row_tiles;
+  const uint row0 = (wg % row_tiles) * ROWS;
+  const uint y_base = token * p.n;
+  const uint last = 0;
+  const uint pair_count = p.top_k;
+#elif defined(MUL_MAT_ID)
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
@@ -78,6 +96,7 @@ void main() {
   const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
   const uint y_base = pair * p.n;
   const uint last = 0;
+  const uint pair_count = 1;
 #else
   const uint chunks = (p.tokens + NT - 1) / NT;
   const uint row0 = (wg / chunks) * ROWS;
@@ -86,6 +105,7 @@ void main() {
   const uint x_base = t0 * k4;
   const uint y_base = t0 * p.n;
   const uint last = p.tokens - 1 - t0;  // the chunk's last token; tokens past it re-read it, store nothing
+  const uint pair_count = 1;
 #endif
   // Rows past N (the last tile) read row N - 1 and store nothing.
   uint rows[ROWS];
@@ -94,41 +114,53 @@ void main() {
   float acc[ROWS * NT];
   for (uint i = 0; i < ROWS * NT; ++i) acc[i] = 0.0;
 
-  for (uint u = tid; u < p.units; u += WG) {
-    uvec4 d[ROWS];
-    for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
-#ifdef WTYPE_QUANTIZED
-    vec2 sm[ROWS];
-    for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + p.scales, p.k, rows[r], u);
-    float dq[ROWS * NT];  // sum of q * x over this unit
-    float xsum[NT];       // sum of x over this unit (for q4's min)
-    for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
-    for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
-#endif
-    for (uint c = 0; c < CHUNKS; ++c) {
-      vec4 wc[ROWS];
-      for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
-      const uint xi = x_base + chunk_x4(u, c);
-      for (uint t = 0; t < NT; ++t) {
-        const vec4 xv = x4[xi + min(t, last) * k4];
-#ifdef WTYPE_QUANTIZED
-        const vec4 xq = xv * chunk_xscale(c);
-        xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
-        for (uint r = 0; r < ROWS; ++r) dq[r * NT + t] = dot_add(wc[r], xq, dq[r * NT + t]);
+  for (uint pi = 0; pi < pair_count; ++pi) {
+#if defined(COMBINE)
+    const uint pair = token * p.top_k + pi;
+    const uint slot = slot_table[ids[pair]];
+    if (slot == NO_SLOT) continue;  // uniform: the expert is not in the bank for this pass
+    const uint mat = p.w_base + slot * p.w_stride;
+    const uint x_base = pair * k4;
+    const float xw = route_w[pair];  // the pair's routing weight, folded into its x
 #else
-        for (uint r = 0; r < ROWS; ++r) acc[r * NT + t] = dot_add(wc[r], xv, acc[r * NT + t]);
+    const float xw = 1.0;
 #endif
+    for (uint u = tid; u < p.units; u += WG) {
+      uvec4 d[ROWS];
+      for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
+  #ifdef WTYPE_QUANTIZED
+      vec2 sm[ROWS];
+      for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + p.scales, p.k, rows[r], u);
+      float dq[ROWS * NT];  // sum of q * x over this unit
+      float xsum[NT];       // sum of x over this unit (for q4's min)
+      for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
+      for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
+  #endif
+      for (uint c = 0; c < CHUNKS; ++c) {
+        vec4 wc[ROWS];
+        for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
+        const uint xi = x_base + chunk_x4(u, c);
+        for (uint t = 0; t < NT; ++t) {
+          const vec4 xv = x4[xi + min(t, last) * k4] * xw;
+  #ifdef WTYPE_QUANTIZED
+          const vec4 xq = xv * chunk_xscale(c);
+          xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
+          for (uint r = 0; r < ROWS; ++r) dq[r * NT + t] = dot_add(wc[r], xq, dq[r * NT + t]);
+  #else
+          for (uint r = 0; r < ROWS; ++r) acc[r * NT + t] = dot_add(wc[r], xv, acc[r * NT + t]);
+  #endif
+        }
       }
+  #ifdef WTYPE_QUANTIZED
+      for (uint r = 0; r < ROWS; ++r)
+        for (uint t = 0; t < NT; ++t)
+  #ifdef WTYPE_Q4
+          acc[r * NT + t] += sm[r].x * dq[r * NT + t] + sm[r].y * xsum[t];
+  #else
+          acc[r * NT + t] += sm[r].x * dq[r * NT + t];
+  #endif
+  #endif
     }
-#ifdef WTYPE_QUANTIZED
-    for (uint r = 0; r < ROWS; ++r)
-      for (uint t = 0; t < NT; ++t)
-#ifdef WTYPE_Q4
-        acc[r * NT + t] += sm[r].x * dq[r * NT + t] + sm[r].y * xsum[t];
-#else
-        acc[r * NT + t] += sm[r].x * dq[r * NT + t];
-#endif
-#endif
   }
 
   const uint RN = ROWS * NT;

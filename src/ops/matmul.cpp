@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gpu/context.hpp"
+#include "ops/elementwise.hpp"
 
 namespace mach::ops {
 namespace {
@@ -291,6 +292,38 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
   const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
   cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, y, routing.ids, routing.slot_table}, call.push,
                gpu::flat_groups(groups));
+}
+
+void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
+                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens) {
+  auto& context = cmd.context();
+  residual.access = gpu::Access::read_write;
+  if (tokens > kVerifyMaxTokens) {
+    const uint64_t pairs = uint64_t{tokens} * routing.top_k;
+    gpu::Binding y = cmd.scratch(pairs * w.rows * 4);
+    y.access = gpu::Access::write;
+    mul_mat_id(cmd, w, routing, x, true, y, tokens);
+    y.access = gpu::Access::read;
+    moe_combine(cmd, y, route_w, residual, tokens, routing.top_k, w.rows, routing.ids, routing.slot_table);
+    return;
+  }
+  // One workgroup per (row tile, token), looping over the token's pairs.
+  KernelCall call = expert_call(context, w, routing, true, tokens);
+  call.push.accumulate = 1;
+  const gpu::Binding wb = call.weights.binding;
+  if (uses_q4h(context, w.type, tokens)) {
+    const PreparedX px = prepare_q4h(cmd, x, tokens * routing.top_k, w.cols);
+    const Q4hTuning t = q4h_tuning();
+    const auto& pipeline = context.pipeline("mul_mat_vec_id_combine_q4h", {t.workgroup, t.rows, t.unroll});
+    cmd.dispatch(pipeline, {wb, wb, px.xh, px.xg, residual, routing.ids, routing.slot_table, route_w}, call.push,
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
+  } else {
+    const MatVecTuning t = mat_vec_tuning();
+    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id_combine", w.type),
+                                            {mat_vec_workgroup(call.push.units), t.rows, 1});
+    cmd.dispatch(pipeline, {wb, wb, x, residual, routing.ids, routing.slot_table, route_w}, call.push,
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
+  }
 }
 
 }  // namespace mach::ops

@@ -80,4 +80,17 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, const PreparedX& x,
                 bool x_per_slot, gpu::Binding y, uint32_t tokens);
 
+// The routed experts' down projection added to the residual, mul_mat_id and moe_combine in one op:
+//   residual[t, n] += sum over j < top_k with slot_table[ids[t, j]] != kNoSlot of
+//                     route_w[t, j] * (W_{ids[t, j]} x[t, j, :])[n].
+//   x: [T, top_k, K] f32, one row per pair (as mul_mat_id's x_per_slot); route_w: [T, top_k] f32;
+//   residual: [T, N] f32, read and written.
+// Pairs whose expert has no slot add nothing, so the passes of a streaming step (each with only its own
+// experts slotted) add up to the whole sum. For T <= kVerifyMaxTokens it is one dispatch (after the q4h
+// prep of the T * top_k rows of x where uses_q4h): a workgroup owns a row tile of one token and sums the
+// token's pairs in registers, so the expert outputs never go through memory and no combine dispatch or
+// barrier follows. Larger T run mul_mat_id into command scratch and moe_combine's kNoSlot-aware variant.
+void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
+                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens);
+
 }  // namespace mach::ops

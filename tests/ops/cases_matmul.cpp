@@ -252,6 +252,49 @@ struct MoeShape {
   bool bank = false;
 };
 
+// A stack of `s.slots` random matrices, the slot table (identity, permuted, or a bank with kNoSlot entries)
+// and distinct top-k ids per token.
+struct MoeInputs {
+  std::vector<std::byte> stack;
+  std::vector<uint32_t> table, ids;
+};
+
+MoeInputs random_moe_inputs(WeightType type, const MoeShape& s, uint64_t stride, Rng& rng) {
+  std::vector<std::byte> stack(stride * s.slots);
+  for (uint32_t e = 0; e < s.slots; ++e) {
+    const auto w = random_weights(type, s.n, s.k, rng);
+    std::memcpy(stack.data() + e * stride, w.data(), w.size());
+  }
+  std::vector<uint32_t> slots(s.slots);
+  std::iota(slots.begin(), slots.end(), 0u);
+  if (s.permuted) std::shuffle(slots.begin(), slots.end(), rng.engine());
+  std::vector<uint32_t> table(s.experts, ops::kNoSlot);
+  if (s.bank) {
+    // Which experts have a slot: a random subset of `slots` of them.
+    std::vector<uint32_t> in_bank(s.experts);
+    std::iota(in_bank.begin(), in_bank.end(), 0u);
+    std::shuffle(in_bank.begin(), in_bank.end(), rng.engine());
+    for (uint32_t i = 0; i < s.slots; ++i) table[in_bank[i]] = slots[i];
+  } else {
+    std::copy_n(slots.begin(), s.experts, table.begin());
+  }
+  std::vector<uint32_t> ids;
+  std::vector<uint32_t> order(s.experts);
+  std::iota(order.begin(), order.end(), 0u);
+  for (uint32_t t = 0; t < s.tokens; ++t) {
+    // Distinct ids per token, as top-k produces: the first top_k of a partial shuffle.
+    for (uint32_t j = 0; j < s.top_k; ++j) std::swap(order[j], order[j + rng.below(s.experts - j)]);
+    ids.insert(ids.end(), order.begin(), order.begin() + s.top_k);
+  }
+  return {std::move(stack), std::move(table), std::move(ids)};
+}
+
+// Bytes between slots: packed, or 4096-aligned like sidecar slabs.
+uint64_t moe_stride(WeightType type, const MoeShape& s) {
+  const uint64_t matrix = ops::weight_bytes(type, s.n, s.k);
+  return s.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix;
+}
+
 class MulMatIdCase : public SimpleOpCase {
  public:
   // With `prepared`, x goes through ops::prepare_q4h and the PreparedX overload where the q4h kernels run.
@@ -272,38 +315,12 @@ class MulMatIdCase : public SimpleOpCase {
   }
   double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
   bool supported(const gpu::Context& context) const override {
-    const uint64_t matrix = ops::weight_bytes(type_, s_.n, s_.k);
-    return fits_binding(context, (s_.slots - 1) * stride(matrix) + matrix);
+    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
   }
 
   void prepare(gpu::Context& context, Rng& rng) override {
-    stride_ = stride(ops::weight_bytes(type_, s_.n, s_.k));
-    std::vector<std::byte> stack(stride_ * s_.slots);
-    for (uint32_t e = 0; e < s_.slots; ++e) {
-      const auto w = random_weights(type_, s_.n, s_.k, rng);
-      std::memcpy(stack.data() + e * stride_, w.data(), w.size());
-    }
-    std::vector<uint32_t> slots(s_.slots);
-    std::iota(slots.begin(), slots.end(), 0u);
-    if (s_.permuted) std::shuffle(slots.begin(), slots.end(), rng.engine());
-    std::vector<uint32_t> table(s_.experts, ops::kNoSlot);
-    if (s_.bank) {
-      // Which experts have a slot: a random subset of `slots` of them.
-      std::vector<uint32_t> in_bank(s_.experts);
-      std::iota(in_bank.begin(), in_bank.end(), 0u);
-      std::shuffle(in_bank.begin(), in_bank.end(), rng.engine());
-      for (uint32_t i = 0; i < s_.slots; ++i) table[in_bank[i]] = slots[i];
-    } else {
-      std::copy_n(slots.begin(), s_.experts, table.begin());
-    }
-    std::vector<uint32_t> ids;
-    std::vector<uint32_t> order(s_.experts);
-    std::iota(order.begin(), order.end(), 0u);
-    for (uint32_t t = 0; t < s_.tokens; ++t) {
-      // Distinct ids per token, as top-k produces: the first top_k of a partial shuffle.
-      for (uint32_t j = 0; j < s_.top_k; ++j) std::swap(order[j], order[j + rng.below(s_.experts - j)]);
-      ids.insert(ids.end(), order.begin(), order.begin() + s_.top_k);
-    }
+    stride_ = moe_stride(type_, s_);
+    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
     used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
     const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
     const auto x = rng.normal_vec((s_.x_per_slot ? pairs : s_.tokens) * s_.k);
@@ -346,8 +363,6 @@ class MulMatIdCase : public SimpleOpCase {
   }
 
  private:
-  uint64_t stride(uint64_t matrix) const { return s_.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix; }
-
   WeightType type_;
   MoeShape s_;
   Q4Path path_;
@@ -357,6 +372,76 @@ class MulMatIdCase : public SimpleOpCase {
   uint64_t used_experts_ = 0;
   std::vector<float> before_;
   GuardedBuffer w_, ids_, table_, x_;
+};
+
+// ops::mul_mat_id_combine: the experts' down projection (x per pair) weighted and added to a residual that
+// holds random values. With a bank, the pairs of experts without a slot must add nothing.
+class MulMatIdCombineCase : public SimpleOpCase {
+ public:
+  MulMatIdCombineCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : type_(type), s_(s), path_(path) {
+    s_.x_per_slot = true;
+  }
+  std::string op() const override { return "mul_mat_id_combine"; }
+  std::string params() const override {
+    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} t={}{}", ops::weight_type_name(type_), s_.n, s_.k,
+                       s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "", s_.bank ? " bank" : "",
+                       s_.tokens, path_ == Q4Path::f32 ? " kernel=f32" : "");
+  }
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double bytes() const override {
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 8.0 * pairs +
+           io_bytes(pairs * s_.k, 2ull * s_.tokens * s_.n);
+  }
+  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
+  bool supported(const gpu::Context& context) const override {
+    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
+  }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    stride_ = moe_stride(type_, s_);
+    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
+    used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    const auto x = rng.normal_vec(pairs * s_.k);
+    const auto route_w = rng.uniform_vec(pairs, 0.05f, 1.0f);
+    before_ = rng.uniform_vec(uint64_t{s_.tokens} * s_.n, -4.0f, 4.0f);
+
+    w_ = GuardedBuffer(context, stack.size(), "w");
+    ids_ = GuardedBuffer(context, ids.size() * 4, "ids");
+    table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
+    route_w_ = GuardedBuffer(context, route_w.size() * 4, "route_w");
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    output_ = GuardedBuffer(context, before_.size() * 4, "residual");
+    w_.upload(stack);
+    ids_.upload(ids);
+    table_.upload(table);
+    route_w_.upload(route_w);
+    x_.upload(x);
+    output_.upload(before_);
+    expected_ = before_;
+    ref::mul_mat_id_combine(type_, stack, stride_, s_.n, s_.k, ids, table, route_w, x, expected_, s_.tokens,
+                            s_.top_k);
+    inputs_ = {&w_, &ids_, &table_, &route_w_, &x_};
+    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
+  }
+  void poison() override { output_.upload(before_); }
+  void record(gpu::CommandList& cmd) override {
+    const ForceQ4F32 force(path_);
+    const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
+    const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
+    ops::mul_mat_id_combine(cmd, w, routing, route_w_.in(), x_.in(), output_.inout(), s_.tokens);
+  }
+
+ private:
+  WeightType type_;
+  MoeShape s_;
+  Q4Path path_;
+  bool q4h_ = false;
+  uint64_t stride_ = 0;
+  uint64_t used_experts_ = 0;
+  std::vector<float> before_;
+  GuardedBuffer w_, ids_, table_, route_w_, x_;
 };
 
 void add_test_cases(CaseList& cases) {
@@ -419,6 +504,22 @@ void add_test_cases(CaseList& cases) {
                                                  Q4Path::automatic, true));
   cases.push_back(std::make_unique<MulMatIdCase>(
       WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::automatic, true));
+  // The fused down projection + combine: fused kernels for T <= 32, mul_mat_id + combine beyond; all experts
+  // slotted (a permuted 20-slot stack for 16 experts) and a bank of 5 slots (the rest kNoSlot).
+  for (WeightType type : {WeightType::q4, WeightType::q8_0, WeightType::bf16})
+    for (uint32_t t : {1u, 3u, 16u, 32u, 64u}) {
+      cases.push_back(std::make_unique<MulMatIdCombineCase>(type, MoeShape{45, 320, 16, 4, 20, true, true, true, t}));
+      cases.push_back(
+          std::make_unique<MulMatIdCombineCase>(type, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}));
+    }
+  for (uint32_t t : {1u, 16u, 64u}) {
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, true, t},
+                                                          Q4Path::f32));
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(
+        WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}, Q4Path::f32));
+  }
+  for (WeightType type : {WeightType::f32, WeightType::f16})
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(type, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}));
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }
@@ -446,6 +547,11 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{768, 2048, 128, 8, 128, false, false, false, 1}));
     cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{2048, 768, 128, 8, 128, false, false, true, 1}));
   }
+  // The fused down projection + combine against the mul_mat_id above (plus moe_combine): decode and verify.
+  for (WeightType type : {WeightType::bf16, WeightType::q4})
+    for (uint32_t t : {1u, 16u})
+      cases.push_back(
+          std::make_unique<MulMatIdCombineCase>(type, MoeShape{2048, 768, 128, 8, 128, false, false, true, t}));
   // Prefill, T = 512.
   for (WeightType type : {WeightType::bf16, WeightType::q4}) {
     cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));
