@@ -1,5 +1,5 @@
 #version 450
-// Tiled matrix-matrix product for many tokens (prefill): y[t, n] = sum_k W[n, k] * x[t, k].
+// Tiled matrix-matrix product for many tokens (prefill): y[t, n] (+)= sum_k W[n, k] * x[t, k].
 //   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32.
 // A workgroup computes a BM x BN tile of (rows, tokens), each thread a TM x TN block. Per BK-column step it
 // dequantizes a BM x BK weight tile (16-byte loads) and a BN x BK x tile into shared memory, both stored
@@ -51,7 +51,7 @@ const uint WG = gl_WorkGroupSize.x;
 layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
 layout(binding = 2) readonly buffer X { vec4 x4[]; };
-layout(binding = 3) writeonly buffer Y { float y[]; };
+layout(binding = 3) buffer Y { float y[]; };  // read only with p.accumulate
 #ifdef MUL_MAT_ID
 layout(binding = 4) readonly buffer Ids { uint ids[]; };
 layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
@@ -179,7 +179,7 @@ void main() {
 #endif
     for (uint i = 0; i < TM; ++i) {
       const uint row = row0 + tm * TM + i;
-      if (row < p.n) y[y_base + row] = acc[i * TN + j];
+      if (row < p.n) store_y(y_base + row, acc[i * TN + j]);
     }
   }
 }

@@ -46,7 +46,12 @@ layout(push_constant) uniform Push {
   uint top_k;       // mul_mat_id: slots per token
   uint x_per_slot;  // mul_mat_id: 1 when x is [T, top_k, K], 0 when it is [T, K]
   uint experts;     // mul_mat_id: entries of the slot table
+  uint accumulate;  // 1: y += W x (y bound read-write), 0: y = W x
 } p;
+
+// Stores one output: overwrites y[i], or adds to it with p.accumulate (the host then binds y read-write).
+// `y` is the kernel's output buffer, declared before this file is included.
+void store_y(uint i, float v) { y[i] = p.accumulate != 0 ? y[i] + v : v; }
 
 // A slot-table entry for an expert with no slot in the stack (ops::kNoSlot): mul_mat_id skips its pairs and
 // leaves their y rows as they were, so a streaming step can run a layer's experts in passes over a small bank.

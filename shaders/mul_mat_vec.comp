@@ -1,9 +1,14 @@
 #version 450
-// Matrix-vector product for few tokens (decode, speculative verify): y[t, n] = sum_k W[n, k] * x[t, k].
-//   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32, T = NT <= 8.
+// Matrix-vector product for few tokens (decode, speculative verify): y[t, n] (+)= sum_k W[n, k] * x[t, k].
+//   W: [N, K] in any weight format (mul_mat_funcs.glsl), x: [T, K] f32, y: [T, N] f32.
+// The T tokens are split into chunks of NT <= 8 (the last may be shorter); a workgroup owns (row tile,
+// chunk), with the chunks of a row tile adjacent in the grid so that its weights are re-read from L2.
 // With MUL_MAT_ID (MoE experts): one workgroup per (row tile, pair), pair = t * top_k + s;
 //   W = stack[slot_table[ids[pair]]], x row = x_per_slot ? pair : t, y: [T, top_k, N] row `pair` (NT = 1);
 //   a pair whose expert's slot is NO_SLOT is skipped (its y row keeps its contents).
+// With COMBINE as well (ops::mul_mat_id_combine, NT = 1): one workgroup per (row tile, token), looping over the
+//   token's top_k pairs: y is the residual [T, N] and y[t, n] += sum_j route_w[pair] * (W_e x[pair])[n], with
+//   x: [T, top_k, K] and each pair's routing weight folded into its x; NO_SLOT pairs add nothing.
 //
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
 // i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
@@ -17,7 +22,7 @@
 //            [32, max] (max 256 by default), so short rows (MoE down projections, K = 768) waste few lanes.
 //   1  ROWS  rows per workgroup (default 4): more rows = more loads in flight and more x reuse, fewer
 //            workgroups. 2..8 are sensible.
-//   2  NT    tokens (exactly T of the dispatch).
+//   2  NT    tokens per chunk: T where T <= 8, else ceil(T / ceil(T / 8)).
 //
 // Expected on NVIDIA H100/H200 (~3.3/4.8 TB/s peak, ~3.0/4.1 achievable), T = 1, >= 1 GiB weights:
 //   bf16, f16, f32: pure streaming, 2-4 integer/FP ops per 4 bytes: 80-90% of achievable bandwidth.
@@ -39,6 +44,11 @@
 //! variant mul_mat_vec_id_bf16 -DWTYPE_BF16 -DMUL_MAT_ID
 //! variant mul_mat_vec_id_q8_0 -DWTYPE_Q8_0 -DMUL_MAT_ID
 //! variant mul_mat_vec_id_q4 -DWTYPE_Q4 -DMUL_MAT_ID
+//! variant mul_mat_vec_id_combine_f32 -DWTYPE_F32 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_f16 -DWTYPE_F16 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_bf16 -DWTYPE_BF16 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_q8_0 -DWTYPE_Q8_0 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_combine_q4 -DWTYPE_Q4 -DMUL_MAT_ID -DCOMBINE
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
@@ -50,10 +60,13 @@ layout(constant_id = 2) const uint NT = 1;
 layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
 layout(binding = 2) readonly buffer X { vec4 x4[]; };
-layout(binding = 3) writeonly buffer Y { float y[]; };
+layout(binding = 3) buffer Y { float y[]; };  // read only with p.accumulate
 #ifdef MUL_MAT_ID
 layout(binding = 4) readonly buffer Ids { uint ids[]; };
 layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
+#endif
+#if defined(COMBINE)
+layout(binding = 6) readonly buffer RouteW { float route_w[]; };
 #endif
 
 #include "mul_mat_funcs.glsl"
@@ -66,7 +79,14 @@ void main() {
   const uint tid = gl_LocalInvocationID.x;
   const uint wg = flat_workgroup_id();
   const uint k4 = p.k >> 2;
-#ifdef MUL_MAT_ID
+#if defined(COMBINE)
+  const uint row_tiles = (p.n + ROWS - 1) / ROWS;
+  const uint token = wg / row_tiles;
+  const uint row0 = (wg % row_tiles) * ROWS;
+  const uint y_base = token * p.n;
+  const uint last = 0;
+  const uint pair_count = p.top_k;
+#elif defined(MUL_MAT_ID)
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
@@ -75,11 +95,17 @@ void main() {
   const uint mat = p.w_base + slot * p.w_stride;
   const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
   const uint y_base = pair * p.n;
+  const uint last = 0;
+  const uint pair_count = 1;
 #else
-  const uint row0 = wg * ROWS;
+  const uint chunks = (p.tokens + NT - 1) / NT;
+  const uint row0 = (wg / chunks) * ROWS;
+  const uint t0 = (wg % chunks) * NT;
   const uint mat = p.w_base;
-  const uint x_base = 0;
-  const uint y_base = 0;
+  const uint x_base = t0 * k4;
+  const uint y_base = t0 * p.n;
+  const uint last = p.tokens - 1 - t0;  // the chunk's last token; tokens past it re-read it, store nothing
+  const uint pair_count = 1;
 #endif
   // Rows past N (the last tile) read row N - 1 and store nothing.
   uint rows[ROWS];
@@ -88,41 +114,53 @@ void main() {
   float acc[ROWS * NT];
   for (uint i = 0; i < ROWS * NT; ++i) acc[i] = 0.0;
 
-  for (uint u = tid; u < p.units; u += WG) {
-    uvec4 d[ROWS];
-    for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
-#ifdef WTYPE_QUANTIZED
-    vec2 sm[ROWS];
-    for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + p.scales, p.k, rows[r], u);
-    float dq[ROWS * NT];  // sum of q * x over this unit
-    float xsum[NT];       // sum of x over this unit (for q4's min)
-    for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
-    for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
-#endif
-    for (uint c = 0; c < CHUNKS; ++c) {
-      vec4 wc[ROWS];
-      for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
-      const uint xi = x_base + chunk_x4(u, c);
-      for (uint t = 0; t < NT; ++t) {
-        const vec4 xv = x4[xi + t * k4];
-#ifdef WTYPE_QUANTIZED
-        const vec4 xq = xv * chunk_xscale(c);
-        xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
-        for (uint r = 0; r < ROWS; ++r) dq[r * NT + t] = dot_add(wc[r], xq, dq[r * NT + t]);
+  for (uint pi = 0; pi < pair_count; ++pi) {
+#if defined(COMBINE)
+    const uint pair = token * p.top_k + pi;
+    const uint slot = slot_table[ids[pair]];
+    if (slot == NO_SLOT) continue;  // uniform: the expert is not in the bank for this pass
+    const uint mat = p.w_base + slot * p.w_stride;
+    const uint x_base = pair * k4;
+    const float xw = route_w[pair];  // the pair's routing weight, folded into its x
 #else
-        for (uint r = 0; r < ROWS; ++r) acc[r * NT + t] = dot_add(wc[r], xv, acc[r * NT + t]);
+    const float xw = 1.0;
 #endif
+    for (uint u = tid; u < p.units; u += WG) {
+      uvec4 d[ROWS];
+      for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
+  #ifdef WTYPE_QUANTIZED
+      vec2 sm[ROWS];
+      for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + p.scales, p.k, rows[r], u);
+      float dq[ROWS * NT];  // sum of q * x over this unit
+      float xsum[NT];       // sum of x over this unit (for q4's min)
+      for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
+      for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
+  #endif
+      for (uint c = 0; c < CHUNKS; ++c) {
+        vec4 wc[ROWS];
+        for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
+        const uint xi = x_base + chunk_x4(u, c);
+        for (uint t = 0; t < NT; ++t) {
+          const vec4 xv = x4[xi + min(t, last) * k4] * xw;
+  #ifdef WTYPE_QUANTIZED
+          const vec4 xq = xv * chunk_xscale(c);
+          xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
+          for (uint r = 0; r < ROWS; ++r) dq[r * NT + t] = dot_add(wc[r], xq, dq[r * NT + t]);
+  #else
+          for (uint r = 0; r < ROWS; ++r) acc[r * NT + t] = dot_add(wc[r], xv, acc[r * NT + t]);
+  #endif
+        }
       }
+  #ifdef WTYPE_QUANTIZED
+      for (uint r = 0; r < ROWS; ++r)
+        for (uint t = 0; t < NT; ++t)
+  #ifdef WTYPE_Q4
+          acc[r * NT + t] += sm[r].x * dq[r * NT + t] + sm[r].y * xsum[t];
+  #else
+          acc[r * NT + t] += sm[r].x * dq[r * NT + t];
+  #endif
+  #endif
     }
-#ifdef WTYPE_QUANTIZED
-    for (uint r = 0; r < ROWS; ++r)
-      for (uint t = 0; t < NT; ++t)
-#ifdef WTYPE_Q4
-        acc[r * NT + t] += sm[r].x * dq[r * NT + t] + sm[r].y * xsum[t];
-#else
-        acc[r * NT + t] += sm[r].x * dq[r * NT + t];
-#endif
-#endif
   }
 
   const uint RN = ROWS * NT;
@@ -135,6 +173,6 @@ void main() {
     float s = 0.0;
     for (uint g = 0; g < gl_NumSubgroups; ++g) s += partial[g * RN + i];
     const uint row = row0 + i / NT;
-    if (row < p.n) y[y_base + (i % NT) * p.n + row] = s;
+    if (row < p.n && i % NT <= last) store_y(y_base + (i % NT) * p.n + row, s);
   }
 }

@@ -1,13 +1,16 @@
 #version 450
 // q4 matrix-vector product in packed f16 arithmetic, for devices with shaderFloat16:
-//   y[t, n] = sum_k W[n, k] * x[t, k],  W: [N, K] q4 (weight_format.hpp), T = NT <= 8 tokens.
+//   y[t, n] (+)= sum_k W[n, k] * x[t, k],  W: [N, K] q4 (weight_format.hpp), T tokens in chunks of NT <= 8
+//   (as in mul_mat_vec.comp: a workgroup per (row tile, chunk), the last chunk may be shorter).
 // x arrives prepared by q4h_prep.comp (xh: f16 pairs scaled to [-1, 1] per 64-column group, xg: the group
 // scale and per-unit sums). Per 32-bit weight word, each nibble pair becomes an f16vec2 with one AND and one
 // OR (bits placed in the mantissa of 1024.0), one subtraction and one packed fused multiply-add: about 2.4
 // instructions per weight, against about 4 for the f32 decode of mul_mat_vec.comp, which made that kernel
 // ALU-bound on q4. A unit (16 bytes, 32 weights) is summed in f16 (at most 32 products of |q| <= 15 and
 // |xq| <= 1) and then scaled in f32: sum_j w_j x_j = scale * s_g * sum_j q_j xq_j + min * sum_j x_j.
-// With MUL_MAT_ID (MoE): one workgroup per (row tile, pair) as in mul_mat_vec.comp, NT = 1.
+// With MUL_MAT_ID (MoE): one workgroup per (row tile, pair) as in mul_mat_vec.comp, NT = 1; with COMBINE as
+// well, one per (row tile, token) summing the token's pairs into the residual, as mul_mat_vec.comp's COMBINE
+// (the routing weight scales the pair's xg, which scales both terms of the unit sum).
 //
 // Launch shape: WG threads (spec constant 0) stride over the units of ROWS rows, UNR units per iteration
 // with all their loads issued before any use (memory-level parallelism is what decode lacks most).
@@ -20,6 +23,7 @@
 //! variant mul_mat_vec_q4h_7 -DNT=7
 //! variant mul_mat_vec_q4h_8 -DNT=8
 //! variant mul_mat_vec_id_q4h -DNT=1 -DMUL_MAT_ID
+//! variant mul_mat_vec_id_combine_q4h -DNT=1 -DMUL_MAT_ID -DCOMBINE
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -35,10 +39,13 @@ layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
 layout(binding = 2) readonly buffer XH { uvec4 xh[]; };
 layout(binding = 3) readonly buffer XG { vec2 xg[]; };
-layout(binding = 4) writeonly buffer Y { float y[]; };
+layout(binding = 4) buffer Y { float y[]; };  // read only with p.accumulate
 #ifdef MUL_MAT_ID
 layout(binding = 5) readonly buffer Ids { uint ids[]; };
 layout(binding = 6) readonly buffer Slots { uint slot_table[]; };
+#endif
+#if defined(COMBINE)
+layout(binding = 7) readonly buffer RouteW { float route_w[]; };
 #endif
 
 #include "mul_mat_funcs.glsl"
@@ -79,7 +86,14 @@ void main() {
   const uint tid = gl_LocalInvocationID.x;
   const uint wg = flat_workgroup_id();
   const uint units = p.units;
-#ifdef MUL_MAT_ID
+#if defined(COMBINE)
+  const uint row_tiles = (p.n + ROWS - 1) / ROWS;
+  const uint token = wg / row_tiles;
+  const uint row0 = (wg % row_tiles) * ROWS;
+  const uint y_base = token * p.n;
+  const uint last = 0;
+  const uint pair_count = p.top_k;
+#elif defined(MUL_MAT_ID)
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
@@ -88,42 +102,60 @@ void main() {
   const uint mat = p.w_base + slot * p.w_stride;
   const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
   const uint y_base = pair * p.n;
+  const uint last = 0;
+  const uint pair_count = 1;
 #else
-  const uint row0 = wg * ROWS;
+  const uint chunks = (p.tokens + NT - 1) / NT;
+  const uint row0 = (wg / chunks) * ROWS;
+  const uint t0 = (wg % chunks) * NT;
   const uint mat = p.w_base;
-  const uint x_row = 0;
-  const uint y_base = 0;
+  const uint x_row = t0;
+  const uint y_base = t0 * p.n;
+  const uint last = p.tokens - 1 - t0;  // the chunk's last token; tokens past it re-read it, store nothing
+  const uint pair_count = 1;
 #endif
   uint rows[MAX_ROWS];
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) rows[r] = min(row0 + min(r, ROWS - 1), p.n - 1);
   float acc[MAX_ROWS * NT];
   [[unroll]] for (uint i = 0; i < MAX_ROWS * NT; ++i) acc[i] = 0.0;
 
-  for (uint u0 = tid; u0 < units; u0 += WG * UNR) {
-    uvec4 d[MAX_UNR * MAX_ROWS];
-    uint sm[MAX_UNR * MAX_ROWS];
-    [[unroll]] for (uint j = 0; j < MAX_UNR; ++j) {
-      if (j >= UNR) break;
-      const uint u = min(u0 + j * WG, units - 1);
-      [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
-        if (r >= ROWS) break;
-        d[j * MAX_ROWS + r] = w_u128[mat + rows[r] * units + u];
-        sm[j * MAX_ROWS + r] = scales_u32[mat * 4 + p.scales + rows[r] * (p.k >> 6) + (u >> 1)];
-      }
-    }
-    [[unroll]] for (uint j = 0; j < MAX_UNR; ++j) {
-      const uint u = u0 + j * WG;
-      if (j >= UNR || u >= units) break;
-      [[unroll]] for (uint t = 0; t < NT; ++t) {
-        const uint xr = x_row + t;
-        const uint xi = (xr * units + u) * 4;
-        const uvec4 x0 = xh[xi], x1 = xh[xi + 1], x2 = xh[xi + 2], x3 = xh[xi + 3];
-        const vec2 g = xg[xr * units + u];
+  for (uint pi = 0; pi < pair_count; ++pi) {
+#if defined(COMBINE)
+    const uint pair = token * p.top_k + pi;
+    const uint slot = slot_table[ids[pair]];
+    if (slot == NO_SLOT) continue;  // uniform: the expert is not in the bank for this pass
+    const uint mat = p.w_base + slot * p.w_stride;
+    const uint x_row = pair;
+    const float xw = route_w[pair];  // the pair's routing weight, folded into its x
+#else
+    const float xw = 1.0;
+#endif
+    for (uint u0 = tid; u0 < units; u0 += WG * UNR) {
+      uvec4 d[MAX_UNR * MAX_ROWS];
+      uint sm[MAX_UNR * MAX_ROWS];
+      [[unroll]] for (uint j = 0; j < MAX_UNR; ++j) {
+        if (j >= UNR) break;
+        const uint u = min(u0 + j * WG, units - 1);
         [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
           if (r >= ROWS) break;
-          const vec2 sc = unpackHalf2x16(sm[j * MAX_ROWS + r]);
-          const float dq = unit_dot(d[j * MAX_ROWS + r], x0, x1, x2, x3);
-          acc[r * NT + t] = fma(sc.x * g.x, dq, fma(sc.y, g.y, acc[r * NT + t]));
+          d[j * MAX_ROWS + r] = w_u128[mat + rows[r] * units + u];
+          sm[j * MAX_ROWS + r] = scales_u32[mat * 4 + p.scales + rows[r] * (p.k >> 6) + (u >> 1)];
+        }
+      }
+      [[unroll]] for (uint j = 0; j < MAX_UNR; ++j) {
+        const uint u = u0 + j * WG;
+        if (j >= UNR || u >= units) break;
+        [[unroll]] for (uint t = 0; t < NT; ++t) {
+          const uint xr = x_row + min(t, last);
+          const uint xi = (xr * units + u) * 4;
+          const uvec4 x0 = xh[xi], x1 = xh[xi + 1], x2 = xh[xi + 2], x3 = xh[xi + 3];
+          const vec2 g = xg[xr * units + u] * xw;
+          [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
+            if (r >= ROWS) break;
+            const vec2 sc = unpackHalf2x16(sm[j * MAX_ROWS + r]);
+            const float dq = unit_dot(d[j * MAX_ROWS + r], x0, x1, x2, x3);
+            acc[r * NT + t] = fma(sc.x * g.x, dq, fma(sc.y, g.y, acc[r * NT + t]));
+          }
         }
       }
     }
@@ -141,6 +173,6 @@ void main() {
     float s = 0.0;
     for (uint sg = 0; sg < gl_NumSubgroups; ++sg) s += partial[sg * RN + i];
     const uint row = row0 + i / NT;
-    if (row < p.n) y[y_base + (i % NT) * p.n + row] = s;
+    if (row < p.n && i % NT <= last) store_y(y_base + (i % NT) * p.n + row, s);
   }
 }

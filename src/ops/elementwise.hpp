@@ -18,5 +18,10 @@ namespace mach::ops {
 // y: [T, k, H] f32, w: [T, k] f32, x: [T, H] f32 (read and written).
 void moe_combine(gpu::CommandList& cmd, gpu::Binding y, gpu::Binding w, gpu::Binding x, uint32_t tokens,
                  uint32_t top_k, uint32_t hidden);
+// The same over one pass of a streaming step: pairs whose expert has no slot (slot_table[ids[t, j]] ==
+// kNoSlot, see matmul.hpp's MoeRouting) add nothing and their y rows are never read.
+// ids: [T, k] u32; slot_table: [experts] u32.
+void moe_combine(gpu::CommandList& cmd, gpu::Binding y, gpu::Binding w, gpu::Binding x, uint32_t tokens,
+                 uint32_t top_k, uint32_t hidden, gpu::Binding ids, gpu::Binding slot_table);
 
 }  // namespace mach::ops

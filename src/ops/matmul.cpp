@@ -8,13 +8,14 @@
 #include <string>
 
 #include "gpu/context.hpp"
+#include "ops/elementwise.hpp"
 
 namespace mach::ops {
 namespace {
 
 // Mirrors the push-constant block of shaders/mul_mat_funcs.glsl.
 struct MulMatPush {
-  uint32_t n, k, units, w_base, w_stride, scales, tokens, top_k, x_per_slot, experts;
+  uint32_t n, k, units, w_base, w_stride, scales, tokens, top_k, x_per_slot, experts, accumulate;
 };
 
 // Launch shape of mul_mat_vec.comp (its spec constants). Read once from $MACH_MUL_MAT_VEC, e.g.
@@ -110,27 +111,17 @@ Q4hTuning q4h_tuning() {
   return t;
 }
 
-// The packed-f16 q4 kernel runs where the device has f16 arithmetic; $MACH_Q4_F32=1 forces the f32 kernel
-// (the only one on devices without shaderFloat16), so both stay testable on one device.
-bool use_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
-  if (type != WeightType::q4 || tokens > kMatVecMaxTokens || !context.info().fp16) return false;
-  const char* force = std::getenv("MACH_Q4_F32");
-  return !(force && *force == '1');
-}
-
-struct PreparedX {
-  gpu::Binding xh, xg;
+// How the matrix-vector kernels split T <= kVerifyMaxTokens tokens: ceil(T / 8) chunks of equal size but
+// the last (their NT, a pipeline each); one workgroup per (row tile, chunk).
+struct TokenChunks {
+  uint32_t count = 1;
+  uint32_t tokens = 1;
 };
 
-// q4h_prep.comp over `rows` rows of x [rows, K].
-PreparedX prepare_q4h_x(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k) {
-  PreparedX px{cmd.scratch(uint64_t{rows} * k * 2), cmd.scratch(uint64_t{rows} * (k / 32) * 8)};
-  const struct {
-    uint32_t rows, k;
-  } push{rows, k};
-  cmd.dispatch(cmd.context().pipeline("q4h_prep"), {x, px.xh, px.xg}, push,
-               gpu::flat_groups(gpu::div_up(uint64_t{rows} * (k / 64), 64)));
-  return px;
+TokenChunks token_chunks(uint32_t tokens) {
+  assert(tokens <= kVerifyMaxTokens);
+  const uint32_t count = gpu::div_up(tokens, kMatVecMaxTokens);
+  return {count, gpu::div_up(tokens, count)};
 }
 
 // Tile shape of mul_mat.comp (its spec constants; see the shader's header).
@@ -167,69 +158,117 @@ const MatMulTiles& mat_mul_tiles(const gpu::DeviceInfo& info) {
   return tiles;
 }
 
-}  // namespace
+// What every kernel of these ops gets: the weights (one matrix, or the whole stack of experts) and the
+// push constants.
+struct KernelCall {
+  WeightBinding weights;
+  MulMatPush push;
+};
 
-void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens) {
+KernelCall dense_call(const gpu::Context& context, const WeightRef& w, uint32_t tokens, Output output) {
   assert(w.buffer && tokens > 0 && shape_fits(w.type, w.rows, w.cols));
-  auto& context = cmd.context();
   const auto wb = bind_weights(context, *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
-  const MulMatPush push{w.rows, w.cols, row_units(w.type, w.cols), wb.base_units, 0,
-                        static_cast<uint32_t>(scales_offset(w.type, w.rows, w.cols) / 4), tokens, 1, 0, 1};
-  if (use_q4h(context, w.type, tokens)) {
-    const PreparedX px = prepare_q4h_x(cmd, x, tokens, w.cols);
-    const Q4hTuning t = q4h_tuning();
-    const auto& pipeline = context.pipeline("mul_mat_vec_q4h_" + std::to_string(tokens), {t.workgroup, t.rows, t.unroll});
-    cmd.dispatch(pipeline, {wb.binding, wb.binding, px.xh, px.xg, y}, push,
-                 gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
-  } else if (tokens <= kMatVecMaxTokens) {
-    const MatVecTuning t = mat_vec_tuning();
-    const auto& pipeline = context.pipeline(variant("mul_mat_vec", w.type),
-                                            {mat_vec_workgroup(push.units), t.rows, tokens});
-    cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(gpu::div_up(w.rows, t.rows)));
-  } else {
-    const auto& tiles = mat_mul_tiles(context.info());
-    const auto& pipeline = context.pipeline(variant("mul_mat", w.type), tiles.constants());
-    const uint32_t groups = gpu::div_up(w.rows, tiles.bm) * gpu::div_up(tokens, tiles.bn);
-    cmd.dispatch(pipeline, {wb.binding, wb.binding, x, y}, push, gpu::flat_groups(groups));
-  }
+  return {wb,
+          {w.rows, w.cols, row_units(w.type, w.cols), wb.base_units, 0,
+           static_cast<uint32_t>(scales_offset(w.type, w.rows, w.cols) / 4), tokens, 1, 0, 1,
+           output == Output::accumulate ? 1u : 0u}};
 }
 
-void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
-                bool x_per_slot, gpu::Binding y, uint32_t tokens) {
+gpu::Binding output_binding(gpu::Binding y, Output output) {
+  if (output == Output::accumulate) y.access = gpu::Access::read_write;
+  return y;
+}
+
+KernelCall expert_call(const gpu::Context& context, const ExpertWeightsRef& w, const MoeRouting& routing,
+                       bool x_per_slot, uint32_t tokens) {
   assert(w.buffer && w.count > 0 && tokens > 0 && routing.experts > 0 && routing.top_k > 0);
   assert(shape_fits(w.type, w.rows, w.cols) && w.expert_stride % 16 == 0);
   const uint64_t matrix_bytes = weight_bytes(w.type, w.rows, w.cols);
   assert(w.count == 1 || w.expert_stride >= matrix_bytes);
-  auto& context = cmd.context();
+  // The stack is bound as one range.
   const auto wb = bind_weights(context, *w.buffer, w.offset, (w.count - 1) * w.expert_stride + matrix_bytes);
-  const MulMatPush push{w.rows,
-                        w.cols,
-                        row_units(w.type, w.cols),
-                        wb.base_units,
-                        static_cast<uint32_t>(w.expert_stride / 16),
-                        static_cast<uint32_t>(scales_offset(w.type, w.rows, w.cols) / 4),
-                        tokens,
-                        routing.top_k,
-                        x_per_slot ? 1u : 0u,
-                        routing.experts};
-  const std::initializer_list<gpu::Binding> bindings = {wb.binding, wb.binding, x, y, routing.ids,
-                                                        routing.slot_table};
-  if (use_q4h(context, w.type, tokens)) {
+  return {wb,
+          {w.rows, w.cols, row_units(w.type, w.cols), wb.base_units, static_cast<uint32_t>(w.expert_stride / 16),
+           static_cast<uint32_t>(scales_offset(w.type, w.rows, w.cols) / 4), tokens, routing.top_k,
+           x_per_slot ? 1u : 0u, routing.experts, 0}};
+}
+
+}  // namespace
+
+bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
+  if (type != WeightType::q4 || tokens > kVerifyMaxTokens || !context.info().fp16) return false;
+  const char* force = std::getenv("MACH_Q4_F32");
+  return !(force && *force == '1');
+}
+
+PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k) {
+  assert(rows > 0 && k % 64 == 0);
+  PreparedX px{cmd.scratch(uint64_t{rows} * k * 2), cmd.scratch(uint64_t{rows} * (k / 32) * 8), rows, k};
+  const struct {
+    uint32_t rows, k;
+  } push{rows, k};
+  cmd.dispatch(cmd.context().pipeline("q4h_prep"), {x, px.xh, px.xg}, push,
+               gpu::flat_groups(gpu::div_up(uint64_t{rows} * (k / 64), 64)));
+  return px;
+}
+
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
+             Output output) {
+  auto& context = cmd.context();
+  if (uses_q4h(context, w.type, tokens)) {
+    mul_mat(cmd, w, prepare_q4h(cmd, x, tokens, w.cols), y, tokens, output);
+    return;
+  }
+  const KernelCall call = dense_call(context, w, tokens, output);
+  const gpu::Binding wb = call.weights.binding;
+  y = output_binding(y, output);
+  if (tokens <= kVerifyMaxTokens) {
+    const MatVecTuning t = mat_vec_tuning();
+    const TokenChunks chunks = token_chunks(tokens);
+    const auto& pipeline = context.pipeline(variant("mul_mat_vec", w.type),
+                                            {mat_vec_workgroup(call.push.units), t.rows, chunks.tokens});
+    cmd.dispatch(pipeline, {wb, wb, x, y}, call.push, gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
+  } else {
+    const auto& tiles = mat_mul_tiles(context.info());
+    const auto& pipeline = context.pipeline(variant("mul_mat", w.type), tiles.constants());
+    const uint32_t groups = gpu::div_up(w.rows, tiles.bm) * gpu::div_up(tokens, tiles.bn);
+    cmd.dispatch(pipeline, {wb, wb, x, y}, call.push, gpu::flat_groups(groups));
+  }
+}
+
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu::Binding y, uint32_t tokens,
+             Output output) {
+  auto& context = cmd.context();
+  assert(uses_q4h(context, w.type, tokens) && x.rows == tokens && x.k == w.cols);
+  const KernelCall call = dense_call(context, w, tokens, output);
+  const gpu::Binding wb = call.weights.binding;
+  const Q4hTuning t = q4h_tuning();
+  const TokenChunks chunks = token_chunks(tokens);
+  const auto& pipeline =
+      context.pipeline("mul_mat_vec_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
+  cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, output_binding(y, output)}, call.push,
+               gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
+}
+
+void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
+                bool x_per_slot, gpu::Binding y, uint32_t tokens) {
+  auto& context = cmd.context();
+  if (uses_q4h(context, w.type, tokens)) {
     const uint32_t x_rows = x_per_slot ? tokens * routing.top_k : tokens;
-    const PreparedX px = prepare_q4h_x(cmd, x, x_rows, w.cols);
-    const Q4hTuning t = q4h_tuning();
-    const auto& pipeline = context.pipeline("mul_mat_vec_id_q4h", {t.workgroup, t.rows, t.unroll});
-    const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
-    cmd.dispatch(pipeline, {wb.binding, wb.binding, px.xh, px.xg, y, routing.ids, routing.slot_table}, push,
-                 gpu::flat_groups(groups));
-  } else if (tokens <= kMatVecMaxTokens) {
+    mul_mat_id(cmd, w, routing, prepare_q4h(cmd, x, x_rows, w.cols), x_per_slot, y, tokens);
+    return;
+  }
+  const KernelCall call = expert_call(context, w, routing, x_per_slot, tokens);
+  const gpu::Binding wb = call.weights.binding;
+  const std::initializer_list<gpu::Binding> bindings = {wb, wb, x, y, routing.ids, routing.slot_table};
+  if (tokens <= kVerifyMaxTokens) {
     // One workgroup per (row tile, pair): experts picked by several tokens are read once per pair (mostly
     // from L2 for such small T).
     const MatVecTuning t = mat_vec_tuning();
     const auto& pipeline = context.pipeline(variant("mul_mat_vec_id", w.type),
-                                            {mat_vec_workgroup(push.units), t.rows, 1});
+                                            {mat_vec_workgroup(call.push.units), t.rows, 1});
     const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
-    cmd.dispatch(pipeline, bindings, push, gpu::flat_groups(groups));
+    cmd.dispatch(pipeline, bindings, call.push, gpu::flat_groups(groups));
   } else {
     // (row tile, expert, token tile); an expert sees at most T pairs since a token's ids are distinct.
     const auto& tiles = mat_mul_tiles(context.info());
@@ -237,7 +276,53 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
     const uint64_t groups =
         uint64_t{gpu::div_up(w.rows, tiles.bm)} * routing.experts * gpu::div_up(tokens, tiles.bn);
     assert(groups <= uint64_t{65535} * 65535);
-    cmd.dispatch(pipeline, bindings, push, gpu::flat_groups(static_cast<uint32_t>(groups)));
+    cmd.dispatch(pipeline, bindings, call.push, gpu::flat_groups(static_cast<uint32_t>(groups)));
+  }
+}
+
+void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, const PreparedX& x,
+                bool x_per_slot, gpu::Binding y, uint32_t tokens) {
+  auto& context = cmd.context();
+  assert(uses_q4h(context, w.type, tokens) && x.k == w.cols);
+  assert(x.rows == (x_per_slot ? tokens * routing.top_k : tokens));
+  const KernelCall call = expert_call(context, w, routing, x_per_slot, tokens);
+  const gpu::Binding wb = call.weights.binding;
+  const Q4hTuning t = q4h_tuning();
+  const auto& pipeline = context.pipeline("mul_mat_vec_id_q4h", {t.workgroup, t.rows, t.unroll});
+  const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
+  cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, y, routing.ids, routing.slot_table}, call.push,
+               gpu::flat_groups(groups));
+}
+
+void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
+                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens) {
+  auto& context = cmd.context();
+  residual.access = gpu::Access::read_write;
+  if (tokens > kVerifyMaxTokens) {
+    const uint64_t pairs = uint64_t{tokens} * routing.top_k;
+    gpu::Binding y = cmd.scratch(pairs * w.rows * 4);
+    y.access = gpu::Access::write;
+    mul_mat_id(cmd, w, routing, x, true, y, tokens);
+    y.access = gpu::Access::read;
+    moe_combine(cmd, y, route_w, residual, tokens, routing.top_k, w.rows, routing.ids, routing.slot_table);
+    return;
+  }
+  // One workgroup per (row tile, token), looping over the token's pairs.
+  KernelCall call = expert_call(context, w, routing, true, tokens);
+  call.push.accumulate = 1;
+  const gpu::Binding wb = call.weights.binding;
+  if (uses_q4h(context, w.type, tokens)) {
+    const PreparedX px = prepare_q4h(cmd, x, tokens * routing.top_k, w.cols);
+    const Q4hTuning t = q4h_tuning();
+    const auto& pipeline = context.pipeline("mul_mat_vec_id_combine_q4h", {t.workgroup, t.rows, t.unroll});
+    cmd.dispatch(pipeline, {wb, wb, px.xh, px.xg, residual, routing.ids, routing.slot_table, route_w}, call.push,
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
+  } else {
+    const MatVecTuning t = mat_vec_tuning();
+    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id_combine", w.type),
+                                            {mat_vec_workgroup(call.push.units), t.rows, 1});
+    cmd.dispatch(pipeline, {wb, wb, x, residual, routing.ids, routing.slot_table, route_w}, call.push,
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
   }
 }
 

@@ -1,9 +1,13 @@
 // Matrix products of activations with weight matrices, for every weight format of weight_format.hpp.
 // Shapes: T tokens, K input features (W's cols), N output features (W's rows), E experts, k slots (top-k).
 //
-// Each op picks one of two kernels by T: a matrix-vector kernel for T <= kMatVecMaxTokens (decode and
-// speculative-verify blocks: every weight load is reused across the tokens) and a tiled matrix-matrix
-// kernel for larger T (prefill). Both read weights with 16-byte loads, so K must keep rows 16-byte aligned:
+// Each op picks one of two kernels by T: a matrix-vector kernel for T <= kVerifyMaxTokens (decode and
+// speculative-verify blocks) and a tiled matrix-matrix kernel for larger T (prefill). The matrix-vector
+// kernels handle at most kMatVecMaxTokens tokens per weight load; larger blocks run in chunks of at most
+// that many tokens within one dispatch, each chunk re-reading the weights (mostly from L2, as a row tile's
+// chunks run side by side). On an H100 the tiled kernel took 134 us for a 4096 x 2048 q4 matrix at T = 16,
+// against ~8 us for one matrix-vector pass, so chunking wins well past T = 8. mul_mat_id runs the
+// matrix-vector kernels per (row tile, pair) for T <= kVerifyMaxTokens. Both read weights with 16-byte loads, so K must keep rows 16-byte aligned:
 // K % 4 == 0 for f32, K % 8 == 0 for f16/bf16, and the group size for quantized types. x and y bindings
 // need no more than the device's storage-buffer offset alignment.
 //
@@ -19,10 +23,39 @@
 
 namespace mach::ops {
 
+// Tokens per weight load in the matrix-vector kernels (their register blocking).
 inline constexpr uint32_t kMatVecMaxTokens = 8;
+// The largest T on the matrix-vector kernels (speculative verify blocks); larger T take the tiled kernels.
+inline constexpr uint32_t kVerifyMaxTokens = 32;
 
-// y[t, n] = sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32.
-void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens);
+// Whether mul_mat / mul_mat_id of `type` weights over T tokens run the packed-f16 q4 kernels, which read x
+// as prepare_q4h() leaves it: q4 weights, T <= kVerifyMaxTokens, a device with shaderFloat16, and
+// $MACH_Q4_F32 not "1" (which forces the f32 kernels, those of devices without f16 arithmetic).
+bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens);
+
+// x prepared for the packed-f16 q4 kernels (shaders/q4h_prep.comp): per 64-column group, x / max|x| as f16
+// and the group's scale and per-32-column sums. Preparing is a dispatch of its own and reads all of x, so
+// products with the same input (q, k and v; the router and the experts' gate/up) should share one.
+// The bindings are scratch of the command list that prepared them: valid until its next begin().
+struct PreparedX {
+  gpu::Binding xh;  // [rows, K / 8] 16-byte words
+  gpu::Binding xg;  // [rows, K / 32] (group scale, unit sum) f32 pairs
+  uint32_t rows = 0;
+  uint32_t k = 0;
+};
+// x: [rows, K] f32, K % 64 == 0.
+PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k);
+
+// Whether a product overwrites y or adds to it. With accumulate the op binds y read-write; the sum is
+// y + (W x) rounded once, as ops::add would give, on every kernel.
+enum class Output { overwrite, accumulate };
+
+// y[t, n] (+)= sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32.
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
+             Output output = Output::overwrite);
+// The same with x prepared by prepare_q4h (rows = T, k = K); only where uses_q4h(context, w.type, T).
+void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu::Binding y, uint32_t tokens,
+             Output output = Output::overwrite);
 
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
 // matrix in slot slot_table[e] of the stack `w`.
@@ -42,5 +75,22 @@ struct MoeRouting {
 };
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
                 bool x_per_slot, gpu::Binding y, uint32_t tokens);
+// The same with x prepared by prepare_q4h (rows = T, or T * top_k with x_per_slot; k = K); only where
+// uses_q4h(context, w.type, T).
+void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, const PreparedX& x,
+                bool x_per_slot, gpu::Binding y, uint32_t tokens);
+
+// The routed experts' down projection added to the residual, mul_mat_id and moe_combine in one op:
+//   residual[t, n] += sum over j < top_k with slot_table[ids[t, j]] != kNoSlot of
+//                     route_w[t, j] * (W_{ids[t, j]} x[t, j, :])[n].
+//   x: [T, top_k, K] f32, one row per pair (as mul_mat_id's x_per_slot); route_w: [T, top_k] f32;
+//   residual: [T, N] f32, read and written.
+// Pairs whose expert has no slot add nothing, so the passes of a streaming step (each with only its own
+// experts slotted) add up to the whole sum. For T <= kVerifyMaxTokens it is one dispatch (after the q4h
+// prep of the T * top_k rows of x where uses_q4h): a workgroup owns a row tile of one token and sums the
+// token's pairs in registers, so the expert outputs never go through memory and no combine dispatch or
+// barrier follows. Larger T run mul_mat_id into command scratch and moe_combine's kNoSlot-aware variant.
+void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
+                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens);
 
 }  // namespace mach::ops

@@ -1,5 +1,6 @@
 // Op cases for matrix products: mul_mat (dense weights) and mul_mat_id (MoE expert stacks), every weight
-// type, matrix-vector (T <= 8) and tiled (T > 8) kernels. Shapes: T tokens, K cols, N rows, E experts.
+// type, matrix-vector (T <= 32, in chunks of at most 8 tokens) and tiled (T > 32) kernels.
+// Shapes: T tokens, K cols, N rows, E experts.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -96,7 +97,7 @@ double io_bytes(uint64_t x_elems, uint64_t y_elems) { return 4.0 * (x_elems + y_
 // large partial sums). 1e-10 leaves room for longer rows and other summation orders on other devices while
 // still failing on any wrong element (one wrong row in a few hundred gives ~1e-3).
 constexpr double kMaxNmse = 1e-10;
-// q4 with T <= 8 on a device with f16 arithmetic runs mul_mat_vec_q4h.comp: activations are rounded to f16
+// q4 with T <= 32 on a device with f16 arithmetic runs mul_mat_vec_q4h.comp: activations are rounded to f16
 // (11 bits) after scaling by their group maximum, and units are summed in f16. Observed ~1e-6 on lavapipe
 // (a relative error of ~1e-3, far below q4's own quantization error); one wrong row still gives ~1e-3.
 constexpr double kMaxNmseQ4h = 1e-5;
@@ -106,7 +107,7 @@ constexpr double kMaxNmseQ4h = 1e-5;
 enum class Q4Path { automatic, f32 };
 
 bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, Q4Path path) {
-  return path == Q4Path::automatic && type == WeightType::q4 && tokens <= ops::kMatVecMaxTokens && context.info().fp16;
+  return path == Q4Path::automatic && type == WeightType::q4 && tokens <= ops::kVerifyMaxTokens && context.info().fp16;
 }
 
 // Sets $MACH_Q4_F32 for the duration of one recording when the case forces the f32 kernel.
@@ -174,6 +175,70 @@ class MulMatCase : public SimpleOpCase {
   GuardedBuffer w_, x_;
 };
 
+// y += W1 x; y += W2 x (Output::accumulate) on a y that holds random values, with one prepare_q4h serving
+// both products where the q4h kernels run: the reuse the model's q/k/v projections make of one prep.
+class MulMatAccumulateCase : public SimpleOpCase {
+ public:
+  MulMatAccumulateCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens, Q4Path path = Q4Path::automatic)
+      : type_(type), n_(n), k_(k), t_(tokens), path_(path) {}
+  std::string op() const override { return "mul_mat_accumulate"; }
+  std::string params() const override {
+    return fmt::format("type={} n={} k={} t={}{}", ops::weight_type_name(type_), n_, k_, t_,
+                       path_ == Q4Path::f32 ? " kernel=f32" : "");
+  }
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double bytes() const override {
+    return 2.0 * static_cast<double>(ops::weight_bytes(type_, n_, k_)) +
+           io_bytes(uint64_t{t_} * k_, 4ull * t_ * n_);
+  }
+  double flops() const override { return 4.0 * n_ * k_ * t_; }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const auto w1 = random_weights(type_, n_, k_, rng);
+    const auto w2 = random_weights(type_, n_, k_, rng);
+    const auto x = rng.normal_vec(uint64_t{t_} * k_);
+    before_ = rng.uniform_vec(uint64_t{t_} * n_, -4.0f, 4.0f);
+    w1_ = GuardedBuffer(context, w1.size(), "w1");
+    w2_ = GuardedBuffer(context, w2.size(), "w2");
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    output_ = GuardedBuffer(context, uint64_t{t_} * n_ * 4, "y");
+    w1_.upload(w1);
+    w2_.upload(w2);
+    x_.upload(x);
+    output_.upload(before_);
+    std::vector<float> y1(before_.size()), y2(before_.size());
+    ref::mul_mat(type_, w1, n_, k_, x, y1, t_);
+    ref::mul_mat(type_, w2, n_, k_, x, y2, t_);
+    expected_.resize(before_.size());
+    for (size_t i = 0; i < expected_.size(); ++i) expected_[i] = (before_[i] + y1[i]) + y2[i];
+    inputs_ = {&w1_, &w2_, &x_};
+    q4h_ = runs_q4h(context, type_, t_, path_);
+  }
+  void poison() override { output_.upload(before_); }
+  void record(gpu::CommandList& cmd) override {
+    const ForceQ4F32 force(path_);
+    const ops::WeightRef w1{w1_.in().buffer, w1_.in().offset, type_, n_, k_};
+    const ops::WeightRef w2{w2_.in().buffer, w2_.in().offset, type_, n_, k_};
+    constexpr auto accumulate = ops::Output::accumulate;
+    if (ops::uses_q4h(cmd.context(), type_, t_)) {
+      const ops::PreparedX px = ops::prepare_q4h(cmd, x_.in(), t_, k_);
+      ops::mul_mat(cmd, w1, px, output_.out(), t_, accumulate);
+      ops::mul_mat(cmd, w2, px, output_.out(), t_, accumulate);
+    } else {
+      ops::mul_mat(cmd, w1, x_.in(), output_.out(), t_, accumulate);
+      ops::mul_mat(cmd, w2, x_.in(), output_.out(), t_, accumulate);
+    }
+  }
+
+ private:
+  WeightType type_;
+  uint32_t n_, k_, t_;
+  Q4Path path_;
+  bool q4h_ = false;
+  std::vector<float> before_;
+  GuardedBuffer w1_, w2_, x_;
+};
+
 struct MoeShape {
   uint32_t n, k;
   uint32_t experts, top_k;
@@ -187,10 +252,55 @@ struct MoeShape {
   bool bank = false;
 };
 
+// A stack of `s.slots` random matrices, the slot table (identity, permuted, or a bank with kNoSlot entries)
+// and distinct top-k ids per token.
+struct MoeInputs {
+  std::vector<std::byte> stack;
+  std::vector<uint32_t> table, ids;
+};
+
+MoeInputs random_moe_inputs(WeightType type, const MoeShape& s, uint64_t stride, Rng& rng) {
+  std::vector<std::byte> stack(stride * s.slots);
+  for (uint32_t e = 0; e < s.slots; ++e) {
+    const auto w = random_weights(type, s.n, s.k, rng);
+    std::memcpy(stack.data() + e * stride, w.data(), w.size());
+  }
+  std::vector<uint32_t> slots(s.slots);
+  std::iota(slots.begin(), slots.end(), 0u);
+  if (s.permuted) std::shuffle(slots.begin(), slots.end(), rng.engine());
+  std::vector<uint32_t> table(s.experts, ops::kNoSlot);
+  if (s.bank) {
+    // Which experts have a slot: a random subset of `slots` of them.
+    std::vector<uint32_t> in_bank(s.experts);
+    std::iota(in_bank.begin(), in_bank.end(), 0u);
+    std::shuffle(in_bank.begin(), in_bank.end(), rng.engine());
+    for (uint32_t i = 0; i < s.slots; ++i) table[in_bank[i]] = slots[i];
+  } else {
+    std::copy_n(slots.begin(), s.experts, table.begin());
+  }
+  std::vector<uint32_t> ids;
+  std::vector<uint32_t> order(s.experts);
+  std::iota(order.begin(), order.end(), 0u);
+  for (uint32_t t = 0; t < s.tokens; ++t) {
+    // Distinct ids per token, as top-k produces: the first top_k of a partial shuffle.
+    for (uint32_t j = 0; j < s.top_k; ++j) std::swap(order[j], order[j + rng.below(s.experts - j)]);
+    ids.insert(ids.end(), order.begin(), order.begin() + s.top_k);
+  }
+  return {std::move(stack), std::move(table), std::move(ids)};
+}
+
+// Bytes between slots: packed, or 4096-aligned like sidecar slabs.
+uint64_t moe_stride(WeightType type, const MoeShape& s) {
+  const uint64_t matrix = ops::weight_bytes(type, s.n, s.k);
+  return s.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix;
+}
+
 class MulMatIdCase : public SimpleOpCase {
  public:
-  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : type_(type), s_(s), path_(path) {}
-  std::string op() const override { return "mul_mat_id"; }
+  // With `prepared`, x goes through ops::prepare_q4h and the PreparedX overload where the q4h kernels run.
+  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false)
+      : type_(type), s_(s), path_(path), prepared_(prepared) {}
+  std::string op() const override { return prepared_ ? "mul_mat_id_prepared" : "mul_mat_id"; }
   std::string params() const override {
     return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
                        s_.k, s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
@@ -205,38 +315,12 @@ class MulMatIdCase : public SimpleOpCase {
   }
   double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
   bool supported(const gpu::Context& context) const override {
-    const uint64_t matrix = ops::weight_bytes(type_, s_.n, s_.k);
-    return fits_binding(context, (s_.slots - 1) * stride(matrix) + matrix);
+    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
   }
 
   void prepare(gpu::Context& context, Rng& rng) override {
-    stride_ = stride(ops::weight_bytes(type_, s_.n, s_.k));
-    std::vector<std::byte> stack(stride_ * s_.slots);
-    for (uint32_t e = 0; e < s_.slots; ++e) {
-      const auto w = random_weights(type_, s_.n, s_.k, rng);
-      std::memcpy(stack.data() + e * stride_, w.data(), w.size());
-    }
-    std::vector<uint32_t> slots(s_.slots);
-    std::iota(slots.begin(), slots.end(), 0u);
-    if (s_.permuted) std::shuffle(slots.begin(), slots.end(), rng.engine());
-    std::vector<uint32_t> table(s_.experts, ops::kNoSlot);
-    if (s_.bank) {
-      // Which experts have a slot: a random subset of `slots` of them.
-      std::vector<uint32_t> in_bank(s_.experts);
-      std::iota(in_bank.begin(), in_bank.end(), 0u);
-      std::shuffle(in_bank.begin(), in_bank.end(), rng.engine());
-      for (uint32_t i = 0; i < s_.slots; ++i) table[in_bank[i]] = slots[i];
-    } else {
-      std::copy_n(slots.begin(), s_.experts, table.begin());
-    }
-    std::vector<uint32_t> ids;
-    std::vector<uint32_t> order(s_.experts);
-    std::iota(order.begin(), order.end(), 0u);
-    for (uint32_t t = 0; t < s_.tokens; ++t) {
-      // Distinct ids per token, as top-k produces: the first top_k of a partial shuffle.
-      for (uint32_t j = 0; j < s_.top_k; ++j) std::swap(order[j], order[j + rng.below(s_.experts - j)]);
-      ids.insert(ids.end(), order.begin(), order.begin() + s_.top_k);
-    }
+    stride_ = moe_stride(type_, s_);
+    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
     used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
     const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
     const auto x = rng.normal_vec((s_.x_per_slot ? pairs : s_.tokens) * s_.k);
@@ -269,12 +353,87 @@ class MulMatIdCase : public SimpleOpCase {
     const ForceQ4F32 force(path_);
     const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
     const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
-    ops::mul_mat_id(cmd, w, routing, x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
+    if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens)) {
+      const uint32_t rows = s_.x_per_slot ? s_.tokens * s_.top_k : s_.tokens;
+      const ops::PreparedX px = ops::prepare_q4h(cmd, x_.in(), rows, s_.k);
+      ops::mul_mat_id(cmd, w, routing, px, s_.x_per_slot, output_.out(), s_.tokens);
+    } else {
+      ops::mul_mat_id(cmd, w, routing, x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
+    }
   }
 
  private:
-  uint64_t stride(uint64_t matrix) const { return s_.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix; }
+  WeightType type_;
+  MoeShape s_;
+  Q4Path path_;
+  bool prepared_;
+  bool q4h_ = false;
+  uint64_t stride_ = 0;
+  uint64_t used_experts_ = 0;
+  std::vector<float> before_;
+  GuardedBuffer w_, ids_, table_, x_;
+};
 
+// ops::mul_mat_id_combine: the experts' down projection (x per pair) weighted and added to a residual that
+// holds random values. With a bank, the pairs of experts without a slot must add nothing.
+class MulMatIdCombineCase : public SimpleOpCase {
+ public:
+  MulMatIdCombineCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : type_(type), s_(s), path_(path) {
+    s_.x_per_slot = true;
+  }
+  std::string op() const override { return "mul_mat_id_combine"; }
+  std::string params() const override {
+    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} t={}{}", ops::weight_type_name(type_), s_.n, s_.k,
+                       s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "", s_.bank ? " bank" : "",
+                       s_.tokens, path_ == Q4Path::f32 ? " kernel=f32" : "");
+  }
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double bytes() const override {
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 8.0 * pairs +
+           io_bytes(pairs * s_.k, 2ull * s_.tokens * s_.n);
+  }
+  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
+  bool supported(const gpu::Context& context) const override {
+    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
+  }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    stride_ = moe_stride(type_, s_);
+    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
+    used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    const auto x = rng.normal_vec(pairs * s_.k);
+    const auto route_w = rng.uniform_vec(pairs, 0.05f, 1.0f);
+    before_ = rng.uniform_vec(uint64_t{s_.tokens} * s_.n, -4.0f, 4.0f);
+
+    w_ = GuardedBuffer(context, stack.size(), "w");
+    ids_ = GuardedBuffer(context, ids.size() * 4, "ids");
+    table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
+    route_w_ = GuardedBuffer(context, route_w.size() * 4, "route_w");
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    output_ = GuardedBuffer(context, before_.size() * 4, "residual");
+    w_.upload(stack);
+    ids_.upload(ids);
+    table_.upload(table);
+    route_w_.upload(route_w);
+    x_.upload(x);
+    output_.upload(before_);
+    expected_ = before_;
+    ref::mul_mat_id_combine(type_, stack, stride_, s_.n, s_.k, ids, table, route_w, x, expected_, s_.tokens,
+                            s_.top_k);
+    inputs_ = {&w_, &ids_, &table_, &route_w_, &x_};
+    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
+  }
+  void poison() override { output_.upload(before_); }
+  void record(gpu::CommandList& cmd) override {
+    const ForceQ4F32 force(path_);
+    const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
+    const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
+    ops::mul_mat_id_combine(cmd, w, routing, route_w_.in(), x_.in(), output_.inout(), s_.tokens);
+  }
+
+ private:
   WeightType type_;
   MoeShape s_;
   Q4Path path_;
@@ -282,7 +441,7 @@ class MulMatIdCase : public SimpleOpCase {
   uint64_t stride_ = 0;
   uint64_t used_experts_ = 0;
   std::vector<float> before_;
-  GuardedBuffer w_, ids_, table_, x_;
+  GuardedBuffer w_, ids_, table_, route_w_, x_;
 };
 
 void add_test_cases(CaseList& cases) {
@@ -301,6 +460,10 @@ void add_test_cases(CaseList& cases) {
     for (const Shape& s : shapes)
       for (uint32_t t : {1u, 3u, 37u}) cases.push_back(std::make_unique<MulMatCase>(type, s.n, s.k, t));
     for (uint32_t t : {8u, 70u}) cases.push_back(std::make_unique<MulMatCase>(type, shapes[0].n, shapes[0].k, t));
+    // Verify blocks on the matrix-vector kernels in chunks: 2 x 6, 2 x 8, 7 + 7 + 6 (a short last chunk) and
+    // 4 x 8 tokens.
+    for (uint32_t t : {12u, 16u, 20u, 32u})
+      cases.push_back(std::make_unique<MulMatCase>(type, shapes[0].n, shapes[0].k, t));
 
     // MoE: E = 8, top-2 with identity slots; E = 16, top-4 through a permuted table into a 20-slot stack;
     // E = 4, top-2 with 150 tokens, so that experts get more than one 64-token tile.
@@ -311,19 +474,52 @@ void add_test_cases(CaseList& cases) {
         // A bank of 5 slots for 16 experts: decode, verify and prefill kernels skip the experts without one.
         {45, 320, 16, 4, 5, true, true, false, 1, true},  {45, 320, 16, 4, 5, true, true, true, 6, true},
         {45, 320, 16, 4, 5, true, true, false, 70, true},
+        // Verify blocks (T <= 32 stays on the per-pair matrix-vector kernels), with and without a bank.
+        {45, 320, 16, 4, 20, true, true, false, 16},  {45, 320, 16, 4, 20, true, false, true, 32},
+        {45, 320, 16, 4, 5, true, true, true, 16, true},  {45, 320, 16, 4, 5, true, true, false, 32, true},
     };
     for (const MoeShape& s : moe) cases.push_back(std::make_unique<MulMatIdCase>(type, s));
   }
   // Every token count of the packed-f16 q4 kernel (one variant per T <= 8).
   for (uint32_t t : {2u, 4u, 5u, 6u, 7u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 67, 192, t));
   // The f32 q4 kernel (devices without f16 arithmetic) where the default is the packed-f16 one.
-  for (uint32_t t : {1u, 3u, 8u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, Q4Path::f32));
+  for (uint32_t t : {1u, 3u, 8u, 12u, 20u, 32u})
+    cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, true, 1},
                                                  Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, false, 1},
                                                  Q4Path::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(
       WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}, Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, false, false, 32}, Q4Path::f32));
+  // Accumulating products (matrix-vector, chunked verify, tiled), each type; q4 also on its f32 kernel.
+  for (WeightType type : kAllTypes)
+    for (uint32_t t : {1u, 5u, 16u, 64u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(type, 67, 192, t));
+  for (uint32_t t : {5u, 16u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, t, Q4Path::f32));
+  // mul_mat_id on an input prepared by the caller: x shared (gate/up) and per slot (down), with a bank.
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, false, 3},
+                                                 Q4Path::automatic, true));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::automatic, true));
+  // The fused down projection + combine: fused kernels for T <= 32, mul_mat_id + combine beyond; all experts
+  // slotted (a permuted 20-slot stack for 16 experts) and a bank of 5 slots (the rest kNoSlot).
+  for (WeightType type : {WeightType::q4, WeightType::q8_0, WeightType::bf16})
+    for (uint32_t t : {1u, 3u, 16u, 32u, 64u}) {
+      cases.push_back(std::make_unique<MulMatIdCombineCase>(type, MoeShape{45, 320, 16, 4, 20, true, true, true, t}));
+      cases.push_back(
+          std::make_unique<MulMatIdCombineCase>(type, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}));
+    }
+  for (uint32_t t : {1u, 16u, 64u}) {
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, true, t},
+                                                          Q4Path::f32));
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(
+        WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}, Q4Path::f32));
+  }
+  for (WeightType type : {WeightType::f32, WeightType::f16})
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(type, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}));
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }
@@ -344,11 +540,18 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatCase>(type, 151936, 2048, 1));
     cases.push_back(std::make_unique<MulMatCase>(type, 151936, 2048, 8));
   }
+  // Speculative verify of 16 and 32 tokens on the q projection of a 32-head model (the H100 profile's shape).
+  for (uint32_t t : {16u, 32u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 4096, 2048, t));
   // Qwen3-30B-A3B experts, 128 resident, top-8: gate/up [768, 2048] share x; down [2048, 768] has x per slot.
   for (WeightType type : {WeightType::bf16, WeightType::q4}) {
     cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{768, 2048, 128, 8, 128, false, false, false, 1}));
     cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{2048, 768, 128, 8, 128, false, false, true, 1}));
   }
+  // The fused down projection + combine against the mul_mat_id above (plus moe_combine): decode and verify.
+  for (WeightType type : {WeightType::bf16, WeightType::q4})
+    for (uint32_t t : {1u, 16u})
+      cases.push_back(
+          std::make_unique<MulMatIdCombineCase>(type, MoeShape{2048, 768, 128, 8, 128, false, false, true, t}));
   // Prefill, T = 512.
   for (WeightType type : {WeightType::bf16, WeightType::q4}) {
     cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));

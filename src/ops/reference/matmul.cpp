@@ -84,4 +84,25 @@ void mul_mat_id(WeightType type, std::span<const std::byte> stack, uint64_t stri
   }
 }
 
+void mul_mat_id_combine(WeightType type, std::span<const std::byte> stack, uint64_t stride, uint32_t n, uint32_t k,
+                        std::span<const uint32_t> ids, std::span<const uint32_t> slot_table,
+                        std::span<const float> route_w, std::span<const float> x, std::span<float> residual,
+                        uint32_t tokens, uint32_t top_k) {
+  const uint64_t pairs = uint64_t{tokens} * top_k;
+  assert(route_w.size() == pairs && residual.size() == uint64_t{tokens} * n);
+  std::vector<float> y(pairs * n, 0.0f);
+  mul_mat_id(type, stack, stride, n, k, ids, slot_table, x, true, y, tokens, top_k);
+  for (uint32_t t = 0; t < tokens; ++t)
+    for (uint32_t r = 0; r < n; ++r) {
+      double sum = 0;
+      for (uint32_t j = 0; j < top_k; ++j) {
+        const uint64_t pair = uint64_t{t} * top_k + j;
+        if (slot_table[ids[pair]] == ops::kNoSlot) continue;
+        sum += static_cast<double>(route_w[pair]) * y[pair * n + r];
+      }
+      float& out = residual[uint64_t{t} * n + r];
+      out = static_cast<float>(out + sum);
+    }
+}
+
 }  // namespace mach::ref

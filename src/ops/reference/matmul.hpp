@@ -20,4 +20,11 @@ void mul_mat_id(ops::WeightType type, std::span<const std::byte> stack, uint64_t
                 std::span<const uint32_t> ids, std::span<const uint32_t> slot_table, std::span<const float> x,
                 bool x_per_slot, std::span<float> y, uint32_t tokens, uint32_t top_k);
 
+// residual[t, n] += sum_j route_w[t, j] * (W_e x[t, j, :])[n] over the pairs (t, j) whose expert e = ids[t, j]
+// has a slot; x: [T, top_k, K]; route_w: [T, top_k]; residual: [T, N]. The sum is taken in double.
+void mul_mat_id_combine(ops::WeightType type, std::span<const std::byte> stack, uint64_t stride, uint32_t n,
+                        uint32_t k, std::span<const uint32_t> ids, std::span<const uint32_t> slot_table,
+                        std::span<const float> route_w, std::span<const float> x, std::span<float> residual,
+                        uint32_t tokens, uint32_t top_k);
+
 }  // namespace mach::ref
