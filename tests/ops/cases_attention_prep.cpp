@@ -76,7 +76,8 @@ struct CacheStep {
     block_table.assign(size_t{seqs} * layout.max_blocks_per_seq, 0xffffffffu);
     uint32_t used = 0;
     for (uint32_t s = 0; s < seqs; ++s)
-      for (uint32_t b = 0; b < (next[s] + B - 1) / B; ++b) block_table[s * layout.max_blocks_per_seq + b] = physical[used++];
+      for (uint32_t b = 0; b < (next[s] + B - 1) / B; ++b)
+        block_table[s * layout.max_blocks_per_seq + b] = physical[used++];
     const size_t halves = size_t{blocks} * layout.block_bytes() / 2;
     for (auto* c : {&k_cache, &v_cache}) {
       c->resize(halves);
