@@ -6,7 +6,8 @@
 //       b = 16h + 4i, matching bits 0-3/16-19, 4-7/20-23, 8-11/24-27, 12-15/28-31 of q4 weight word i.
 //   xg: [R, K/32] vec2 (s of the unit's group, sum of x over the unit's 32 columns).
 // One thread per (row, group). Dividing by the group maximum keeps every f16 in [-1, 1]: no overflow for
-// large activations, and the products of the q4 kernel stay small enough for f16 sums.
+// large activations, and the products of the q4 kernel stay small enough for f16 sums. The packing lives in
+// q4h_funcs.glsl, shared with rms_norm.comp's Q4H variants (a norm that emits this form of its output).
 #include "common.glsl"
 layout(local_size_x = 64) in;
 layout(binding = 0) readonly buffer X { float x[]; };
@@ -17,25 +18,14 @@ layout(push_constant) uniform Push {
   uint k;
 } p;
 
+#define Q4H_X(src, j) x[(src) + (j)]
+#include "q4h_funcs.glsl"
+
 void main() {
   const uint groups = p.k / 64;
   const uint id = flat_workgroup_id() * 64 + gl_LocalInvocationID.x;
   if (id >= p.rows * groups) return;
   const uint r = id / groups;
   const uint g = id - r * groups;
-  const uint base = r * p.k + g * 64;
-  float m = 0.0;
-  for (uint j = 0; j < 64; ++j) m = max(m, abs(x[base + j]));
-  const float inv = m > 0.0 ? 1.0 / m : 0.0;
-  for (uint h = 0; h < 2; ++h) {
-    float sum = 0.0;
-    for (uint i = 0; i < 4; ++i) {
-      const uint b = base + 16 * h + 4 * i;
-      xh[r * (p.k / 8) + (2 * g + h) * 4 + i] =
-          uvec4(packHalf2x16(vec2(x[b], x[b + 2]) * inv), packHalf2x16(vec2(x[b + 32], x[b + 34]) * inv),
-                packHalf2x16(vec2(x[b + 1], x[b + 3]) * inv), packHalf2x16(vec2(x[b + 33], x[b + 35]) * inv));
-      for (uint j = 0; j < 4; ++j) sum += x[b + j] + x[b + 32 + j];
-    }
-    xg[r * (p.k / 32) + 2 * g + h] = vec2(m, sum);
-  }
+  q4h_store_group(r * p.k + g * 64, r, g, p.k);
 }

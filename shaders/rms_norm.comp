@@ -3,14 +3,27 @@
 // 1 + w (WEIGHT_MODE 2, Qwen3.5 / Gemma 3 style) or 1 (WEIGHT_MODE 0, Gemma 4's unscaled v_norm / router norm).
 // x, y: [rows, H] f32 with row strides (y may alias x); w: [H] f32. One workgroup per row; the workgroup size
 // is specialization constant 0 and the reduction is a shared-memory tree, so any subgroup size works.
+// Q4H: also writes y in the q4h form of mul_mat_vec_q4h.comp (q4h_prep.comp's format, q4h_funcs.glsl):
+// xh: [rows, H/8] uvec4, xg: [rows, H/32] vec2, contiguous rows; H a multiple of 64. One invocation per
+// 64-column group writes the group's y and reads it back for the packing, so the packed values are those of
+// y exactly (what q4h_prep.comp would read) and y may still alias x.
 //! variant rms_norm_unit -DWEIGHT_MODE=0
 //! variant rms_norm -DWEIGHT_MODE=1
 //! variant rms_norm_1p -DWEIGHT_MODE=2
+//! variant rms_norm_q4h_unit -DWEIGHT_MODE=0 -DQ4H=1
+//! variant rms_norm_q4h -DWEIGHT_MODE=1 -DQ4H=1
+//! variant rms_norm_q4h_1p -DWEIGHT_MODE=2 -DQ4H=1
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(binding = 0) readonly buffer X { float x[]; };
 layout(binding = 1) readonly buffer W { float w[]; };
 layout(binding = 2) buffer Y { float y[]; };
+#ifdef Q4H
+layout(binding = 3) writeonly buffer XH { uvec4 xh[]; };
+layout(binding = 4) writeonly buffer XG { vec2 xg[]; };
+#define Q4H_X(src, j) y[(src) + (j)]
+#include "q4h_funcs.glsl"
+#endif
 layout(push_constant) uniform Push {
   uint rows;
   uint h;
@@ -20,6 +33,16 @@ layout(push_constant) uniform Push {
 } p;
 
 shared float partial[gl_WorkGroupSize.x];
+
+float weight_scale(uint i) {
+#if WEIGHT_MODE == 0
+  return 1.0;
+#elif WEIGHT_MODE == 1
+  return w[i];
+#else
+  return 1.0 + w[i];
+#endif
+}
 
 void main() {
   const uint row = flat_workgroup_id();
@@ -35,14 +58,13 @@ void main() {
     barrier();
   }
   const float inv = inversesqrt(partial[0] / float(p.h) + p.eps);
-  for (uint i = tid; i < p.h; i += gl_WorkGroupSize.x) {
-#if WEIGHT_MODE == 0
-    const float scale = 1.0;
-#elif WEIGHT_MODE == 1
-    const float scale = w[i];
-#else
-    const float scale = 1.0 + w[i];
-#endif
-    y[yb + i] = x[xb + i] * inv * scale;
+#ifdef Q4H
+  for (uint g = tid; g < p.h / 64; g += gl_WorkGroupSize.x) {
+    const uint c = g * 64;
+    for (uint j = 0; j < 64; ++j) y[yb + c + j] = x[xb + c + j] * inv * weight_scale(c + j);
+    q4h_store_group(yb + c, row, g, p.h);
   }
+#else
+  for (uint i = tid; i < p.h; i += gl_WorkGroupSize.x) y[yb + i] = x[xb + i] * inv * weight_scale(i);
+#endif
 }

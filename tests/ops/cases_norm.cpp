@@ -1,5 +1,9 @@
-// Op cases for RMSNorm: hidden-size rows, per-head rows (q/k norm), all three weight modes, in place.
+// Op cases for RMSNorm: hidden-size rows, per-head rows (q/k norm), all three weight modes, in place; and
+// rms_norm_q4h, whose q4h output must be the bits q4h_prep.comp writes for its y.
 #include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
 
 #include "op_case.hpp"
 #include "ops/norm.hpp"
@@ -58,6 +62,85 @@ class RmsNormCase : public SimpleOpCase {
   GuardedBuffer x_, w_;
 };
 
+// rms_norm_q4h: y against the reference as above; xh and xg against q4h_prep.comp run on the op's own y
+// (dispatched as ops::mul_mat prepares its x), which must give the same bits.
+class RmsNormQ4hCase : public SimpleOpCase {
+ public:
+  // zero_group: row 0's second 64-column group is zero (a group scale of 0, which packs as zeros).
+  RmsNormQ4hCase(uint32_t rows, uint32_t h, ops::NormWeight weight, bool in_place, uint32_t x_stride = 0,
+                 bool zero_group = false)
+      : rows_(rows), h_(h), x_stride_(x_stride ? x_stride : h), weight_(weight), in_place_(in_place),
+        zero_group_(zero_group) {}
+  std::string op() const override { return "rms_norm_q4h"; }
+  std::string params() const override {
+    return fmt::format("rows={} h={} weight={} in_place={} x_stride={} zero_group={}", rows_, h_,
+                       static_cast<uint32_t>(weight_), in_place_, x_stride_, zero_group_);
+  }
+  double max_nmse() const override { return 1e-11; }
+  double bytes() const override { return 8.0 * rows_ * h_ + 4.0 * h_ + 2.25 * rows_ * h_; }
+  double flops() const override { return 6.0 * rows_ * h_; }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const uint64_t n = uint64_t{rows_} * h_;
+    auto wide = rng.normal_vec(uint64_t{rows_} * x_stride_, 3.0f);
+    if (zero_group_) std::fill(wide.begin() + 64, wide.begin() + 128, 0.0f);
+    std::vector<float> x(n);
+    for (uint64_t r = 0; r < rows_; ++r)
+      for (uint32_t i = 0; i < h_; ++i) x[r * h_ + i] = wide[r * x_stride_ + i];
+    const auto w = rng.normal_vec(h_, 0.5f);
+    w_ = GuardedBuffer(context, h_ * 4ull, "w");
+    w_.upload(w);
+    output_ = GuardedBuffer(context, n * 4, "y");
+    xh_ = GuardedBuffer(context, n * 2, "xh");
+    xg_ = GuardedBuffer(context, n / 4, "xg");
+    if (in_place_) {
+      output_.upload(x);
+      inputs_ = {&w_, &xh_, &xg_};
+    } else {
+      x_ = GuardedBuffer(context, wide.size() * 4, "x");
+      x_.upload(wide);
+      inputs_ = {&x_, &w_, &xh_, &xg_};
+    }
+    expected_.resize(n);
+    ref::rms_norm(x, w, expected_, rows_, h_, 1e-6f, weight_);
+  }
+  void record(gpu::CommandList& cmd) override {
+    const ops::RmsNormShape shape{rows_, h_, in_place_ ? h_ : x_stride_};
+    const gpu::Binding x = in_place_ ? output_.inout() : x_.in();
+    ops::rms_norm_q4h(cmd, x, w_.in(), in_place_ ? output_.inout() : output_.out(), xh_.out(), xg_.out(), shape,
+                      1e-6f, weight_);
+  }
+  CheckResult check(gpu::Context& context) override {
+    CheckResult r = SimpleOpCase::check(context);
+    const uint64_t n = uint64_t{rows_} * h_;
+    GuardedBuffer xh(context, n * 2, "xh by q4h_prep"), xg(context, n / 4, "xg by q4h_prep");
+    auto cmd = context.begin_commands();
+    cmd->begin();
+    const struct {
+      uint32_t rows, k;
+    } push{rows_, h_};
+    cmd->dispatch(context.pipeline("q4h_prep"), {output_.in(), xh.out(), xg.out()}, push,
+                  gpu::flat_groups(gpu::div_up(n / 64, 64)));
+    context.wait(context.submit(*cmd));
+    const auto got_h = xh_.download_bytes(), want_h = xh.download_bytes();
+    const auto got_g = xg_.download_bytes(), want_g = xg.download_bytes();
+    if (got_h != want_h || got_g != want_g) {
+      size_t words = 0;
+      for (size_t i = 0; i < got_h.size(); i += 4) words += std::memcmp(&got_h[i], &want_h[i], 4) != 0;
+      for (size_t i = 0; i < got_g.size(); i += 4) words += std::memcmp(&got_g[i], &want_g[i], 4) != 0;
+      r.nmse = INFINITY;
+      r.detail += fmt::format(" xh/xg differ from q4h_prep's in {} words", words);
+    }
+    return r;
+  }
+
+ private:
+  uint32_t rows_, h_, x_stride_;
+  ops::NormWeight weight_;
+  bool in_place_, zero_group_;
+  GuardedBuffer x_, w_, xh_, xg_;
+};
+
 const bool registered = register_cases([](CaseSet set, CaseList& cases) {
   using W = ops::NormWeight;
   if (set == CaseSet::test) {
@@ -67,9 +150,19 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
     cases.push_back(std::make_unique<RmsNormCase>(9, 257, W::none, false));
     cases.push_back(std::make_unique<RmsNormCase>(3, 4100, W::one_plus_w, true));
     cases.push_back(std::make_unique<RmsNormCase>(2 * 5, 256, W::one_plus_w, false, 512));
+    // rms_norm_q4h: Qwen3-30B-A3B's hidden 2048 at decode and verify sizes, one group, the 64-thread
+    // workgroup, in place, a strided x, a zero group.
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(1, 2048, W::w, false));
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(8, 2048, W::w, false, 0, true));
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(5, 64, W::one_plus_w, true));
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(3, 256, W::none, false));
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(4, 4096, W::one_plus_w, true));
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(3, 1024, W::w, false, 1536));
   } else {
     cases.push_back(std::make_unique<RmsNormCase>(512, 4096, W::w, false));
     cases.push_back(std::make_unique<RmsNormCase>(512 * 32, 128, W::w, true));
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(1, 2048, W::w, false));
+    cases.push_back(std::make_unique<RmsNormQ4hCase>(8, 4096, W::w, false));
   }
 });
 

@@ -1,0 +1,261 @@
+// Op cases for the fused attention inputs (ops/attention_prep.hpp): per-head RMSNorm + RoPE of q and k, with
+// and without the paged KV store, against the CPU reference and against the unfused GPU sequence
+// (rms_norm, rms_norm, rope, rope, kv_store) run on the same inputs. Qwen3-30B-A3B heads at several token
+// counts, small heads, partial and trailing rotary slices, interleaved pairs, YaRN, all three weight modes.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "op_case.hpp"
+#include "ops/attention.hpp"
+#include "ops/attention_prep.hpp"
+#include "ops/reference/attention.hpp"
+#include "ops/reference/attention_prep.hpp"
+#include "ops/rope_freq.hpp"
+#include "ops/weight_format.hpp"
+
+namespace mach::test {
+namespace {
+
+struct QkSpec {
+  std::string label;
+  uint32_t tokens = 1, q_heads = 4, kv_heads = 2;
+  ops::RopeConfig rope;  // its head_dim is the op's
+  ops::RopeStyle style = ops::RopeStyle::neox;
+  bool trailing = false;  // rotate the last rotary_dim dims (DeepSeek-V4) instead of the first
+  ops::NormWeight weight = ops::NormWeight::w;
+  bool store = false;
+  uint32_t block_size = 16;
+};
+
+template <class T>
+GuardedBuffer guarded(gpu::Context& context, const std::vector<T>& v, std::string label) {
+  GuardedBuffer b(context, std::max<size_t>(v.size(), 1) * sizeof(T), std::move(label));
+  if (!v.empty()) b.upload(v);
+  return b;
+}
+
+std::vector<float> halves_to_floats(const std::vector<uint16_t>& h) {
+  std::vector<float> f(h.size());
+  for (size_t i = 0; i < h.size(); ++i) f[i] = ops::half_to_float(h[i]);
+  return f;
+}
+
+template <class T>
+std::vector<T> concat(std::vector<T> a, const std::vector<T>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// The step's tokens spread over up to three sequences at random start positions, in a shuffled block table.
+struct CacheStep {
+  ops::KvCacheLayout layout;
+  std::vector<uint32_t> seq_of_token, pos_of_token, block_table;
+  std::vector<uint16_t> k_cache, v_cache;  // before the step: random f16, so stray writes show
+
+  CacheStep(const QkSpec& spec, Rng& rng) {
+    const uint32_t seqs = std::min(spec.tokens, 3u), B = spec.block_size;
+    std::vector<uint32_t> next(seqs);
+    for (auto& p : next) p = rng.below(1000);
+    for (uint32_t t = 0; t < spec.tokens; ++t) {
+      seq_of_token.push_back(t % seqs);
+      pos_of_token.push_back(next[t % seqs]++);
+    }
+    layout = {spec.kv_heads, spec.rope.head_dim, B, 0};
+    uint32_t blocks = 0;
+    for (uint32_t p : next) {
+      layout.max_blocks_per_seq = std::max(layout.max_blocks_per_seq, (p + B - 1) / B);
+      blocks += (p + B - 1) / B;
+    }
+    std::vector<uint32_t> physical(blocks);
+    std::iota(physical.begin(), physical.end(), 0u);
+    std::shuffle(physical.begin(), physical.end(), rng.engine());
+    block_table.assign(size_t{seqs} * layout.max_blocks_per_seq, 0xffffffffu);
+    uint32_t used = 0;
+    for (uint32_t s = 0; s < seqs; ++s)
+      for (uint32_t b = 0; b < (next[s] + B - 1) / B; ++b)
+        block_table[s * layout.max_blocks_per_seq + b] = physical[used++];
+    const size_t halves = size_t{blocks} * layout.block_bytes() / 2;
+    for (auto* c : {&k_cache, &v_cache}) {
+      c->resize(halves);
+      for (auto& h : *c) h = ops::float_to_half(rng.normal());
+    }
+  }
+};
+
+class QkNormRopeCase : public OpCase {
+ public:
+  explicit QkNormRopeCase(QkSpec spec) : s_(std::move(spec)) {}
+  std::string op() const override { return s_.store ? "qk_norm_rope_kv_store" : "qk_norm_rope"; }
+  std::string params() const override {
+    return fmt::format("{} t={} qh={} kvh={} d={} weight={}", s_.label, s_.tokens, s_.q_heads, s_.kv_heads,
+                       s_.rope.head_dim, static_cast<uint32_t>(s_.weight));
+  }
+  // As rope's bound; the KV caches are checked apart (f16 rounding, see check()).
+  double max_nmse() const override { return 1e-10; }
+  double bytes() const override {
+    const double d = s_.rope.head_dim;
+    return 8.0 * s_.tokens * (s_.q_heads + s_.kv_heads) * d + (s_.store ? 8.0 * s_.tokens * s_.kv_heads * d : 0);
+  }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const uint32_t D = s_.rope.head_dim, T = s_.tokens;
+    const ops::RopeTable table = ops::rope_table(s_.rope);
+    shape_ = {T, s_.q_heads, s_.kv_heads, D, table.rotary_dim, s_.trailing ? D - table.rotary_dim : 0};
+    params_ = {1e-6f, s_.weight, s_.style, table.attention_factor};
+    step_ = std::make_unique<CacheStep>(s_, rng);
+    const auto q = rng.normal_vec(size_t{T} * s_.q_heads * D, 2.0f);
+    const auto k = rng.normal_vec(size_t{T} * s_.kv_heads * D, 2.0f);
+    const auto v = rng.normal_vec(k.size());
+    const auto q_w = rng.normal_vec(D, 0.5f), k_w = rng.normal_vec(D, 0.5f);
+
+    q_ = guarded(context, q, "q");
+    k_ = guarded(context, k, "k");
+    q_w_ = guarded(context, q_w, "q_norm");
+    k_w_ = guarded(context, k_w, "k_norm");
+    pos_ = guarded(context, step_->pos_of_token, "positions");
+    freq_ = guarded(context, table.inv_freq, "inv_freq");
+    v_ = guarded(context, v, "v");
+    seq_ = guarded(context, step_->seq_of_token, "seq_of_token");
+    table_ = guarded(context, step_->block_table, "block_table");
+    k_cache_ = guarded(context, step_->k_cache, "k_cache");
+    v_cache_ = guarded(context, step_->v_cache, "v_cache");
+
+    want_q_ = q;
+    want_k_ = k;
+    ref::qk_norm_rope(want_q_, want_k_, q_w, k_w, step_->pos_of_token, table.inv_freq, shape_, params_);
+    want_k_cache_ = step_->k_cache;
+    want_v_cache_ = step_->v_cache;
+    if (s_.store)
+      ref::kv_store(step_->layout, want_k_, v, step_->seq_of_token, step_->pos_of_token, step_->block_table,
+                    want_k_cache_, want_v_cache_);
+    run_unfused(context, q, k);
+  }
+
+  void record(gpu::CommandList& cmd) override {
+    const ops::QkNormRopeArgs args{q_.inout(), k_.inout(), q_w_.in(), k_w_.in(), pos_.in(), freq_.in()};
+    if (s_.store)
+      ops::qk_norm_rope_kv_store(cmd, args, shape_, params_, store_args(k_cache_, v_cache_));
+    else
+      ops::qk_norm_rope(cmd, args, shape_, params_);
+  }
+
+  CheckResult check(gpu::Context&) override {
+    CheckResult r;
+    const auto got_qk = concat(q_.download<float>(), k_.download<float>());
+    const double vs_ref = nmse(got_qk, concat(want_q_, want_k_));
+    auto got_caches = concat(k_cache_.download<uint16_t>(), v_cache_.download<uint16_t>());
+    const auto unfused_caches = concat(unfused_k_cache_, unfused_v_cache_);
+    // The fused op does the unfused ops' arithmetic in their order: expect the same bits on one device.
+    const double vs_unfused = std::max(nmse(got_qk, unfused_qk_),
+                                       nmse(halves_to_floats(got_caches), halves_to_floats(unfused_caches)));
+    size_t differing = 0;
+    for (size_t i = 0; i < got_qk.size(); ++i)
+      differing += std::memcmp(&got_qk[i], &unfused_qk_[i], 4) != 0;
+    for (size_t i = 0; i < got_caches.size(); ++i) differing += got_caches[i] != unfused_caches[i];
+    // Caches against the reference: exact but for packHalf2x16's rounding mode (as the kv_store cases).
+    const double cache_vs_ref =
+        nmse(halves_to_floats(got_caches), halves_to_floats(concat(want_k_cache_, want_v_cache_)));
+    r.nmse = std::max(vs_ref, vs_unfused);
+    r.detail = fmt::format("nmse vs reference {:.3g}, vs unfused GPU ops {:.3g} ({} values differ), caches vs "
+                           "reference {:.3g}",
+                           vs_ref, vs_unfused, differing, cache_vs_ref);
+    if (cache_vs_ref > 1e-7) r.nmse = INFINITY;
+    std::string why;
+    for (const GuardedBuffer* b : {&q_, &k_, &q_w_, &k_w_, &pos_, &freq_, &v_, &seq_, &table_, &k_cache_, &v_cache_})
+      if (!b->guards_intact(&why)) {
+        r.guards_ok = false;
+        r.detail += "; " + why;
+      }
+    return r;
+  }
+
+ private:
+  ops::KvStoreArgs store_args(const GuardedBuffer& k_cache, const GuardedBuffer& v_cache) const {
+    return {step_->layout, v_.in(), seq_.in(), pos_.in(), table_.in(), k_cache.inout(), v_cache.inout()};
+  }
+
+  // rms_norm, rms_norm, rope, rope (and kv_store) on copies of the inputs: what the fused op replaces.
+  void run_unfused(gpu::Context& context, const std::vector<float>& q, const std::vector<float>& k) {
+    const GuardedBuffer q2 = guarded(context, q, "q unfused"), k2 = guarded(context, k, "k unfused");
+    const GuardedBuffer kc2 = guarded(context, step_->k_cache, "k_cache unfused");
+    const GuardedBuffer vc2 = guarded(context, step_->v_cache, "v_cache unfused");
+    const uint32_t T = shape_.tokens, D = shape_.head_dim;
+    auto cmd = context.begin_commands();
+    cmd->begin();
+    ops::rms_norm(*cmd, q2.inout(), q_w_.in(), q2.inout(), {T * shape_.q_heads, D}, params_.eps, params_.weight);
+    ops::rms_norm(*cmd, k2.inout(), k_w_.in(), k2.inout(), {T * shape_.kv_heads, D}, params_.eps, params_.weight);
+    for (auto [x, heads] : {std::pair{&q2, shape_.q_heads}, std::pair{&k2, shape_.kv_heads}})
+      ops::rope(*cmd, x->inout(), pos_.in(), freq_.in(), {T, heads, D, shape_.rotary_dim, shape_.offset, 0},
+                params_.style, params_.attention_factor);
+    if (s_.store)
+      ops::kv_store(*cmd, step_->layout, k2.in(), v_.in(), seq_.in(), pos_.in(), table_.in(), kc2.inout(),
+                    vc2.inout(), T);
+    context.wait(context.submit(*cmd));
+    unfused_qk_ = concat(q2.download<float>(), k2.download<float>());
+    unfused_k_cache_ = kc2.download<uint16_t>();
+    unfused_v_cache_ = vc2.download<uint16_t>();
+  }
+
+  QkSpec s_;
+  ops::QkNormRopeShape shape_;
+  ops::QkNormRopeParams params_;
+  std::unique_ptr<CacheStep> step_;
+  GuardedBuffer q_, k_, q_w_, k_w_, pos_, freq_, v_, seq_, table_, k_cache_, v_cache_;
+  std::vector<float> want_q_, want_k_, unfused_qk_;
+  std::vector<uint16_t> want_k_cache_, want_v_cache_, unfused_k_cache_, unfused_v_cache_;
+};
+
+ops::RopeConfig qwen3_rope() { return {.theta = 1e6, .head_dim = 128}; }
+
+std::vector<QkSpec> test_specs() {
+  using W = ops::NormWeight;
+  std::vector<QkSpec> v;
+  // Qwen3-30B-A3B: 32 q heads, 4 kv heads, D 128; decode, a verify block, prefill chunks.
+  for (bool store : {false, true})
+    for (uint32_t t : {1u, 3u, 16u, 100u})
+      v.push_back({.label = "qwen3_30b", .tokens = t, .q_heads = 32, .kv_heads = 4, .rope = qwen3_rope(),
+                   .store = store});
+  // Small heads, Qwen3.5-style partial rotary with (1 + w) weights.
+  for (bool store : {false, true})
+    v.push_back({.label = "partial", .tokens = 5, .q_heads = 4, .kv_heads = 2,
+                 .rope = {.theta = 1e7, .head_dim = 64, .partial_rotary_factor = 0.25}, .weight = W::one_plus_w,
+                 .store = store, .block_size = 8});
+  // DeepSeek-V4-style interleaved pairs over the trailing half, no weight, an odd head count.
+  for (bool store : {false, true})
+    v.push_back({.label = "interleaved_trailing", .tokens = 3, .q_heads = 5, .kv_heads = 1,
+                 .rope = {.theta = 10000, .head_dim = 80, .partial_rotary_factor = 0.5},
+                 .style = ops::RopeStyle::interleaved, .trailing = true, .weight = W::none, .store = store});
+  // gpt-oss YaRN (attention_factor != 1), D 64.
+  ops::RopeConfig yarn{.theta = 150000, .head_dim = 64, .scaling = ops::RopeScaling::yarn, .factor = 32,
+                       .max_position_embeddings = 131072, .original_max_position_embeddings = 4096};
+  yarn.truncate = false;
+  v.push_back({.label = "yarn", .tokens = 7, .q_heads = 8, .kv_heads = 2, .rope = yarn, .store = true});
+  // D 256 and D 512 (the 256-thread workgroup), Gemma 4's proportional frequencies.
+  v.push_back({.label = "d256", .tokens = 4, .q_heads = 8, .kv_heads = 2, .rope = {.theta = 1e6, .head_dim = 256},
+               .weight = W::one_plus_w, .store = true, .block_size = 32});
+  v.push_back({.label = "gemma4_d512", .tokens = 3, .q_heads = 4, .kv_heads = 2,
+               .rope = {.theta = 1e6, .head_dim = 512, .partial_rotary_factor = 0.25,
+                        .scaling = ops::RopeScaling::proportional},
+               .store = true});
+  // The tiny golden checkpoints' head dim.
+  v.push_back({.label = "tiny", .tokens = 6, .q_heads = 4, .kv_heads = 2, .rope = {.theta = 1e4, .head_dim = 16},
+               .store = true, .block_size = 4});
+  return v;
+}
+
+const bool registered = register_cases([](CaseSet set, CaseList& cases) {
+  if (set == CaseSet::test) {
+    for (auto& s : test_specs()) cases.push_back(std::make_unique<QkNormRopeCase>(s));
+  } else {
+    for (uint32_t t : {1u, 16u, 512u})
+      cases.push_back(std::make_unique<QkNormRopeCase>(QkSpec{.label = "qwen3_30b", .tokens = t, .q_heads = 32,
+                                                              .kv_heads = 4, .rope = qwen3_rope(), .store = true}));
+  }
+});
+
+}  // namespace
+}  // namespace mach::test
