@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -106,12 +108,26 @@ TEST_F(GenerateCli, StreamingTwoSlotsMatchesResident) {
     EXPECT_GT(total.at("bytes_read").get<int>(), 0);
     EXPECT_EQ(total.at("errors"), 0);
   }
-  // --dump-logits: the prompt's logits, byte for byte.
+  // --dump-logits: the prompt's logits (to float rounding: the 18-token prompt runs its layers' experts in
+  // passes through 2 slots, each added into the residual on its own).
   const std::string one = "--prompt-ids 5,17,99,3,250,11,42,7,8,9,10,300,301,302,303,304,305,306 ";
   run(model + one + "--dump-logits " + (dir_ / "resident.npy").string());
   run(model + one + "--streaming --expert-slots 2 --dump-logits " + (dir_ / "streamed.npy").string());
-  EXPECT_EQ(read_bytes(dir_ / "resident.npy"), read_bytes(dir_ / "streamed.npy"));
-  EXPECT_GT(read_bytes(dir_ / "resident.npy").size(), 18u * 512 * 4);
+  {
+    const std::string a = read_bytes(dir_ / "resident.npy"), b = read_bytes(dir_ / "streamed.npy");
+    ASSERT_EQ(a.size(), b.size());
+    ASSERT_GT(a.size(), 18u * 512 * 4);
+    const size_t header = a.size() - 18u * 512 * 4;
+    EXPECT_EQ(a.substr(0, header), b.substr(0, header));
+    float worst = 0;
+    for (size_t i = header; i + 4 <= a.size(); i += 4) {
+      float x, y;
+      std::memcpy(&x, a.data() + i, 4);
+      std::memcpy(&y, b.data() + i, 4);
+      worst = std::max(worst, std::fabs(x - y));
+    }
+    EXPECT_LE(worst, 1e-4f);
+  }
 
   // mach bench runs the streamed model (its greedy check included) and ends with the streaming counters.
   const std::string bench = std::string(MACH_BINARY_DIR) + "/mach bench " + o.output.string() +

@@ -85,13 +85,14 @@ class PrefixCacheTest : public ::testing::Test {
   }
 
   // The warm run computed only positions warm.cached_tokens.. and matches the cold run there.
-  static void expect_same_as_cold(const engine::GenerateResult& warm, const engine::GenerateResult& cold) {
+  static void expect_same_as_cold(const engine::GenerateResult& warm, const engine::GenerateResult& cold,
+                                  float tolerance = 1e-6f) {
     const uint64_t V = model_->config().vocab_size;
     ASSERT_EQ(warm.prompt_logits.size() + uint64_t{warm.cached_tokens} * V, cold.prompt_logits.size());
     float max_diff = 0;
     for (size_t i = 0; i < warm.prompt_logits.size(); ++i)
       max_diff = std::max(max_diff, std::fabs(warm.prompt_logits[i] - cold.prompt_logits[warm.cached_tokens * V + i]));
-    EXPECT_LT(max_diff, 1e-6f);
+    EXPECT_LT(max_diff, tolerance);
     EXPECT_EQ(warm.tokens, cold.tokens);
   }
 
@@ -189,7 +190,10 @@ TEST_F(PrefixCacheTest, LongerStepsThanBlocksKeepColdLogits) {
   run(concat(prefix, random_tokens(3, 16)), cache.get(), 1, model.get());
   const auto warm = run(prompt, cache.get(), 8, model.get());
   EXPECT_EQ(warm.cached_tokens, 112u);
-  expect_same_as_cold(warm, cold);
+  // The warm and cold runs cut the prompt into steps of other sizes here, and a step of at most 32 tokens
+  // takes the matrix-vector kernels where a longer one takes the tiled kernels: their sums round differently
+  // (~1e-4 on these logits), far below what a wrong restored block would change.
+  expect_same_as_cold(warm, cold, 5e-4f);
 }
 
 TEST_F(PrefixCacheTest, WarmPrefixStoresAheadOfRequests) {

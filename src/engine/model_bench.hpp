@@ -26,7 +26,7 @@ struct BenchOptions {
   std::vector<uint32_t> concurrency = {4, 16, 64};
   uint32_t decode_steps = 16;  // timed decode steps per figure
   uint32_t repeats = 5;
-  uint64_t probe_bytes = 256ull << 20;  // size of the bandwidth probe's copy
+  uint64_t probe_bytes = 1ull << 30;  // weights the bandwidth probe's matrix-vector product reads
   uint32_t warm_ms = 1000;  // untimed run of each figure before its repeats (GPU clocks up); 0 runs it once
   bool prefill = true, decode = true, verify = true, concurrent = true;  // which tests run (`--only`)
   // A streaming model's figures are wall time (its steps wait on the host for expert loads) and carry the

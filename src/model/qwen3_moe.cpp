@@ -18,6 +18,7 @@
 #include "model/weight_arena.hpp"
 #include "ops/activation.hpp"
 #include "ops/attention.hpp"
+#include "ops/attention_prep.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/embedding.hpp"
 #include "ops/matmul.hpp"
@@ -88,8 +89,8 @@ class Qwen3Moe final : public Model {
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
-  // The layer's expert products and their weighted sum into the residual.
-  void record_moe(gpu::CommandList& cmd, uint32_t l);
+  // h_ = rms(x_) · weights[norm], and h_'s q4h form for the products that share it (rms_norm_q4h).
+  ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);
   // Streaming: records the layer's attention and router, then the ids' copy to the host, and ends the segment.
   void stop_after_router(gpu::CommandList& cmd, uint32_t l);
   gpu::Binding f32_range(const gpu::Buffer& b, uint64_t offset, uint64_t floats) const {
@@ -118,7 +119,8 @@ class Qwen3Moe final : public Model {
   gpu::Buffer inputs_host_, inputs_;
   uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
   // Activations, sized for max_step_tokens.
-  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, gate_up_, act_, down_, sel_, logits_;
+  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, gate_up_, act_, sel_, logits_;
+  std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
   gpu::Buffer scratch_;
 };
@@ -500,7 +502,6 @@ void Qwen3Moe::allocate_workspace() {
   route_w_ = device(T * k * 4, "expert weights");
   gate_up_ = device(T * k * 2 * I * 4, "expert gate_up");
   act_ = device(T * k * I * 4, "expert activations");
-  down_ = device(T * k * H * 4, "expert down");
   sel_ = device(T * H * 4, "logit rows");
   logits_ = device(T * c.vocab_size * 4, "logits");
   rope_freq_ = device(rope_.inv_freq.size() * 4, "rope inv_freq");
@@ -520,45 +521,65 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   const float eps = static_cast<float>(c.rms_norm_eps);
   const gpu::Binding tokens_seq = gpu::in(inputs_, seq_at_, T * 4ull), tokens_pos = gpu::in(inputs_, pos_at_, T * 4ull);
 
-  // Attention block.
-  ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
-  ops::mul_mat(cmd, L.q, gpu::in(h_), gpu::out(q_), T);
-  ops::mul_mat(cmd, L.k, gpu::in(h_), gpu::out(k_), T);
-  ops::mul_mat(cmd, L.v, gpu::in(h_), gpu::out(v_), T);
-  ops::rms_norm(cmd, gpu::inout(q_), f32_range(L.buffer, L.q_norm, D), gpu::inout(q_), {T * nh, D}, eps,
-                ops::NormWeight::w);
-  ops::rms_norm(cmd, gpu::inout(k_), f32_range(L.buffer, L.k_norm, D), gpu::inout(k_), {T * kvh, D}, eps,
-                ops::NormWeight::w);
-  ops::rope(cmd, gpu::inout(q_), tokens_pos, gpu::in(rope_freq_), {T, nh, D, rope_.rotary_dim, 0, 0},
-            ops::RopeStyle::neox, rope_.attention_factor);
-  ops::rope(cmd, gpu::inout(k_), tokens_pos, gpu::in(rope_freq_), {T, kvh, D, rope_.rotary_dim, 0, 0},
-            ops::RopeStyle::neox, rope_.attention_factor);
+  // h = rms(x); q, k, v = h Wq, h Wk, h Wv (one prepared h for the three where the q4 kernels run).
+  if (ops::uses_q4h(context_, L.q.type, T)) {
+    const ops::PreparedX px = norm_prepared(cmd, L.input_norm, L.buffer, T);
+    ops::mul_mat(cmd, L.q, px, gpu::out(q_), T);
+    ops::mul_mat(cmd, L.k, px, gpu::out(k_), T);
+    ops::mul_mat(cmd, L.v, px, gpu::out(v_), T);
+  } else {
+    ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
+    ops::mul_mat(cmd, L.q, gpu::in(h_), gpu::out(q_), T);
+    ops::mul_mat(cmd, L.k, gpu::in(h_), gpu::out(k_), T);
+    ops::mul_mat(cmd, L.v, gpu::in(h_), gpu::out(v_), T);
+  }
+  // q_norm / k_norm, RoPE and the KV store in one dispatch.
   const ops::KvCacheLayout layout = kv_->layout(l);
   const gpu::Binding table = gpu::in(kv_->block_table());
-  ops::kv_store(cmd, layout, gpu::in(k_), gpu::in(v_), tokens_seq, tokens_pos, table, gpu::inout(kv_->k(l)),
-                gpu::inout(kv_->v(l)), T);
-  ops::AttentionParams params;
-  params.n_heads = nh;
-  params.scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const ops::AttentionPlan plan = ops::plan_attention(layout, params, T, max_keys);
+  const ops::QkNormRopeArgs qk{gpu::inout(q_), gpu::inout(k_), f32_range(L.buffer, L.q_norm, D),
+                               f32_range(L.buffer, L.k_norm, D), tokens_pos, gpu::in(rope_freq_)};
+  const ops::QkNormRopeShape shape{T, nh, kvh, D, rope_.rotary_dim, 0};
+  const ops::QkNormRopeParams params{eps, ops::NormWeight::w, ops::RopeStyle::neox, rope_.attention_factor};
+  const ops::KvStoreArgs store{layout, gpu::in(v_), tokens_seq, tokens_pos, table, gpu::inout(kv_->k(l)),
+                               gpu::inout(kv_->v(l))};
+  ops::qk_norm_rope_kv_store(cmd, qk, shape, params, store);
+  ops::AttentionParams ap;
+  ap.n_heads = nh;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const ops::AttentionPlan plan = ops::plan_attention(layout, ap, T, max_keys);
   if (plan.scratch_bytes > scratch_.size()) {
     // The previous step is complete (record_step's contract), so the old scratch is no longer in use.
     scratch_ = context_.create_buffer(plan.scratch_bytes * 2, gpu::MemoryKind::device, "attention scratch");
   }
   ops::AttentionArgs args{gpu::in(q_), tokens_seq, tokens_pos, table, gpu::in(kv_->k(l)), gpu::in(kv_->v(l)),
                           gpu::in(rope_freq_), gpu::inout(scratch_), gpu::out(attn_)};
-  ops::attention(cmd, layout, params, plan, args, T);
-  ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::out(h_), T);
-  ops::add(cmd, gpu::in(x_), gpu::in(h_), gpu::out(x_), T * H);
+  ops::attention(cmd, layout, ap, plan, args, T);
+  // x += Wo · attention (the residual add inside the product).
+  ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate);
 }
 
-// The MoE block up to the router's top-k: ids_ [T, k] and route_w_ [T, k].
+ops::PreparedX Qwen3Moe::norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T) {
+  const uint32_t H = config_.hidden_size;
+  ops::PreparedX px{cmd.scratch(uint64_t{T} * H * 2), cmd.scratch(uint64_t{T} * (H / 32) * 8), T, H};
+  ops::rms_norm_q4h(cmd, gpu::in(x_), f32_range(weights, norm, H), gpu::out(h_), px.xh, px.xg, {T, H},
+                    static_cast<float>(config_.rms_norm_eps), ops::NormWeight::w);
+  px.xh.access = px.xg.access = gpu::Access::read;  // the products that share it only read it
+  return px;
+}
+
+// The MoE block up to the router's top-k: ids_ [T, k] and route_w_ [T, k]; moe_x_ is h's prepared form
+// when the expert products run the q4 kernels (valid in this recording only).
 void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const auto& c = config_;
   const Layer& L = layers_[l];
   const uint32_t H = c.hidden_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
+  moe_x_.reset();
+  if (ops::uses_q4h(context_, L.gate_up.type, T)) {
+    moe_x_ = norm_prepared(cmd, L.post_norm, L.buffer, T);
+  } else {
+    ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H},
+                  static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
+  }
   ops::mul_mat(cmd, L.router, gpu::in(h_), gpu::out(router_logits_), T);
   ops::RouterParams rp;
   rp.mode = ops::RouterMode::softmax_topk;
@@ -571,21 +592,25 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
 }
 
 // The expert products of the routed pairs whose expert has a slot in the layer's slot table (all of them
-// when resident). A streaming layer runs this once per pass; pairs outside the pass keep their rows.
+// when resident), added into the residual with their routing weights. A streaming layer runs this once per
+// pass; each pass's table slots only its own experts, so the passes add up to the whole sum.
 void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const auto& c = config_;
   const Layer& L = layers_[l];
   const uint32_t E = c.num_experts, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
   const gpu::Binding table = streamer_ ? streamer_->slot_table(l) : gpu::in(slot_table_);
   const ops::MoeRouting routing{gpu::in(ids_), table, E, k};
-  ops::mul_mat_id(cmd, L.gate_up, routing, gpu::in(h_), false, gpu::inout(gate_up_), T);
+  if (moe_x_)
+    ops::mul_mat_id(cmd, L.gate_up, routing, *moe_x_, false, gpu::inout(gate_up_), T);
+  else
+    ops::mul_mat_id(cmd, L.gate_up, routing, gpu::in(h_), false, gpu::inout(gate_up_), T);
   ops::GluParams glu;
   glu.kind = ops::GluKind::swiglu;
   glu.layout = ops::GluLayout::fused;
   glu.tokens = T * k;
   glu.width = I;
   ops::glu(cmd, gpu::in(gate_up_), gpu::in(gate_up_), gpu::out(act_), glu);
-  ops::mul_mat_id(cmd, L.down, routing, gpu::in(act_), true, gpu::inout(down_), T);
+  ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T);
 }
 
 void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows) {
@@ -613,16 +638,11 @@ void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logi
   }
 }
 
-void Qwen3Moe::record_moe(gpu::CommandList& cmd, uint32_t l) {
-  record_experts(cmd, l, pending_.tokens);
-  ops::moe_combine(cmd, gpu::in(down_), gpu::in(route_w_), gpu::inout(x_), pending_.tokens,
-                   config_.num_experts_per_tok, config_.hidden_size);
-}
-
 void Qwen3Moe::stop_after_router(gpu::CommandList& cmd, uint32_t l) {
   record_attention(cmd, l, pending_.tokens, pending_.max_keys);
   record_router(cmd, l, pending_.tokens);
   cmd.copy(ids_, 0, ids_host_, 0, uint64_t{pending_.tokens} * config_.num_experts_per_tok * 4);
+  moe_x_.reset();  // scratch of this recording: the experts run in the next one
   pending_.active = true;
   pending_.layer = l;
   pending_.ids_read = false;
@@ -652,7 +672,7 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
   for (uint32_t l = 0; l < config_.num_layers; ++l) {
     record_attention(cmd, l, T, pending_.max_keys);
     record_router(cmd, l, T);
-    record_moe(cmd, l);
+    record_experts(cmd, l, T);
   }
   record_head(cmd, pending_.logit_rows);
 }
@@ -675,10 +695,8 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     pending_.active = false;
     return last.error();
   }
-  if (!*last) {
-    record_experts(cmd, l, pending_.tokens);  // the segment ends after this pass
-  } else {
-    record_moe(cmd, l);
+  record_experts(cmd, l, pending_.tokens);
+  if (*last) {
     if (l + 1 < config_.num_layers) {
       stop_after_router(cmd, l + 1);
     } else {

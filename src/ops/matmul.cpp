@@ -209,6 +209,8 @@ PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint
   } push{rows, k};
   cmd.dispatch(cmd.context().pipeline("q4h_prep"), {x, px.xh, px.xg}, push,
                gpu::flat_groups(gpu::div_up(uint64_t{rows} * (k / 64), 64)));
+  // Its readers only read it: products sharing it need no barrier between them.
+  px.xh.access = px.xg.access = gpu::Access::read;
   return px;
 }
 
