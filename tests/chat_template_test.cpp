@@ -128,5 +128,22 @@ TEST(Jinja, IntegerOverflowIsAnError) {
   EXPECT_FALSE(render("{{ range('a') }}").ok());
 }
 
+// String repetition is bounded by the output limit and never loops over a huge count of empty strings
+// (found by the template fuzzer: an undefined value's default, '', times ~10^17 hung the renderer).
+TEST(Jinja, StringRepetitionIsBounded) {
+  const auto render = [](const char* src) {
+    auto t = jinja::Template::parse(src);
+    EXPECT_TRUE(t.ok()) << src;
+    return t->render(nlohmann::ordered_json::object());
+  };
+  EXPECT_EQ(*render("[{{ '' * 9223372036854775807 }}][{{ (m | d) * 100000000000000000 }}]"), "[][]");
+  EXPECT_EQ(*render("{{ 'ab' * 3 }}|{{ 2 * 'c' }}|{{ 'x' * 0 }}|{{ 'x' * -5 }}"), "ababab|cc||");
+  for (const char* src : {"{{ 'ab' * 9223372036854775807 }}", "{{ 'ab' * 4611686018427387904 }}"}) {
+    const auto r = render(src);
+    ASSERT_FALSE(r.ok()) << src;
+    EXPECT_NE(r.error().message.find("repetition too large"), std::string::npos) << r.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace mach::text

@@ -373,9 +373,12 @@ class Renderer {
     }
     if (op == "*" && ((a.is_string() && b.is_int()) || (a.is_int() && b.is_string()))) {
       const std::string& s = a.is_string() ? a.as_string() : b.as_string();
-      std::string out;
       const int64_t times = a.is_int() ? a.as_int() : b.as_int();
-      if (times > 0 && s.size() * static_cast<size_t>(times) > kMaxOutput) fail(e.line, "string repetition too large");
+      // An empty string repeated any number of times is empty: return before looping `times` times.
+      if (times <= 0 || s.empty()) return Value(std::string());
+      if (static_cast<uint64_t>(times) > kMaxOutput / s.size()) fail(e.line, "string repetition too large");
+      std::string out;
+      out.reserve(s.size() * static_cast<size_t>(times));
       for (int64_t i = 0; i < times; ++i) out += s;
       return Value(out);
     }
