@@ -4,9 +4,9 @@
 // x, y: [rows, H] f32 with row strides (y may alias x); w: [H] f32. One workgroup per row; the workgroup size
 // is specialization constant 0 and the reduction is a shared-memory tree, so any subgroup size works.
 // Q4H: also writes y in the q4h form of mul_mat_vec_q4h.comp (q4h_prep.comp's format, q4h_funcs.glsl):
-// xh: [rows, H/8] uvec4, xg: [rows, H/32] vec2, contiguous rows; H a multiple of 64. One invocation per
-// 64-column group writes the group's y and reads it back for the packing, so the packed values are those of
-// y exactly (what q4h_prep.comp would read) and y may still alias x.
+// xh: [rows, H/8] uvec4, xg: [rows, H/32] vec2, contiguous rows; H and the workgroup size multiples of 64.
+// Each invocation packs the value of y it wrote, so the packed values are those of y exactly (what
+// q4h_prep.comp would read, packed by the same code) and y may still alias x.
 //! variant rms_norm_unit -DWEIGHT_MODE=0
 //! variant rms_norm -DWEIGHT_MODE=1
 //! variant rms_norm_1p -DWEIGHT_MODE=2
@@ -21,7 +21,6 @@ layout(binding = 2) buffer Y { float y[]; };
 #ifdef Q4H
 layout(binding = 3) writeonly buffer XH { uvec4 xh[]; };
 layout(binding = 4) writeonly buffer XG { vec2 xg[]; };
-#define Q4H_X(src, j) y[(src) + (j)]
 #include "q4h_funcs.glsl"
 #endif
 layout(push_constant) uniform Push {
@@ -59,10 +58,16 @@ void main() {
   }
   const float inv = inversesqrt(partial[0] / float(p.h) + p.eps);
 #ifdef Q4H
-  for (uint g = tid; g < p.h / 64; g += gl_WorkGroupSize.x) {
-    const uint c = g * 64;
-    for (uint j = 0; j < 64; ++j) y[yb + c + j] = x[xb + c + j] * inv * weight_scale(c + j);
-    q4h_store_group(yb + c, row, g, p.h);
+  // Columns c0 .. c0 + workgroup size - 1 per round, packed by the whole workgroup (q4h_pack has barriers).
+  for (uint c0 = 0; c0 < p.h; c0 += gl_WorkGroupSize.x) {
+    const uint c = c0 + tid;
+    const bool live = c < p.h;
+    float v = 0.0;
+    if (live) {
+      v = x[xb + c] * inv * weight_scale(c);
+      y[yb + c] = v;
+    }
+    q4h_pack(v, live, row, c / 64, p.h);
   }
 #else
   for (uint i = tid; i < p.h; i += gl_WorkGroupSize.x) y[yb + i] = x[xb + i] * inv * weight_scale(i);

@@ -237,7 +237,10 @@ Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uin
   probe_bandwidth(context, 64ull << 20);
   std::vector<double> unprofiled;
   const auto warm_until = Clock::now() + std::chrono::milliseconds(1500);
-  const std::vector<std::vector<uint32_t>> tokens = {std::vector<uint32_t>(step_tokens, 1)};
+  // Random tokens, as the prefill figures use: one token repeated would route every row to the same experts
+  // and make a many-token step look cheaper than a real prompt (the first profiles did, 240 ms against 331).
+  std::vector<std::vector<uint32_t>> tokens(1);
+  for (uint32_t i = 0; i < step_tokens; ++i) tokens[0].push_back(gen() % model.config().vocab_size);
   while (Clock::now() < warm_until || unprofiled.size() < 5) unprofiled.push_back(plain.step(tokens, {0}, {context_tokens}));
   StepRunner profiled(context, model, /*profile=*/true);
   profiled.step(tokens, {0}, {context_tokens});

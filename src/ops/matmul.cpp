@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "gpu/context.hpp"
 #include "ops/elementwise.hpp"
@@ -158,6 +159,26 @@ const MatMulTiles& mat_mul_tiles(const gpu::DeviceInfo& info) {
   return tiles;
 }
 
+// Tiles of the MoE product (mul_mat_id_*): an expert's pairs are padded to a multiple of BN tokens, and with
+// Qwen3-30B-A3B's 128 experts and top-8 a 512-token chunk gives each expert ~32 pairs, half of a 64-token
+// tile. So where the experts average at most 32 pairs, 32-token tiles (128 rows, 8 x 4 per thread) when they
+// fit the device's shared memory. $MACH_MUL_MAT_ID ("bm=..,bn=..,tm=..,tn=..") overrides; it is read at
+// every call so that ops_bench --sweep can compare shapes in one process.
+MatMulTiles moe_tiles(const gpu::DeviceInfo& info, uint32_t tokens, uint32_t top_k, uint32_t experts) {
+  MatMulTiles t = mat_mul_tiles(info);
+  if (const char* env = std::getenv("MACH_MUL_MAT_ID")) {
+    MatMulTiles e = t;
+    if (std::sscanf(env, "bm=%u,bn=%u,tm=%u,tn=%u", &e.bm, &e.bn, &e.tm, &e.tn) == 4 && e.valid(info)) return e;
+    static bool warned = false;
+    if (!std::exchange(warned, true))
+      std::fprintf(stderr, "mach: ignoring MACH_MUL_MAT_ID='%s' (bad shape, or too much shared memory)\n", env);
+    return t;
+  }
+  const MatMulTiles narrow{.bm = 128, .bn = 32, .bk = 64, .tm = 8, .tn = 4};
+  if (uint64_t{tokens} * top_k <= uint64_t{32} * experts && t.bn > 32 && narrow.valid(info)) return narrow;
+  return t;
+}
+
 // What every kernel of these ops gets: the weights (one matrix, or the whole stack of experts) and the
 // push constants.
 struct KernelCall {
@@ -208,7 +229,7 @@ PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint
     uint32_t rows, k;
   } push{rows, k};
   cmd.dispatch(cmd.context().pipeline("q4h_prep"), {x, px.xh, px.xg}, push,
-               gpu::flat_groups(gpu::div_up(uint64_t{rows} * (k / 64), 64)));
+               gpu::flat_groups(uint64_t{rows} * (k / 64)));
   // Its readers only read it: products sharing it need no barrier between them.
   px.xh.access = px.xg.access = gpu::Access::read;
   return px;
@@ -273,7 +294,7 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
     cmd.dispatch(pipeline, bindings, call.push, gpu::flat_groups(groups));
   } else {
     // (row tile, expert, token tile); an expert sees at most T pairs since a token's ids are distinct.
-    const auto& tiles = mat_mul_tiles(context.info());
+    const MatMulTiles tiles = moe_tiles(context.info(), tokens, routing.top_k, routing.experts);
     const auto& pipeline = context.pipeline(variant("mul_mat_id", w.type), tiles.constants());
     const uint64_t groups =
         uint64_t{gpu::div_up(w.rows, tiles.bm)} * routing.experts * gpu::div_up(tokens, tiles.bn);

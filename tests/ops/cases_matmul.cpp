@@ -124,6 +124,20 @@ class ForceQ4F32 {
   bool on_;
 };
 
+// Sets $MACH_MUL_MAT_ID (the MoE product's tile shape, read at every call) for a scope; empty: leaves it.
+class MoeTiles {
+ public:
+  explicit MoeTiles(const std::string& tiles) : on_(!tiles.empty()) {
+    if (on_) setenv("MACH_MUL_MAT_ID", tiles.c_str(), 1);
+  }
+  ~MoeTiles() {
+    if (on_) unsetenv("MACH_MUL_MAT_ID");
+  }
+
+ private:
+  bool on_;
+};
+
 // Weights are bound as one storage-buffer range: larger perf cases are skipped where the device's range is
 // smaller (lavapipe: 128 MiB).
 bool fits_binding(const gpu::Context& context, uint64_t bytes) {
@@ -298,14 +312,17 @@ uint64_t moe_stride(WeightType type, const MoeShape& s) {
 class MulMatIdCase : public SimpleOpCase {
  public:
   // With `prepared`, x goes through ops::prepare_q4h and the PreparedX overload where the q4h kernels run.
-  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false)
-      : type_(type), s_(s), path_(path), prepared_(prepared) {}
+  // `tiles`: the tiled kernel's shape for T > 32 ($MACH_MUL_MAT_ID's form); empty: the default choice.
+  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false,
+               std::string tiles = "")
+      : type_(type), s_(s), path_(path), prepared_(prepared), tiles_(std::move(tiles)) {}
   std::string op() const override { return prepared_ ? "mul_mat_id_prepared" : "mul_mat_id"; }
   std::string params() const override {
     return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
                        s_.k, s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
                        s_.padded_stride ? " padded" : "", s_.bank ? " bank" : "", s_.x_per_slot ? "per_slot" : "shared", s_.tokens,
-                       path_ == Q4Path::f32 ? " kernel=f32" : "");
+                       path_ == Q4Path::f32 ? " kernel=f32" : "") +
+           (tiles_.empty() ? "" : " tiles=" + tiles_);
   }
   double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
   double bytes() const override {
@@ -351,6 +368,7 @@ class MulMatIdCase : public SimpleOpCase {
   }
   void record(gpu::CommandList& cmd) override {
     const ForceQ4F32 force(path_);
+    const MoeTiles tiles(tiles_);
     const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
     const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
     if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens)) {
@@ -367,6 +385,7 @@ class MulMatIdCase : public SimpleOpCase {
   MoeShape s_;
   Q4Path path_;
   bool prepared_;
+  std::string tiles_;
   bool q4h_ = false;
   uint64_t stride_ = 0;
   uint64_t used_experts_ = 0;
@@ -499,6 +518,12 @@ void add_test_cases(CaseList& cases) {
   for (WeightType type : kAllTypes)
     for (uint32_t t : {1u, 5u, 16u, 64u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(type, 67, 192, t));
   for (uint32_t t : {5u, 16u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, t, Q4Path::f32));
+  // Other tile shapes of the tiled MoE kernel, within lavapipe's 32 KiB of shared memory: 8 x 4 per thread (the
+  // register blocking of the 128 x 32 tiles picked on larger devices), and 16-token tiles.
+  for (const char* tiles : {"bm=64,bn=32,tm=8,tn=4", "bm=32,bn=16,tm=4,tn=2"})
+    for (bool x_per_slot : {false, true})
+      cases.push_back(std::make_unique<MulMatIdCase>(
+          WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, x_per_slot, 70}, Q4Path::automatic, false, tiles));
   // mul_mat_id on an input prepared by the caller: x shared (gate/up) and per slot (down), with a bank.
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, false, 3},
                                                  Q4Path::automatic, true));
@@ -557,7 +582,9 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));
     cases.push_back(std::make_unique<MulMatCase>(type, 6144, 2048, 512));
   }
-  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{768, 2048, 128, 8, 128, false, false, false, 512}));
+  // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 512}));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{2048, 768, 128, 8, 128, false, false, true, 512}));
 }
 
 const bool registered = register_cases([](CaseSet set, CaseList& cases) {

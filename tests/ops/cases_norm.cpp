@@ -120,7 +120,7 @@ class RmsNormQ4hCase : public SimpleOpCase {
       uint32_t rows, k;
     } push{rows_, h_};
     cmd->dispatch(context.pipeline("q4h_prep"), {output_.in(), xh.out(), xg.out()}, push,
-                  gpu::flat_groups(gpu::div_up(n / 64, 64)));
+                  gpu::flat_groups(n / 64));  // one workgroup per 64-column group
     context.wait(context.submit(*cmd));
     const auto got_h = xh_.download_bytes(), want_h = xh.download_bytes();
     const auto got_g = xg_.download_bytes(), want_g = xg.download_bytes();
