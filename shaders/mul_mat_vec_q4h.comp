@@ -11,6 +11,9 @@
 // With MUL_MAT_ID (MoE): one workgroup per (row tile, pair) as in mul_mat_vec.comp, NT = 1; with COMBINE as
 // well, one per (row tile, token) summing the token's pairs into the residual, as mul_mat_vec.comp's COMBINE
 // (the routing weight scales the pair's xg, which scales both terms of the unit sum).
+// With SWIGLU (MoE gate/up, NT = 1): W is the fused [2I, K] gate/up stack (gate rows first); a workgroup owns
+// ROWS / 2 outputs i of one pair, computes gate row i and up row I + i, and writes y[pair, i] = silu(g) * u
+// into a [pairs, I] y: the glu dispatch and its barrier are gone, and gate/up never go through memory.
 //
 // Launch shape: WG threads (spec constant 0) stride over the units of ROWS rows, UNR units per iteration
 // with all their loads issued before any use (memory-level parallelism is what decode lacks most).
@@ -24,6 +27,7 @@
 //! variant mul_mat_vec_q4h_8 -DNT=8
 //! variant mul_mat_vec_id_q4h -DNT=1 -DMUL_MAT_ID
 //! variant mul_mat_vec_id_combine_q4h -DNT=1 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_id_swiglu_q4h -DNT=1 -DMUL_MAT_ID -DSWIGLU
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : require
@@ -49,6 +53,9 @@ layout(binding = 7) readonly buffer RouteW { float route_w[]; };
 #endif
 
 #include "mul_mat_funcs.glsl"
+#if defined(SWIGLU)
+#include "math_funcs.glsl"
+#endif
 
 const uint MAX_ROWS = 4;  // ROWS <= MAX_ROWS, UNR <= MAX_UNR (register arrays need a compile-time size)
 const uint MAX_UNR = 4;
@@ -93,6 +100,19 @@ void main() {
   const uint y_base = token * p.n;
   const uint last = 0;
   const uint pair_count = p.top_k;
+#elif defined(MUL_MAT_ID) && defined(SWIGLU)
+  const uint OUT = ROWS / 2;  // outputs per workgroup (ROWS is even here)
+  const uint width = p.n / 2;
+  const uint row_tiles = (width + OUT - 1) / OUT;
+  const uint pair = wg / row_tiles;
+  const uint row0 = (wg % row_tiles) * OUT;  // the first output
+  const uint slot = slot_table[ids[pair]];
+  if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
+  const uint mat = p.w_base + slot * p.w_stride;
+  const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
+  const uint y_base = pair * width;
+  const uint last = 0;
+  const uint pair_count = 1;
 #elif defined(MUL_MAT_ID)
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
@@ -115,7 +135,15 @@ void main() {
   const uint pair_count = 1;
 #endif
   uint rows[MAX_ROWS];
+#if defined(SWIGLU)
+  // Rows 0 .. OUT - 1 are gate rows row0 + r, the rest the matching up rows I + row0 + r - OUT.
+  [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
+    const uint rr = min(r, ROWS - 1);
+    rows[r] = rr < OUT ? min(row0 + rr, width - 1) : width + min(row0 + rr - OUT, width - 1);
+  }
+#else
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) rows[r] = min(row0 + min(r, ROWS - 1), p.n - 1);
+#endif
   float acc[MAX_ROWS * NT];
   [[unroll]] for (uint i = 0; i < MAX_ROWS * NT; ++i) acc[i] = 0.0;
 
@@ -169,10 +197,21 @@ void main() {
     if (subgroupElect()) partial[gl_SubgroupID * RN + i] = s;
   }
   barrier();
+#if defined(SWIGLU)
+  for (uint i = tid; i < OUT; i += WG) {
+    float g = 0.0, u = 0.0;
+    for (uint sg = 0; sg < gl_NumSubgroups; ++sg) {
+      g += partial[sg * RN + i];
+      u += partial[sg * RN + OUT + i];
+    }
+    if (row0 + i < width) y[y_base + row0 + i] = g * sigmoid(g) * u;  // as glu.comp's swiglu
+  }
+#else
   for (uint i = tid; i < RN; i += WG) {
     float s = 0.0;
     for (uint sg = 0; sg < gl_NumSubgroups; ++sg) s += partial[sg * RN + i];
     const uint row = row0 + i / NT;
     if (row < p.n && i % NT <= last) store_y(y_base + (i % NT) * p.n + row, s);
   }
+#endif
 }

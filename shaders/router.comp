@@ -64,10 +64,17 @@ void main() {
 
   // Selection by rank: an expert's rank is the number of experts ordered before it, which is unique under
   // the (value desc, index asc) order, so ranks 0..K-1 fill the output slots with one barrier and no rounds.
+  // Every comparison is made (no early exit once rank >= K): a subgroup waits for its slowest invocation
+  // anyway, and straight-line groups of four independent reads keep the loads in flight.
   for (uint e = tid; e < p.experts; e += kThreads) {
     const float v = select_value[e];
     uint rank = 0;
-    for (uint j = 0; j < p.experts && rank < p.k; ++j) rank += before(select_value[j], j, v, e) ? 1u : 0u;
+    uint j = 0;
+    for (; j + 4 <= p.experts; j += 4) {
+      rank += (before(select_value[j], j, v, e) ? 1u : 0u) + (before(select_value[j + 1], j + 1, v, e) ? 1u : 0u) +
+              (before(select_value[j + 2], j + 2, v, e) ? 1u : 0u) + (before(select_value[j + 3], j + 3, v, e) ? 1u : 0u);
+    }
+    for (; j < p.experts; ++j) rank += before(select_value[j], j, v, e) ? 1u : 0u;
     if (rank < p.k) {
       chosen_index[rank] = e;
       chosen_value[rank] = v;

@@ -119,7 +119,7 @@ class Qwen3Moe final : public Model {
   gpu::Buffer inputs_host_, inputs_;
   uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
   // Activations, sized for max_step_tokens.
-  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, gate_up_, act_, sel_, logits_;
+  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, act_, sel_, logits_;
   std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
   gpu::Buffer scratch_;
@@ -500,7 +500,6 @@ void Qwen3Moe::allocate_workspace() {
   router_logits_ = device(T * c.num_experts * 4, "router logits");
   ids_ = device(T * k * 4, "expert ids");
   route_w_ = device(T * k * 4, "expert weights");
-  gate_up_ = device(T * k * 2 * I * 4, "expert gate_up");
   act_ = device(T * k * I * 4, "expert activations");
   sel_ = device(T * H * 4, "logit rows");
   logits_ = device(T * c.vocab_size * 4, "logits");
@@ -597,19 +596,13 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
 void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const auto& c = config_;
   const Layer& L = layers_[l];
-  const uint32_t E = c.num_experts, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const uint32_t E = c.num_experts, k = c.num_experts_per_tok;
   const gpu::Binding table = streamer_ ? streamer_->slot_table(l) : gpu::in(slot_table_);
   const ops::MoeRouting routing{gpu::in(ids_), table, E, k};
   if (moe_x_)
-    ops::mul_mat_id(cmd, L.gate_up, routing, *moe_x_, false, gpu::inout(gate_up_), T);
+    ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, *moe_x_, gpu::out(act_), T);
   else
-    ops::mul_mat_id(cmd, L.gate_up, routing, gpu::in(h_), false, gpu::inout(gate_up_), T);
-  ops::GluParams glu;
-  glu.kind = ops::GluKind::swiglu;
-  glu.layout = ops::GluLayout::fused;
-  glu.tokens = T * k;
-  glu.width = I;
-  ops::glu(cmd, gpu::in(gate_up_), gpu::in(gate_up_), gpu::out(act_), glu);
+    ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, gpu::in(h_), gpu::out(act_), T);
   ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T);
 }
 

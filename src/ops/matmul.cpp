@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "gpu/context.hpp"
+#include "ops/activation.hpp"
 #include "ops/elementwise.hpp"
 
 namespace mach::ops {
@@ -314,6 +315,41 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
   const auto& pipeline = context.pipeline("mul_mat_vec_id_q4h", {t.workgroup, t.rows, t.unroll});
   const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
   cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, y, routing.ids, routing.slot_table}, call.push,
+               gpu::flat_groups(groups));
+}
+
+void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
+                       gpu::Binding act, uint32_t tokens) {
+  assert(w.rows % 2 == 0);
+  if (uses_q4h(cmd.context(), w.type, tokens)) {
+    mul_mat_id_swiglu(cmd, w, routing, prepare_q4h(cmd, x, tokens, w.cols), act, tokens);
+    return;
+  }
+  const uint64_t pairs = uint64_t{tokens} * routing.top_k;
+  gpu::Binding gate_up = cmd.scratch(pairs * w.rows * 4);
+  gate_up.access = gpu::Access::write;
+  mul_mat_id(cmd, w, routing, x, false, gate_up, tokens);
+  gate_up.access = gpu::Access::read;
+  GluParams glu;
+  glu.kind = GluKind::swiglu;
+  glu.layout = GluLayout::fused;
+  glu.tokens = static_cast<uint32_t>(pairs);
+  glu.width = w.rows / 2;
+  ops::glu(cmd, gate_up, gate_up, act, glu);
+}
+
+void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
+                       const PreparedX& x, gpu::Binding act, uint32_t tokens) {
+  auto& context = cmd.context();
+  assert(uses_q4h(context, w.type, tokens) && x.k == w.cols && x.rows == tokens && w.rows % 2 == 0);
+  const KernelCall call = expert_call(context, w, routing, false, tokens);
+  const gpu::Binding wb = call.weights.binding;
+  Q4hTuning t = q4h_tuning();
+  t.rows += t.rows % 2;  // gate and up rows in pairs
+  const auto& pipeline = context.pipeline("mul_mat_vec_id_swiglu_q4h", {t.workgroup, t.rows, t.unroll});
+  const uint32_t groups = gpu::div_up(w.rows / 2, t.rows / 2) * tokens * routing.top_k;
+  act.access = gpu::Access::write;
+  cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, act, routing.ids, routing.slot_table}, call.push,
                gpu::flat_groups(groups));
 }
 

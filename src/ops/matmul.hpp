@@ -80,6 +80,18 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, const PreparedX& x,
                 bool x_per_slot, gpu::Binding y, uint32_t tokens);
 
+// The routed experts' gate/up projection and SwiGLU (no clamp):
+//   act[t, j, i] = silu(g) * u, g = (W x[t])[i], u = (W x[t])[I + i], W = the fused [2I, K] gate/up matrix
+//   (gate rows first) of expert ids[t, j]; act: [T, top_k, I] f32.
+// Rows of pairs whose expert has no slot are left unspecified (the down projection skips those pairs too).
+// Where uses_q4h(T): one dispatch whose workgroups compute gate and up rows together and write act, so the
+// [T, top_k, 2I] product never goes through memory; otherwise mul_mat_id into command scratch, then glu.
+void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
+                       gpu::Binding act, uint32_t tokens);
+// The same with x ([T, K]) prepared by prepare_q4h.
+void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
+                       const PreparedX& x, gpu::Binding act, uint32_t tokens);
+
 // The routed experts' down projection added to the residual, mul_mat_id and moe_combine in one op:
 //   residual[t, n] += sum over j < top_k with slot_table[ids[t, j]] != kNoSlot of
 //                     route_w[t, j] * (W_{ids[t, j]} x[t, j, :])[n].

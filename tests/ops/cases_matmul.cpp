@@ -10,6 +10,7 @@
 
 #include "op_case.hpp"
 #include "ops/matmul.hpp"
+#include "ops/reference/activation.hpp"
 #include "ops/reference/matmul.hpp"
 
 namespace mach::test {
@@ -463,6 +464,81 @@ class MulMatIdCombineCase : public SimpleOpCase {
   GuardedBuffer w_, ids_, table_, route_w_, x_;
 };
 
+// mul_mat_id_swiglu: the fused gate/up stack [2I, K] (n = 2I) and SwiGLU, against mul_mat_id and glu's
+// references. Banks are left out: which rows of skipped pairs change is unspecified (the streaming tests cover
+// the fused kernel's skipping end to end).
+class MulMatIdSwigluCase : public SimpleOpCase {
+ public:
+  MulMatIdSwigluCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false)
+      : type_(type), s_(s), path_(path), prepared_(prepared) {
+    s_.x_per_slot = false;
+  }
+  std::string op() const override { return prepared_ ? "mul_mat_id_swiglu_prepared" : "mul_mat_id_swiglu"; }
+  std::string params() const override {
+    return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} t={}{}", ops::weight_type_name(type_), s_.n, s_.k,
+                       s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
+                       s_.padded_stride ? " padded" : "", s_.tokens, path_ == Q4Path::f32 ? " kernel=f32" : "");
+  }
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double bytes() const override {
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 4.0 * pairs +
+           io_bytes(uint64_t{s_.tokens} * s_.k, pairs * s_.n / 2);
+  }
+  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
+  bool supported(const gpu::Context& context) const override {
+    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
+  }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    stride_ = moe_stride(type_, s_);
+    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
+    used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
+    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    const auto x = rng.normal_vec(uint64_t{s_.tokens} * s_.k);
+    w_ = GuardedBuffer(context, stack.size(), "w");
+    ids_ = GuardedBuffer(context, ids.size() * 4, "ids");
+    table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    output_ = GuardedBuffer(context, pairs * (s_.n / 2) * 4, "act");
+    w_.upload(stack);
+    ids_.upload(ids);
+    table_.upload(table);
+    x_.upload(x);
+    std::vector<float> gate_up(pairs * s_.n);
+    ref::mul_mat_id(type_, stack, stride_, s_.n, s_.k, ids, table, x, false, gate_up, s_.tokens, s_.top_k);
+    ops::GluParams glu;
+    glu.kind = ops::GluKind::swiglu;
+    glu.layout = ops::GluLayout::fused;
+    glu.tokens = static_cast<uint32_t>(pairs);
+    glu.width = s_.n / 2;
+    expected_.resize(pairs * (s_.n / 2));
+    ref::glu(gate_up, gate_up, expected_, glu);
+    inputs_ = {&w_, &ids_, &table_, &x_};
+    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
+  }
+  void record(gpu::CommandList& cmd) override {
+    const ForceQ4F32 force(path_);
+    const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
+    const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
+    if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens))
+      ops::mul_mat_id_swiglu(cmd, w, routing, ops::prepare_q4h(cmd, x_.in(), s_.tokens, s_.k), output_.out(),
+                             s_.tokens);
+    else
+      ops::mul_mat_id_swiglu(cmd, w, routing, x_.in(), output_.out(), s_.tokens);
+  }
+
+ private:
+  WeightType type_;
+  MoeShape s_;
+  Q4Path path_;
+  bool prepared_;
+  bool q4h_ = false;
+  uint64_t stride_ = 0;
+  uint64_t used_experts_ = 0;
+  GuardedBuffer w_, ids_, table_, x_;
+};
+
 void add_test_cases(CaseList& cases) {
   struct Shape {
     uint32_t n, k;
@@ -524,6 +600,17 @@ void add_test_cases(CaseList& cases) {
     for (bool x_per_slot : {false, true})
       cases.push_back(std::make_unique<MulMatIdCase>(
           WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, x_per_slot, 70}, Q4Path::automatic, false, tiles));
+  // mul_mat_id_swiglu (n = 2I): the fused q4h kernel for T <= 32 (odd I, a permuted padded stack, an input
+  // prepared by the caller), mul_mat_id + glu beyond and for the other types and the f32 q4 kernel.
+  for (uint32_t t : {1u, 3u, 16u, 32u, 37u})
+    cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{90, 192, 8, 2, 8, false, false, false, t}));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{134, 320, 16, 4, 20, true, true, false, 5}));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{134, 320, 16, 4, 20, true, true, false, 6},
+                                                       Q4Path::automatic, true));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{90, 192, 8, 2, 8, false, false, false, 3},
+                                                       Q4Path::f32));
+  for (WeightType type : {WeightType::bf16, WeightType::q8_0})
+    cases.push_back(std::make_unique<MulMatIdSwigluCase>(type, MoeShape{90, 192, 8, 2, 8, false, false, false, 3}));
   // mul_mat_id on an input prepared by the caller: x shared (gate/up) and per slot (down), with a bank.
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, false, 3},
                                                  Q4Path::automatic, true));
@@ -582,6 +669,8 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));
     cases.push_back(std::make_unique<MulMatCase>(type, 6144, 2048, 512));
   }
+  // Decode's fused gate/up + SwiGLU of Qwen3-30B-A3B.
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 1}));
   // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 512}));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{2048, 768, 128, 8, 128, false, false, true, 512}));
