@@ -47,6 +47,10 @@ layout(push_constant) uniform Push {
   uint x_per_slot;  // mul_mat_id: 1 when x is [T, top_k, K], 0 when it is [T, K]
   uint experts;     // mul_mat_id: entries of the slot table
   uint accumulate;  // 1: y += W x (y bound read-write), 0: y = W x
+#ifdef MULTI
+  uint n1, w_base1, scales1;  // mul_mat_vec_q4h.comp's MULTI: the second matrix (as n, w_base, scales)
+  uint n2, w_base2, scales2;  // the third (n2 = 0: none)
+#endif
 } p;
 
 // Stores one output: overwrites y[i], or adds to it with p.accumulate (the host then binds y read-write).

@@ -14,6 +14,8 @@
 // With SWIGLU (MoE gate/up, NT = 1): W is the fused [2I, K] gate/up stack (gate rows first); a workgroup owns
 // ROWS / 2 outputs i of one pair, computes gate row i and up row I + i, and writes y[pair, i] = silu(g) * u
 // into a [pairs, I] y: the glu dispatch and its barrier are gone, and gate/up never go through memory.
+// With MULTI: two or three matrices of one weight binding (attention's q, k and v) times the same x, each
+// into its own y (bindings 4, 5, 6); the row tiles of the matrices follow each other in the grid.
 //
 // Launch shape: WG threads (spec constant 0) stride over the units of ROWS rows, UNR units per iteration
 // with all their loads issued before any use (memory-level parallelism is what decode lacks most).
@@ -25,6 +27,14 @@
 //! variant mul_mat_vec_q4h_6 -DNT=6
 //! variant mul_mat_vec_q4h_7 -DNT=7
 //! variant mul_mat_vec_q4h_8 -DNT=8
+//! variant mul_mat_vec_multi_q4h_1 -DNT=1 -DMULTI
+//! variant mul_mat_vec_multi_q4h_2 -DNT=2 -DMULTI
+//! variant mul_mat_vec_multi_q4h_3 -DNT=3 -DMULTI
+//! variant mul_mat_vec_multi_q4h_4 -DNT=4 -DMULTI
+//! variant mul_mat_vec_multi_q4h_5 -DNT=5 -DMULTI
+//! variant mul_mat_vec_multi_q4h_6 -DNT=6 -DMULTI
+//! variant mul_mat_vec_multi_q4h_7 -DNT=7 -DMULTI
+//! variant mul_mat_vec_multi_q4h_8 -DNT=8 -DMULTI
 //! variant mul_mat_vec_id_q4h -DNT=1 -DMUL_MAT_ID
 //! variant mul_mat_vec_id_combine_q4h -DNT=1 -DMUL_MAT_ID -DCOMBINE
 //! variant mul_mat_vec_id_swiglu_q4h -DNT=1 -DMUL_MAT_ID -DSWIGLU
@@ -50,6 +60,10 @@ layout(binding = 6) readonly buffer Slots { uint slot_table[]; };
 #endif
 #if defined(COMBINE)
 layout(binding = 7) readonly buffer RouteW { float route_w[]; };
+#endif
+#if defined(MULTI)
+layout(binding = 5) writeonly buffer Y1 { float y1[]; };
+layout(binding = 6) writeonly buffer Y2 { float y2[]; };
 #endif
 
 #include "mul_mat_funcs.glsl"
@@ -94,6 +108,7 @@ void main() {
   const uint wg = flat_workgroup_id();
   const uint units = p.units;
 #if defined(COMBINE)
+  const uint N = p.n, SC = p.scales;
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint token = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
@@ -101,6 +116,7 @@ void main() {
   const uint last = 0;
   const uint pair_count = p.top_k;
 #elif defined(MUL_MAT_ID) && defined(SWIGLU)
+  const uint N = p.n, SC = p.scales;
   const uint OUT = ROWS / 2;  // outputs per workgroup (ROWS is even here)
   const uint width = p.n / 2;
   const uint row_tiles = (width + OUT - 1) / OUT;
@@ -114,6 +130,7 @@ void main() {
   const uint last = 0;
   const uint pair_count = 1;
 #elif defined(MUL_MAT_ID)
+  const uint N = p.n, SC = p.scales;
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
@@ -126,11 +143,23 @@ void main() {
   const uint pair_count = 1;
 #else
   const uint chunks = (p.tokens + NT - 1) / NT;
+#if defined(MULTI)
+  // Which matrix: the row tiles of matrix 0, then 1, then 2.
+  uint tile = wg / chunks, m = 0, N = p.n, mat = p.w_base, SC = p.scales;
+  const uint tiles0 = (p.n + ROWS - 1) / ROWS, tiles1 = (p.n1 + ROWS - 1) / ROWS;
+  if (tile >= tiles0) {
+    tile -= tiles0, m = 1, N = p.n1, mat = p.w_base1, SC = p.scales1;
+    if (tile >= tiles1) tile -= tiles1, m = 2, N = p.n2, mat = p.w_base2, SC = p.scales2;
+  }
+  const uint row0 = tile * ROWS;
+#else
+  const uint N = p.n, SC = p.scales;
   const uint row0 = (wg / chunks) * ROWS;
-  const uint t0 = (wg % chunks) * NT;
   const uint mat = p.w_base;
+#endif
+  const uint t0 = (wg % chunks) * NT;
   const uint x_row = t0;
-  const uint y_base = t0 * p.n;
+  const uint y_base = t0 * N;
   const uint last = p.tokens - 1 - t0;  // the chunk's last token; tokens past it re-read it, store nothing
   const uint pair_count = 1;
 #endif
@@ -142,7 +171,7 @@ void main() {
     rows[r] = rr < OUT ? min(row0 + rr, width - 1) : width + min(row0 + rr - OUT, width - 1);
   }
 #else
-  [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) rows[r] = min(row0 + min(r, ROWS - 1), p.n - 1);
+  [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) rows[r] = min(row0 + min(r, ROWS - 1), N - 1);
 #endif
   float acc[MAX_ROWS * NT];
   [[unroll]] for (uint i = 0; i < MAX_ROWS * NT; ++i) acc[i] = 0.0;
@@ -167,7 +196,7 @@ void main() {
         [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
           if (r >= ROWS) break;
           d[j * MAX_ROWS + r] = w_u128[mat + rows[r] * units + u];
-          sm[j * MAX_ROWS + r] = scales_u32[mat * 4 + p.scales + rows[r] * (p.k >> 6) + (u >> 1)];
+          sm[j * MAX_ROWS + r] = scales_u32[mat * 4 + SC + rows[r] * (p.k >> 6) + (u >> 1)];
         }
       }
       [[unroll]] for (uint j = 0; j < MAX_UNR; ++j) {
@@ -211,7 +240,16 @@ void main() {
     float s = 0.0;
     for (uint sg = 0; sg < gl_NumSubgroups; ++sg) s += partial[sg * RN + i];
     const uint row = row0 + i / NT;
-    if (row < p.n && i % NT <= last) store_y(y_base + (i % NT) * p.n + row, s);
+#if defined(MULTI)
+    if (row < N && i % NT <= last) {
+      const uint at = y_base + (i % NT) * N + row;
+      if (m == 0) y[at] = s;
+      else if (m == 1) y1[at] = s;
+      else y2[at] = s;
+    }
+#else
+    if (row < N && i % NT <= last) store_y(y_base + (i % NT) * N + row, s);
+#endif
   }
 #endif
 }

@@ -523,9 +523,9 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   // h = rms(x); q, k, v = h Wq, h Wk, h Wv (one prepared h for the three where the q4 kernels run).
   if (ops::uses_q4h(context_, L.q.type, T)) {
     const ops::PreparedX px = norm_prepared(cmd, L.input_norm, L.buffer, T);
-    ops::mul_mat(cmd, L.q, px, gpu::out(q_), T);
-    ops::mul_mat(cmd, L.k, px, gpu::out(k_), T);
-    ops::mul_mat(cmd, L.v, px, gpu::out(v_), T);
+    const ops::WeightRef qkv[] = {L.q, L.k, L.v};
+    const gpu::Binding out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
+    ops::mul_mat_multi(cmd, qkv, px, out, T);
   } else {
     ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
     ops::mul_mat(cmd, L.q, gpu::in(h_), gpu::out(q_), T);

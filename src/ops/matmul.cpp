@@ -162,8 +162,10 @@ const MatMulTiles& mat_mul_tiles(const gpu::DeviceInfo& info) {
 
 // Tiles of the MoE product (mul_mat_id_*): an expert's pairs are padded to a multiple of BN tokens, and with
 // Qwen3-30B-A3B's 128 experts and top-8 a 512-token chunk gives each expert ~32 pairs, half of a 64-token
-// tile. So where the experts average at most 32 pairs, 32-token tiles (128 rows, 8 x 4 per thread) when they
-// fit the device's shared memory. $MACH_MUL_MAT_ID ("bm=..,bn=..,tm=..,tn=..") overrides; it is read at
+// tile. So where the experts average at most 32 pairs, 32-token tiles of 128 rows (4 x 4 per thread, 256
+// threads) when they fit the device's shared memory: on an H200 (2026-12-03) 2.70 ms against 3.18 for the
+// 512-token gate/up and 1.86 against 2.13 for the down product. Shapes with 128 threads (8 x 4 per thread,
+// or 64 x 32 and 16-token tiles) took 2-6x longer there. $MACH_MUL_MAT_ID ("bm=..,bn=..,tm=..,tn=..") overrides; it is read at
 // every call so that ops_bench --sweep can compare shapes in one process.
 MatMulTiles moe_tiles(const gpu::DeviceInfo& info, uint32_t tokens, uint32_t top_k, uint32_t experts) {
   MatMulTiles t = mat_mul_tiles(info);
@@ -175,7 +177,7 @@ MatMulTiles moe_tiles(const gpu::DeviceInfo& info, uint32_t tokens, uint32_t top
       std::fprintf(stderr, "mach: ignoring MACH_MUL_MAT_ID='%s' (bad shape, or too much shared memory)\n", env);
     return t;
   }
-  const MatMulTiles narrow{.bm = 128, .bn = 32, .bk = 64, .tm = 8, .tn = 4};
+  const MatMulTiles narrow{.bm = 128, .bn = 32, .bk = 64, .tm = 4, .tn = 4};
   if (uint64_t{tokens} * top_k <= uint64_t{32} * experts && t.bn > 32 && narrow.valid(info)) return narrow;
   return t;
 }
@@ -272,6 +274,46 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu:
       context.pipeline("mul_mat_vec_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
   cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, output_binding(y, output)}, call.push,
                gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
+}
+
+void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const PreparedX& x,
+                   std::span<const gpu::Binding> y, uint32_t tokens) {
+  auto& context = cmd.context();
+  assert((w.size() == 2 || w.size() == 3) && y.size() == w.size());
+  assert(uses_q4h(context, w[0].type, tokens) && x.rows == tokens && x.k == w[0].cols);
+  uint64_t begin = w[0].offset, end = 0;
+  for (const WeightRef& m : w) {
+    assert(m.buffer == w[0].buffer && m.type == w[0].type && m.cols == w[0].cols);
+    begin = std::min(begin, m.offset);
+    end = std::max(end, m.offset + weight_bytes(m.type, m.rows, m.cols));
+  }
+  const WeightBinding wb = bind_weights(context, *w[0].buffer, begin, end - begin);
+  struct {
+    MulMatPush base;
+    uint32_t n1, w_base1, scales1, n2, w_base2, scales2;
+  } push{};
+  const auto matrix = [&](const WeightRef& m, uint32_t& n, uint32_t& base, uint32_t& scales) {
+    n = m.rows;
+    base = wb.base_units + static_cast<uint32_t>((m.offset - begin) / 16);
+    scales = static_cast<uint32_t>(scales_offset(m.type, m.rows, m.cols) / 4);
+  };
+  push.base = {0, w[0].cols, row_units(w[0].type, w[0].cols), 0, 0, 0, tokens, 1, 0, 1, 0};
+  matrix(w[0], push.base.n, push.base.w_base, push.base.scales);
+  matrix(w[1], push.n1, push.w_base1, push.scales1);
+  if (w.size() == 3) matrix(w[2], push.n2, push.w_base2, push.scales2);
+  const Q4hTuning t = q4h_tuning();
+  const TokenChunks chunks = token_chunks(tokens);
+  const auto& pipeline =
+      context.pipeline("mul_mat_vec_multi_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
+  uint32_t tiles = 0;
+  for (const WeightRef& m : w) tiles += gpu::div_up(m.rows, t.rows);
+  gpu::Binding ys[3];
+  for (size_t i = 0; i < 3; ++i) {
+    ys[i] = y[std::min(i, y.size() - 1)];  // two matrices: the third binding repeats the second (never written)
+    ys[i].access = gpu::Access::write;
+  }
+  cmd.dispatch(pipeline, {wb.binding, wb.binding, x.xh, x.xg, ys[0], ys[1], ys[2]}, push,
+               gpu::flat_groups(tiles * chunks.count));
 }
 
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "gpu/command_list.hpp"
 #include "ops/weight_format.hpp"
@@ -56,6 +57,12 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
 // The same with x prepared by prepare_q4h (rows = T, k = K); only where uses_q4h(context, w.type, T).
 void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu::Binding y, uint32_t tokens,
              Output output = Output::overwrite);
+// Two or three products of one prepared x in one dispatch (attention's q, k and v): y[i] = w[i] x, each
+// overwritten. The matrices share a type, K and a buffer, and their span in it fits one storage-buffer range;
+// only where uses_q4h(context, type, T). One dispatch instead of three saves two launches and barriers per
+// layer, which is most of what those small products cost at decode.
+void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const PreparedX& x,
+                   std::span<const gpu::Binding> y, uint32_t tokens);
 
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
 // matrix in slot slot_table[e] of the stack `w`.

@@ -35,11 +35,14 @@ void rms_norm(gpu::CommandList& cmd, gpu::Binding x, gpu::Binding w, gpu::Bindin
 void rms_norm_q4h(gpu::CommandList& cmd, gpu::Binding x, gpu::Binding w, gpu::Binding y, gpu::Binding xh,
                   gpu::Binding xg, const RmsNormShape& shape, float eps, NormWeight weight) {
   assert(shape.h > 0 && shape.h % 64 == 0);
+  // A row is split over several workgroups that all read the whole of x: y must be another buffer.
+  assert(x.buffer != y.buffer);
   static constexpr const char* kNames[] = {"rms_norm_q4h_unit", "rms_norm_q4h", "rms_norm_q4h_1p"};
   // The same workgroup size as rms_norm: the same reduction tree, so y matches rms_norm's to the bit.
   const auto& pipeline = cmd.context().pipeline(kNames[static_cast<uint32_t>(weight)], {threads_for(shape)});
   if (shape.rows == 0) return;
-  cmd.dispatch(pipeline, {x, w, y, xh, xg}, push_of(shape, eps), gpu::flat_groups(shape.rows));
+  const uint32_t chunks = gpu::div_up(shape.h, threads_for(shape));
+  cmd.dispatch(pipeline, {x, w, y, xh, xg}, push_of(shape, eps), gpu::flat_groups(uint64_t{shape.rows} * chunks));
 }
 
 }  // namespace mach::ops

@@ -30,7 +30,8 @@ void rms_norm(gpu::CommandList& cmd, gpu::Binding x, gpu::Binding w, gpu::Bindin
 // kernel (shaders/q4h_prep.comp's format), so the q4 products that read y need no q4h_prep dispatch of their
 // own. xh: [rows, H/8] uvec4 (rows * H * 2 bytes), xg: [rows, H/32] vec2 (rows * H / 4 bytes), rows
 // contiguous whatever y_stride: the sizes and layout of matmul.cpp's prepared x for rows = tokens, K = H.
-// xh and xg are bit for bit what q4h_prep writes for this y. H must be a multiple of 64; y as for rms_norm.
+// xh and xg are bit for bit what q4h_prep writes for this y. H must be a multiple of 64; y as for rms_norm
+// except that it is another buffer than x (never in place: a row is split over workgroups that all read x).
 void rms_norm_q4h(gpu::CommandList& cmd, gpu::Binding x, gpu::Binding w, gpu::Binding y, gpu::Binding xh,
                   gpu::Binding xg, const RmsNormShape& shape, float eps, NormWeight weight);
 

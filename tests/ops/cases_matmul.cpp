@@ -254,6 +254,86 @@ class MulMatAccumulateCase : public SimpleOpCase {
   GuardedBuffer w1_, w2_, x_;
 };
 
+// mul_mat_multi: two or three matrices of different heights at gapped offsets of one buffer, times one
+// prepared x, each into its own y (the model's q, k and v); every y checked against its own reference.
+class MulMatMultiCase : public SimpleOpCase {
+ public:
+  MulMatMultiCase(std::vector<uint32_t> ns, uint32_t k, uint32_t tokens) : ns_(std::move(ns)), k_(k), t_(tokens) {}
+  std::string op() const override { return "mul_mat_multi"; }
+  std::string params() const override {
+    std::string n;
+    for (uint32_t v : ns_) n += (n.empty() ? "" : ",") + std::to_string(v);
+    return fmt::format("type=q4 n={} k={} t={}", n, k_, t_);
+  }
+  double max_nmse() const override { return kMaxNmseQ4h; }
+  double bytes() const override {
+    double b = io_bytes(uint64_t{t_} * k_, 0);
+    for (uint32_t n : ns_) b += static_cast<double>(ops::weight_bytes(WeightType::q4, n, k_)) + io_bytes(0, uint64_t{t_} * n);
+    return b;
+  }
+  double flops() const override {
+    double f = 0;
+    for (uint32_t n : ns_) f += 2.0 * n * k_ * t_;
+    return f;
+  }
+  bool supported(const gpu::Context& context) const override { return ops::uses_q4h(context, WeightType::q4, t_); }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const auto x = rng.normal_vec(uint64_t{t_} * k_);
+    std::vector<std::byte> all;
+    std::vector<std::vector<float>> expected;
+    for (uint32_t n : ns_) {
+      all.resize(all.size() + 512);  // a gap (not read): the matrices are not back to back
+      offsets_.push_back(all.size());
+      const auto w = random_weights(WeightType::q4, n, k_, rng);
+      all.insert(all.end(), w.begin(), w.end());
+      all.resize((all.size() + 255) / 256 * 256);
+      expected.emplace_back(uint64_t{t_} * n);
+      ref::mul_mat(WeightType::q4, w, n, k_, x, expected.back(), t_);
+    }
+    w_ = GuardedBuffer(context, all.size(), "w");
+    w_.upload(all);
+    x_ = GuardedBuffer(context, x.size() * 4, "x");
+    x_.upload(x);
+    output_ = GuardedBuffer(context, expected[0].size() * 4, "y0");
+    expected_ = expected[0];
+    for (size_t i = 1; i < ns_.size(); ++i) {
+      extra_.emplace_back(context, expected[i].size() * 4, fmt::format("y{}", i));
+      extra_expected_.push_back(expected[i]);
+    }
+    inputs_ = {&w_, &x_};
+  }
+  void poison() override {
+    output_.poison();
+    for (auto& y : extra_) y.poison();
+  }
+  void record(gpu::CommandList& cmd) override {
+    std::vector<ops::WeightRef> w;
+    for (size_t i = 0; i < ns_.size(); ++i)
+      w.push_back({w_.in().buffer, w_.in().offset + offsets_[i], WeightType::q4, ns_[i], k_});
+    std::vector<gpu::Binding> y = {output_.out()};
+    for (auto& extra : extra_) y.push_back(extra.out());
+    ops::mul_mat_multi(cmd, w, ops::prepare_q4h(cmd, x_.in(), t_, k_), y, t_);
+  }
+  CheckResult check(gpu::Context& context) override {
+    CheckResult r = SimpleOpCase::check(context);
+    for (size_t i = 0; i < extra_.size(); ++i) {
+      r.nmse = std::max(r.nmse, nmse(extra_[i].download<float>(), extra_expected_[i]));
+      std::string why;
+      if (!extra_[i].guards_intact(&why)) r.guards_ok = false, r.detail = why;
+    }
+    return r;
+  }
+
+ private:
+  std::vector<uint32_t> ns_;
+  uint32_t k_, t_;
+  std::vector<uint64_t> offsets_;
+  GuardedBuffer w_, x_;
+  std::vector<GuardedBuffer> extra_;
+  std::vector<std::vector<float>> extra_expected_;
+};
+
 struct MoeShape {
   uint32_t n, k;
   uint32_t experts, top_k;
@@ -594,12 +674,16 @@ void add_test_cases(CaseList& cases) {
   for (WeightType type : kAllTypes)
     for (uint32_t t : {1u, 5u, 16u, 64u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(type, 67, 192, t));
   for (uint32_t t : {5u, 16u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, t, Q4Path::f32));
-  // Other tile shapes of the tiled MoE kernel, within lavapipe's 32 KiB of shared memory: 8 x 4 per thread (the
-  // register blocking of the 128 x 32 tiles picked on larger devices), and 16-token tiles.
+  // Other tile shapes of the tiled MoE kernel ($MACH_MUL_MAT_ID) within lavapipe's 32 KiB of shared memory (the
+  // 128 x 32 tiles larger devices pick need 40 KiB): 8 x 4 per thread, and 16-token tiles.
   for (const char* tiles : {"bm=64,bn=32,tm=8,tn=4", "bm=32,bn=16,tm=4,tn=2"})
     for (bool x_per_slot : {false, true})
       cases.push_back(std::make_unique<MulMatIdCase>(
           WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, x_per_slot, 70}, Q4Path::automatic, false, tiles));
+  // mul_mat_multi: q/k/v-like triples (odd heights; 1 to 32 tokens in chunks) and a pair.
+  for (uint32_t t : {1u, 3u, 8u, 12u, 32u})
+    cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t));
+  cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{64, 17}, 192, 5));
   // mul_mat_id_swiglu (n = 2I): the fused q4h kernel for T <= 32 (odd I, a permuted padded stack, an input
   // prepared by the caller), mul_mat_id + glu beyond and for the other types and the f32 q4 kernel.
   for (uint32_t t : {1u, 3u, 16u, 32u, 37u})
@@ -669,7 +753,8 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));
     cases.push_back(std::make_unique<MulMatCase>(type, 6144, 2048, 512));
   }
-  // Decode's fused gate/up + SwiGLU of Qwen3-30B-A3B.
+  // Decode's q, k and v of Qwen3-30B-A3B in one dispatch, and its fused gate/up + SwiGLU.
+  cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 1));
   cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 1}));
   // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 512}));
