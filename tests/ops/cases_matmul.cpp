@@ -753,6 +753,13 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));
     cases.push_back(std::make_unique<MulMatCase>(type, 6144, 2048, 512));
   }
+  // Decode's o projection and expert down projection + combine: the q4h path (prep + product, two dispatches)
+  // against the f32 kernel reading the activations directly (one dispatch).
+  for (Q4Path path : {Q4Path::automatic, Q4Path::f32}) {
+    cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 2048, 4096, 1, path));
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4,
+                                                          MoeShape{2048, 768, 128, 8, 128, false, false, true, 1}, path));
+  }
   // Decode's q, k and v of Qwen3-30B-A3B in one dispatch, and its fused gate/up + SwiGLU.
   cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 1));
   cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 1}));
