@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include <asio/co_spawn.hpp>
@@ -147,6 +148,31 @@ TEST_P(EngineLayout, TwoSlotsPerLayerStreamWhatResidentComputes) {
     EXPECT_GE(l.hits + l.misses, 2 * steps - 2);  // decode steps use 2 experts, prefill more
   }
   EXPECT_TRUE(stats.bad.empty());
+}
+
+// The upload cap: one slot per layer per step takes every miss of a prompt chunk in turn (more passes, the
+// same result); without a cap the chunk's misses spread over the whole bank.
+TEST_P(EngineLayout, UploadCapStreamsWhatResidentComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto resident = load(dir, options(GetParam()));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  uint64_t passes[2] = {0, 0};
+  for (uint32_t cap : {0u, 1u}) {
+    auto o = options(GetParam(), 4);
+    o.expert_upload_cap = cap;
+    auto streamed = load(dir, o);
+    const auto got = std::move(generate(*streamed)).value_or_throw();
+    expect_close(got.prompt_logits, want.prompt_logits);
+    EXPECT_EQ(got.tokens, want.tokens) << "cap " << cap;
+    const auto stats = streamed->expert_stats();
+    EXPECT_EQ(stats.upload_cap, cap == 0 ? 4u : cap);
+    passes[cap] = stats.total().passes;
+  }
+  EXPECT_GT(passes[1], passes[0]);
+  // The default: half the slots.
+  auto streamed = load(dir, options(GetParam(), 4));
+  EXPECT_EQ(streamed->expert_stats().upload_cap, 2u);
 }
 
 TEST_P(EngineLayout, EveryEvictionPolicyStreamsTheSameTokens) {
@@ -493,6 +519,48 @@ TEST(SlotMap, PinnedExpertsAreNeverEvicted) {
     EXPECT_EQ(map.slot_of(4), 0u);
     EXPECT_EQ(map.slot_of(2), 1u);
   }
+}
+
+// A step that needs more experts than its upload cap loads them in turns through the same capped slots: the
+// rest of the bank (the decode working set) survives a long prompt.
+TEST(SlotMap, UploadCapKeepsTheRestOfTheBank) {
+  experts::SlotMap map(16, 6, experts::make_eviction_policy(experts::EvictionKind::lru, 6), 2);
+  EXPECT_EQ(map.upload_cap(), 2u);
+  uint32_t hits = 0;
+  // Warm: experts 0..5 in the bank over three steps of two loads each.
+  for (uint32_t t = 1; t <= 3; ++t) {
+    const uint32_t two[] = {2 * t - 2, 2 * t - 1};
+    EXPECT_EQ(map.place(two, t, hits).size(), 2u);
+  }
+  // The "prompt": residents 1 and 4 plus misses 8..14, at most 2 loads per pass.
+  const uint32_t needed[] = {14, 1, 8, 9, 10, 4, 11, 12, 13};
+  const auto passes = map.plan(needed);
+  ASSERT_EQ(passes.size(), 4u);
+  EXPECT_EQ(passes[0], (std::vector<uint32_t>{1, 4, 8, 9}));
+  EXPECT_EQ(passes[1], (std::vector<uint32_t>{10, 11}));
+  EXPECT_EQ(passes[2], (std::vector<uint32_t>{12, 13}));
+  EXPECT_EQ(passes[3], (std::vector<uint32_t>{14}));
+  std::set<uint32_t> loaded_slots;
+  for (const auto& pass : passes) {
+    const auto loads = map.place(pass, 4, hits);
+    EXPECT_LE(loads.size(), 2u);
+    for (const auto& l : loads) loaded_slots.insert(l.slot);
+    for (uint32_t e : pass) EXPECT_NE(map.slot_of(e), ops::kNoSlot) << "pass expert " << e;
+  }
+  EXPECT_EQ(loaded_slots.size(), 2u);  // two slots took all seven loads
+  // Four of the six warm experts survive: the two residents, and two the cap left alone.
+  int survivors = 0;
+  for (uint32_t e = 0; e < 6; ++e) survivors += map.slot_of(e) != ops::kNoSlot;
+  EXPECT_EQ(survivors, 4);
+  EXPECT_NE(map.slot_of(1), ops::kNoSlot);
+  EXPECT_NE(map.slot_of(4), ops::kNoSlot);
+  // The next step may load two slots again, wherever the policy says.
+  const uint32_t next[] = {15};
+  EXPECT_EQ(map.place(next, 5, hits).size(), 1u);
+  // Without a cap the same prompt would have used every unlocked slot.
+  experts::SlotMap uncapped(16, 6, experts::make_eviction_policy(experts::EvictionKind::lru, 6));
+  EXPECT_EQ(uncapped.upload_cap(), 6u);
+  EXPECT_EQ(uncapped.plan(needed).size(), 2u);
 }
 
 TEST(SlotMap, LfruForgetsOldFrequency) {

@@ -1,10 +1,13 @@
 // The expert-residency flags shared by `mach generate`, `mach serve` and `mach bench`: --streaming /
-// --no-streaming, --expert-slots, --expert-cache-gb, --host-cache-gb, --eviction, --pin-experts.
+// --no-streaming, --expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, --eviction,
+// --pin-experts.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "experts/eviction.hpp"
@@ -21,6 +24,7 @@ struct ExpertArgs {
   std::string eviction = "lru";
   std::string pin_experts;
   double host_cache_gb = -1;  // < 0: the default (what the host can spare)
+  int64_t upload_cap = -1;    // < 0: the default (half the slots)
 };
 
 inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
@@ -35,6 +39,10 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
   cmd->add_option("--host-cache-gb", a.host_cache_gb,
                   "pinned host RAM for experts read before, GiB: misses found there copy at PCIe speed instead of "
                   "reading the disk (default: free memory less max(4 GiB, 20%), at most the sidecar; 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--expert-upload-cap", a.upload_cap,
+                  "expert slots per layer one step may load (default: half the slots; 0: no cap): a step needing "
+                  "more runs them in turns through those slots, so a long prompt keeps the rest of the bank")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
   cmd->add_option("--pin-experts", a.pin_experts,
@@ -51,9 +59,11 @@ inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions
   if (!eviction) return Error{Errc::invalid_argument, fmt::format("--eviction {}: use lru, lfu or lfru", a.eviction)};
   lo.eviction = *eviction;
   if (a.host_cache_gb >= 0) lo.host_cache_bytes = static_cast<uint64_t>(a.host_cache_gb * 1073741824.0);
-  if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0))
-    return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb and --pin-experts shape "
-                                         "the expert streaming of --streaming; add --streaming"};
+  if (a.upload_cap >= 0) lo.expert_upload_cap = static_cast<uint32_t>(std::min<int64_t>(a.upload_cap, UINT32_MAX));
+  if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0 ||
+                       a.upload_cap >= 0))
+    return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap and "
+                                         "--pin-experts shape the expert streaming of --streaming; add --streaming"};
   if (!a.pin_experts.empty()) {
     auto pins = experts::parse_keep_plan(a.pin_experts, "--pin-experts");
     if (!pins) return pins.error();

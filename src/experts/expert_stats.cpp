@@ -50,6 +50,7 @@ nlohmann::json to_json(const ExpertStats& s) {
   total.erase("layer");
   return {{"streaming", s.streaming},       {"slots_per_layer", s.slots_per_layer}, {"bank_bytes", s.bank_bytes},
           {"slab_bytes", s.slab_bytes},     {"eviction", s.eviction},               {"direct_read", s.direct_read},
+          {"upload_cap", s.upload_cap},
           {"host_cache_bytes", s.host_cache_bytes}, {"host_cache_entries", s.host_cache_entries},
           {"total", std::move(total)},      {"layers", std::move(layers)},          {"bad_experts", std::move(bad)}};
 }

@@ -38,6 +38,7 @@ struct ExpertStats {
   uint64_t bank_bytes = 0;   // all layers' banks on the GPU
   uint64_t slab_bytes = 0;
   std::string eviction;      // lru, lfu, lfru
+  uint32_t upload_cap = 0;   // slots per layer one step may load
   bool direct_read = false;  // O_DIRECT reads (false: the filesystem refused it; reads are buffered)
   uint64_t host_cache_bytes = 0;    // the host-RAM tier (0: none)
   uint32_t host_cache_entries = 0;  // slabs it holds at most

@@ -41,7 +41,7 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
       auto buffer = context.create_buffer(bank_bytes, gpu::MemoryKind::device, fmt::format("expert bank {}", l.layer));
       s->banks_.emplace_back(l.layer, std::move(buffer),
                              SlotMap(static_cast<uint32_t>(l.experts.size()), std::min<uint32_t>(s->slots_, l.experts.size()),
-                                     make_eviction_policy(options.eviction, s->slots_)));
+                                     make_eviction_policy(options.eviction, s->slots_), options.upload_cap));
       s->stats_.layers.push_back({.layer = l.layer});
     }
     s->tables_ = context.create_buffer(s->table_stride_ * s->banks_.size(), gpu::MemoryKind::device, "expert slot tables");
@@ -68,6 +68,7 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   if (auto r = s->load_pinned(options.pinned); !r) return r.error();
   s->stats_.streaming = true;
   s->stats_.slots_per_layer = s->slots_;
+  s->stats_.upload_cap = s->banks_.empty() ? 0 : s->banks_.front().map.upload_cap();
   s->stats_.bank_bytes = bank_bytes * s->banks_.size();
   s->stats_.slab_bytes = layout.slab_bytes;
   s->stats_.eviction = std::string(eviction_name(options.eviction));

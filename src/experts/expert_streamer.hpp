@@ -39,6 +39,10 @@ struct StreamerOptions {
   // The host-RAM tier (host_cache.hpp): bytes of pinned host memory for slabs read before; 0: none (misses
   // always read the sidecar). At least one bank's worth (slots slabs) when not 0.
   uint64_t host_cache_bytes = 0;
+  // Slots of a layer's bank one step may load (SlotMap's upload cap): a step needing more misses runs them in
+  // turns through those slots, so a long prompt leaves the rest of the bank to the sequences that decode.
+  // 0: no cap.
+  uint32_t upload_cap = 0;
 };
 
 class ExpertStreamer {

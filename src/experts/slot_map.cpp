@@ -7,9 +7,15 @@
 
 namespace mach::experts {
 
-SlotMap::SlotMap(uint32_t experts, uint32_t slots, std::unique_ptr<EvictionPolicy> policy)
-    : slot_of_(experts, ops::kNoSlot), expert_in_(slots, ops::kNoSlot), pinned_(slots), policy_(std::move(policy)) {
+SlotMap::SlotMap(uint32_t experts, uint32_t slots, std::unique_ptr<EvictionPolicy> policy, uint32_t upload_cap)
+    : slot_of_(experts, ops::kNoSlot), expert_in_(slots, ops::kNoSlot), pinned_(slots), policy_(std::move(policy)),
+      upload_cap_(upload_cap) {
   assert(slots > 0 && policy_);
+}
+
+uint32_t SlotMap::upload_cap() const {
+  const uint32_t free = slots() - pinned_count_;
+  return upload_cap_ ? std::min(upload_cap_, free) : free;
 }
 
 SlotLoad SlotMap::pin(uint32_t expert) {
@@ -34,11 +40,19 @@ std::vector<std::vector<uint32_t>> SlotMap::plan(std::span<const uint32_t> neede
     const bool ra = slot_of_.at(a) != ops::kNoSlot, rb = slot_of_.at(b) != ops::kNoSlot;
     return ra != rb ? ra : a < b;
   });
-  const size_t per_pass = slots() - pinned_count_;
+  const size_t per_pass = slots() - pinned_count_, cap = upload_cap();
   std::vector<std::vector<uint32_t>> passes;
-  for (size_t i = 0; i < order.size(); i += per_pass) {
-    const size_t n = std::min(per_pass, order.size() - i);
+  for (size_t i = 0; i < order.size();) {
+    // Residents never count against the cap: only the pass's misses are loads.
+    size_t n = 0, misses = 0;
+    while (i + n < order.size() && n < per_pass) {
+      const bool miss = slot_of_.at(order[i + n]) == ops::kNoSlot;
+      if (miss && misses == cap) break;
+      misses += miss ? 1 : 0;
+      ++n;
+    }
     passes.emplace_back(order.begin() + i, order.begin() + i + n);
+    i += n;
   }
   if (!pinned.empty()) {
     if (passes.empty()) passes.emplace_back();
@@ -63,12 +77,16 @@ std::vector<SlotLoad> SlotMap::place(std::span<const uint32_t> pass, uint64_t ti
     locked[s] = true;
     policy_->touch(s, tick, false);
   }
+  if (tick != loaded_tick_) loaded_.clear(), loaded_tick_ = tick;
   std::vector<SlotLoad> loads;
   for (uint32_t e : missing) {
+    // Under the cap any unlocked slot may take the load; at the cap only the slots this step loaded already.
+    const bool capped = loaded_.size() >= upload_cap();
     uint32_t slot = ops::kNoSlot;
     std::vector<uint32_t> candidates;
     for (uint32_t s = 0; s < slots(); ++s) {
       if (locked[s] || pinned_[s]) continue;
+      if (capped && std::find(loaded_.begin(), loaded_.end(), s) == loaded_.end()) continue;
       if (expert_in_[s] == ops::kNoSlot) {
         slot = s;
         break;
@@ -80,6 +98,7 @@ std::vector<SlotLoad> SlotMap::place(std::span<const uint32_t> pass, uint64_t ti
       slot = policy_->victim(candidates, tick);
       slot_of_[expert_in_[slot]] = ops::kNoSlot;
     }
+    if (std::find(loaded_.begin(), loaded_.end(), slot) == loaded_.end()) loaded_.push_back(slot);
     expert_in_[slot] = e;
     slot_of_[e] = slot;
     locked[slot] = true;

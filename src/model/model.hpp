@@ -51,6 +51,9 @@ struct LoadOptions {
   // The host-RAM tier of streaming (experts/host_cache.hpp), bytes; 0: none; unset: what the host can spare
   // (default_host_cache_bytes), at most the whole sidecar, and none when that is less than one bank.
   std::optional<uint64_t> host_cache_bytes;
+  // Slots per layer one step may load (--expert-upload-cap); 0: no cap; unset: half the slots (at least 1),
+  // so that a prompt touching every expert keeps the other half of each bank for the decoding sequences.
+  std::optional<uint32_t> expert_upload_cap;
   // The device memory the load may plan for; 0: the device's device-local memory (tests pass less).
   uint64_t device_memory_bytes = 0;
   // Notes of the load a user should see (e.g. which format the experts use); unset: dropped.

@@ -368,9 +368,9 @@ std::string Qwen3Moe::residency() const {
                        ops::weight_type_name(expert_type()));
   const auto st = streamer_->stats();
   return fmt::format("residency=streaming expert_slots={} experts={} bank_mib={:.1f} host_cache_mib={:.1f} "
-                     "eviction={} direct_read={} expert_format={}", st.slots_per_layer, config_.num_experts,
-                     st.bank_bytes / 1048576.0, st.host_cache_bytes / 1048576.0, st.eviction, st.direct_read,
-                     ops::weight_type_name(expert_type()));
+                     "upload_cap={} eviction={} direct_read={} expert_format={}", st.slots_per_layer,
+                     config_.num_experts, st.bank_bytes / 1048576.0, st.host_cache_bytes / 1048576.0, st.upload_cap,
+                     st.eviction, st.direct_read, ops::weight_type_name(expert_type()));
 }
 
 Result<void> Qwen3Moe::load(const TensorSource& src) {
@@ -406,6 +406,7 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     so.slots = slots_;
     so.eviction = options_.eviction;
     so.pinned = options_.pinned_experts;
+    so.upload_cap = options_.expert_upload_cap.value_or(std::max<uint32_t>(1, slots_ / 2));
     if (options_.host_cache_bytes) {
       so.host_cache_bytes = *options_.host_cache_bytes;
     } else {

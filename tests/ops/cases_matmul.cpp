@@ -390,13 +390,58 @@ uint64_t moe_stride(WeightType type, const MoeShape& s) {
   return s.padded_stride ? (matrix + 4095) / 4096 * 4096 : matrix;
 }
 
-class MulMatIdCase : public SimpleOpCase {
+// What the MoE cases share: the shape, the random stack / slot table / ids on the device, and the weights
+// view and routing their ops take.
+class MoeCase : public SimpleOpCase {
+ public:
+  MoeCase(WeightType type, MoeShape s, Q4Path path) : type_(type), s_(s), path_(path) {}
+  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
+  bool supported(const gpu::Context& context) const override {
+    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
+  }
+
+ protected:
+  uint64_t pairs() const { return uint64_t{s_.tokens} * s_.top_k; }
+  // Bytes of the experts the ids use (each read once) and of the ids.
+  double expert_bytes() const {
+    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 4.0 * pairs();
+  }
+  // Makes the stack, slot table and ids and uploads them (w_, table_, ids_); the host copies are returned.
+  MoeInputs upload_moe_inputs(gpu::Context& context, Rng& rng) {
+    stride_ = moe_stride(type_, s_);
+    MoeInputs in = random_moe_inputs(type_, s_, stride_, rng);
+    used_experts_ = std::set<uint32_t>(in.ids.begin(), in.ids.end()).size();
+    w_ = GuardedBuffer(context, in.stack.size(), "w");
+    ids_ = GuardedBuffer(context, in.ids.size() * 4, "ids");
+    table_ = GuardedBuffer(context, in.table.size() * 4, "slot_table");
+    w_.upload(in.stack);
+    ids_.upload(in.ids);
+    table_.upload(in.table);
+    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
+    return in;
+  }
+  ops::ExpertWeightsRef weights() const {
+    return {w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
+  }
+  ops::MoeRouting routing() const { return {ids_.in(), table_.in(), s_.experts, s_.top_k}; }
+
+  WeightType type_;
+  MoeShape s_;
+  Q4Path path_;
+  bool q4h_ = false;
+  uint64_t stride_ = 0;
+  uint64_t used_experts_ = 0;
+  GuardedBuffer w_, ids_, table_;
+};
+
+class MulMatIdCase : public MoeCase {
  public:
   // With `prepared`, x goes through ops::prepare_q4h and the PreparedX overload where the q4h kernels run.
   // `tiles`: the tiled kernel's shape for T > 32 ($MACH_MUL_MAT_ID's form); empty: the default choice.
   MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false,
                std::string tiles = "")
-      : type_(type), s_(s), path_(path), prepared_(prepared), tiles_(std::move(tiles)) {}
+      : MoeCase(type, s, path), prepared_(prepared), tiles_(std::move(tiles)) {}
   std::string op() const override { return prepared_ ? "mul_mat_id_prepared" : "mul_mat_id"; }
   std::string params() const override {
     return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
@@ -405,41 +450,24 @@ class MulMatIdCase : public SimpleOpCase {
                        path_ == Q4Path::f32 ? " kernel=f32" : "") +
            (tiles_.empty() ? "" : " tiles=" + tiles_);
   }
-  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
   double bytes() const override {
-    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
-    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 4.0 * pairs +
-           io_bytes((s_.x_per_slot ? pairs : s_.tokens) * s_.k, pairs * s_.n);
-  }
-  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
-  bool supported(const gpu::Context& context) const override {
-    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
+    return expert_bytes() + io_bytes((s_.x_per_slot ? pairs() : s_.tokens) * s_.k, pairs() * s_.n);
   }
 
   void prepare(gpu::Context& context, Rng& rng) override {
-    stride_ = moe_stride(type_, s_);
-    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
-    used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
-    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    const auto [stack, table, ids] = upload_moe_inputs(context, rng);
+    const uint64_t pairs = this->pairs();
     const auto x = rng.normal_vec((s_.x_per_slot ? pairs : s_.tokens) * s_.k);
-
-    w_ = GuardedBuffer(context, stack.size(), "w");
-    ids_ = GuardedBuffer(context, ids.size() * 4, "ids");
-    table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
     x_ = GuardedBuffer(context, x.size() * 4, "x");
     output_ = GuardedBuffer(context, pairs * s_.n * 4, "y");
     // Rows of skipped pairs must keep what was there before the op.
     before_ = rng.uniform_vec(pairs * s_.n, -1.0f, 1.0f);
     if (s_.bank) output_.upload(before_);
-    w_.upload(stack);
-    ids_.upload(ids);
-    table_.upload(table);
     x_.upload(x);
     expected_ = before_;
     ref::mul_mat_id(type_, stack, stride_, s_.n, s_.k, ids, table, x, s_.x_per_slot, expected_, s_.tokens,
                     s_.top_k);
     inputs_ = {&w_, &ids_, &table_, &x_};
-    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
   }
   void poison() override {
     if (s_.bank)
@@ -450,35 +478,27 @@ class MulMatIdCase : public SimpleOpCase {
   void record(gpu::CommandList& cmd) override {
     const ForceQ4F32 force(path_);
     const MoeTiles tiles(tiles_);
-    const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
-    const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
     if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens)) {
       const uint32_t rows = s_.x_per_slot ? s_.tokens * s_.top_k : s_.tokens;
       const ops::PreparedX px = ops::prepare_q4h(cmd, x_.in(), rows, s_.k);
-      ops::mul_mat_id(cmd, w, routing, px, s_.x_per_slot, output_.out(), s_.tokens);
+      ops::mul_mat_id(cmd, weights(), routing(), px, s_.x_per_slot, output_.out(), s_.tokens);
     } else {
-      ops::mul_mat_id(cmd, w, routing, x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
+      ops::mul_mat_id(cmd, weights(), routing(), x_.in(), s_.x_per_slot, output_.out(), s_.tokens);
     }
   }
 
  private:
-  WeightType type_;
-  MoeShape s_;
-  Q4Path path_;
   bool prepared_;
   std::string tiles_;
-  bool q4h_ = false;
-  uint64_t stride_ = 0;
-  uint64_t used_experts_ = 0;
   std::vector<float> before_;
-  GuardedBuffer w_, ids_, table_, x_;
+  GuardedBuffer x_;
 };
 
 // ops::mul_mat_id_combine: the experts' down projection (x per pair) weighted and added to a residual that
 // holds random values. With a bank, the pairs of experts without a slot must add nothing.
-class MulMatIdCombineCase : public SimpleOpCase {
+class MulMatIdCombineCase : public MoeCase {
  public:
-  MulMatIdCombineCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : type_(type), s_(s), path_(path) {
+  MulMatIdCombineCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : MoeCase(type, s, path) {
     s_.x_per_slot = true;
   }
   std::string op() const override { return "mul_mat_id_combine"; }
@@ -487,35 +507,20 @@ class MulMatIdCombineCase : public SimpleOpCase {
                        s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "", s_.bank ? " bank" : "",
                        s_.tokens, path_ == Q4Path::f32 ? " kernel=f32" : "");
   }
-  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
   double bytes() const override {
-    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
-    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 8.0 * pairs +
-           io_bytes(pairs * s_.k, 2ull * s_.tokens * s_.n);
-  }
-  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
-  bool supported(const gpu::Context& context) const override {
-    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
+    return expert_bytes() + 4.0 * pairs() + io_bytes(pairs() * s_.k, 2ull * s_.tokens * s_.n);
   }
 
   void prepare(gpu::Context& context, Rng& rng) override {
-    stride_ = moe_stride(type_, s_);
-    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
-    used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
-    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    const auto [stack, table, ids] = upload_moe_inputs(context, rng);
+    const uint64_t pairs = this->pairs();
     const auto x = rng.normal_vec(pairs * s_.k);
     const auto route_w = rng.uniform_vec(pairs, 0.05f, 1.0f);
     before_ = rng.uniform_vec(uint64_t{s_.tokens} * s_.n, -4.0f, 4.0f);
 
-    w_ = GuardedBuffer(context, stack.size(), "w");
-    ids_ = GuardedBuffer(context, ids.size() * 4, "ids");
-    table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
     route_w_ = GuardedBuffer(context, route_w.size() * 4, "route_w");
     x_ = GuardedBuffer(context, x.size() * 4, "x");
     output_ = GuardedBuffer(context, before_.size() * 4, "residual");
-    w_.upload(stack);
-    ids_.upload(ids);
-    table_.upload(table);
     route_w_.upload(route_w);
     x_.upload(x);
     output_.upload(before_);
@@ -523,34 +528,25 @@ class MulMatIdCombineCase : public SimpleOpCase {
     ref::mul_mat_id_combine(type_, stack, stride_, s_.n, s_.k, ids, table, route_w, x, expected_, s_.tokens,
                             s_.top_k);
     inputs_ = {&w_, &ids_, &table_, &route_w_, &x_};
-    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
   }
   void poison() override { output_.upload(before_); }
   void record(gpu::CommandList& cmd) override {
     const ForceQ4F32 force(path_);
-    const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
-    const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
-    ops::mul_mat_id_combine(cmd, w, routing, route_w_.in(), x_.in(), output_.inout(), s_.tokens);
+    ops::mul_mat_id_combine(cmd, weights(), routing(), route_w_.in(), x_.in(), output_.inout(), s_.tokens);
   }
 
  private:
-  WeightType type_;
-  MoeShape s_;
-  Q4Path path_;
-  bool q4h_ = false;
-  uint64_t stride_ = 0;
-  uint64_t used_experts_ = 0;
   std::vector<float> before_;
-  GuardedBuffer w_, ids_, table_, route_w_, x_;
+  GuardedBuffer route_w_, x_;
 };
 
 // mul_mat_id_swiglu: the fused gate/up stack [2I, K] (n = 2I) and SwiGLU, against mul_mat_id and glu's
 // references. Banks are left out: which rows of skipped pairs change is unspecified (the streaming tests cover
 // the fused kernel's skipping end to end).
-class MulMatIdSwigluCase : public SimpleOpCase {
+class MulMatIdSwigluCase : public MoeCase {
  public:
   MulMatIdSwigluCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false)
-      : type_(type), s_(s), path_(path), prepared_(prepared) {
+      : MoeCase(type, s, path), prepared_(prepared) {
     s_.x_per_slot = false;
   }
   std::string op() const override { return prepared_ ? "mul_mat_id_swiglu_prepared" : "mul_mat_id_swiglu"; }
@@ -559,31 +555,14 @@ class MulMatIdSwigluCase : public SimpleOpCase {
                        s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
                        s_.padded_stride ? " padded" : "", s_.tokens, path_ == Q4Path::f32 ? " kernel=f32" : "");
   }
-  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
-  double bytes() const override {
-    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
-    return static_cast<double>(used_experts_ * ops::weight_bytes(type_, s_.n, s_.k)) + 4.0 * pairs +
-           io_bytes(uint64_t{s_.tokens} * s_.k, pairs * s_.n / 2);
-  }
-  double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
-  bool supported(const gpu::Context& context) const override {
-    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
-  }
+  double bytes() const override { return expert_bytes() + io_bytes(uint64_t{s_.tokens} * s_.k, pairs() * s_.n / 2); }
 
   void prepare(gpu::Context& context, Rng& rng) override {
-    stride_ = moe_stride(type_, s_);
-    auto [stack, table, ids] = random_moe_inputs(type_, s_, stride_, rng);
-    used_experts_ = std::set<uint32_t>(ids.begin(), ids.end()).size();
-    const uint64_t pairs = uint64_t{s_.tokens} * s_.top_k;
+    const auto [stack, table, ids] = upload_moe_inputs(context, rng);
+    const uint64_t pairs = this->pairs();
     const auto x = rng.normal_vec(uint64_t{s_.tokens} * s_.k);
-    w_ = GuardedBuffer(context, stack.size(), "w");
-    ids_ = GuardedBuffer(context, ids.size() * 4, "ids");
-    table_ = GuardedBuffer(context, table.size() * 4, "slot_table");
     x_ = GuardedBuffer(context, x.size() * 4, "x");
     output_ = GuardedBuffer(context, pairs * (s_.n / 2) * 4, "act");
-    w_.upload(stack);
-    ids_.upload(ids);
-    table_.upload(table);
     x_.upload(x);
     std::vector<float> gate_up(pairs * s_.n);
     ref::mul_mat_id(type_, stack, stride_, s_.n, s_.k, ids, table, x, false, gate_up, s_.tokens, s_.top_k);
@@ -595,28 +574,19 @@ class MulMatIdSwigluCase : public SimpleOpCase {
     expected_.resize(pairs * (s_.n / 2));
     ref::glu(gate_up, gate_up, expected_, glu);
     inputs_ = {&w_, &ids_, &table_, &x_};
-    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
   }
   void record(gpu::CommandList& cmd) override {
     const ForceQ4F32 force(path_);
-    const ops::ExpertWeightsRef w{w_.in().buffer, w_.in().offset, stride_, s_.slots, type_, s_.n, s_.k};
-    const ops::MoeRouting routing{ids_.in(), table_.in(), s_.experts, s_.top_k};
     if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens))
-      ops::mul_mat_id_swiglu(cmd, w, routing, ops::prepare_q4h(cmd, x_.in(), s_.tokens, s_.k), output_.out(),
-                             s_.tokens);
+      ops::mul_mat_id_swiglu(cmd, weights(), routing(), ops::prepare_q4h(cmd, x_.in(), s_.tokens, s_.k),
+                             output_.out(), s_.tokens);
     else
-      ops::mul_mat_id_swiglu(cmd, w, routing, x_.in(), output_.out(), s_.tokens);
+      ops::mul_mat_id_swiglu(cmd, weights(), routing(), x_.in(), output_.out(), s_.tokens);
   }
 
  private:
-  WeightType type_;
-  MoeShape s_;
-  Q4Path path_;
   bool prepared_;
-  bool q4h_ = false;
-  uint64_t stride_ = 0;
-  uint64_t used_experts_ = 0;
-  GuardedBuffer w_, ids_, table_, x_;
+  GuardedBuffer x_;
 };
 
 void add_test_cases(CaseList& cases) {
