@@ -71,8 +71,9 @@ void main() {
     uint rank = 0;
     uint j = 0;
     for (; j + 4 <= p.experts; j += 4) {
-      rank += (before(select_value[j], j, v, e) ? 1u : 0u) + (before(select_value[j + 1], j + 1, v, e) ? 1u : 0u) +
-              (before(select_value[j + 2], j + 2, v, e) ? 1u : 0u) + (before(select_value[j + 3], j + 3, v, e) ? 1u : 0u);
+      rank += (before(select_value[j], j, v, e) ? 1u : 0u) + (before(select_value[j + 1], j + 1, v, e) ? 1u : 0u);
+      rank += (before(select_value[j + 2], j + 2, v, e) ? 1u : 0u) +
+              (before(select_value[j + 3], j + 3, v, e) ? 1u : 0u);
     }
     for (; j < p.experts; ++j) rank += before(select_value[j], j, v, e) ? 1u : 0u;
     if (rank < p.k) {

@@ -165,8 +165,8 @@ const MatMulTiles& mat_mul_tiles(const gpu::DeviceInfo& info) {
 // tile. So where the experts average at most 32 pairs, 32-token tiles of 128 rows (4 x 4 per thread, 256
 // threads) when they fit the device's shared memory: on an H200 (2026-12-03) 2.70 ms against 3.18 for the
 // 512-token gate/up and 1.86 against 2.13 for the down product. Shapes with 128 threads (8 x 4 per thread,
-// or 64 x 32 and 16-token tiles) took 2-6x longer there. $MACH_MUL_MAT_ID ("bm=..,bn=..,tm=..,tn=..") overrides; it is read at
-// every call so that ops_bench --sweep can compare shapes in one process.
+// or 64 x 32 and 16-token tiles) took 2-7x longer there. $MACH_MUL_MAT_ID ("bm=..,bn=..,tm=..,tn=..")
+// overrides; it is read at every call so that ops_bench --sweep can compare shapes in one process.
 MatMulTiles moe_tiles(const gpu::DeviceInfo& info, uint32_t tokens, uint32_t top_k, uint32_t experts) {
   MatMulTiles t = mat_mul_tiles(info);
   if (const char* env = std::getenv("MACH_MUL_MAT_ID")) {

@@ -268,7 +268,8 @@ class MulMatMultiCase : public SimpleOpCase {
   double max_nmse() const override { return kMaxNmseQ4h; }
   double bytes() const override {
     double b = io_bytes(uint64_t{t_} * k_, 0);
-    for (uint32_t n : ns_) b += static_cast<double>(ops::weight_bytes(WeightType::q4, n, k_)) + io_bytes(0, uint64_t{t_} * n);
+    for (uint32_t n : ns_)
+      b += static_cast<double>(ops::weight_bytes(WeightType::q4, n, k_)) + io_bytes(0, uint64_t{t_} * n);
     return b;
   }
   double flops() const override {
@@ -656,15 +657,15 @@ void add_test_cases(CaseList& cases) {
   cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{64, 17}, 192, 5));
   // mul_mat_id_swiglu (n = 2I): the fused q4h kernel for T <= 32 (odd I, a permuted padded stack, an input
   // prepared by the caller), mul_mat_id + glu beyond and for the other types and the f32 q4 kernel.
+  const auto small = [](uint32_t t) { return MoeShape{90, 192, 8, 2, 8, false, false, false, t}; };
+  const auto permuted = [](uint32_t t) { return MoeShape{134, 320, 16, 4, 20, true, true, false, t}; };
   for (uint32_t t : {1u, 3u, 16u, 32u, 37u})
-    cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{90, 192, 8, 2, 8, false, false, false, t}));
-  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{134, 320, 16, 4, 20, true, true, false, 5}));
-  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{134, 320, 16, 4, 20, true, true, false, 6},
-                                                       Q4Path::automatic, true));
-  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{90, 192, 8, 2, 8, false, false, false, 3},
-                                                       Q4Path::f32));
+    cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, small(t)));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, permuted(5)));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, permuted(6), Q4Path::automatic, true));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, small(3), Q4Path::f32));
   for (WeightType type : {WeightType::bf16, WeightType::q8_0})
-    cases.push_back(std::make_unique<MulMatIdSwigluCase>(type, MoeShape{90, 192, 8, 2, 8, false, false, false, 3}));
+    cases.push_back(std::make_unique<MulMatIdSwigluCase>(type, small(3)));
   // mul_mat_id on an input prepared by the caller: x shared (gate/up) and per slot (down), with a bank.
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, false, 3},
                                                  Q4Path::automatic, true));
@@ -689,6 +690,10 @@ void add_test_cases(CaseList& cases) {
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }
+
+// Qwen3-30B-A3B's experts (128, top-8, all resident) for T tokens: the fused gate/up and the down product.
+MoeShape qwen3_gate_up(uint32_t t) { return {1536, 2048, 128, 8, 128, false, false, false, t}; }
+MoeShape qwen3_down(uint32_t t) { return {2048, 768, 128, 8, 128, false, false, true, t}; }
 
 void add_perf_cases(CaseList& cases) {
   // Decode over >= 1 GiB of weights (each buffer <= 2 GiB): the bandwidth targets.
@@ -727,15 +732,14 @@ void add_perf_cases(CaseList& cases) {
   // against the f32 kernel reading the activations directly (one dispatch).
   for (Q4Path path : {Q4Path::automatic, Q4Path::f32}) {
     cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 2048, 4096, 1, path));
-    cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4,
-                                                          MoeShape{2048, 768, 128, 8, 128, false, false, true, 1}, path));
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, qwen3_down(1), path));
   }
   // Decode's q, k and v of Qwen3-30B-A3B in one dispatch, and its fused gate/up + SwiGLU.
   cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 1));
-  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 1}));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, qwen3_gate_up(1)));
   // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
-  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{1536, 2048, 128, 8, 128, false, false, false, 512}));
-  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{2048, 768, 128, 8, 128, false, false, true, 512}));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_gate_up(512)));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_down(512)));
 }
 
 const bool registered = register_cases([](CaseSet set, CaseList& cases) {
