@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/expert_options.hpp"
@@ -31,6 +32,7 @@ struct BenchArgs {
   bool profile = false;
   uint32_t profile_context = 0;
   uint32_t profile_tokens = 1;
+  std::vector<uint32_t> profile_after;  // after the figures, profile steps of these token counts (same load)
 };
 
 int run_bench(const BenchArgs& a) {
@@ -97,6 +99,11 @@ int run_bench(const BenchArgs& a) {
     auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit, a.profile_tokens)
                        : engine::run_model_bench(**context, **model, bo, emit);
     if (!r) return fail(r.error());
+    // Profiles in the same run: loading a real-size model takes about a minute of device time per invocation.
+    for (uint32_t tokens : a.profile ? std::vector<uint32_t>{} : a.profile_after) {
+      if (auto p = engine::profile_decode_step(**context, **model, a.profile_context, emit, tokens); !p)
+        return fail(p.error());
+    }
     if (a.experts.streaming) {
       // The figures above are GPU time; a streaming step also stands still on the host while it loads
       // experts, which these counters (stall_ms, read_ms per layer) measure.
@@ -126,6 +133,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--profile-context", a.profile_context, "context tokens before the profiled step (default 0)");
   cmd->add_option("--profile-tokens", a.profile_tokens,
                   "tokens of one sequence in the profiled step (default 1; 16 profiles a verify block, 512 a prefill chunk)");
+  cmd->add_option("--profile-after", a.profile_after,
+                  "after the figures, the per-op table of one step of each of these token counts (e.g. 1,16,512), "
+                  "without loading the model again")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--quick", a.quick, "tiny sizes: checks the harness (CI), not the device");
   cmd->add_option("--only", a.only, "comma list of the tests to run: prefill, decode, verify, concurrent (default all)");
   cmd->add_option("--contexts", a.contexts, "context lengths of the decode test (default 0 4096 16384)")->delimiter(',');
