@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,7 @@
 #include "engine/engine_loop.hpp"
 #include "engine/generator.hpp"
 #include "engine/scheduler.hpp"
+#include "experts/expert_profile.hpp"
 #include "experts/prune.hpp"
 #include "experts/sidecar.hpp"
 #include "experts/slot_map.hpp"
@@ -146,6 +148,8 @@ TEST_P(EngineLayout, TwoSlotsPerLayerStreamWhatResidentComputes) {
     // Prefill chunks route to more than 2 experts: they run in several passes.
     EXPECT_GT(l.passes, steps) << "layer " << l.layer;
     EXPECT_GE(l.hits + l.misses, 2 * steps - 2);  // decode steps use 2 experts, prefill more
+    // Each (step, expert) use is a hit or a miss, and counts once in the expert profile's input.
+    EXPECT_EQ(std::accumulate(l.uses.begin(), l.uses.end(), uint64_t{0}), l.hits + l.misses) << "layer " << l.layer;
   }
   EXPECT_TRUE(stats.bad.empty());
 }
@@ -561,6 +565,25 @@ TEST(SlotMap, UploadCapKeepsTheRestOfTheBank) {
   experts::SlotMap uncapped(16, 6, experts::make_eviction_policy(experts::EvictionKind::lru, 6));
   EXPECT_EQ(uncapped.upload_cap(), 6u);
   EXPECT_EQ(uncapped.plan(needed).size(), 2u);
+}
+
+// The expert profile: per layer the most used experts (ties to the lower id), as --pin-experts reads them.
+TEST(ExpertProfile, HottestFirstAndReadBackAsAPinList) {
+  experts::ExpertStats stats;
+  stats.layers.push_back({.layer = 3, .uses = {5, 0, 9, 5, 1}});
+  stats.layers.push_back({.layer = 7, .uses = {0, 0, 0}});
+  const std::string text = experts::expert_profile_jsonl(stats, 3);
+  EXPECT_EQ(text,
+            "{\"layer\":3,\"experts\":[2,0,3],\"uses\":[9,5,5]}\n"
+            "{\"layer\":7,\"experts\":[],\"uses\":[]}\n");
+  EXPECT_NE(experts::expert_profile_jsonl(stats, 10).find("\"experts\":[2,0,3,4],"), std::string::npos);  // no unused
+  TempDir tmp("expert_profile");
+  const auto path = tmp.path() / "profile.jsonl";
+  ASSERT_TRUE(experts::write_expert_profile(path, stats, 2));
+  const auto plan = std::move(experts::parse_keep_plan(path, "--pin-experts")).value_or_throw();
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_EQ(plan.at(3), (std::vector<uint32_t>{0, 2}));
+  EXPECT_TRUE(plan.at(7).empty());
 }
 
 TEST(SlotMap, LfruForgetsOldFrequency) {

@@ -111,6 +111,7 @@ int run_bench(const BenchArgs& a) {
       out.update(experts::to_json((*model)->expert_stats()));
       fmt::print("{}\n", out.dump());
     }
+    if (auto p = save_expert_profile(a.experts, **model); !p) return fail(p.error());
   } catch (const Exception& e) {
     return fail(e.error());
   }

@@ -1,6 +1,6 @@
 // The expert-residency flags shared by `mach generate`, `mach serve` and `mach bench`: --streaming /
 // --no-streaming, --expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, --eviction,
-// --pin-experts.
+// --pin-experts, --save-expert-profile.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -11,6 +11,7 @@
 #include <string>
 
 #include "experts/eviction.hpp"
+#include "experts/expert_profile.hpp"
 #include "experts/prune.hpp"
 #include "mach/error.hpp"
 #include "model/model.hpp"
@@ -25,6 +26,7 @@ struct ExpertArgs {
   std::string pin_experts;
   double host_cache_gb = -1;  // < 0: the default (what the host can spare)
   int64_t upload_cap = -1;    // < 0: the default (half the slots)
+  std::string save_profile;   // --save-expert-profile
 };
 
 inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
@@ -45,6 +47,9 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
                   "more runs them in turns through those slots, so a long prompt keeps the rest of the bank")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
+  cmd->add_option("--save-expert-profile", a.save_profile,
+                  "when done, write each layer's most used experts (half the slots' worth, hottest first, with their "
+                  "use counts) as --pin-experts JSONL");
   cmd->add_option("--pin-experts", a.pin_experts,
                   "JSONL of {\"layer\": L, \"experts\": [ids]}: experts kept in the bank for good (at most slots - 1 "
                   "per layer)");
@@ -61,14 +66,26 @@ inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions
   if (a.host_cache_gb >= 0) lo.host_cache_bytes = static_cast<uint64_t>(a.host_cache_gb * 1073741824.0);
   if (a.upload_cap >= 0) lo.expert_upload_cap = static_cast<uint32_t>(std::min<int64_t>(a.upload_cap, UINT32_MAX));
   if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0 ||
-                       a.upload_cap >= 0))
-    return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap and "
-                                         "--pin-experts shape the expert streaming of --streaming; add --streaming"};
+                       a.upload_cap >= 0 || !a.save_profile.empty()))
+    return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, "
+                                         "--pin-experts and --save-expert-profile shape (or count) the expert streaming "
+                                         "of --streaming; add --streaming"};
   if (!a.pin_experts.empty()) {
     auto pins = experts::parse_keep_plan(a.pin_experts, "--pin-experts");
     if (!pins) return pins.error();
     lo.pinned_experts = std::move(pins).value();
   }
+  return {};
+}
+
+// With --save-expert-profile, writes the streamed model's expert profile (half the slots per layer, the most a
+// later run's pins leave room for passes with) and says so on stderr.
+inline Result<void> save_expert_profile(const ExpertArgs& a, const model::Model& model) {
+  if (a.save_profile.empty()) return {};
+  const experts::ExpertStats stats = model.expert_stats();
+  const uint32_t per_layer = stats.slots_per_layer / 2;
+  if (auto r = experts::write_expert_profile(a.save_profile, stats, per_layer); !r) return r;
+  fmt::print(stderr, "mach: expert profile ({} per layer) written to {}\n", per_layer, a.save_profile);
   return {};
 }
 

@@ -195,6 +195,7 @@ int run_generate(const GenerateArgs& a) {
     } else {
       fmt::print("{}\n", fmt::join(result->tokens, ","));
     }
+    if (auto r = save_expert_profile(a.experts, **model); !r) return fail(r.error());
     return 0;
   }
 
@@ -243,6 +244,7 @@ int run_generate(const GenerateArgs& a) {
     else
       fmt::print("{}\n", fmt::join(r.tokens, ","));
   }
+  if (auto r = save_expert_profile(a.experts, **model); !r) return fail(r.error());
   return status;
 }
 

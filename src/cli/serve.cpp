@@ -190,6 +190,7 @@ int run_serve(ServeArgs a) {
   asio::co_spawn(io, loop.run(), asio::detached);
   asio::co_spawn(io, server.run(), asio::detached);
   io.run();
+  if (auto r = save_expert_profile(a.experts, m); !r) return fail(r.error().message);
   return 0;
 }
 

@@ -22,6 +22,9 @@ struct ExpertLayerStats {
   uint64_t stall_ns = 0;   // wall time the step stood still at this layer on the host: ids readback, planning,
                            // reads, checksums, staging (the GPU's own time for the copies is not in it)
   uint64_t errors = 0;     // failed loads (read errors, checksum mismatches)
+  // Per expert of the layer: the steps that routed to it (the input of an expert profile, expert_profile.hpp;
+  // not in to_json, and not summed by total()).
+  std::vector<uint64_t> uses;
 };
 
 // An expert whose last load failed. It is read again the next time a step routes to it, so a transient

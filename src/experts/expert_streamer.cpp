@@ -42,7 +42,7 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
       s->banks_.emplace_back(l.layer, std::move(buffer),
                              SlotMap(static_cast<uint32_t>(l.experts.size()), std::min<uint32_t>(s->slots_, l.experts.size()),
                                      make_eviction_policy(options.eviction, s->slots_), options.upload_cap));
-      s->stats_.layers.push_back({.layer = l.layer});
+      s->stats_.layers.push_back({.layer = l.layer, .uses = std::vector<uint64_t>(l.experts.size())});
     }
     s->tables_ = context.create_buffer(s->table_stride_ * s->banks_.size(), gpu::MemoryKind::device, "expert slot tables");
     context.fill(s->tables_, 0, s->tables_.size(), ops::kNoSlot);
@@ -130,6 +130,8 @@ void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) 
   next_pass_ = 0;
   current_ = static_cast<int>(layer);
   ++b.tick;
+  auto& uses = stats_.layers[bank_of_[layer]].uses;
+  for (uint32_t e : needed) ++uses[e];
 }
 
 Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
