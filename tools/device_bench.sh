@@ -18,7 +18,9 @@ fi
 mode=${1:-resident}
 shift || true
 if [ "$mode" = resident ]; then
-  ./.device/mach bench "$dir" --quant q4 --repeats 5 ${MACH_BENCH_ARGS:-} | tee "$out/bench_resident.jsonl"
+  # The figures, then per-op profiles of a decode token, a verify block and a prefill chunk, in one load.
+  ./.device/mach bench "$dir" --quant q4 --repeats 3 --profile-after 1,16,512 ${MACH_BENCH_ARGS:-} \
+    | tee "$out/bench_resident.jsonl"
 else
   for slots in "$@"; do
     # Drop the page cache's copy of the sidecar where allowed, so misses read the disk (O_DIRECT bypasses it anyway).
