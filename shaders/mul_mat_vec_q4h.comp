@@ -115,30 +115,25 @@ void main() {
   const uint y_base = token * p.n;
   const uint last = 0;
   const uint pair_count = p.top_k;
-#elif defined(MUL_MAT_ID) && defined(SWIGLU)
-  const uint N = p.n, SC = p.scales;
-  const uint OUT = ROWS / 2;  // outputs per workgroup (ROWS is even here)
-  const uint width = p.n / 2;
-  const uint row_tiles = (width + OUT - 1) / OUT;
-  const uint pair = wg / row_tiles;
-  const uint row0 = (wg % row_tiles) * OUT;  // the first output
-  const uint slot = slot_table[ids[pair]];
-  if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
-  const uint mat = p.w_base + slot * p.w_stride;
-  const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
-  const uint y_base = pair * width;
-  const uint last = 0;
-  const uint pair_count = 1;
 #elif defined(MUL_MAT_ID)
   const uint N = p.n, SC = p.scales;
+#if defined(SWIGLU)
+  const uint OUT = ROWS / 2;  // outputs per workgroup (ROWS is even here)
+  const uint width = p.n / 2;  // y is [pairs, I]
+  const uint row_tiles = (width + OUT - 1) / OUT;
+  const uint row0 = (wg % row_tiles) * OUT;  // the first output
+  const uint y_row = width;
+#else
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
-  const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
+  const uint y_row = p.n;
+#endif
+  const uint pair = wg / row_tiles;
   const uint slot = slot_table[ids[pair]];
   if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
   const uint mat = p.w_base + slot * p.w_stride;
   const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
-  const uint y_base = pair * p.n;
+  const uint y_base = pair * y_row;
   const uint last = 0;
   const uint pair_count = 1;
 #else

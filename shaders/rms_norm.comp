@@ -1,8 +1,9 @@
 #version 450
 // RMSNorm over rows: y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * scale, where scale is w (WEIGHT_MODE 1),
 // 1 + w (WEIGHT_MODE 2, Qwen3.5 / Gemma 3 style) or 1 (WEIGHT_MODE 0, Gemma 4's unscaled v_norm / router norm).
-// x, y: [rows, H] f32 with row strides (y may alias x); w: [H] f32. One workgroup per row; the workgroup size
-// is specialization constant 0 and the reduction is a shared-memory tree, so any subgroup size works.
+// x, y: [rows, H] f32 with row strides (y may alias x, except in Q4H); w: [H] f32. One workgroup per row (Q4H:
+// several, below); the workgroup size is specialization constant 0 and the reduction is a shared-memory tree,
+// so any subgroup size works.
 // Q4H: also writes y in the q4h form of mul_mat_vec_q4h.comp (q4h_prep.comp's format, q4h_funcs.glsl):
 // xh: [rows, H/8] uvec4, xg: [rows, H/32] vec2, contiguous rows; H and the workgroup size multiples of 64.
 // Each invocation packs the value of y it wrote, so the packed values are those of y exactly (what

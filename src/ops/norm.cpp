@@ -39,9 +39,10 @@ void rms_norm_q4h(gpu::CommandList& cmd, gpu::Binding x, gpu::Binding w, gpu::Bi
   assert(x.buffer != y.buffer);
   static constexpr const char* kNames[] = {"rms_norm_q4h_unit", "rms_norm_q4h", "rms_norm_q4h_1p"};
   // The same workgroup size as rms_norm: the same reduction tree, so y matches rms_norm's to the bit.
-  const auto& pipeline = cmd.context().pipeline(kNames[static_cast<uint32_t>(weight)], {threads_for(shape)});
+  const uint32_t threads = threads_for(shape);
+  const auto& pipeline = cmd.context().pipeline(kNames[static_cast<uint32_t>(weight)], {threads});
   if (shape.rows == 0) return;
-  const uint32_t chunks = gpu::div_up(shape.h, threads_for(shape));
+  const uint32_t chunks = gpu::div_up(shape.h, threads);
   cmd.dispatch(pipeline, {x, w, y, xh, xg}, push_of(shape, eps), gpu::flat_groups(uint64_t{shape.rows} * chunks));
 }
 

@@ -74,8 +74,9 @@ void Service::install(http::Server& server) {
                      {"blocks_total", kv.total_blocks()},
                      {"blocks_free", kv.free_blocks()},
                      {"bytes", kv.bytes()}};
-    j["experts"] = experts::to_json(model_.expert_stats());
-    j["experts"]["residency"] = model_.expert_stats().streaming ? "streaming" : "resident";
+    const experts::ExpertStats stats = model_.expert_stats();  // a copy: per-expert counts of every layer
+    j["experts"] = experts::to_json(stats);
+    j["experts"]["residency"] = stats.streaming ? "streaming" : "resident";
     co_await send_json(res, 200, j);
   });
   server.route("POST", "/v1/cache/warm_prefix", bind(&Service::warm_prefix_post));
