@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "gpu/context.hpp"
@@ -182,6 +183,51 @@ MatMulTiles moe_tiles(const gpu::DeviceInfo& info, uint32_t tokens, uint32_t top
   return t;
 }
 
+// Which tiled kernel a product of T > kVerifyMaxTokens tokens runs: mul_mat.comp (f32 FMAs), or
+// mul_mat_cm.comp on tensor cores (native: NVIDIA's cooperative matrices, subgroups of 32) or its emulated
+// twin (plain arithmetic over the same tiles: for tests on devices without them). $MACH_COOPMAT: "0" turns
+// the tensor-core kernel off, "emu" picks the twin wherever f16 arithmetic exists; read at every call.
+enum class Coopmat { none, native, emulated };
+
+Coopmat coopmat_mode(const gpu::Context& context, WeightType type, uint32_t tokens) {
+  if (tokens <= kVerifyMaxTokens || type == WeightType::f32 || !context.info().fp16) return Coopmat::none;
+  const char* env = std::getenv("MACH_COOPMAT");
+  const std::string_view mode = env ? env : "";
+  if (mode == "0") return Coopmat::none;
+  if (mode == "emu") return Coopmat::emulated;
+  const auto& info = context.info();
+  if (info.nv_cooperative_matrix && info.subgroup_size == 32 && gpu::Context::has_shader("mul_mat_cm_q4"))
+    return Coopmat::native;
+  return Coopmat::none;
+}
+
+// mul_mat_cm.comp's token tile: 32 where MoE experts average at most 32 pairs (see moe_tiles) or where the
+// device's shared memory lacks room for 64 (lavapipe's 32 KiB); else 64.
+uint32_t coopmat_bn(const gpu::Context& context, bool narrow) {
+  constexpr uint64_t kShared64 = 2ull * 72 * (128 + 64) + 4ull * 8 * 256 + 4ull * 64 + 4ull * 64;
+  return narrow || context.info().max_compute_shared_memory < kShared64 ? 32 : 64;
+}
+
+std::string coopmat_shader(const char* base, Coopmat mode, WeightType type) {
+  return std::string(base) + (mode == Coopmat::native ? "_cm_" : "_cm_emu_") + std::string(weight_type_name(type));
+}
+
+// x [rows, k] f32 -> f16 rows scaled into [-1, 1] and their power-of-two scales (x_f16_rows.comp).
+struct F16Rows {
+  gpu::Binding xs, scale;
+};
+
+F16Rows prepare_f16_rows(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k) {
+  assert(rows > 0 && k % 8 == 0);
+  F16Rows out{cmd.scratch(uint64_t{rows} * k * 2), cmd.scratch(uint64_t{rows} * 4)};
+  const struct {
+    uint32_t rows, k;
+  } push{rows, k};
+  cmd.dispatch(cmd.context().pipeline("x_f16_rows"), {x, out.xs, out.scale}, push, gpu::flat_groups(rows));
+  out.xs.access = out.scale.access = gpu::Access::read;
+  return out;
+}
+
 // What every kernel of these ops gets: the weights (one matrix, or the whole stack of experts) and the
 // push constants.
 struct KernelCall {
@@ -219,6 +265,10 @@ KernelCall expert_call(const gpu::Context& context, const ExpertWeightsRef& w, c
 
 }  // namespace
 
+bool uses_coopmat(const gpu::Context& context, WeightType type, uint32_t tokens) {
+  return coopmat_mode(context, type, tokens) != Coopmat::none;
+}
+
 bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
   if (type != WeightType::q4 || tokens > kVerifyMaxTokens || !context.info().fp16) return false;
   const char* force = std::getenv("MACH_Q4_F32");
@@ -248,6 +298,14 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
   const KernelCall call = dense_call(context, w, tokens, output);
   const gpu::Binding wb = call.weights.binding;
   y = output_binding(y, output);
+  if (const Coopmat cm = coopmat_mode(context, w.type, tokens); cm != Coopmat::none) {
+    const F16Rows xs = prepare_f16_rows(cmd, x, tokens, w.cols);
+    const uint32_t bn = coopmat_bn(context, false);
+    const auto& pipeline = context.pipeline(coopmat_shader("mul_mat", cm, w.type), {bn});
+    cmd.dispatch(pipeline, {wb, wb, xs.xs, xs.scale, y}, call.push,
+                 gpu::flat_groups(gpu::div_up(w.rows, 128) * gpu::div_up(tokens, bn)));
+    return;
+  }
   if (tokens <= kVerifyMaxTokens) {
     const MatVecTuning t = mat_vec_tuning();
     const TokenChunks chunks = token_chunks(tokens);
@@ -326,6 +384,18 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
   }
   const KernelCall call = expert_call(context, w, routing, x_per_slot, tokens);
   const gpu::Binding wb = call.weights.binding;
+  if (const Coopmat cm = coopmat_mode(context, w.type, tokens); cm != Coopmat::none) {
+    const uint32_t x_rows = x_per_slot ? tokens * routing.top_k : tokens;
+    const F16Rows xs = prepare_f16_rows(cmd, x, x_rows, w.cols);
+    const bool narrow = uint64_t{tokens} * routing.top_k <= uint64_t{32} * routing.experts;
+    const uint32_t bn = coopmat_bn(context, narrow);
+    const auto& pipeline = context.pipeline(coopmat_shader("mul_mat_id", cm, w.type), {bn});
+    const uint64_t groups = uint64_t{gpu::div_up(w.rows, 128)} * routing.experts * gpu::div_up(tokens, bn);
+    assert(groups <= uint64_t{65535} * 65535);
+    cmd.dispatch(pipeline, {wb, wb, xs.xs, xs.scale, y, routing.ids, routing.slot_table}, call.push,
+                 gpu::flat_groups(static_cast<uint32_t>(groups)));
+    return;
+  }
   const std::initializer_list<gpu::Binding> bindings = {wb, wb, x, y, routing.ids, routing.slot_table};
   if (tokens <= kVerifyMaxTokens) {
     // One workgroup per (row tile, pair): experts picked by several tokens are read once per pair (mostly

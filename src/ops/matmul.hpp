@@ -34,6 +34,12 @@ inline constexpr uint32_t kVerifyMaxTokens = 32;
 // $MACH_Q4_F32 not "1" (which forces the f32 kernels, those of devices without f16 arithmetic).
 bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens);
 
+// Whether products of T > kVerifyMaxTokens tokens of `type` weights run on tensor cores (mul_mat_cm.comp):
+// f16 / bf16 / q8_0 / q4 weights on a device with NVIDIA cooperative matrices and subgroups of 32, x rounded
+// to f16 per row scaled by a power of two, f32 accumulation. $MACH_COOPMAT = "0" turns it off; "emu" runs the
+// kernel's plain-arithmetic twin on any device with f16 arithmetic (how CI tests the tiling on lavapipe).
+bool uses_coopmat(const gpu::Context& context, WeightType type, uint32_t tokens);
+
 // x prepared for the packed-f16 q4 kernels (shaders/q4h_prep.comp): per 64-column group, x / max|x| as f16
 // and the group's scale and per-32-column sums. Preparing is a dispatch of its own and reads all of x, so
 // products with the same input (q, k and v; the router and the experts' gate/up) should share one.

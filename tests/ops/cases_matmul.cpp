@@ -103,27 +103,46 @@ constexpr double kMaxNmse = 1e-10;
 // (a relative error of ~1e-3, far below q4's own quantization error); one wrong row still gives ~1e-3.
 constexpr double kMaxNmseQ4h = 1e-5;
 
-// Which q4 matrix-vector kernel a case runs: the default choice, or the f32 kernel forced through
-// $MACH_Q4_F32 (the kernel of devices without f16 arithmetic).
-enum class Q4Path { automatic, f32 };
+// q4 products of T > 32 tokens or non-f32 weights on a device with NVIDIA cooperative matrices run
+// mul_mat_cm.comp: x and the weights rounded to f16 (x scaled per row by a power of two), f32 sums. Expected
+// ~1e-7 (two f16 roundings per product); one wrong row in a few hundred still gives ~1e-3.
+constexpr double kMaxNmseCoopmat = 1e-5;
 
-bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, Q4Path path) {
-  return path == Q4Path::automatic && type == WeightType::q4 && tokens <= ops::kVerifyMaxTokens && context.info().fp16;
+// Which kernel a case runs: the default choice; the f32 q4 matrix-vector kernel forced through $MACH_Q4_F32
+// (the kernel of devices without f16 arithmetic); or, for T > 32, the plain-arithmetic twin of the
+// tensor-core kernel through $MACH_COOPMAT=emu (what lavapipe can run of it).
+enum class KernelPath { automatic, f32, emu };
+
+const char* path_suffix(KernelPath path) {
+  return path == KernelPath::f32 ? " kernel=f32" : path == KernelPath::emu ? " kernel=coopmat_emu" : "";
 }
 
-// Sets $MACH_Q4_F32 for the duration of one recording when the case forces the f32 kernel.
-class ForceQ4F32 {
+bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, KernelPath path) {
+  return path == KernelPath::automatic && type == WeightType::q4 && tokens <= ops::kVerifyMaxTokens && context.info().fp16;
+}
+
+// Sets $MACH_Q4_F32 or $MACH_COOPMAT for the duration of one recording as the case's path asks.
+class ForcePath {
  public:
-  explicit ForceQ4F32(Q4Path path) : on_(path == Q4Path::f32) {
-    if (on_) setenv("MACH_Q4_F32", "1", 1);
+  explicit ForcePath(KernelPath path) : path_(path) {
+    if (path_ == KernelPath::f32) setenv("MACH_Q4_F32", "1", 1);
+    if (path_ == KernelPath::emu) setenv("MACH_COOPMAT", "emu", 1);
   }
-  ~ForceQ4F32() {
-    if (on_) unsetenv("MACH_Q4_F32");
+  ~ForcePath() {
+    if (path_ == KernelPath::f32) unsetenv("MACH_Q4_F32");
+    if (path_ == KernelPath::emu) unsetenv("MACH_COOPMAT");
   }
 
  private:
-  bool on_;
+  KernelPath path_;
 };
+
+// The case's error bound: the packed-f16 q4 kernel's, the tensor-core kernel's, or f32 summation's.
+double max_nmse_for(const gpu::Context& context, WeightType type, uint32_t tokens, KernelPath path) {
+  if (runs_q4h(context, type, tokens, path)) return kMaxNmseQ4h;
+  const ForcePath force(path);
+  return ops::uses_coopmat(context, type, tokens) ? kMaxNmseCoopmat : kMaxNmse;
+}
 
 // Sets $MACH_MUL_MAT_ID (the MoE product's tile shape, read at every call) for a scope; empty: leaves it.
 class MoeTiles {
@@ -147,14 +166,14 @@ bool fits_binding(const gpu::Context& context, uint64_t bytes) {
 
 class MulMatCase : public SimpleOpCase {
  public:
-  MulMatCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens, Q4Path path = Q4Path::automatic)
+  MulMatCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens, KernelPath path = KernelPath::automatic)
       : type_(type), n_(n), k_(k), t_(tokens), path_(path) {}
   std::string op() const override { return "mul_mat"; }
   std::string params() const override {
     return fmt::format("type={} n={} k={} t={}{}", ops::weight_type_name(type_), n_, k_, t_,
-                       path_ == Q4Path::f32 ? " kernel=f32" : "");
+                       path_suffix(path_));
   }
-  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double max_nmse() const override { return max_nmse_; }
   double bytes() const override {
     return static_cast<double>(ops::weight_bytes(type_, n_, k_)) + io_bytes(uint64_t{t_} * k_, uint64_t{t_} * n_);
   }
@@ -174,10 +193,10 @@ class MulMatCase : public SimpleOpCase {
     expected_.resize(uint64_t{t_} * n_);
     ref::mul_mat(type_, w, n_, k_, x, expected_, t_);
     inputs_ = {&w_, &x_};
-    q4h_ = runs_q4h(context, type_, t_, path_);
+    max_nmse_ = max_nmse_for(context, type_, t_, path_);
   }
   void record(gpu::CommandList& cmd) override {
-    const ForceQ4F32 force(path_);
+    const ForcePath force(path_);
     const ops::WeightRef w{w_.in().buffer, w_.in().offset, type_, n_, k_};
     ops::mul_mat(cmd, w, x_.in(), output_.out(), t_);
   }
@@ -185,8 +204,8 @@ class MulMatCase : public SimpleOpCase {
  private:
   WeightType type_;
   uint32_t n_, k_, t_;
-  Q4Path path_;
-  bool q4h_ = false;
+  KernelPath path_;
+  double max_nmse_ = kMaxNmse;
   GuardedBuffer w_, x_;
 };
 
@@ -194,14 +213,14 @@ class MulMatCase : public SimpleOpCase {
 // both products where the q4h kernels run: the reuse the model's q/k/v projections make of one prep.
 class MulMatAccumulateCase : public SimpleOpCase {
  public:
-  MulMatAccumulateCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens, Q4Path path = Q4Path::automatic)
+  MulMatAccumulateCase(WeightType type, uint32_t n, uint32_t k, uint32_t tokens, KernelPath path = KernelPath::automatic)
       : type_(type), n_(n), k_(k), t_(tokens), path_(path) {}
   std::string op() const override { return "mul_mat_accumulate"; }
   std::string params() const override {
     return fmt::format("type={} n={} k={} t={}{}", ops::weight_type_name(type_), n_, k_, t_,
-                       path_ == Q4Path::f32 ? " kernel=f32" : "");
+                       path_suffix(path_));
   }
-  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  double max_nmse() const override { return max_nmse_; }
   double bytes() const override {
     return 2.0 * static_cast<double>(ops::weight_bytes(type_, n_, k_)) +
            io_bytes(uint64_t{t_} * k_, 4ull * t_ * n_);
@@ -227,11 +246,11 @@ class MulMatAccumulateCase : public SimpleOpCase {
     expected_.resize(before_.size());
     for (size_t i = 0; i < expected_.size(); ++i) expected_[i] = (before_[i] + y1[i]) + y2[i];
     inputs_ = {&w1_, &w2_, &x_};
-    q4h_ = runs_q4h(context, type_, t_, path_);
+    max_nmse_ = max_nmse_for(context, type_, t_, path_);
   }
   void poison() override { output_.upload(before_); }
   void record(gpu::CommandList& cmd) override {
-    const ForceQ4F32 force(path_);
+    const ForcePath force(path_);
     const ops::WeightRef w1{w1_.in().buffer, w1_.in().offset, type_, n_, k_};
     const ops::WeightRef w2{w2_.in().buffer, w2_.in().offset, type_, n_, k_};
     constexpr auto accumulate = ops::Output::accumulate;
@@ -248,8 +267,8 @@ class MulMatAccumulateCase : public SimpleOpCase {
  private:
   WeightType type_;
   uint32_t n_, k_, t_;
-  Q4Path path_;
-  bool q4h_ = false;
+  KernelPath path_;
+  double max_nmse_ = kMaxNmse;
   std::vector<float> before_;
   GuardedBuffer w1_, w2_, x_;
 };
@@ -395,8 +414,8 @@ uint64_t moe_stride(WeightType type, const MoeShape& s) {
 // view and routing their ops take.
 class MoeCase : public SimpleOpCase {
  public:
-  MoeCase(WeightType type, MoeShape s, Q4Path path) : type_(type), s_(s), path_(path) {}
-  double max_nmse() const override { return q4h_ ? kMaxNmseQ4h : kMaxNmse; }
+  MoeCase(WeightType type, MoeShape s, KernelPath path) : type_(type), s_(s), path_(path) {}
+  double max_nmse() const override { return max_nmse_; }
   double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
   bool supported(const gpu::Context& context) const override {
     return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
@@ -419,7 +438,7 @@ class MoeCase : public SimpleOpCase {
     w_.upload(in.stack);
     ids_.upload(in.ids);
     table_.upload(in.table);
-    q4h_ = runs_q4h(context, type_, s_.tokens, path_);
+    max_nmse_ = max_nmse_for(context, type_, s_.tokens, path_);
     return in;
   }
   ops::ExpertWeightsRef weights() const {
@@ -429,8 +448,8 @@ class MoeCase : public SimpleOpCase {
 
   WeightType type_;
   MoeShape s_;
-  Q4Path path_;
-  bool q4h_ = false;
+  KernelPath path_;
+  double max_nmse_ = kMaxNmse;
   uint64_t stride_ = 0;
   uint64_t used_experts_ = 0;
   GuardedBuffer w_, ids_, table_;
@@ -440,7 +459,7 @@ class MulMatIdCase : public MoeCase {
  public:
   // With `prepared`, x goes through ops::prepare_q4h and the PreparedX overload where the q4h kernels run.
   // `tiles`: the tiled kernel's shape for T > 32 ($MACH_MUL_MAT_ID's form); empty: the default choice.
-  MulMatIdCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false,
+  MulMatIdCase(WeightType type, MoeShape s, KernelPath path = KernelPath::automatic, bool prepared = false,
                std::string tiles = "")
       : MoeCase(type, s, path), prepared_(prepared), tiles_(std::move(tiles)) {}
   std::string op() const override { return prepared_ ? "mul_mat_id_prepared" : "mul_mat_id"; }
@@ -448,7 +467,7 @@ class MulMatIdCase : public MoeCase {
     return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{}{} x={} t={}{}", ops::weight_type_name(type_), s_.n,
                        s_.k, s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
                        s_.padded_stride ? " padded" : "", s_.bank ? " bank" : "", s_.x_per_slot ? "per_slot" : "shared", s_.tokens,
-                       path_ == Q4Path::f32 ? " kernel=f32" : "") +
+                       path_suffix(path_)) +
            (tiles_.empty() ? "" : " tiles=" + tiles_);
   }
   double bytes() const override {
@@ -477,7 +496,7 @@ class MulMatIdCase : public MoeCase {
       output_.poison();
   }
   void record(gpu::CommandList& cmd) override {
-    const ForceQ4F32 force(path_);
+    const ForcePath force(path_);
     const MoeTiles tiles(tiles_);
     if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens)) {
       const uint32_t rows = s_.x_per_slot ? s_.tokens * s_.top_k : s_.tokens;
@@ -499,14 +518,14 @@ class MulMatIdCase : public MoeCase {
 // holds random values. With a bank, the pairs of experts without a slot must add nothing.
 class MulMatIdCombineCase : public MoeCase {
  public:
-  MulMatIdCombineCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic) : MoeCase(type, s, path) {
+  MulMatIdCombineCase(WeightType type, MoeShape s, KernelPath path = KernelPath::automatic) : MoeCase(type, s, path) {
     s_.x_per_slot = true;
   }
   std::string op() const override { return "mul_mat_id_combine"; }
   std::string params() const override {
     return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} t={}{}", ops::weight_type_name(type_), s_.n, s_.k,
                        s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "", s_.bank ? " bank" : "",
-                       s_.tokens, path_ == Q4Path::f32 ? " kernel=f32" : "");
+                       s_.tokens, path_suffix(path_));
   }
   double bytes() const override {
     return expert_bytes() + 4.0 * pairs() + io_bytes(pairs() * s_.k, 2ull * s_.tokens * s_.n);
@@ -532,7 +551,7 @@ class MulMatIdCombineCase : public MoeCase {
   }
   void poison() override { output_.upload(before_); }
   void record(gpu::CommandList& cmd) override {
-    const ForceQ4F32 force(path_);
+    const ForcePath force(path_);
     ops::mul_mat_id_combine(cmd, weights(), routing(), route_w_.in(), x_.in(), output_.inout(), s_.tokens);
   }
 
@@ -546,7 +565,7 @@ class MulMatIdCombineCase : public MoeCase {
 // the fused kernel's skipping end to end).
 class MulMatIdSwigluCase : public MoeCase {
  public:
-  MulMatIdSwigluCase(WeightType type, MoeShape s, Q4Path path = Q4Path::automatic, bool prepared = false)
+  MulMatIdSwigluCase(WeightType type, MoeShape s, KernelPath path = KernelPath::automatic, bool prepared = false)
       : MoeCase(type, s, path), prepared_(prepared) {
     s_.x_per_slot = false;
   }
@@ -554,7 +573,7 @@ class MulMatIdSwigluCase : public MoeCase {
   std::string params() const override {
     return fmt::format("type={} n={} k={} e={} top_k={} slots={}{}{} t={}{}", ops::weight_type_name(type_), s_.n, s_.k,
                        s_.experts, s_.top_k, s_.slots, s_.permuted ? " permuted" : "",
-                       s_.padded_stride ? " padded" : "", s_.tokens, path_ == Q4Path::f32 ? " kernel=f32" : "");
+                       s_.padded_stride ? " padded" : "", s_.tokens, path_suffix(path_));
   }
   double bytes() const override { return expert_bytes() + io_bytes(uint64_t{s_.tokens} * s_.k, pairs() * s_.n / 2); }
 
@@ -577,7 +596,7 @@ class MulMatIdSwigluCase : public MoeCase {
     inputs_ = {&w_, &ids_, &table_, &x_};
   }
   void record(gpu::CommandList& cmd) override {
-    const ForceQ4F32 force(path_);
+    const ForcePath force(path_);
     if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens))
       ops::mul_mat_id_swiglu(cmd, weights(), routing(), ops::prepare_q4h(cmd, x_.in(), s_.tokens, s_.k),
                              output_.out(), s_.tokens);
@@ -630,27 +649,27 @@ void add_test_cases(CaseList& cases) {
   for (uint32_t t : {2u, 4u, 5u, 6u, 7u}) cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 67, 192, t));
   // The f32 q4 kernel (devices without f16 arithmetic) where the default is the packed-f16 one.
   for (uint32_t t : {1u, 3u, 8u, 12u, 20u, 32u})
-    cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, Q4Path::f32));
+    cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, KernelPath::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, true, 1},
-                                                 Q4Path::f32));
+                                                 KernelPath::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, false, 1},
-                                                 Q4Path::f32));
+                                                 KernelPath::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(
-      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}, Q4Path::f32));
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}, KernelPath::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(
-      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::f32));
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, KernelPath::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(
-      WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, false, false, 32}, Q4Path::f32));
+      WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, false, false, 32}, KernelPath::f32));
   // Accumulating products (matrix-vector, chunked verify, tiled), each type; q4 also on its f32 kernel.
   for (WeightType type : kAllTypes)
     for (uint32_t t : {1u, 5u, 16u, 64u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(type, 67, 192, t));
-  for (uint32_t t : {5u, 16u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, t, Q4Path::f32));
+  for (uint32_t t : {5u, 16u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, t, KernelPath::f32));
   // Other tile shapes of the tiled MoE kernel ($MACH_MUL_MAT_ID) within lavapipe's 32 KiB of shared memory (the
   // 128 x 32 tiles larger devices pick need 40 KiB): 8 x 4 per thread, and 16-token tiles.
   for (const char* tiles : {"bm=64,bn=32,tm=8,tn=4", "bm=32,bn=16,tm=4,tn=2"})
     for (bool x_per_slot : {false, true})
       cases.push_back(std::make_unique<MulMatIdCase>(
-          WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, x_per_slot, 70}, Q4Path::automatic, false, tiles));
+          WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, x_per_slot, 70}, KernelPath::automatic, false, tiles));
   // mul_mat_multi: q/k/v-like triples (odd heights; 1 to 32 tokens in chunks) and a pair.
   for (uint32_t t : {1u, 3u, 8u, 12u, 32u})
     cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t));
@@ -662,15 +681,15 @@ void add_test_cases(CaseList& cases) {
   for (uint32_t t : {1u, 3u, 16u, 32u, 37u})
     cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, small(t)));
   cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, permuted(5)));
-  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, permuted(6), Q4Path::automatic, true));
-  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, small(3), Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, permuted(6), KernelPath::automatic, true));
+  cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, small(3), KernelPath::f32));
   for (WeightType type : {WeightType::bf16, WeightType::q8_0})
     cases.push_back(std::make_unique<MulMatIdSwigluCase>(type, small(3)));
   // mul_mat_id on an input prepared by the caller: x shared (gate/up) and per slot (down), with a bank.
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, false, 3},
-                                                 Q4Path::automatic, true));
+                                                 KernelPath::automatic, true));
   cases.push_back(std::make_unique<MulMatIdCase>(
-      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, Q4Path::automatic, true));
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, KernelPath::automatic, true));
   // The fused down projection + combine: fused kernels for T <= 32, mul_mat_id + combine beyond; all experts
   // slotted (a permuted 20-slot stack for 16 experts) and a bank of 5 slots (the rest kNoSlot).
   for (WeightType type : {WeightType::q4, WeightType::q8_0, WeightType::bf16})
@@ -681,12 +700,30 @@ void add_test_cases(CaseList& cases) {
     }
   for (uint32_t t : {1u, 16u, 64u}) {
     cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, true, t},
-                                                          Q4Path::f32));
+                                                          KernelPath::f32));
     cases.push_back(std::make_unique<MulMatIdCombineCase>(
-        WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}, Q4Path::f32));
+        WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}, KernelPath::f32));
   }
   for (WeightType type : {WeightType::f32, WeightType::f16})
     cases.push_back(std::make_unique<MulMatIdCombineCase>(type, MoeShape{45, 320, 16, 4, 5, true, true, true, 3, true}));
+  // The tensor-core kernel's plain-arithmetic twin (T > 32): every type it takes, K off the 64-column tile,
+  // several token tiles, MoE with shared and per-slot x, a bank, an expert with several token tiles, and
+  // accumulating outputs. Devices with cooperative matrices run the native kernel in the T > 32 cases above.
+  for (WeightType type : {WeightType::f16, WeightType::bf16, WeightType::q8_0, WeightType::q4}) {
+    cases.push_back(std::make_unique<MulMatCase>(type, 67, 192, 37, KernelPath::emu));
+    cases.push_back(std::make_unique<MulMatCase>(type, 131, 320, 70, KernelPath::emu));
+    cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{45, 320, 16, 4, 20, true, true, false, 37},
+                                                   KernelPath::emu));
+    cases.push_back(std::make_unique<MulMatIdCase>(type, MoeShape{45, 320, 16, 4, 5, true, true, true, 70, true},
+                                                   KernelPath::emu));
+  }
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::f16, 45, 136, 40, KernelPath::emu));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q8_0, 29, 96, 40, KernelPath::emu));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{33, 128, 4, 2, 4, false, false, false, 150},
+                                                 KernelPath::emu));
+  cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, 64, KernelPath::emu));
+  cases.push_back(std::make_unique<MulMatIdCombineCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 64, true}, KernelPath::emu));
   // One matrix-vector product whose weights (68 MiB) exceed 64 MiB, against lavapipe's 128 MiB range.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::f32, 4352, 4096, 1));
 }
@@ -698,7 +735,7 @@ MoeShape qwen3_down(uint32_t t) { return {2048, 768, 128, 8, 128, false, false, 
 void add_perf_cases(CaseList& cases) {
   // Decode over >= 1 GiB of weights (each buffer <= 2 GiB): the bandwidth targets.
   cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 262144, 8192, 1));
-  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 262144, 8192, 1, Q4Path::f32));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 262144, 8192, 1, KernelPath::f32));
   // The same bytes with Qwen3-30B-A3B's row length (K = 2048, no power-of-two row stride across rows).
   cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 1048576, 2048, 1));
   cases.push_back(std::make_unique<MulMatCase>(WeightType::bf16, 262144, 2048, 1));
@@ -730,7 +767,7 @@ void add_perf_cases(CaseList& cases) {
   }
   // Decode's o projection and expert down projection + combine: the q4h path (prep + product, two dispatches)
   // against the f32 kernel reading the activations directly (one dispatch).
-  for (Q4Path path : {Q4Path::automatic, Q4Path::f32}) {
+  for (KernelPath path : {KernelPath::automatic, KernelPath::f32}) {
     cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 2048, 4096, 1, path));
     cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, qwen3_down(1), path));
   }
@@ -740,6 +777,11 @@ void add_perf_cases(CaseList& cases) {
   // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_gate_up(512)));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_down(512)));
+  // The rest of a prefill chunk's products: the o projection, and the MoE of 4096 tokens (64 pairs per expert).
+  // `--sweep MACH_COOPMAT=0|1` compares the tensor-core kernel with mul_mat.comp on all of them.
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 2048, 4096, 512));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_gate_up(4096)));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_down(4096)));
 }
 
 const bool registered = register_cases([](CaseSet set, CaseList& cases) {
