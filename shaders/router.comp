@@ -9,16 +9,38 @@
 // The K outputs are in descending order of the selection value; ties go to the lower expert index.
 // bias and expert_scale are [E] f32; bind any buffer when unused. E <= 512 (kMaxExperts), K <= 16.
 // NaN logits leave the selection unspecified.
+//
+// With FUSED (decode and short verify blocks): the logits are computed here too, from bf16 router weights
+// W [E, H] and x [T, H] f32 (T <= kFusedMaxTokens), one workgroup per kFusedRows experts, each subgroup
+// taking a row at a time for all tokens; the logits go to the logits buffer, and the last workgroup to finish
+// (an atomic count of finished workgroups: every workgroup makes its logits visible before counting) routes
+// every token as above and resets the count to 0 for the next dispatch. One dispatch and one barrier
+// instead of two: on an H200 a dependent dispatch costs ~3 us even when it does almost nothing.
 //! variant router_softmax_topk -DROUTER_MODE=0
 //! variant router_topk_softmax -DROUTER_MODE=1
 //! variant router_biased_scores -DROUTER_MODE=2
+//! variant router_fused_softmax_topk -DROUTER_MODE=0 -DFUSED
+//! variant router_fused_topk_softmax -DROUTER_MODE=1 -DFUSED
+//! variant router_fused_biased_scores -DROUTER_MODE=2 -DFUSED
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "math_funcs.glsl"
 const uint kThreads = 128;
 const uint kMaxExperts = 512;
 const uint kMaxK = 16;
 layout(local_size_x = 128) in;
+#ifdef FUSED
+const uint kFusedRows = 4;
+const uint kFusedMaxTokens = 8;
+layout(binding = 0) coherent buffer Logits { float logits[]; };
+layout(binding = 5) readonly buffer W { uvec4 w_u128[]; };
+layout(binding = 6) readonly buffer X { vec4 x4[]; };
+layout(binding = 7) coherent buffer Counter { uint finished[]; };
+#else
 layout(binding = 0) readonly buffer Logits { float logits[]; };
+#endif
 layout(binding = 1) readonly buffer Bias { float bias[]; };
 layout(binding = 2) readonly buffer ExpertScale { float expert_scale[]; };
 layout(binding = 3) writeonly buffer Ids { uint ids[]; };
@@ -32,6 +54,10 @@ layout(push_constant) uniform Push {
   uint normalize;
   uint score_fn;
   float scale;
+#ifdef FUSED
+  uint h;       // W's columns (a multiple of 8)
+  uint w_base;  // W's first row, in 16-byte units from the start of binding 5
+#endif
 } p;
 
 shared float select_value[kMaxExperts];  // what ranks the experts
@@ -44,10 +70,10 @@ bool before(float va, uint ia, float vb, uint ib) { return va > vb || (va == vb 
 
 float score_of(float logit) { return p.score_fn == 0 ? sigmoid(logit) : sqrt(softplus(logit)); }
 
-void main() {
-  const uint t = flat_workgroup_id();
-  if (t >= p.tokens) return;
+// Routes token t: one workgroup, every invocation (it holds barriers).
+void route_token(uint t) {
   const uint tid = gl_LocalInvocationID.x;
+  barrier();  // a previous token's readers are done with the shared arrays
   const uint row = t * p.experts;
 
   for (uint e = tid; e < p.experts; e += kThreads) {
@@ -97,32 +123,91 @@ void main() {
   const float total = red_value[0];
 #endif
 
-  if (tid != 0) return;
-  float w[kMaxK];
-  float wsum = 0.0;
-  for (uint r = 0; r < p.k; ++r) {
-    const uint e = chosen_index[r];
+  if (tid == 0) {
+    float w[kMaxK];
+    float wsum = 0.0;
+    for (uint r = 0; r < p.k; ++r) {
+      const uint e = chosen_index[r];
 #if ROUTER_MODE == 0
-    w[r] = exp(logits[row + e] - m) / total;
+      w[r] = exp(logits[row + e] - m) / total;
 #elif ROUTER_MODE == 1
-    w[r] = exp(chosen_value[r] - chosen_value[0]);
+      w[r] = exp(chosen_value[r] - chosen_value[0]);
 #else
-    w[r] = score_of(logits[row + e]);
+      w[r] = score_of(logits[row + e]);
 #endif
-    wsum += w[r];
-  }
+      wsum += w[r];
+    }
 #if ROUTER_MODE == 1
-  const float norm = 1.0 / wsum;
+    const float norm = 1.0 / wsum;
 #elif ROUTER_MODE == 2
-  const float norm = p.normalize != 0 ? 1.0 / (wsum + 1e-20) : 1.0;
+    const float norm = p.normalize != 0 ? 1.0 / (wsum + 1e-20) : 1.0;
 #else
-  const float norm = p.normalize != 0 ? 1.0 / wsum : 1.0;
+    const float norm = p.normalize != 0 ? 1.0 / wsum : 1.0;
 #endif
-  for (uint r = 0; r < p.k; ++r) {
-    const uint e = chosen_index[r];
-    float v = w[r] * norm * p.scale;
-    if (p.has_expert_scale != 0) v *= expert_scale[e];
-    ids[t * p.k + r] = e;
-    weights[t * p.k + r] = v;
+    for (uint r = 0; r < p.k; ++r) {
+      const uint e = chosen_index[r];
+      float v = w[r] * norm * p.scale;
+      if (p.has_expert_scale != 0) v *= expert_scale[e];
+      ids[t * p.k + r] = e;
+      weights[t * p.k + r] = v;
+    }
   }
 }
+
+#ifdef FUSED
+shared uint is_last;
+
+// logits[t, e] for the workgroup's experts and every token: a subgroup per row, units (8 bf16 columns) strided
+// over its invocations, four loads in flight.
+void compute_logits() {
+  const uint units = p.h / 8;
+  const uint lane = gl_SubgroupInvocationID, step = gl_SubgroupSize;
+  for (uint rr = gl_SubgroupID; rr < kFusedRows; rr += gl_NumSubgroups) {
+    const uint e = flat_workgroup_id() * kFusedRows + rr;
+    if (e >= p.experts) break;  // uniform in the subgroup
+    const uint base = p.w_base + e * units;
+    float acc[kFusedMaxTokens];
+    [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) acc[t] = 0.0;
+    for (uint u0 = lane; u0 < units; u0 += 4 * step) {
+      uvec4 d[4];
+      [[unroll]] for (uint j = 0; j < 4; ++j) d[j] = u0 + j * step < units ? w_u128[base + u0 + j * step] : uvec4(0);
+      [[unroll]] for (uint j = 0; j < 4; ++j) {
+        const uint u = min(u0 + j * step, units - 1);  // past the row: d is zero
+        const vec4 w0 = vec4(unpack_bf16x2(d[j].x), unpack_bf16x2(d[j].y));
+        const vec4 w1 = vec4(unpack_bf16x2(d[j].z), unpack_bf16x2(d[j].w));
+        [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) {
+          if (t >= p.tokens) break;
+          const uint xi = (t * p.h) / 4 + 2 * u;
+          acc[t] += dot(w0, x4[xi]) + dot(w1, x4[xi + 1]);
+        }
+      }
+    }
+    [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) {
+      if (t >= p.tokens) break;
+      const float sum = subgroupAdd(acc[t]);
+      if (subgroupElect()) logits[t * p.experts + e] = sum;
+    }
+  }
+}
+
+void main() {
+  compute_logits();
+  memoryBarrierBuffer();  // this invocation's logits are visible before the workgroup counts itself finished
+  barrier();
+  if (gl_LocalInvocationID.x == 0) {
+    const uint groups = (p.experts + kFusedRows - 1) / kFusedRows;
+    is_last = atomicAdd(finished[0], 1u) == groups - 1 ? 1u : 0u;
+  }
+  barrier();
+  if (is_last == 0) return;  // uniform
+  memoryBarrierBuffer();
+  for (uint t = 0; t < p.tokens; ++t) route_token(t);
+  if (gl_LocalInvocationID.x == 0) finished[0] = 0;  // for the next dispatch (after a barrier)
+}
+#else
+void main() {
+  const uint t = flat_workgroup_id();
+  if (t >= p.tokens) return;  // the whole workgroup
+  route_token(t);
+}
+#endif

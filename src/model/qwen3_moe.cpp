@@ -119,7 +119,7 @@ class Qwen3Moe final : public Model {
   gpu::Buffer inputs_host_, inputs_;
   uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
   // Activations, sized for max_step_tokens.
-  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, act_, sel_, logits_;
+  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, router_finished_, ids_, route_w_, act_, sel_, logits_;
   std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
   gpu::Buffer scratch_;
@@ -499,6 +499,8 @@ void Qwen3Moe::allocate_workspace() {
   v_ = device(T * kvd * 4, "v");
   attn_ = device(T * qd * 4, "attention out");
   router_logits_ = device(T * c.num_experts * 4, "router logits");
+  router_finished_ = device(4, "router finished count");
+  context_.fill(router_finished_, 0, 4, 0);
   ids_ = device(T * k * 4, "expert ids");
   route_w_ = device(T * k * 4, "expert weights");
   act_ = device(T * k * I * 4, "expert activations");
@@ -580,15 +582,14 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
     ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H},
                   static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
   }
-  ops::mul_mat(cmd, L.router, gpu::in(h_), gpu::out(router_logits_), T);
   ops::RouterParams rp;
   rp.mode = ops::RouterMode::softmax_topk;
   rp.tokens = T;
   rp.experts = c.num_experts;
   rp.k = c.num_experts_per_tok;
   rp.normalize = c.norm_topk_prob;
-  ops::route(cmd, gpu::in(router_logits_), gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_),
-             gpu::out(route_w_), rp);
+  ops::route_logits(cmd, L.router, gpu::in(h_), gpu::inout(router_logits_), gpu::inout(router_finished_),
+                    gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_), rp);
 }
 
 // The expert products of the routed pairs whose expert has a slot in the layer's slot table (all of them

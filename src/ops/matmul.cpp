@@ -14,6 +14,18 @@
 #include "ops/elementwise.hpp"
 
 namespace mach::ops {
+
+WeightBinding bind_weights(const gpu::Context& context, const gpu::Buffer& buffer, uint64_t offset,
+                           uint64_t bytes) {
+  assert(offset % 16 == 0);
+  const uint64_t align = std::max<uint64_t>(16, context.info().min_storage_buffer_offset_alignment);
+  const uint64_t start = offset / align * align;
+  const uint64_t size = offset - start + bytes;
+  assert(start + size <= buffer.size());
+  assert(size <= context.info().max_storage_buffer_range && "weights exceed maxStorageBufferRange");
+  return {gpu::in(buffer, start, size), static_cast<uint32_t>((offset - start) / 16)};
+}
+
 namespace {
 
 // Mirrors the push-constant block of shaders/mul_mat_funcs.glsl.
@@ -71,22 +83,6 @@ std::string variant(const char* kernel, WeightType type) {
 
 // Binds [offset, offset + bytes) of a weight buffer: the binding starts at the nearest offset the device
 // accepts below `offset`, and the shader skips the difference (returned in 16-byte units).
-struct WeightBinding {
-  gpu::Binding binding;
-  uint32_t base_units = 0;
-};
-
-WeightBinding bind_weights(const gpu::Context& context, const gpu::Buffer& buffer, uint64_t offset,
-                           uint64_t bytes) {
-  assert(offset % 16 == 0);
-  const uint64_t align = std::max<uint64_t>(16, context.info().min_storage_buffer_offset_alignment);
-  const uint64_t start = offset / align * align;
-  const uint64_t size = offset - start + bytes;
-  assert(start + size <= buffer.size());
-  assert(size <= context.info().max_storage_buffer_range && "weights exceed maxStorageBufferRange");
-  return {gpu::in(buffer, start, size), static_cast<uint32_t>((offset - start) / 16)};
-}
-
 uint32_t mat_vec_workgroup(uint32_t units) {
   const uint32_t max_wg = mat_vec_tuning().max_workgroup;
   return std::clamp<uint32_t>(std::bit_ceil(units), std::min<uint32_t>(32, max_wg), max_wg);
@@ -269,6 +265,12 @@ bool uses_coopmat(const gpu::Context& context, WeightType type, uint32_t tokens)
   return coopmat_mode(context, type, tokens) != Coopmat::none;
 }
 
+// Below this many bytes of q4 weights, one token's product from an unprepared x runs the f32 kernel: the
+// prep dispatch costs more than the packed kernel saves. On an H200 (2026-12-03), a 2048 x 4096 matrix
+// (4.7 MB, the o projection of Qwen3-30B-A3B) took 7.6 us on the f32 kernel against 10.2 for prep + packed;
+// at 1.2 GB the packed kernel took half the f32 one's time (518 against 1050 us).
+constexpr uint64_t kQ4hPrepMinBytes = uint64_t{6} << 20;
+
 bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
   if (type != WeightType::q4 || tokens > kVerifyMaxTokens || !context.info().fp16) return false;
   const char* force = std::getenv("MACH_Q4_F32");
@@ -291,7 +293,7 @@ PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint
 void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
              Output output) {
   auto& context = cmd.context();
-  if (uses_q4h(context, w.type, tokens)) {
+  if (uses_q4h(context, w.type, tokens) && !(tokens == 1 && weight_bytes(w.type, w.rows, w.cols) <= kQ4hPrepMinBytes)) {
     mul_mat(cmd, w, prepare_q4h(cmd, x, tokens, w.cols), y, tokens, output);
     return;
   }

@@ -24,6 +24,14 @@
 
 namespace mach::ops {
 
+// A weight range bound for a kernel: the binding starts at the device's storage-buffer offset alignment at or
+// below `offset`, and the weights begin base_units 16-byte units into it.
+struct WeightBinding {
+  gpu::Binding binding;
+  uint32_t base_units = 0;
+};
+WeightBinding bind_weights(const gpu::Context& context, const gpu::Buffer& buffer, uint64_t offset, uint64_t bytes);
+
 // Tokens per weight load in the matrix-vector kernels (their register blocking).
 inline constexpr uint32_t kMatVecMaxTokens = 8;
 // The largest T on the matrix-vector kernels (speculative verify blocks); larger T take the tiled kernels.
@@ -57,7 +65,9 @@ PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint
 // y + (W x) rounded once, as ops::add would give, on every kernel.
 enum class Output { overwrite, accumulate };
 
-// y[t, n] (+)= sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32.
+// y[t, n] (+)= sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32. Where uses_q4h, x is
+// prepared here first, except for one token on at most 6 MiB of weights, which runs the f32 kernel on x (the
+// prep dispatch would cost more than it saves).
 void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
              Output output = Output::overwrite);
 // The same with x prepared by prepare_q4h (rows = T, k = K); only where uses_q4h(context, w.type, T).

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "gpu/command_list.hpp"
+#include "ops/weight_format.hpp"
 
 namespace mach::ops {
 
@@ -46,5 +47,16 @@ struct RouterParams {
 // weights: [T, K] f32. Weights end up multiplied by `scale` and, when given, expert_scale[id].
 void route(gpu::CommandList& cmd, gpu::Binding logits, gpu::Binding bias, gpu::Binding expert_scale,
            gpu::Binding ids, gpu::Binding weights, const RouterParams& params);
+
+// The largest T of route_logits' fused kernel.
+inline constexpr uint32_t kRouterFusedMaxTokens = 8;
+
+// logits = x w^T (w: [E, H] router weights, x: [T, H] f32, logits: [T, E] f32), then route(). Where w is bf16,
+// H a multiple of 8 and T <= kRouterFusedMaxTokens, both run in one dispatch (router.comp's FUSED); else
+// mul_mat and route. `finished`: 4 bytes holding 0 (Context::fill) used by no other op; the fused kernel
+// leaves it 0 again.
+void route_logits(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding logits,
+                  gpu::Binding finished, gpu::Binding bias, gpu::Binding expert_scale, gpu::Binding ids,
+                  gpu::Binding weights, const RouterParams& params);
 
 }  // namespace mach::ops

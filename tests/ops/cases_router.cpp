@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "op_case.hpp"
@@ -17,15 +18,20 @@ namespace {
 class RouterCase : public OpCase {
  public:
   // With `ties`, logits take only 8 distinct values, so exact ties decide ids (the lower index must win).
-  explicit RouterCase(ops::RouterParams p, bool ties = false) : p_(p), ties_(ties) {}
-  std::string op() const override { return "router"; }
+  // With h > 0, ops::route_logits: the logits come from random bf16 router weights [E, h] and x [T, h] (fused
+  // into one dispatch for T <= kRouterFusedMaxTokens), and are checked too.
+  explicit RouterCase(ops::RouterParams p, bool ties = false, uint32_t h = 0) : p_(p), ties_(ties), h_(h) {}
+  std::string op() const override { return h_ ? "route_logits" : "router"; }
   std::string params() const override {
-    return fmt::format("mode={} score={} t={} e={} k={} norm={} bias={} expert_scale={} scale={} ties={}",
+    return fmt::format("mode={} score={} t={} e={} k={} norm={} bias={} expert_scale={} scale={} ties={}{}",
                        static_cast<uint32_t>(p_.mode), static_cast<uint32_t>(p_.score), p_.tokens, p_.experts, p_.k,
-                       p_.normalize, p_.has_bias, p_.has_expert_scale, p_.scale, ties_);
+                       p_.normalize, p_.has_bias, p_.has_expert_scale, p_.scale, ties_,
+                       h_ ? fmt::format(" h={}", h_) : "");
   }
   double max_nmse() const override { return 1e-10; }
-  double bytes() const override { return 4.0 * p_.tokens * (p_.experts + 2 * p_.k); }
+  double bytes() const override {
+    return 4.0 * p_.tokens * (p_.experts + 2 * p_.k) + (2.0 * p_.experts + 4.0 * p_.tokens) * h_;
+  }
 
   void prepare(gpu::Context& context, Rng& rng) override {
     const uint32_t T = p_.tokens, E = p_.experts, K = p_.k;
@@ -52,6 +58,30 @@ class RouterCase : public OpCase {
         logits[uint64_t{t} * E + e] = static_cast<float>(logit);
       }
     }
+    if (h_ > 0) {
+      // Random weights and inputs instead: logits of unit scale whose gaps dwarf f32 summation-order error.
+      std::vector<uint16_t> w(uint64_t{E} * h_);
+      const auto x = rng.normal_vec(uint64_t{T} * h_);
+      for (auto& v : w) v = ops::float_to_bf16(rng.normal(1.0f / std::sqrt(float(h_))));
+      for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t e = 0; e < E; ++e) {
+          double sum = 0;
+          for (uint32_t j = 0; j < h_; ++j) {
+            const uint32_t bits = uint32_t{w[uint64_t{e} * h_ + j]} << 16;
+            float wf;
+            std::memcpy(&wf, &bits, 4);
+            sum += double(wf) * x[uint64_t{t} * h_ + j];
+          }
+          logits[uint64_t{t} * E + e] = static_cast<float>(sum);
+        }
+      w_ = GuardedBuffer(context, w.size() * 2, "w");
+      x_ = GuardedBuffer(context, x.size() * 4, "x");
+      finished_ = GuardedBuffer(context, 4, "finished");
+      w_.upload(w);
+      x_.upload(x);
+      finished_.upload(std::vector<uint32_t>{0});
+      expected_logits_ = logits;
+    }
     logits_ = GuardedBuffer(context, logits.size() * 4, "logits");
     bias_ = GuardedBuffer(context, E * 4ull, "bias");
     scale_ = GuardedBuffer(context, E * 4ull, "expert_scale");
@@ -65,7 +95,13 @@ class RouterCase : public OpCase {
     ref::route(logits, bias, expert_scale, expected_ids_, expected_weights_, p_);
   }
   void record(gpu::CommandList& cmd) override {
-    ops::route(cmd, logits_.in(), bias_.in(), scale_.in(), ids_.out(), weights_.out(), p_);
+    if (h_ > 0) {
+      const ops::WeightRef w{w_.in().buffer, w_.in().offset, ops::WeightType::bf16, p_.experts, h_};
+      ops::route_logits(cmd, w, x_.in(), logits_.inout(), finished_.inout(), bias_.in(), scale_.in(), ids_.out(),
+                        weights_.out(), p_);
+    } else {
+      ops::route(cmd, logits_.in(), bias_.in(), scale_.in(), ids_.out(), weights_.out(), p_);
+    }
   }
   CheckResult check(gpu::Context&) override {
     CheckResult r;
@@ -79,8 +115,21 @@ class RouterCase : public OpCase {
         break;
       }
     }
+    if (h_ > 0) {
+      // The logits (f32 sums in another order: ~1e-14), and the finished count back at 0 for the next run.
+      const double logit_nmse = nmse(logits_.download<float>(), expected_logits_);
+      if (!(logit_nmse <= 1e-10)) {
+        r.nmse = INFINITY;
+        r.detail = fmt::format("logits nmse {}", logit_nmse);
+      }
+      if (const uint32_t left = finished_.download<uint32_t>()[0]; left != 0) {
+        r.nmse = INFINITY;
+        r.detail = fmt::format("the finished count is {}, not 0, after the run", left);
+      }
+    }
     std::string why;
-    for (const GuardedBuffer* b : {&logits_, &bias_, &scale_, &ids_, &weights_}) {
+    for (const GuardedBuffer* b : {&logits_, &bias_, &scale_, &ids_, &weights_, &w_, &x_, &finished_}) {
+      if (b->bytes() == 0) continue;
       if (!b->guards_intact(&why)) {
         r.guards_ok = false;
         r.detail = why;
@@ -92,7 +141,9 @@ class RouterCase : public OpCase {
  private:
   ops::RouterParams p_;
   bool ties_;
-  GuardedBuffer logits_, bias_, scale_, ids_, weights_;
+  uint32_t h_;
+  GuardedBuffer logits_, bias_, scale_, ids_, weights_, w_, x_, finished_;
+  std::vector<float> expected_logits_;
   std::vector<uint32_t> expected_ids_;
   std::vector<float> expected_weights_;
 };
@@ -127,8 +178,18 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
     cases.push_back(std::make_unique<RouterCase>(deepseek(6, 256, 8, S::sigmoid, 2.5f, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(5, 256, 6, S::sqrt_softplus, 1.5f, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(3, 72, 16, S::sigmoid, 1.0f, false)));
+    // Logits and routing in one dispatch (T <= 8; E not a multiple of the 4 rows per workgroup; H of 8 to
+    // 512 columns), and T = 9 on mul_mat + route.
+    cases.push_back(std::make_unique<RouterCase>(qwen3(1, 128, 8, true), false, 256));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(3, 61, 4, false), false, 136));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(8, 128, 8, true), false, 512));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(9, 128, 8, true), false, 64));
+    cases.push_back(std::make_unique<RouterCase>(gpt_oss(2, 32, 4, true), false, 8));
+    cases.push_back(std::make_unique<RouterCase>(deepseek(4, 72, 8, S::sigmoid, 2.5f, true), false, 200));
   } else {
     cases.push_back(std::make_unique<RouterCase>(qwen3(512, 128, 8, true)));
+    // Decode's router of Qwen3-30B-A3B: logits of 128 experts over H = 2048, and routing, in one dispatch.
+    cases.push_back(std::make_unique<RouterCase>(qwen3(1, 128, 8, true), false, 2048));
     cases.push_back(std::make_unique<RouterCase>(gpt_oss(512, 32, 4, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(512, 256, 8, S::sqrt_softplus, 1.5f, true)));
   }
