@@ -11,9 +11,11 @@
 // 8-element pad keeps each row 16-byte aligned and staggers shared-memory banks. Results leave through a
 // per-subgroup 16 x 16 f32 staging block, scaled by s_r and stored (or added, p.accumulate) with bounds checks.
 //
-// With MUL_MAT_ID (MoE, grouped by expert): the grid and pair gather of mul_mat.comp's MUL_MAT_ID
-// (moe_gather.glsl); x rows are the pairs' tokens, or the pairs with p.x_per_slot; experts without a slot
-// (NO_SLOT) are skipped and their y rows keep their contents.
+// With MUL_MAT_ID (MoE, grouped by expert): the grid of mul_mat.comp's MUL_MAT_ID, (row tile, expert e,
+// token tile j), with expert e's pairs listed by moe_pairs.comp (in pair order, the same tiles as
+// mul_mat.comp's gather) instead of each workgroup scanning all T * top_k ids: at T = 4096 those scans took
+// longer than the products. x rows are the pairs' tokens, or the pairs with p.x_per_slot; experts without a
+// slot (NO_SLOT) are skipped and their y rows keep their contents.
 //
 // Without COOPMAT (the *_cm_emu_* variants), each 16 x 16 product is computed by plain f32 arithmetic from the
 // same shared-memory tiles (each invocation of a 32-invocation group owning 8 accumulator elements), and the
@@ -62,11 +64,13 @@ layout(binding = 4) buffer Y { float y[]; };  // read only with p.accumulate
 #ifdef MUL_MAT_ID
 layout(binding = 5) readonly buffer Ids { uint ids[]; };
 layout(binding = 6) readonly buffer Slots { uint slot_table[]; };
+layout(binding = 7) readonly buffer PairCount { uint pair_count[]; };  // [E]
+layout(binding = 8) readonly buffer PairList { uint pair_list[]; };    // [E, T]
 #endif
 
 #include "mul_mat_funcs.glsl"
 #ifdef MUL_MAT_ID
-#include "moe_gather.glsl"
+shared uint pair_of[BN];  // the tile's pairs (t * top_k + s), from moe_pairs.comp's per-expert lists
 #endif
 
 shared float16_t a_sh[BM * AS];
@@ -98,6 +102,76 @@ void emu_store(Acc acc, uint lane, uint at) {
 }
 #endif
 
+// Weight tile: element i = (row r = i % BM, unit column ul = i / BM), consecutive invocations on
+// consecutive rows; unit columns past K are zero. x tile: (token t = i / (BK / 8), uvec4 c8 = i % (BK / 8));
+// token slots past `count` are zero. Invocation tid holds elements tid + j * WG.
+void load_tiles(uint k0, uint row0, uint mat, uint scales, uint first, uint count, uint k8, out uvec4 wreg[4],
+                out vec2 sreg[4], out uvec4 xreg[2]) {
+  const uint tid = gl_LocalInvocationID.x;
+  const uint UPR = BK / (4 * CHUNKS);
+  [[unroll]] for (uint j = 0; j < 4; ++j) {
+    const uint i = tid + j * WG;
+    wreg[j] = uvec4(0);
+    sreg[j] = vec2(0.0);
+    if (i >= BM * UPR) break;
+    const uint r = i % BM, ul = i / BM;
+    const uint u = k0 / (4 * CHUNKS) + ul;
+    const uint row = min(row0 + r, p.n - 1);
+    if (u < p.units) {
+      wreg[j] = w_u128[mat + row * p.units + u];
+#ifdef WTYPE_QUANTIZED
+      sreg[j] = unit_scale(scales, p.k, row, u);
+#endif
+    }
+  }
+  [[unroll]] for (uint j = 0; j < 2; ++j) {
+    const uint i = tid + j * WG;
+    xreg[j] = uvec4(0);
+    if (i >= BN * (BK / 8)) break;
+    const uint t = i / (BK / 8), c8 = i % (BK / 8);
+    if (t < count && k0 / 8 + c8 < k8) {
+#ifdef MUL_MAT_ID
+      const uint pair = pair_of[t];
+      const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
+#else
+      const uint x_row = first + t;
+#endif
+      xreg[j] = xs[x_row * k8 + k0 / 8 + c8];
+    }
+  }
+}
+
+// Decodes the registers of load_tiles into a_sh and b_sh.
+void store_tiles(uint k0, uvec4 wreg[4], vec2 sreg[4], uvec4 xreg[2]) {
+  const uint tid = gl_LocalInvocationID.x;
+  const uint UPR = BK / (4 * CHUNKS);
+  [[unroll]] for (uint j = 0; j < 4; ++j) {
+    const uint i = tid + j * WG;
+    if (i >= BM * UPR) break;
+    const uint r = i % BM, ul = i / BM;
+    [[unroll]] for (uint c = 0; c < CHUNKS; ++c) {
+#ifdef WTYPE_QUANTIZED
+      const vec4 v = sreg[j].x * (chunk_raw(wreg[j], c) * chunk_xscale(c)) + sreg[j].y;
+#else
+      const vec4 v = chunk_raw(wreg[j], c);
+#endif
+      const uint at = r * AS + chunk_x4(ul, c) * 4;
+      [[unroll]] for (uint e = 0; e < 4; ++e) a_sh[at + e] = float16_t(v[e]);
+    }
+  }
+  [[unroll]] for (uint j = 0; j < 2; ++j) {
+    const uint i = tid + j * WG;
+    if (i >= BN * (BK / 8)) break;
+    const uint t = i / (BK / 8), c8 = i % (BK / 8);
+    const uint at = t * AS + c8 * 8;
+    [[unroll]] for (uint e = 0; e < 4; ++e) {
+      const f16vec2 h = unpackFloat2x16(xreg[j][e]);
+      b_sh[at + 2 * e] = h.x;
+      b_sh[at + 2 * e + 1] = h.y;
+    }
+  }
+}
+
 void main() {
   const uint tid = gl_LocalInvocationID.x;
   const uint wg = flat_workgroup_id();
@@ -107,9 +181,11 @@ void main() {
   const uint expert = (wg / row_tiles) % p.experts;
   const uint first = (wg / row_tiles / p.experts) * BN;
   if (slot_table[expert] == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass
-  const uint matches = gather_pairs(expert, first);
+  const uint matches = pair_count[expert];
   if (first >= matches) return;  // uniform
   const uint count = min(matches - first, BN);
+  for (uint i = tid; i < count; i += WG) pair_of[i] = pair_list[expert * p.tokens + first + i];
+  barrier();
   const uint mat = p.w_base + slot_table[expert] * p.w_stride;
 #else
   const uint first = (wg / row_tiles) * BN;
@@ -137,48 +213,17 @@ void main() {
   [[unroll]] for (uint i = 0; i < 8; ++i) acc00.v[i] = acc01.v[i] = acc10.v[i] = acc11.v[i] = 0.0;
 #endif
 
+  // Global loads of the next step's tiles go to registers before this step's products, so that their latency
+  // overlaps the math (one step of software pipelining); the step after stores them to shared memory.
+  // An invocation holds BM * UPR / WG weight units (1 for q4, 4 for f16) and BN * BK / 8 / WG x words (1-2).
+  uvec4 wreg[4];
+  vec2 sreg[4];
+  uvec4 xreg[2];
+  load_tiles(0, row0, mat, scales, first, count, k8, wreg, sreg, xreg);
   for (uint k0 = 0; k0 < p.k; k0 += BK) {
-    // Weight tile: consecutive invocations take consecutive rows of one unit column.
-    for (uint i = tid; i < BM * UPR; i += WG) {
-      const uint r = i % BM, ul = i / BM;
-      const uint u = k0 / (4 * CHUNKS) + ul;
-      const uint row = min(row0 + r, p.n - 1);
-      const bool valid = u < p.units;
-      const uvec4 d = valid ? w_u128[mat + row * p.units + u] : uvec4(0);
-#ifdef WTYPE_QUANTIZED
-      const vec2 s = valid ? unit_scale(scales, p.k, row, u) : vec2(0.0);
-#endif
-      [[unroll]] for (uint c = 0; c < CHUNKS; ++c) {
-#ifdef WTYPE_QUANTIZED
-        const vec4 v = s.x * (chunk_raw(d, c) * chunk_xscale(c)) + s.y;
-#else
-        const vec4 v = chunk_raw(d, c);
-#endif
-        const uint at = r * AS + chunk_x4(ul, c) * 4;
-        [[unroll]] for (uint j = 0; j < 4; ++j) a_sh[at + j] = float16_t(valid ? v[j] : 0.0);
-      }
-    }
-    // x tile: BK / 8 uvec4s per token; token slots past `count` are zero.
-    for (uint i = tid; i < BN * (BK / 8); i += WG) {
-      const uint t = i / (BK / 8), c8 = i % (BK / 8);
-      uvec4 v = uvec4(0);
-      if (t < count && k0 / 8 + c8 < k8) {
-#ifdef MUL_MAT_ID
-        const uint pair = pair_of[t];
-        const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
-#else
-        const uint x_row = first + t;
-#endif
-        v = xs[x_row * k8 + k0 / 8 + c8];
-      }
-      const uint at = t * AS + c8 * 8;
-      [[unroll]] for (uint j = 0; j < 4; ++j) {
-        const f16vec2 h = unpackFloat2x16(v[j]);
-        b_sh[at + 2 * j] = h.x;
-        b_sh[at + 2 * j + 1] = h.y;
-      }
-    }
+    store_tiles(k0, wreg, sreg, xreg);
     barrier();
+    if (k0 + BK < p.k) load_tiles(k0 + BK, row0, mat, scales, first, count, k8, wreg, sreg, xreg);
 #ifdef COOPMAT
     [[unroll]]
 #else

@@ -61,7 +61,8 @@ layout(push_constant) uniform Push {
 } p;
 
 shared float select_value[kMaxExperts];  // what ranks the experts
-shared float red_value[kThreads];
+shared float logit_sh[kMaxExperts];
+shared float red_value[kThreads];  // one per subgroup
 shared float chosen_value[kMaxK];
 shared uint chosen_index[kMaxK];
 
@@ -78,6 +79,7 @@ void route_token(uint t) {
 
   for (uint e = tid; e < p.experts; e += kThreads) {
     const float l = logits[row + e];
+    logit_sh[e] = l;  // read once: the fused kernel's logits buffer is coherent (every read goes to L2)
 #if ROUTER_MODE == 0
     select_value[e] = l;
 #elif ROUTER_MODE == 1
@@ -113,14 +115,12 @@ void route_token(uint t) {
   // Softmax denominator over all E (the max logit is the first selected one).
   const float m = chosen_value[0];
   float sum = 0.0;
-  for (uint e = tid; e < p.experts; e += kThreads) sum += exp(logits[row + e] - m);
-  red_value[tid] = sum;
+  for (uint e = tid; e < p.experts; e += kThreads) sum += exp(logit_sh[e] - m);
+  sum = subgroupAdd(sum);
+  if (subgroupElect()) red_value[gl_SubgroupID] = sum;
   barrier();
-  for (uint s = kThreads / 2; s > 0; s >>= 1) {
-    if (tid < s) red_value[tid] += red_value[tid + s];
-    barrier();
-  }
-  const float total = red_value[0];
+  float total = 0.0;
+  for (uint s = 0; s < gl_NumSubgroups; ++s) total += red_value[s];
 #endif
 
   if (tid == 0) {
@@ -129,11 +129,11 @@ void route_token(uint t) {
     for (uint r = 0; r < p.k; ++r) {
       const uint e = chosen_index[r];
 #if ROUTER_MODE == 0
-      w[r] = exp(logits[row + e] - m) / total;
+      w[r] = exp(logit_sh[e] - m) / total;
 #elif ROUTER_MODE == 1
       w[r] = exp(chosen_value[r] - chosen_value[0]);
 #else
-      w[r] = score_of(logits[row + e]);
+      w[r] = score_of(logit_sh[e]);
 #endif
       wsum += w[r];
     }

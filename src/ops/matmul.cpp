@@ -200,7 +200,7 @@ Coopmat coopmat_mode(const gpu::Context& context, WeightType type, uint32_t toke
 // mul_mat_cm.comp's token tile: 32 where MoE experts average at most 32 pairs (see moe_tiles) or where the
 // device's shared memory lacks room for 64 (lavapipe's 32 KiB); else 64.
 uint32_t coopmat_bn(const gpu::Context& context, bool narrow) {
-  constexpr uint64_t kShared64 = 2ull * 72 * (128 + 64) + 4ull * 8 * 256 + 4ull * 64 + 4ull * 64;
+  constexpr uint64_t kShared64 = 2ull * 72 * (128 + 64) + 4ull * 8 * 256 + 4ull * 64;
   return narrow || context.info().max_compute_shared_memory < kShared64 ? 32 : 64;
 }
 
@@ -389,12 +389,21 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
   if (const Coopmat cm = coopmat_mode(context, w.type, tokens); cm != Coopmat::none) {
     const uint32_t x_rows = x_per_slot ? tokens * routing.top_k : tokens;
     const F16Rows xs = prepare_f16_rows(cmd, x, x_rows, w.cols);
+    // Each expert's pairs, listed once for all of its workgroups (moe_pairs.comp).
+    gpu::Binding counts = cmd.scratch(uint64_t{routing.experts} * 4);
+    gpu::Binding lists = cmd.scratch(uint64_t{routing.experts} * tokens * 4);
+    const struct {
+      uint32_t tokens, top_k, experts;
+    } pairs_push{tokens, routing.top_k, routing.experts};
+    cmd.dispatch(context.pipeline("moe_pairs"), {routing.ids, counts, lists}, pairs_push,
+                 gpu::flat_groups(routing.experts));
+    counts.access = lists.access = gpu::Access::read;
     const bool narrow = uint64_t{tokens} * routing.top_k <= uint64_t{32} * routing.experts;
     const uint32_t bn = coopmat_bn(context, narrow);
     const auto& pipeline = context.pipeline(coopmat_shader("mul_mat_id", cm, w.type), {bn});
     const uint64_t groups = uint64_t{gpu::div_up(w.rows, 128)} * routing.experts * gpu::div_up(tokens, bn);
     assert(groups <= uint64_t{65535} * 65535);
-    cmd.dispatch(pipeline, {wb, wb, xs.xs, xs.scale, y, routing.ids, routing.slot_table}, call.push,
+    cmd.dispatch(pipeline, {wb, wb, xs.xs, xs.scale, y, routing.ids, routing.slot_table, counts, lists}, call.push,
                  gpu::flat_groups(static_cast<uint32_t>(groups)));
     return;
   }
