@@ -53,6 +53,7 @@ class MoeCombineCase : public SimpleOpCase {
     y_.upload(y);
     w_.upload(w);
     output_.upload(x);
+    in_place_input_ = x;
     expected_ = x;
     ref::moe_combine(y, w, expected_, t_, k_, h_);
     inputs_ = {&y_, &w_};

@@ -76,6 +76,7 @@ class SoftcapCase : public SimpleOpCase {
     if (n_ > 2) x[1] = 1e30f, x[2] = -5e4f;  // far into saturation
     output_ = GuardedBuffer(context, n_ * 4ull, "x");
     output_.upload(x);
+    in_place_input_ = x;
     ref::softcap(x, cap_);
     expected_ = std::move(x);
   }

@@ -38,6 +38,7 @@ class RmsNormCase : public SimpleOpCase {
     output_ = GuardedBuffer(context, n * 4, "y");
     if (in_place_) {
       output_.upload(x);
+      in_place_input_ = x;
       inputs_ = {&w_};
     } else {
       x_ = GuardedBuffer(context, wide.size() * 4, "x");

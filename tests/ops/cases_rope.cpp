@@ -45,6 +45,7 @@ class RopeCase : public SimpleOpCase {
     pos_.upload(pos);
     freq_.upload(table_.inv_freq);
     output_.upload(x);
+    in_place_input_ = x;
     ref::rope(x, pos, table_.inv_freq, shape_, s_.style, table_.attention_factor);
     expected_ = std::move(x);
     inputs_ = {&pos_, &freq_};

@@ -114,10 +114,17 @@ class OpCase {
 class SimpleOpCase : public OpCase {
  public:
   CheckResult check(gpu::Context& context) override;
-  void poison() override { output_.poison(); }
+  // NaN, or for an op that works in place the output's input again (poisoning it would poison the input).
+  void poison() override {
+    if (in_place_input_.empty())
+      output_.poison();
+    else
+      output_.upload(in_place_input_);
+  }
 
  protected:
   GuardedBuffer output_;
+  std::vector<float> in_place_input_;  // set by in-place cases: what output_ holds before the op
   std::vector<float> expected_;
   std::vector<const GuardedBuffer*> inputs_;  // their guards are checked too
 };
