@@ -88,16 +88,23 @@ uint32_t mat_vec_workgroup(uint32_t units) {
   return std::clamp<uint32_t>(std::bit_ceil(units), std::min<uint32_t>(32, max_wg), max_wg);
 }
 
-// Launch shape of mul_mat_vec_q4h.comp, read from $MACH_Q4H ("wg=32,rows=2,unr=2") for tuning. The default
-// was the fastest on the >= 1 GiB shapes of an H200 sweep (2026-11-22, docs/performance.md).
+// Launch shape of mul_mat_vec_q4h.comp, read from $MACH_Q4H ("wg=32,rows=2,unr=2") for tuning, which
+// overrides every variant's default. The default was the fastest on the >= 1 GiB shapes of an H200 sweep
+// (2026-11-22, docs/performance.md); the MoE variants have their own (kSwigluTuning, combine_tuning).
 struct Q4hTuning {
   uint32_t workgroup = 32;
   uint32_t rows = 2;
   uint32_t unroll = 2;
 };
 
-Q4hTuning q4h_tuning() {
-  Q4hTuning t;
+// Qwen3-30B-A3B's decode shapes on an H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-q4h-moe-sweep.jsonl):
+// the fused gate/up + SwiGLU took 13.0 us with 4 rows (2 outputs) per workgroup against 14.6 with 2; the
+// down + combine of one token 13.7 us with 128 invocations and 1 unit in flight against 14.8, while 16
+// tokens took twice as long that way and did best with 4 rows (55.8 against 60.0 us).
+constexpr Q4hTuning kSwigluTuning{32, 4, 2};
+Q4hTuning combine_tuning(uint32_t tokens) { return tokens == 1 ? Q4hTuning{128, 2, 1} : Q4hTuning{32, 4, 2}; }
+
+Q4hTuning q4h_tuning(Q4hTuning t = {}) {
   if (const char* env = std::getenv("MACH_Q4H")) {
     Q4hTuning e;
     if (std::sscanf(env, "wg=%u,rows=%u,unr=%u", &e.workgroup, &e.rows, &e.unroll) == 3 &&
@@ -467,7 +474,7 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
   assert(uses_q4h(context, w.type, tokens) && x.k == w.cols && x.rows == tokens && w.rows % 2 == 0);
   const KernelCall call = expert_call(context, w, routing, false, tokens);
   const gpu::Binding wb = call.weights.binding;
-  Q4hTuning t = q4h_tuning();
+  Q4hTuning t = q4h_tuning(kSwigluTuning);
   t.rows += t.rows % 2;  // gate and up rows in pairs
   const auto& pipeline = context.pipeline("mul_mat_vec_id_swiglu_q4h", {t.workgroup, t.rows, t.unroll});
   const uint32_t groups = gpu::div_up(w.rows / 2, t.rows / 2) * tokens * routing.top_k;
@@ -495,7 +502,7 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
   const gpu::Binding wb = call.weights.binding;
   if (uses_q4h(context, w.type, tokens)) {
     const PreparedX px = prepare_q4h(cmd, x, tokens * routing.top_k, w.cols);
-    const Q4hTuning t = q4h_tuning();
+    const Q4hTuning t = q4h_tuning(combine_tuning(tokens));
     const auto& pipeline = context.pipeline("mul_mat_vec_id_combine_q4h", {t.workgroup, t.rows, t.unroll});
     cmd.dispatch(pipeline, {wb, wb, px.xh, px.xg, residual, routing.ids, routing.slot_table, route_w}, call.push,
                  gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
