@@ -22,6 +22,7 @@
 #include "engine/generator.hpp"
 #include "engine/scheduler.hpp"
 #include "experts/expert_profile.hpp"
+#include "experts/expert_stats.hpp"
 #include "experts/prune.hpp"
 #include "experts/sidecar.hpp"
 #include "experts/slot_map.hpp"
@@ -318,7 +319,7 @@ TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
     EXPECT_GT(l.ram_hits, 0u) << "layer " << l.layer << ": 8 experts through 2 slots come back";
     EXPECT_EQ(l.bytes_read, (l.misses - l.ram_hits) * slab) << "layer " << l.layer;
     EXPECT_EQ(l.bytes_uploaded, l.misses * slab) << "layer " << l.layer;
-    EXPECT_LE(l.bytes_read, 8 * slab) << "layer " << l.layer << ": each slab read from disk once";
+    EXPECT_LE(l.bytes_read + l.prefetch_reads * slab, 8 * slab) << "layer " << l.layer << ": each slab read once";
   }
   const auto second = std::move(generate(*streamed)).value_or_throw();
   EXPECT_EQ(second.tokens, want.tokens);
@@ -336,6 +337,49 @@ TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
   auto refused = model::load_model(dir, gpu_context(), o);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message.find("--host-cache-gb"), std::string::npos) << refused.error().message;
+}
+
+// Prefetch: each layer's hidden state through the next layer's router reads that layer's likely experts into
+// the RAM tier ahead of need. The tokens stay resident mode's; the counters say what was predicted, how much
+// of it was used and what was read; with --expert-prefetch off nothing is predicted or read ahead.
+TEST_P(EngineLayout, PrefetchReadsAheadAndCountsItsAccuracy) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, GetParam());
+  auto resident = load(dir, options(GetParam()));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  const uint64_t slab = resident->expert_bytes();
+
+  auto o = options(GetParam(), 2);
+  o.host_cache_bytes = 24 * slab;
+  auto streamed = load(dir, o);
+  const auto got = std::move(generate(*streamed)).value_or_throw();
+  expect_close(got.prompt_logits, want.prompt_logits);
+  EXPECT_EQ(got.tokens, want.tokens);
+  const auto st = streamed->expert_stats();
+  EXPECT_TRUE(st.prefetch);
+  ASSERT_EQ(st.layers.size(), 3u);
+  EXPECT_EQ(st.layers[0].prefetch_predicted, 0u) << "no layer comes before the first";
+  for (const auto& l : st.layers) {
+    if (l.layer > 0) EXPECT_GT(l.prefetch_predicted, 0u) << "layer " << l.layer;
+    EXPECT_LE(l.prefetch_correct, l.prefetch_predicted) << "layer " << l.layer;
+    EXPECT_EQ(l.prefetch_failed, 0u) << "layer " << l.layer;
+    // The reads a step waited for: the misses the tier did not hold (prefetched slabs are RAM hits).
+    EXPECT_EQ(l.bytes_read, (l.misses - l.ram_hits) * slab) << "layer " << l.layer;
+    EXPECT_LE(l.bytes_read + l.prefetch_reads * slab, 8 * slab)
+        << "layer " << l.layer << ": the tier holds all 24 slabs, none is read twice";
+  }
+  EXPECT_GT(st.total().prefetch_reads, 0u) << "a cold tier: predicted experts are read ahead";
+  const auto json = experts::to_json(st);
+  EXPECT_TRUE(json["total"].contains("prefetch_accuracy")) << json.dump();
+
+  o.expert_prefetch = false;
+  auto plain = load(dir, o);
+  EXPECT_EQ(std::move(generate(*plain)).value_or_throw().tokens, want.tokens);
+  const auto off = plain->expert_stats();
+  EXPECT_FALSE(off.prefetch);
+  EXPECT_EQ(off.total().prefetch_predicted, 0u);
+  EXPECT_EQ(off.total().prefetch_reads, 0u);
+  for (const auto& l : off.layers) EXPECT_EQ(l.bytes_read, (l.misses - l.ram_hits) * slab) << "layer " << l.layer;
 }
 
 // A corrupt slab fails the request that needs it, with or without the RAM tier (which must not keep the bad

@@ -26,6 +26,7 @@ struct ExpertArgs {
   std::string pin_experts;
   double host_cache_gb = -1;  // < 0: the default (what the host can spare)
   int64_t upload_cap = -1;    // < 0: the default (half the slots)
+  std::string prefetch;       // --expert-prefetch on|off; empty: the default (on)
   std::string save_profile;   // --save-expert-profile
 };
 
@@ -46,6 +47,10 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
                   "expert slots per layer one step may load (default: half the slots; 0: no cap): a step needing "
                   "more runs them in turns through those slots, so a long prompt keeps the rest of the bank")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--expert-prefetch", a.prefetch,
+                  "on (default) or off: run each layer's hidden state through the next layer's router too and read "
+                  "the experts it picks into the host-RAM tier ahead of need (needs the tier)")
+      ->check(CLI::IsMember({"on", "off"}));
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
   cmd->add_option("--save-expert-profile", a.save_profile,
                   "when done, write each layer's most used experts (half the slots' worth, hottest first, with their "
@@ -65,11 +70,12 @@ inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions
   lo.eviction = *eviction;
   if (a.host_cache_gb >= 0) lo.host_cache_bytes = static_cast<uint64_t>(a.host_cache_gb * 1073741824.0);
   if (a.upload_cap >= 0) lo.expert_upload_cap = static_cast<uint32_t>(std::min<int64_t>(a.upload_cap, UINT32_MAX));
+  lo.expert_prefetch = a.prefetch != "off";
   if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0 ||
-                       a.upload_cap >= 0 || !a.save_profile.empty()))
+                       a.upload_cap >= 0 || !a.save_profile.empty() || !a.prefetch.empty()))
     return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, "
-                                         "--pin-experts and --save-expert-profile shape (or count) the expert streaming "
-                                         "of --streaming; add --streaming"};
+                                         "--expert-prefetch, --pin-experts and --save-expert-profile shape (or count) "
+                                         "the expert streaming of --streaming; add --streaming"};
   if (!a.pin_experts.empty()) {
     auto pins = experts::parse_keep_plan(a.pin_experts, "--pin-experts");
     if (!pins) return pins.error();

@@ -315,7 +315,10 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
                        {"bytes_read", read},
                        {"read_gb_per_s", read_s > 0 ? read / read_s * 1e-9 : 0.0},
                        {"bytes_uploaded", after.bytes_uploaded - before.bytes_uploaded},
-                       {"stall_ms", (after.stall_ns - before.stall_ns) * 1e-6}};
+                       {"stall_ms", (after.stall_ns - before.stall_ns) * 1e-6},
+                       {"prefetch_predicted", after.prefetch_predicted - before.prefetch_predicted},
+                       {"prefetch_correct", after.prefetch_correct - before.prefetch_correct},
+                       {"prefetch_reads", after.prefetch_reads - before.prefetch_reads}};
   };
   nlohmann::json clock_base = base;
   clock_base["clock"] = streaming ? "wall" : "gpu";

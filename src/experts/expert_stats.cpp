@@ -15,6 +15,10 @@ ExpertLayerStats ExpertStats::total() const {
     t.read_ns += l.read_ns;
     t.stall_ns += l.stall_ns;
     t.errors += l.errors;
+    t.prefetch_predicted += l.prefetch_predicted;
+    t.prefetch_correct += l.prefetch_correct;
+    t.prefetch_reads += l.prefetch_reads;
+    t.prefetch_failed += l.prefetch_failed;
   }
   return t;
 }
@@ -36,7 +40,14 @@ nlohmann::json layer_json(const ExpertLayerStats& l) {
           {"read_gbps", seconds > 0 ? static_cast<double>(l.bytes_read) / seconds * 1e-9 : 0.0},
           {"bytes_uploaded", l.bytes_uploaded},
           {"stall_ms", static_cast<double>(l.stall_ns) * 1e-6},
-          {"errors", l.errors}};
+          {"errors", l.errors},
+          {"prefetch_predicted", l.prefetch_predicted},
+          {"prefetch_correct", l.prefetch_correct},
+          {"prefetch_accuracy", l.prefetch_predicted ? static_cast<double>(l.prefetch_correct) /
+                                                           static_cast<double>(l.prefetch_predicted)
+                                                     : 0.0},
+          {"prefetch_reads", l.prefetch_reads},
+          {"prefetch_failed", l.prefetch_failed}};
 }
 
 }  // namespace
@@ -52,6 +63,7 @@ nlohmann::json to_json(const ExpertStats& s) {
           {"slab_bytes", s.slab_bytes},     {"eviction", s.eviction},               {"direct_read", s.direct_read},
           {"upload_cap", s.upload_cap},
           {"host_cache_bytes", s.host_cache_bytes}, {"host_cache_entries", s.host_cache_entries},
+          {"prefetch", s.prefetch},
           {"total", std::move(total)},      {"layers", std::move(layers)},          {"bad_experts", std::move(bad)}};
 }
 

@@ -22,6 +22,13 @@ struct ExpertLayerStats {
   uint64_t stall_ns = 0;   // wall time the step stood still at this layer on the host: ids readback, planning,
                            // reads, checksums, staging (the GPU's own time for the copies is not in it)
   uint64_t errors = 0;     // failed loads (read errors, checksum mismatches)
+  // Prefetch: the previous layer's hidden state through this layer's router predicts this layer's experts.
+  uint64_t prefetch_predicted = 0;  // experts predicted (per step, distinct)
+  uint64_t prefetch_correct = 0;    // of those, the ones the step then routed to
+  uint64_t prefetch_reads = 0;      // predicted experts in neither the bank nor the RAM tier, read ahead into it
+                                    // (slab_bytes each; not in bytes_read and read_ns, which are the reads a
+                                    // step waited for)
+  uint64_t prefetch_failed = 0;     // of those reads, the ones that failed (dropped; a later use reads again)
   // Per expert of the layer: the steps that routed to it (the input of an expert profile, expert_profile.hpp;
   // not in to_json, and not summed by total()).
   std::vector<uint64_t> uses;
@@ -45,6 +52,7 @@ struct ExpertStats {
   bool direct_read = false;  // O_DIRECT reads (false: the filesystem refused it; reads are buffered)
   uint64_t host_cache_bytes = 0;    // the host-RAM tier (0: none)
   uint32_t host_cache_entries = 0;  // slabs it holds at most
+  bool prefetch = false;            // experts predicted from the previous layer are read ahead
   std::vector<ExpertLayerStats> layers;
   std::vector<BadExpert> bad;
 

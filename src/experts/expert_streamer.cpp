@@ -66,6 +66,9 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   if (!reader) return reader.error();
   s->reader_ = std::move(reader).value();
   if (auto r = s->load_pinned(options.pinned); !r) return r.error();
+  s->prefetch_ = options.prefetch && s->ram_ != nullptr;
+  s->predicted_.resize(s->banks_.size());
+  s->stats_.prefetch = s->prefetch_;
   s->stats_.streaming = true;
   s->stats_.slots_per_layer = s->slots_;
   s->stats_.upload_cap = s->banks_.empty() ? 0 : s->banks_.front().map.upload_cap();
@@ -130,8 +133,52 @@ void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) 
   next_pass_ = 0;
   current_ = static_cast<int>(layer);
   ++b.tick;
-  auto& uses = stats_.layers[bank_of_[layer]].uses;
-  for (uint32_t e : needed) ++uses[e];
+  ExpertLayerStats& st = stats_.layers[bank_of_[layer]];
+  for (uint32_t e : needed) ++st.uses[e];
+  std::vector<uint32_t>& predicted = predicted_[bank_of_[layer]];
+  if (!predicted.empty()) {
+    st.prefetch_predicted += predicted.size();
+    for (uint32_t e : predicted) st.prefetch_correct += std::binary_search(needed.begin(), needed.end(), e) ? 1 : 0;
+    predicted.clear();
+  }
+}
+
+void ExpertStreamer::prefetch(uint32_t layer, std::span<const uint32_t> ids) {
+  if (!prefetching() || layer >= bank_of_.size() || bank_of_[layer] < 0) return;
+  LayerBank& b = bank(layer);
+  ExpertLayerStats& st = stats_.layers[bank_of_[layer]];
+  std::vector<uint32_t>& predicted = predicted_[bank_of_[layer]];
+  predicted.assign(ids.begin(), ids.end());
+  std::sort(predicted.begin(), predicted.end());
+  predicted.erase(std::unique(predicted.begin(), predicted.end()), predicted.end());
+  std::erase_if(predicted, [&](uint32_t e) { return e >= b.map.experts(); });
+  // At most a bank's worth in flight per layer: a pass cannot use more, and the tier keeps the rest of its
+  // entries for what was really used.
+  uint32_t started = 0;
+  for (uint32_t e : predicted) {
+    if (started == b.map.slots()) break;
+    if (b.map.slot_of(e) != ops::kNoSlot || ram_->contains(layer, e)) continue;
+    reader_->prefetch(layer, e);
+    ++started;
+    ++st.prefetch_reads;
+  }
+}
+
+void ExpertStreamer::collect_prefetches() {
+  if (!prefetch_) return;
+  const uint64_t slab = sidecar_.layout().slab_bytes;
+  // A stamp of its own, as if the prefetched slabs were a pass: claim() never hands out an entry twice in one.
+  const uint64_t stamp = ++pass_stamp_;
+  for (SlabReader::Prefetched& p : reader_->take_prefetched()) {
+    ExpertLayerStats& st = stats_.layers[bank_of_[p.layer]];
+    if (!p.result) {
+      ++st.prefetch_failed;  // not an error of any request: a use reads it again and reports what fails then
+    } else if (!ram_->contains(p.layer, p.expert)) {
+      const HostCache::Entry entry = ram_->claim(p.layer, p.expert, stamp);
+      std::memcpy(entry.data, p.buffer.data(), slab);
+    }
+    reader_->recycle(std::move(p.buffer));
+  }
 }
 
 Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
@@ -144,6 +191,7 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   const std::vector<uint32_t>& pass = next_pass_ < passes_.size() ? passes_[next_pass_] : none;
   ++next_pass_;
 
+  collect_prefetches();
   uint32_t hits = 0;
   const std::vector<SlotLoad> loads = b.map.place(pass, b.tick, hits);
   st.hits += hits;

@@ -9,8 +9,9 @@
 //   its slot table are recorded ahead of the layer's expert products.
 //
 // The first design is synchronous: the model ends a segment of the step at each router, the caller submits and
-// waits, and the reads of a pass complete before its commands are recorded (docs/engine.md says what is not
-// done yet: overlap of hits with misses, prefetch, the host-RAM tier, pinned experts).
+// waits, and the reads of a pass complete before its commands are recorded. Prefetch is the exception: the
+// next layer's likely experts are read into the RAM tier while the GPU runs this layer (docs/engine.md says
+// what is not done yet: overlap of hits with misses on the GPU).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +44,8 @@ struct StreamerOptions {
   // turns through those slots, so a long prompt leaves the rest of the bank to the sequences that decode.
   // 0: no cap.
   uint32_t upload_cap = 0;
+  // Read ahead into the RAM tier the experts prefetch() predicts (needs the tier; ignored without it).
+  bool prefetch = true;
 };
 
 class ExpertStreamer {
@@ -63,6 +66,14 @@ class ExpertStreamer {
 
   // The ids a step routes to in `layer` (top-k ids of every token, repeats allowed): plans its passes.
   void begin_layer(uint32_t layer, std::span<const uint32_t> ids);
+  // The experts the next layer will probably use (its router applied to this layer's hidden state, repeats
+  // allowed): up to a bank's worth of those in neither its bank nor the RAM tier are read into the tier in
+  // the background, and begin_layer(layer) counts how many of the predicted experts the step really used.
+  // Call it after the current layer's last record_pass (a pass's reads wait for every read in flight); the
+  // next record_pass collects them first. Does nothing without the RAM tier or with StreamerOptions::prefetch
+  // off.
+  void prefetch(uint32_t layer, std::span<const uint32_t> ids);
+  bool prefetching() const { return ram_ && prefetch_; }
   // Loads the next pass of the layer begun last and records its copies into the slots and its slot table,
   // to be followed by the layer's expert products. Returns true when it was the layer's last pass. On a
   // failed load it records nothing, empties the pass's target slots, lists the failed experts in
@@ -83,6 +94,8 @@ class ExpertStreamer {
   };
   ExpertStreamer(gpu::Context& context, Sidecar sidecar) : context_(context), sidecar_(std::move(sidecar)) {}
   Result<void> load_pinned(const std::map<uint32_t, std::vector<uint32_t>>& pinned);
+  // Moves the finished prefetches into the RAM tier (waiting for those still in flight).
+  void collect_prefetches();
   LayerBank& bank(uint32_t layer);
   const LayerBank& bank(uint32_t layer) const;
 
@@ -99,6 +112,8 @@ class ExpertStreamer {
   std::unique_ptr<HostCache> ram_;  // the host-RAM tier, or null
   uint64_t pass_stamp_ = 0;
   std::unique_ptr<SlabReader> reader_;
+  bool prefetch_ = false;
+  std::vector<std::vector<uint32_t>> predicted_;  // by bank: the experts prefetch() predicted, until begin_layer
   ExpertStats stats_;
   // The layer begun last and its passes still to run.
   int current_ = -1;

@@ -46,6 +46,8 @@ class HostCache {
   // An entry for (layer, expert) to be filled now: the least recently used one not used by pass `stamp`
   // (whatever it held is forgotten). Call only after find() returned nullopt.
   Entry claim(uint32_t layer, uint32_t expert, uint64_t stamp);
+  // Whether (layer, expert) is cached (no use recorded).
+  bool contains(uint32_t layer, uint32_t expert) const { return index_.contains(key(layer, expert)); }
   // Forgets (layer, expert): its read failed, the entry's bytes are not that slab.
   void drop(uint32_t layer, uint32_t expert);
 

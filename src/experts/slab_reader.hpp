@@ -3,7 +3,9 @@
 //
 // Blocking by design (the first, synchronous streaming design; docs/engine.md): read() runs a private
 // io_context on the calling thread until every read of the batch completed. The kernel does the reads in
-// parallel; the caller's thread waits. Thread-safety: one thread at a time (the model's step runs on one).
+// parallel; the caller's thread waits. Prefetches are the exception: prefetch() hands a read to the kernel
+// and returns, and a later read() or take_prefetched() collects it. Thread-safety: one thread at a time (the
+// model's step runs on one).
 #pragma once
 
 #include <cstddef>
@@ -40,12 +42,31 @@ class SlabReader {
   // layer and the expert; the others still land.
   std::vector<Result<void>> read(std::span<const SlabRead> reads);
 
+  // A read started ahead of need (expert prefetch): it goes to the kernel before prefetch() returns and
+  // completes while the caller does other work; read() and take_prefetched() collect it.
+  struct Prefetched {
+    uint32_t layer = 0;
+    uint32_t expert = 0;
+    Result<void> result;        // as read()'s, checksum included
+    runtime::IoBuffer buffer;   // the slab's bytes when result is ok; hand it back with recycle()
+  };
+  void prefetch(uint32_t layer, uint32_t expert);
+  // Every prefetch started so far, once complete (waits for those still in the kernel).
+  std::vector<Prefetched> take_prefetched();
+  size_t prefetches_in_flight() const { return prefetch_in_flight_; }
+  void recycle(runtime::IoBuffer buffer);
+
   // True when every layer file is read with O_DIRECT.
   bool direct_read() const { return direct_; }
 
  private:
   SlabReader(const Sidecar& sidecar, std::vector<runtime::DirectFile> files, unsigned queue_depth);
   runtime::IoBuffer take_buffer();
+  // The layer file's index and the slab's place in it.
+  std::pair<size_t, const SidecarExpert*> locate(uint32_t layer, uint32_t expert) const;
+  // The checks every read gets: an error, a short read, the checksum.
+  Result<void> check(std::error_code ec, const runtime::ReadResult& got, size_t at, uint32_t layer, uint32_t expert,
+                     uint64_t want) const;
 
   const Sidecar& sidecar_;
   std::vector<runtime::DirectFile> files_;  // by position in layout().layers
@@ -53,6 +74,8 @@ class SlabReader {
   asio::io_context io_{1};
   std::unique_ptr<runtime::UringRing> ring_;
   std::vector<runtime::IoBuffer> pool_;  // slab buffers returned by finished reads, reused
+  std::vector<Prefetched> prefetched_;   // finished prefetches not yet taken
+  size_t prefetch_in_flight_ = 0;
 };
 
 }  // namespace mach::experts

@@ -54,6 +54,9 @@ struct LoadOptions {
   // Slots per layer one step may load (--expert-upload-cap); 0: no cap; unset: half the slots (at least 1),
   // so that a prompt touching every expert keeps the other half of each bank for the decoding sequences.
   std::optional<uint32_t> expert_upload_cap;
+  // Prefetch (--expert-prefetch): each layer's hidden state also goes through the next layer's router, and
+  // the experts it picks are read ahead into the host-RAM tier (needs the tier).
+  bool expert_prefetch = true;
   // The device memory the load may plan for; 0: the device's device-local memory (tests pass less).
   uint64_t device_memory_bytes = 0;
   // Notes of the load a user should see (e.g. which format the experts use); unset: dropped.

@@ -87,6 +87,7 @@ class Qwen3Moe final : public Model {
   void allocate_workspace();
   void record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
+  ops::RouterParams router_params(uint32_t tokens) const;
   void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
   // h_ = rms(x_) · weights[norm], and h_'s q4h form for the products that share it (rms_norm_q4h).
@@ -119,7 +120,7 @@ class Qwen3Moe final : public Model {
   gpu::Buffer inputs_host_, inputs_;
   uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
   // Activations, sized for max_step_tokens.
-  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, router_finished_, ids_, route_w_, act_, sel_, logits_;
+  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, router_finished_, predicted_ids_, ids_, route_w_, act_, sel_, logits_;
   std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
   gpu::Buffer scratch_;
@@ -368,9 +369,9 @@ std::string Qwen3Moe::residency() const {
                        ops::weight_type_name(expert_type()));
   const auto st = streamer_->stats();
   return fmt::format("residency=streaming expert_slots={} experts={} bank_mib={:.1f} host_cache_mib={:.1f} "
-                     "upload_cap={} eviction={} direct_read={} expert_format={}", st.slots_per_layer,
+                     "upload_cap={} eviction={} prefetch={} direct_read={} expert_format={}", st.slots_per_layer,
                      config_.num_experts, st.bank_bytes / 1048576.0, st.host_cache_bytes / 1048576.0, st.upload_cap,
-                     st.eviction, st.direct_read, ops::weight_type_name(expert_type()));
+                     st.eviction, st.prefetch, st.direct_read, ops::weight_type_name(expert_type()));
 }
 
 Result<void> Qwen3Moe::load(const TensorSource& src) {
@@ -407,6 +408,7 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     so.eviction = options_.eviction;
     so.pinned = options_.pinned_experts;
     so.upload_cap = options_.expert_upload_cap.value_or(std::max<uint32_t>(1, slots_ / 2));
+    so.prefetch = options_.expert_prefetch;
     if (options_.host_cache_bytes) {
       so.host_cache_bytes = *options_.host_cache_bytes;
     } else {
@@ -513,7 +515,11 @@ void Qwen3Moe::allocate_workspace() {
   scratch_ = device(256, "attention scratch");
   slot_table_ = device(identity.size() * 4, "expert slot table");
   context_.upload(slot_table_, 0, std::as_bytes(std::span<const uint32_t>(identity)));
-  if (streamer_) ids_host_ = context_.create_buffer(T * k * 4, gpu::MemoryKind::host_readback, "expert ids (host)");
+  if (streamer_) {
+    // The layer's ids, then the next layer's predicted ids (prefetch).
+    ids_host_ = context_.create_buffer(2 * T * k * 4, gpu::MemoryKind::host_readback, "expert ids (host)");
+    predicted_ids_ = device(T * k * 4, "predicted expert ids");
+  }
 }
 
 void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, uint32_t max_keys) {
@@ -582,14 +588,9 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
     ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H},
                   static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
   }
-  ops::RouterParams rp;
-  rp.mode = ops::RouterMode::softmax_topk;
-  rp.tokens = T;
-  rp.experts = c.num_experts;
-  rp.k = c.num_experts_per_tok;
-  rp.normalize = c.norm_topk_prob;
   ops::route_logits(cmd, L.router, gpu::in(h_), gpu::inout(router_logits_), gpu::inout(router_finished_),
-                    gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_), rp);
+                    gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_),
+                    router_params(T));
 }
 
 // The expert products of the routed pairs whose expert has a slot in the layer's slot table (all of them
@@ -633,10 +634,33 @@ void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logi
   }
 }
 
+ops::RouterParams Qwen3Moe::router_params(uint32_t T) const {
+  ops::RouterParams rp;
+  rp.mode = ops::RouterMode::softmax_topk;
+  rp.tokens = T;
+  rp.experts = config_.num_experts;
+  rp.k = config_.num_experts_per_tok;
+  rp.normalize = config_.norm_topk_prob;
+  return rp;
+}
+
 void Qwen3Moe::stop_after_router(gpu::CommandList& cmd, uint32_t l) {
-  record_attention(cmd, l, pending_.tokens, pending_.max_keys);
-  record_router(cmd, l, pending_.tokens);
-  cmd.copy(ids_, 0, ids_host_, 0, uint64_t{pending_.tokens} * config_.num_experts_per_tok * 4);
+  const uint32_t T = pending_.tokens;
+  const uint64_t id_bytes = uint64_t{T} * config_.num_experts_per_tok * 4;
+  record_attention(cmd, l, T, pending_.max_keys);
+  record_router(cmd, l, T);
+  cmd.copy(ids_, 0, ids_host_, 0, id_bytes);
+  if (streamer_->prefetching() && l + 1 < config_.num_layers) {
+    // The next layer's router on this layer's normed hidden state: its picks are read ahead (the prediction
+    // ignores this layer's expert output and the next layer's attention, so it is right only in part:
+    // ExpertLayerStats counts how often). The logits and weights are scratch.
+    gpu::Binding weights = cmd.scratch(id_bytes);
+    weights.access = gpu::Access::write;
+    ops::route_logits(cmd, layers_[l + 1].router, gpu::in(h_), gpu::inout(router_logits_),
+                      gpu::inout(router_finished_), gpu::in(router_logits_), gpu::in(router_logits_),
+                      gpu::out(predicted_ids_), weights, router_params(T));
+    cmd.copy(predicted_ids_, 0, ids_host_, id_bytes, id_bytes);
+  }
   moe_x_.reset();  // scratch of this recording: the experts run in the next one
   pending_.active = true;
   pending_.layer = l;
@@ -685,6 +709,10 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     pending_.ids_read = true;
   }
   auto last = streamer_->record_pass(cmd);
+  if (last && *last && streamer_->prefetching() && l + 1 < config_.num_layers) {
+    const uint64_t n = uint64_t{pending_.tokens} * config_.num_experts_per_tok;
+    streamer_->prefetch(l + 1, std::span(reinterpret_cast<const uint32_t*>(ids_host_.mapped()) + n, n));
+  }
   streamer_->add_stall(l, elapsed_ns(t0));
   if (!last) {
     pending_.active = false;
