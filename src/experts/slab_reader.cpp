@@ -48,7 +48,8 @@ std::pair<size_t, const SidecarExpert*> SlabReader::locate(uint32_t layer, uint3
 Result<void> SlabReader::check(std::error_code ec, const runtime::ReadResult& got, size_t at, uint32_t layer,
                                uint32_t expert, uint64_t want) const {
   const std::string& file = files_[at].path();
-  if (ec) return Error{Errc::io, fmt::format("{}: layer {} expert {}: read failed: {}", file, layer, expert, ec.message())};
+  if (ec)
+    return Error{Errc::io, fmt::format("{}: layer {} expert {}: read failed: {}", file, layer, expert, ec.message())};
   if (got.bytes < want)
     return Error{Errc::io, fmt::format("{}: layer {} expert {}: the file ends {} bytes into the slab of {} (truncated; "
                                        "rerun mach prune)", file, layer, expert, got.bytes, want)};

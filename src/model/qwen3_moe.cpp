@@ -120,7 +120,9 @@ class Qwen3Moe final : public Model {
   gpu::Buffer inputs_host_, inputs_;
   uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
   // Activations, sized for max_step_tokens.
-  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, router_finished_, predicted_ids_, ids_, route_w_, act_, sel_, logits_;
+  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, act_, sel_, logits_;
+  gpu::Buffer router_finished_;  // route_logits' count of finished workgroups (0 between dispatches)
+  gpu::Buffer predicted_ids_;    // streaming prefetch: the next layer's router on this layer's hidden state
   std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
   gpu::Buffer scratch_;

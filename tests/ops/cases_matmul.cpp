@@ -118,7 +118,8 @@ const char* path_suffix(KernelPath path) {
 }
 
 bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, KernelPath path) {
-  return path == KernelPath::automatic && type == WeightType::q4 && tokens <= ops::kVerifyMaxTokens && context.info().fp16;
+  return path == KernelPath::automatic && type == WeightType::q4 && tokens <= ops::kVerifyMaxTokens &&
+         context.info().fp16;
 }
 
 // Sets $MACH_Q4_F32 or $MACH_COOPMAT for the duration of one recording as the case's path asks.
