@@ -15,7 +15,8 @@
 // taking a row at a time for all tokens; the logits go to the logits buffer, and the last workgroup to finish
 // (an atomic count of finished workgroups: every workgroup makes its logits visible before counting) routes
 // every token as above and resets the count to 0 for the next dispatch. One dispatch and one barrier
-// instead of two: on an H200 a dependent dispatch costs ~3 us even when it does almost nothing.
+// instead of two: on an H200 (2026-12-03) Qwen3-30B-A3B's router went from 5.7 + 8.2 to 11.6 us per layer;
+// the routing itself now runs in the last workgroup, after the logits, and is most of what is left.
 //! variant router_softmax_topk -DROUTER_MODE=0
 //! variant router_topk_softmax -DROUTER_MODE=1
 //! variant router_biased_scores -DROUTER_MODE=2
