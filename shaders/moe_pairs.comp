@@ -1,8 +1,8 @@
 #version 450
-// The routed pairs of every expert, for mul_mat_cm.comp's MoE products: ids [T, top_k] ->
+// The routed pairs of every expert, for the tiled MoE products (mul_mat.comp, mul_mat_cm.comp): ids [T, top_k] ->
 //   count [E]: how many pairs route to expert e;  list [E, T]: their pair indices t * top_k + s, ascending.
 // An expert sees at most T pairs (a token's top_k ids are distinct). One workgroup per expert scans all ids
-// once: E * T * top_k reads in all, where the product kernel's workgroups used to scan them once each.
+// once: E * T * top_k reads in all, where the product kernels' workgroups used to scan them once each.
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"

@@ -13,17 +13,17 @@
 //   (lavapipe).
 //
 // With MUL_MAT_ID (MoE prefill, grouped by expert): the grid is (row tile, expert e, token tile j). Each
-// workgroup scans ids [T, top_k] for the pairs routed to e (in pair order, by a workgroup prefix sum), keeps
-// the j-th group of BN of them, and exits when there are fewer; its weights are stack[slot_table[e]], x rows
+// workgroup takes the j-th group of BN of e's pairs from moe_pairs.comp's lists (in pair order), and exits
+// when there are fewer; its weights are stack[slot_table[e]], x rows
 // come from the pairs' tokens (or the pairs themselves when x is per slot), outputs go to y[pair, n].
 // Contract: the top_k ids of a token are distinct (each expert sees at most T pairs). An expert whose slot is
 // NO_SLOT (mul_mat_funcs.glsl) is skipped: its pairs' y rows keep their contents.
 //
 // Expected on NVIDIA H100/H200 with the 64 x 64, 4 x 4 default: plain FP32 FMAs from shared memory, bound
 // by shared-memory bandwidth (2 LDS.128 per 16 FMA): ~10-20 TFLOP/s for T >= 256, i.e. a 2048 x 2048 x 512 product in ~0.3-0.4 ms.
-// Weights are re-read once per 64-token tile (from L2 when they fit). The MoE version adds a scan of
-// T * top_k ids per workgroup and launches E * ceil(T / 64) * N / 64 workgroups, most of which exit at once
-// for small T; with E = 128, T = 512 that is ~12k workgroups, cheap next to the math.
+// Weights are re-read once per 64-token tile (from L2 when they fit). The MoE version launches
+// E * ceil(T / 64) * N / 64 workgroups, most of which exit at once (after reading their expert's count) for
+// small T; with E = 128, T = 512 that is ~12k workgroups, cheap next to the math.
 // Knobs to try: TM = 8 (more FMAs per shared load), BN = 32 with BM = 128. Next steps for speed: cooperative
 // matrices (f16 tiles) and an indirect dispatch for MoE built from per-expert counts.
 //! variant mul_mat_f32 -DWTYPE_F32
@@ -55,6 +55,8 @@ layout(binding = 3) buffer Y { float y[]; };  // read only with p.accumulate
 #ifdef MUL_MAT_ID
 layout(binding = 4) readonly buffer Ids { uint ids[]; };
 layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
+layout(binding = 6) readonly buffer PairCount { uint pair_count[]; };  // [E], moe_pairs.comp
+layout(binding = 7) readonly buffer PairList { uint pair_list[]; };    // [E, T]
 #endif
 
 #include "mul_mat_funcs.glsl"
@@ -63,7 +65,7 @@ shared float a_tile[BK * BM];  // [k][row]
 shared float b_tile[BK * BN];  // [k][token]
 
 #ifdef MUL_MAT_ID
-#include "moe_gather.glsl"
+shared uint pair_of[BN];  // the tile's pairs, as t * top_k + s
 #endif
 
 void main() {
@@ -76,9 +78,11 @@ void main() {
   const uint expert = (wg / row_tiles) % p.experts;
   const uint first = (wg / row_tiles / p.experts) * BN;
   if (slot_table[expert] == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass
-  const uint matches = gather_pairs(expert, first);
-  if (first >= matches) return;  // uniform: every invocation got the same count
+  const uint matches = pair_count[expert];
+  if (first >= matches) return;  // uniform
   const uint count = min(matches - first, BN);
+  for (uint i = tid; i < count; i += WG) pair_of[i] = pair_list[expert * p.tokens + first + i];
+  barrier();
   const uint mat = p.w_base + slot_table[expert] * p.w_stride;
 #else
   const uint first = (wg / row_tiles) * BN;

@@ -296,18 +296,36 @@ TEST(EngineLayoutErrors, StreamingNeedsASidecar) {
   EXPECT_NE(r.error().message.find("mach prune"), std::string::npos) << r.error().message;
 }
 
+// The pruned fixture of `type`, what resident mode generates from it, its slab size, and streaming options
+// with 2 slots per layer and a RAM tier of 24 slabs (3 layers x 8 experts: all of them).
+struct RamTierSetup {
+  fs::path dir;
+  engine::GenerateResult want;
+  uint64_t slab = 0;
+  model::LoadOptions options;
+};
+
+RamTierSetup ram_tier_setup(const TempDir& tmp, ops::WeightType type) {
+  RamTierSetup r;
+  r.dir = pruned(tmp, type);
+  auto resident = load(r.dir, options(type));
+  r.want = std::move(generate(*resident)).value_or_throw();
+  r.slab = resident->expert_bytes();
+  r.options = options(type, 2);
+  r.options.host_cache_bytes = 24 * r.slab;
+  return r;
+}
+
 // The host-RAM tier between the sidecar and a bank of 2 slots: resident mode's logits and tokens; a miss found
 // in RAM is copied from there (no read), so a second identical request reads nothing from the disk; a tier of
 // 2 slabs (the least: one pass) evicts and still computes the same; a tier smaller than a pass is refused.
 TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
   TempDir tmp("engine_layout");
-  const fs::path dir = pruned(tmp, GetParam());
-  auto resident = load(dir, options(GetParam()));
-  const auto want = std::move(generate(*resident)).value_or_throw();
-  const uint64_t slab = resident->expert_bytes();
-
-  auto o = options(GetParam(), 2);
-  o.host_cache_bytes = 24 * slab;  // 3 layers x 8 experts: all of them
+  const RamTierSetup r = ram_tier_setup(tmp, GetParam());
+  const fs::path& dir = r.dir;
+  const auto& want = r.want;
+  const uint64_t slab = r.slab;
+  auto o = r.options;
   auto streamed = load(dir, o);
   const auto first = std::move(generate(*streamed)).value_or_throw();
   expect_close(first.prompt_logits, want.prompt_logits);
@@ -344,13 +362,11 @@ TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
 // of it was used and what was read; with --expert-prefetch off nothing is predicted or read ahead.
 TEST_P(EngineLayout, PrefetchReadsAheadAndCountsItsAccuracy) {
   TempDir tmp("engine_layout");
-  const fs::path dir = pruned(tmp, GetParam());
-  auto resident = load(dir, options(GetParam()));
-  const auto want = std::move(generate(*resident)).value_or_throw();
-  const uint64_t slab = resident->expert_bytes();
-
-  auto o = options(GetParam(), 2);
-  o.host_cache_bytes = 24 * slab;
+  const RamTierSetup r = ram_tier_setup(tmp, GetParam());
+  const fs::path& dir = r.dir;
+  const auto& want = r.want;
+  const uint64_t slab = r.slab;
+  auto o = r.options;
   auto streamed = load(dir, o);
   const auto got = std::move(generate(*streamed)).value_or_throw();
   expect_close(got.prompt_logits, want.prompt_logits);

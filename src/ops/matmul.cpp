@@ -171,6 +171,11 @@ const MatMulTiles& mat_mul_tiles(const gpu::DeviceInfo& info) {
 // 512-token gate/up and 1.86 against 2.13 for the down product. Shapes with 128 threads (8 x 4 per thread,
 // or 64 x 32 and 16-token tiles) took 2-7x longer there. $MACH_MUL_MAT_ID ("bm=..,bn=..,tm=..,tn=..")
 // overrides; it is read at every call so that ops_bench --sweep can compare shapes in one process.
+// Whether the experts of a MoE product average at most 32 pairs (32-token tiles then waste less).
+bool moe_narrow(uint32_t tokens, uint32_t top_k, uint32_t experts) {
+  return uint64_t{tokens} * top_k <= uint64_t{32} * experts;
+}
+
 MatMulTiles moe_tiles(const gpu::DeviceInfo& info, uint32_t tokens, uint32_t top_k, uint32_t experts) {
   MatMulTiles t = mat_mul_tiles(info);
   if (const char* env = std::getenv("MACH_MUL_MAT_ID")) {
@@ -182,7 +187,7 @@ MatMulTiles moe_tiles(const gpu::DeviceInfo& info, uint32_t tokens, uint32_t top
     return t;
   }
   const MatMulTiles narrow{.bm = 128, .bn = 32, .bk = 64, .tm = 4, .tn = 4};
-  if (uint64_t{tokens} * top_k <= uint64_t{32} * experts && t.bn > 32 && narrow.valid(info)) return narrow;
+  if (moe_narrow(tokens, top_k, experts) && t.bn > 32 && narrow.valid(info)) return narrow;
   return t;
 }
 
@@ -228,6 +233,24 @@ F16Rows prepare_f16_rows(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, u
   } push{rows, k};
   cmd.dispatch(cmd.context().pipeline("x_f16_rows"), {x, out.xs, out.scale}, push, gpu::flat_groups(rows));
   out.xs.access = out.scale.access = gpu::Access::read;
+  return out;
+}
+
+// Each expert's pairs of a MoE product, listed once for all of the tiled kernel's workgroups (moe_pairs.comp):
+// counts [E] and lists [E, T] of pair indices in ascending order. Scanning all T * top_k ids in every
+// workgroup instead cost more than the products at T = 512 on an H200 (docs/performance.md).
+struct PairLists {
+  gpu::Binding counts, lists;
+};
+
+PairLists pair_lists(gpu::CommandList& cmd, const MoeRouting& routing, uint32_t tokens) {
+  PairLists out{cmd.scratch(uint64_t{routing.experts} * 4), cmd.scratch(uint64_t{routing.experts} * tokens * 4)};
+  const struct {
+    uint32_t tokens, top_k, experts;
+  } push{tokens, routing.top_k, routing.experts};
+  cmd.dispatch(cmd.context().pipeline("moe_pairs"), {routing.ids, out.counts, out.lists}, push,
+               gpu::flat_groups(routing.experts));
+  out.counts.access = out.lists.access = gpu::Access::read;
   return out;
 }
 
@@ -300,7 +323,8 @@ PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint
 void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
              Output output) {
   auto& context = cmd.context();
-  if (uses_q4h(context, w.type, tokens) && !(tokens == 1 && weight_bytes(w.type, w.rows, w.cols) <= kQ4hPrepMinBytes)) {
+  const bool prep_pays = tokens > 1 || weight_bytes(w.type, w.rows, w.cols) > kQ4hPrepMinBytes;
+  if (uses_q4h(context, w.type, tokens) && prep_pays) {
     mul_mat(cmd, w, prepare_q4h(cmd, x, tokens, w.cols), y, tokens, output);
     return;
   }
@@ -396,22 +420,13 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
   if (const Coopmat cm = coopmat_mode(context, w.type, tokens); cm != Coopmat::none) {
     const uint32_t x_rows = x_per_slot ? tokens * routing.top_k : tokens;
     const F16Rows xs = prepare_f16_rows(cmd, x, x_rows, w.cols);
-    // Each expert's pairs, listed once for all of its workgroups (moe_pairs.comp).
-    gpu::Binding counts = cmd.scratch(uint64_t{routing.experts} * 4);
-    gpu::Binding lists = cmd.scratch(uint64_t{routing.experts} * tokens * 4);
-    const struct {
-      uint32_t tokens, top_k, experts;
-    } pairs_push{tokens, routing.top_k, routing.experts};
-    cmd.dispatch(context.pipeline("moe_pairs"), {routing.ids, counts, lists}, pairs_push,
-                 gpu::flat_groups(routing.experts));
-    counts.access = lists.access = gpu::Access::read;
-    const bool narrow = uint64_t{tokens} * routing.top_k <= uint64_t{32} * routing.experts;
-    const uint32_t bn = coopmat_bn(context, narrow);
+    const PairLists pairs = pair_lists(cmd, routing, tokens);
+    const uint32_t bn = coopmat_bn(context, moe_narrow(tokens, routing.top_k, routing.experts));
     const auto& pipeline = context.pipeline(coopmat_shader("mul_mat_id", cm, w.type), {bn});
     const uint64_t groups = uint64_t{gpu::div_up(w.rows, 128)} * routing.experts * gpu::div_up(tokens, bn);
     assert(groups <= uint64_t{65535} * 65535);
-    cmd.dispatch(pipeline, {wb, wb, xs.xs, xs.scale, y, routing.ids, routing.slot_table, counts, lists}, call.push,
-                 gpu::flat_groups(static_cast<uint32_t>(groups)));
+    cmd.dispatch(pipeline, {wb, wb, xs.xs, xs.scale, y, routing.ids, routing.slot_table, pairs.counts, pairs.lists},
+                 call.push, gpu::flat_groups(static_cast<uint32_t>(groups)));
     return;
   }
   const std::initializer_list<gpu::Binding> bindings = {wb, wb, x, y, routing.ids, routing.slot_table};
@@ -430,7 +445,9 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
     const uint64_t groups =
         uint64_t{gpu::div_up(w.rows, tiles.bm)} * routing.experts * gpu::div_up(tokens, tiles.bn);
     assert(groups <= uint64_t{65535} * 65535);
-    cmd.dispatch(pipeline, bindings, call.push, gpu::flat_groups(static_cast<uint32_t>(groups)));
+    const PairLists pairs = pair_lists(cmd, routing, tokens);
+    cmd.dispatch(pipeline, {wb, wb, x, y, routing.ids, routing.slot_table, pairs.counts, pairs.lists}, call.push,
+                 gpu::flat_groups(static_cast<uint32_t>(groups)));
   }
 }
 

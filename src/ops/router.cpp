@@ -1,6 +1,7 @@
 #include "ops/router.hpp"
 
 #include <cassert>
+#include <cstddef>
 
 #include "gpu/context.hpp"
 #include "ops/matmul.hpp"
@@ -24,10 +25,8 @@ struct RouterPush {
 RouterPush router_push(const RouterParams& params) {
   assert(params.experts > 0 && params.experts <= kRouterMaxExperts);
   assert(params.k > 0 && params.k <= kRouterMaxK && params.k <= params.experts);
-  return {params.tokens,          params.experts,
-          params.k,               params.has_bias,
-          params.has_expert_scale, params.normalize,
-          static_cast<uint32_t>(params.score), params.scale};
+  return {params.tokens,           params.experts,   params.k, params.has_bias, params.has_expert_scale,
+          params.normalize,        static_cast<uint32_t>(params.score), params.scale};
 }
 
 }  // namespace
@@ -37,7 +36,8 @@ void route(gpu::CommandList& cmd, gpu::Binding logits, gpu::Binding bias, gpu::B
   const RouterPush push = router_push(params);
   if (params.tokens == 0) return;
   const auto& pipeline = cmd.context().pipeline(kNames[static_cast<uint32_t>(params.mode)]);
-  cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights}, &push, 8 * 4,
+  // Without FUSED the shader's block ends before h.
+  cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights}, &push, offsetof(RouterPush, h),
                gpu::flat_groups(params.tokens));
 }
 
