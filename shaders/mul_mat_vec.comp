@@ -6,8 +6,8 @@
 // With MUL_MAT_ID (MoE experts): one workgroup per (row tile, pair), pair = t * top_k + s;
 //   W = stack[slot_table[ids[pair]]], x row = x_per_slot ? pair : t, y: [T, top_k, N] row `pair` (NT = 1);
 //   a pair whose expert's slot is NO_SLOT is skipped (its y row keeps its contents).
-// With COMBINE as well (ops::mul_mat_id_combine, NT = 1): one workgroup per (row tile, token), looping over the
-//   token's top_k pairs: y is the residual [T, N] and y[t, n] += sum_j route_w[pair] * (W_e x[pair])[n], with
+// With COMBINE as well (ops::mul_mat_id_combine, NT = 1): one workgroup per (row tile, token), its pairs spread
+//   over groups of invocations: y is the residual [T, N] and y[t, n] += sum_j route_w[pair] * (W_e x[pair])[n], with
 //   x: [T, top_k, K] and each pair's routing weight folded into its x; NO_SLOT pairs add nothing.
 //
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
@@ -114,7 +114,16 @@ void main() {
   float acc[ROWS * NT];
   for (uint i = 0; i < ROWS * NT; ++i) acc[i] = 0.0;
 
+  // COMBINE: the token's pairs go to groups of `lanes` invocations side by side, their loads in flight
+  // together (as in mul_mat_vec_q4h.comp); every invocation's sums add into the same outputs.
+#if defined(COMBINE)
+  const uint lanes = min(WG, max(32u, 1u << findMSB(max(p.units, 1u) * 2u - 1u)));
+  const uint lane = tid % lanes, groups = WG / lanes;
+  for (uint pi = tid / lanes; pi < pair_count; pi += groups) {
+#else
+  const uint lane = tid, lanes = WG;
   for (uint pi = 0; pi < pair_count; ++pi) {
+#endif
 #if defined(COMBINE)
     const uint pair = token * p.top_k + pi;
     const uint slot = slot_table[ids[pair]];
@@ -125,7 +134,7 @@ void main() {
 #else
     const float xw = 1.0;
 #endif
-    for (uint u = tid; u < p.units; u += WG) {
+    for (uint u = lane; u < p.units; u += lanes) {
       uvec4 d[ROWS];
       for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
   #ifdef WTYPE_QUANTIZED

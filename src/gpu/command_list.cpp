@@ -38,6 +38,7 @@ void CommandList::begin() {
   labels_.clear();
   written_.clear();
   read_.clear();
+  stages_since_barrier_ = 0;
   dispatches_ = 0;
   barriers_ = 0;
   // Keep only the largest scratch buffer: the previous recording's needs fit in it next time.
@@ -63,15 +64,29 @@ bool CommandList::overlaps(const std::vector<Range>& ranges, const Range& r) {
   });
 }
 
-void CommandList::barrier() {
+void CommandList::barrier() { barrier_before(kComputeStage | kTransferStage); }
+
+// Waits for the commands recorded since the last barrier (their stages: a dispatch runs in the compute stage,
+// a copy or fill in the transfer stage) before commands of the `next` stages. Naming only the stages and
+// accesses involved, not all of them, lets a driver skip the work a transfer wait implies between two
+// dispatches (most barriers of a decode step sit between two dispatches).
+void CommandList::barrier_before(uint32_t next) {
+  const uint32_t before = stages_since_barrier_ != 0 ? stages_since_barrier_ : kComputeStage | kTransferStage;
+  const auto stages = [](uint32_t s) {
+    VkPipelineStageFlags f = 0;
+    if (s & kComputeStage) f |= VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+    if (s & kTransferStage) f |= VK_PIPELINE_STAGE_TRANSFER_BIT;
+    return f;
+  };
   VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-  mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-  mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-                     VK_ACCESS_TRANSFER_WRITE_BIT;
-  const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  vkCmdPipelineBarrier(cmd_, stages, stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  if (before & kComputeStage) mb.srcAccessMask |= VK_ACCESS_SHADER_WRITE_BIT;
+  if (before & kTransferStage) mb.srcAccessMask |= VK_ACCESS_TRANSFER_WRITE_BIT;
+  if (next & kComputeStage) mb.dstAccessMask |= VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+  if (next & kTransferStage) mb.dstAccessMask |= VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  vkCmdPipelineBarrier(cmd_, stages(before), stages(next), 0, 1, &mb, 0, nullptr, 0, nullptr);
   written_.clear();
   read_.clear();
+  stages_since_barrier_ = 0;
   ++barriers_;
 }
 
@@ -91,7 +106,7 @@ void CommandList::note(const Range& r, Access access) {
 
 void CommandList::track(const Buffer& buffer, uint64_t offset, uint64_t size, Access access) {
   const Range r = range_of(buffer, offset, size);
-  if (hazard(r, access)) barrier();
+  if (hazard(r, access)) barrier_before(kTransferStage);
   note(r, access);
 }
 
@@ -110,8 +125,9 @@ void CommandList::dispatch(const Pipeline& pipeline, std::initializer_list<Bindi
     assert(b.buffer && *b.buffer);
     needs_barrier = needs_barrier || hazard(range_of(*b.buffer, b.offset, b.size), b.access);
   }
-  if (needs_barrier) barrier();
+  if (needs_barrier) barrier_before(kComputeStage);
   for (const Binding& b : bindings) note(range_of(*b.buffer, b.offset, b.size), b.access);
+  stages_since_barrier_ |= kComputeStage;
   std::vector<VkDescriptorBufferInfo> infos(bindings.size());
   std::vector<VkWriteDescriptorSet> writes(bindings.size());
   uint32_t i = 0;
@@ -143,6 +159,7 @@ void CommandList::copy(const Buffer& src, uint64_t src_offset, Buffer& dst, uint
   assert(recording_);
   track(src, src_offset, bytes, Access::read);
   track(dst, dst_offset, bytes, Access::write);
+  stages_since_barrier_ |= kTransferStage;
   VkBufferCopy region{src_offset, dst_offset, bytes};
   vkCmdCopyBuffer(cmd_, src.handle(), dst.handle(), 1, &region);
   profile_point("copy");
@@ -151,6 +168,7 @@ void CommandList::copy(const Buffer& src, uint64_t src_offset, Buffer& dst, uint
 void CommandList::fill(Buffer& dst, uint64_t offset, uint64_t bytes, uint32_t value) {
   assert(recording_ && bytes % 4 == 0);
   track(dst, offset, bytes, Access::write);
+  stages_since_barrier_ |= kTransferStage;
   vkCmdFillBuffer(cmd_, dst.handle(), offset, bytes, value);
   profile_point("fill");
 }

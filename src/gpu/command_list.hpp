@@ -115,6 +115,8 @@ class CommandList {
     uint64_t begin, end;
   };
   static Range range_of(const Buffer& buffer, uint64_t offset, uint64_t size);
+  static constexpr uint32_t kComputeStage = 1, kTransferStage = 2;
+  void barrier_before(uint32_t next_stages);
   bool hazard(const Range& r, Access access) const;
   void note(const Range& r, Access access);
   void track(const Buffer& buffer, uint64_t offset, uint64_t size, Access access);
@@ -128,6 +130,7 @@ class CommandList {
   void profile_point(const std::string& label);
   std::vector<std::string> labels_;
   std::vector<Range> written_, read_;  // since the last barrier
+  uint32_t stages_since_barrier_ = 0;  // kComputeStage / kTransferStage of the commands since the last barrier
   std::vector<std::unique_ptr<Buffer>> scratch_buffers_;  // the last one is filled from scratch_used_
   uint64_t scratch_used_ = 0;
   bool recording_ = false;

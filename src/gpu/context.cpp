@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "gpu/command_list.hpp"
 #include "gpu/embedded_shaders.hpp"
@@ -504,6 +506,14 @@ Ticket Context::submit(CommandList& commands) {
 }
 
 void Context::wait(Ticket ticket) {
+  // Poll for a while first: a streaming model's segments (one layer's attention and router) take tens of
+  // microseconds on a GPU, and waking from a blocking wait can cost as much again, once per layer. The
+  // yields leave the core to others (lavapipe's worker threads on a small CI machine).
+  const auto poll_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+  do {
+    if (is_done(ticket)) return;
+    std::this_thread::yield();
+  } while (std::chrono::steady_clock::now() < poll_until);
   VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
   wi.semaphoreCount = 1;
   wi.pSemaphores = &timeline_;

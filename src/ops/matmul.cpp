@@ -102,7 +102,7 @@ struct Q4hTuning {
 // down + combine of one token 13.7 us with 128 invocations and 1 unit in flight against 14.8, while 16
 // tokens took twice as long that way and did best with 4 rows (55.8 against 60.0 us).
 constexpr Q4hTuning kSwigluTuning{32, 4, 2};
-Q4hTuning combine_tuning(uint32_t tokens) { return tokens == 1 ? Q4hTuning{128, 2, 1} : Q4hTuning{32, 4, 2}; }
+Q4hTuning combine_tuning(uint32_t tokens) { return tokens == 1 ? Q4hTuning{256, 4, 1} : Q4hTuning{32, 4, 2}; }
 
 Q4hTuning q4h_tuning(Q4hTuning t = {}) {
   if (const char* env = std::getenv("MACH_Q4H")) {
@@ -524,9 +524,10 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
     cmd.dispatch(pipeline, {wb, wb, px.xh, px.xg, residual, routing.ids, routing.slot_table, route_w}, call.push,
                  gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
   } else {
+    // A group of invocations per pair (the shader spreads the pairs over them), up to the tuning's maximum.
     const MatVecTuning t = mat_vec_tuning();
-    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id_combine", w.type),
-                                            {mat_vec_workgroup(call.push.units), t.rows, 1});
+    const uint32_t wg = std::min(mat_vec_workgroup(call.push.units) * std::bit_ceil(routing.top_k), t.max_workgroup);
+    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id_combine", w.type), {wg, t.rows, 1});
     cmd.dispatch(pipeline, {wb, wb, x, residual, routing.ids, routing.slot_table, route_w}, call.push,
                  gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
   }
