@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -92,6 +93,57 @@ TEST_P(GoldenQwen3Moe, Q8KeepsGreedyTokensAndTop1) {
         << "position " << t;
   }
   EXPECT_EQ(got.tokens, ref.continuation);
+}
+
+// Model::replay_step against recording every step: the same logits to the bit over a stream that crosses
+// KV blocks (the block table changes every 16 positions), grows attention's key split (at 256 keys), and
+// mixes 1-token and 3-token steps, so several recordings are kept and replayed with new inputs.
+TEST_P(GoldenQwen3Moe, ReplayedStepsEqualRecordedSteps) {
+  model::LoadOptions options;
+  options.weight_type = ops::WeightType::q8_0;
+  options.max_context = 320;
+  options.max_step_tokens = 16;
+  auto model = std::move(model::load_model(fixtures() / GetParam(), gpu_context(), options)).value_or_throw();
+  const uint32_t V = model->config().vocab_size;
+  auto cmd = gpu_context().begin_commands();
+  const auto run = [&](bool replay) {
+    auto& kv = model->kv_cache();
+    EXPECT_TRUE(kv.reserve(0, 300));
+    std::vector<float> all;
+    uint32_t replayed = 0, steps = 0;
+    for (uint32_t pos = 0; pos < 300;) {
+      const uint32_t n = pos % 5 == 3 ? 3 : 1;
+      std::vector<uint32_t> tokens, seqs(n, 0), positions, rows;
+      for (uint32_t i = 0; i < n; ++i) {
+        tokens.push_back((pos + i) * 7919 % V);
+        positions.push_back(pos + i);
+        rows.push_back(i);
+      }
+      const model::StepBatch batch{tokens, seqs, positions, rows};
+      gpu::CommandList* list = replay ? model->replay_step(batch) : nullptr;
+      if (list) {
+        ++replayed;
+        gpu_context().wait(gpu_context().submit(*list));
+      } else {
+        cmd->begin();
+        model->record_step(*cmd, batch);
+        gpu_context().wait(gpu_context().submit(*cmd));
+      }
+      std::vector<float> logits(uint64_t{n} * V);
+      gpu_context().download(model->logits(), 0, std::as_writable_bytes(std::span<float>(logits)));
+      all.insert(all.end(), logits.begin(), logits.end());
+      pos += n;
+      ++steps;
+    }
+    kv.release(0);
+    // Recorded: each shape's first step, each block-table change (every 16 positions) and the split change.
+    if (replay) EXPECT_GT(replayed, steps * 3 / 4) << steps << " steps";
+    return all;
+  };
+  const std::vector<float> replayed = run(true);
+  const std::vector<float> recorded = run(false);
+  ASSERT_EQ(replayed.size(), recorded.size());
+  EXPECT_EQ(std::memcmp(replayed.data(), recorded.data(), replayed.size() * 4), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenQwen3Moe, ::testing::Values("qwen3_moe", "qwen3_moe_fused"));

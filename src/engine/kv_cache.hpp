@@ -62,6 +62,10 @@ class KvCache {
 
   // Records the copy of the CPU-side block table into the device table when it changed.
   void record_table_upload(gpu::CommandList& cmd);
+  // Whether the next step must copy the table; mark_table_uploaded() is for a replayed recording that
+  // already holds the copy (Model::replay_step).
+  bool table_dirty() const { return table_dirty_; }
+  void mark_table_uploaded() { table_dirty_ = false; }
 
  private:
   gpu::Context& context_;

@@ -13,6 +13,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <thread>
 
 namespace mach::engine {
 namespace {
@@ -23,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 class StepRunner {
  public:
   // profile: the command list writes a timestamp after every op (room for 16384 of them).
-  StepRunner(gpu::Context& context, model::Model& model, bool profile = false) : context_(context), model_(model) {
+  StepRunner(gpu::Context& context, model::Model& model, bool profile = false)
+      : context_(context), model_(model), profile_(profile) {
     cmd_ = profile ? std::make_unique<gpu::CommandList>(context, 16384) : context.begin_commands();
     cmd_->set_profile(profile);
   }
@@ -48,6 +50,15 @@ class StepRunner {
     }
     last_ = {};
     auto host = Clock::now();
+    if (!profile_) {
+      if (gpu::CommandList* replay = model_.replay_step({batch_tokens_, seq_, pos_, rows_})) {
+        last_.host_ns = ns_since(host);
+        context_.wait(context_.submit(*replay));
+        last_.gpu_ns = replay->elapsed_ns();
+        last_.wall_ns = ns_since(t0);
+        return wall_ ? last_.wall_ns : last_.gpu_ns;
+      }
+    }
     cmd_->begin();
     model_.record_step(*cmd_, {batch_tokens_, seq_, pos_, rows_});
     submit_timed(host);
@@ -115,6 +126,7 @@ class StepRunner {
   std::vector<uint32_t> batch_tokens_, seq_, pos_, rows_;
   std::vector<float> logits_;
   bool wall_ = false;
+  bool profile_ = false;  // a profiled step is recorded into the runner's own list, never replayed
   Times last_;
 };
 
@@ -134,6 +146,34 @@ double probe_upload(gpu::Context& context, uint64_t bytes) {
     if (r > 0) ns.push_back(cmd->elapsed_ns() / 4);
   }
   return bytes / percentile(ns, 0.5);
+}
+
+// The host's memory read bandwidth with every hardware thread summing its share of `bytes`, GB/s: the most
+// any CPU kernel could stream weights at. Computing the missed experts on the host's cores (instead of
+// copying them to the GPU) cannot beat the missed bytes over this, so it bounds that alternative.
+double probe_host_read(uint64_t bytes) {
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  const uint64_t words = bytes / 8 / threads * threads;
+  std::vector<uint64_t> data(words);
+  for (uint64_t i = 0; i < words; ++i) data[i] = i;  // touched: the pages exist before timing
+  std::vector<uint64_t> sums(threads);
+  std::vector<double> ns;
+  for (int r = 0; r < 4; ++r) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const uint64_t* p = data.data() + words / threads * t;
+        uint64_t a = 0, b = 0, c = 0, d = 0;
+        for (uint64_t i = 0; i < words / threads; i += 4) a += p[i], b += p[i + 1], c += p[i + 2], d += p[i + 3];
+        sums[t] = a + b + c + d;
+      });
+    for (auto& th : pool) th.join();
+    if (r > 0) ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
+  }
+  volatile uint64_t sink = std::accumulate(sums.begin(), sums.end(), uint64_t{0});  // the reads are used
+  (void)sink;
+  return words * 8 / percentile(ns, 0.5);
 }
 
 // The sidecar's read bandwidth as the miss path sees it (io_uring, O_DIRECT where allowed, checksums),
@@ -308,6 +348,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
   }
   const bool streaming = model.expert_stats().streaming;
   runner.use_wall_clock(streaming);
+  double host_read = 0;  // GB/s, streaming only
   if (options.sidecar) {
     auto line = base;
     line["test"] = "streaming_probes";
@@ -315,6 +356,9 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     if (!read) return read.error();
     line["sidecar_read_gb_per_s"] = *read;
     line["host_to_device_gb_per_s"] = probe_upload(context, 256ull << 20);
+    host_read = probe_host_read(1ull << 30);
+    line["host_read_gb_per_s"] = host_read;
+    line["host_threads"] = std::thread::hardware_concurrency();
     emit(line);
   }
   // A streaming figure's expert counters: what its timed repeats loaded, from where, and how fast.
@@ -417,6 +461,15 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     const double limit = bandwidth * 1e9 / bytes;
     auto line = clock_base;
     add_expert_counters(line, counted);
+    if (streaming && host_read > 0) {
+      // The alternative of computing the missed experts on the host's cores instead: at best their bytes
+      // over the host's read bandwidth per token (the GPU's share of the step not even counted).
+      const auto after = expert_totals();
+      const double missed = double(after.misses - counted.misses) * model.expert_bytes() /
+                            (double(options.repeats) * options.decode_steps);
+      line["missed_bytes_per_token"] = missed;
+      line["host_compute_bound_tok_per_s"] = missed > 0 ? host_read * 1e9 / missed : 0.0;
+    }
     line["test"] = "decode";
     line["context"] = ctx;
     line["batch"] = 1;

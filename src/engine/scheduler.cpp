@@ -287,9 +287,11 @@ std::optional<gpu::Ticket> Scheduler::step_begin() {
   if (tokens_.empty()) return std::nullopt;
   last_was_prefill_ = prefill;
   last_step_ = {static_cast<uint32_t>(tokens_.size()), static_cast<uint32_t>(uses_.size()), prefill};
-  cmd_->begin();
-  model_.record_step(*cmd_, {tokens_, seq_of_token_, positions_, logit_rows_});
   ++steps_;
+  const model::StepBatch batch{tokens_, seq_of_token_, positions_, logit_rows_};
+  if (gpu::CommandList* replay = model_.replay_step(batch)) return context_.submit(*replay);
+  cmd_->begin();
+  model_.record_step(*cmd_, batch);
   return context_.submit(*cmd_);
 }
 

@@ -96,6 +96,13 @@ class Model {
   // (a read failure or a checksum mismatch of an expert) abandons the step: step_pending() is false, the
   // step's logits are not valid, and the next record_step starts afresh. run_step() does all of it.
   virtual void record_step(gpu::CommandList& cmd, const StepBatch& batch) = 0;
+  // The whole step as a command list the model keeps: recorded on the first step of its shape (token count,
+  // logit rows, attention's key split, whether the block table changed) and replayed by later ones, so a
+  // decode step costs the host a few memcpys instead of recording ~500 dispatches (1.1 ms per step on the
+  // H200 machine's host, 2026-12-03). Writes the batch into the input buffers like record_step; submit the
+  // list and wait for it as after record_step, and never begin or record into it. nullptr where the model
+  // records every step (streaming, steps over 32 tokens, $MACH_STEP_REPLAY=0): use record_step then.
+  virtual gpu::CommandList* replay_step(const StepBatch& /*batch*/) { return nullptr; }
   virtual bool step_pending() const { return false; }
   virtual Result<void> continue_step(gpu::CommandList& /*cmd*/) { return {}; }
   virtual const gpu::Buffer& logits() const = 0;  // [max_step_tokens, V] f32

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "engine/chain_hash.hpp"
 #include "experts/expert_streamer.hpp"
@@ -42,7 +44,10 @@ class Qwen3Moe final : public Model {
  public:
   Qwen3Moe(ModelConfig config, std::optional<experts::Sidecar> sidecar, gpu::Context& context,
            const LoadOptions& options)
-      : config_(std::move(config)), context_(context), options_(options), sidecar_(std::move(sidecar)) {}
+      : config_(std::move(config)), context_(context), options_(options), sidecar_(std::move(sidecar)) {
+    const char* replay = std::getenv("MACH_STEP_REPLAY");
+    replay_ = !(replay && std::string_view(replay) == "0");
+  }
 
   Result<void> load(const TensorSource& src);
 
@@ -61,6 +66,7 @@ class Qwen3Moe final : public Model {
   }
   const gpu::Buffer& logits() const override { return logits_; }
   void record_step(gpu::CommandList& cmd, const StepBatch& batch) override;
+  gpu::CommandList* replay_step(const StepBatch& batch) override;
   bool step_pending() const override { return pending_.active; }
   Result<void> continue_step(gpu::CommandList& cmd) override;
   experts::ExpertStats expert_stats() const override { return streamer_ ? streamer_->stats() : experts::ExpertStats{}; }
@@ -76,6 +82,22 @@ class Qwen3Moe final : public Model {
     std::vector<uint32_t> logit_rows;
   };
 
+  // What a step's recording depends on besides buffer contents (replay_step's cache key).
+  struct StepShape {
+    uint32_t tokens = 0;
+    std::vector<uint32_t> logit_rows;
+    std::vector<uint32_t> splits;  // per layer: attention's key split, which grows with the context
+    bool table_upload = false;     // the block table changed: the step copies it first
+    bool operator==(const StepShape&) const = default;
+  };
+  struct RecordedStep {
+    StepShape shape;
+    std::unique_ptr<gpu::CommandList> commands;
+    uint64_t last_use = 0;
+  };
+  static constexpr uint32_t kReplayMaxTokens = 32;  // decode batches and verify blocks; prefill records
+  static constexpr size_t kReplayEntries = 4;       // each list keeps its own scratch (16 MiB at least)
+
   ops::WeightType expert_type() const { return sidecar_ ? sidecar_->layout().quant : options_.weight_type; }
   Result<void> check_memory();
   uint64_t device_memory() const;
@@ -85,6 +107,8 @@ class Qwen3Moe final : public Model {
   Result<void> load_experts(const TensorSource& src, uint32_t l, WeightArena& arena, Layer& layer);
   Result<void> load_layer(const TensorSource& src, uint32_t l, Layer& layer);
   void allocate_workspace();
+  void write_inputs(const StepBatch& batch);  // the batch into inputs_host_, pending_ for the recording
+  ops::AttentionParams attention_params() const;
   void record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   ops::RouterParams router_params(uint32_t tokens) const;
@@ -126,6 +150,9 @@ class Qwen3Moe final : public Model {
   std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
   gpu::Buffer scratch_;
+  std::vector<RecordedStep> recorded_;  // replay_step's lists, least recently used first to go
+  uint64_t replays_ = 0;
+  bool replay_ = true;  // $MACH_STEP_REPLAY=0 turns replay_step off
 };
 
 uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {
@@ -553,12 +580,12 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   const ops::KvStoreArgs store{layout, gpu::in(v_), tokens_seq, tokens_pos, table, gpu::inout(kv_->k(l)),
                                gpu::inout(kv_->v(l))};
   ops::qk_norm_rope_kv_store(cmd, qk, shape, params, store);
-  ops::AttentionParams ap;
-  ap.n_heads = nh;
-  ap.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const ops::AttentionParams ap = attention_params();
   const ops::AttentionPlan plan = ops::plan_attention(layout, ap, T, max_keys);
   if (plan.scratch_bytes > scratch_.size()) {
-    // The previous step is complete (record_step's contract), so the old scratch is no longer in use.
+    // The previous step is complete (record_step's contract), so the old scratch is no longer in use; the
+    // recorded steps that bind it go with it.
+    recorded_.clear();
     scratch_ = context_.create_buffer(plan.scratch_bytes * 2, gpu::MemoryKind::device, "attention scratch");
   }
   ops::AttentionArgs args{gpu::in(q_), tokens_seq, tokens_pos, table, gpu::in(kv_->k(l)), gpu::in(kv_->v(l)),
@@ -566,6 +593,13 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   ops::attention(cmd, layout, ap, plan, args, T);
   // x += Wo · attention (the residual add inside the product).
   ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate);
+}
+
+ops::AttentionParams Qwen3Moe::attention_params() const {
+  ops::AttentionParams ap;
+  ap.n_heads = config_.num_heads;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  return ap;
 }
 
 ops::PreparedX Qwen3Moe::norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T) {
@@ -669,11 +703,12 @@ void Qwen3Moe::stop_after_router(gpu::CommandList& cmd, uint32_t l) {
   pending_.ids_read = false;
 }
 
-void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
+void Qwen3Moe::write_inputs(const StepBatch& batch) {
   const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
   const uint32_t R = static_cast<uint32_t>(batch.logit_rows.size());
   assert(T > 0 && T <= options_.max_step_tokens && R <= T);
   assert(batch.seq_of_token.size() == T && batch.positions.size() == T);
+  (void)R;
   std::byte* host = inputs_host_.mapped();
   std::memcpy(host + tokens_at_, batch.tokens.data(), T * 4);
   std::memcpy(host + seq_at_, batch.seq_of_token.data(), T * 4);
@@ -682,7 +717,43 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
   pending_.tokens = T;
   for (uint32_t p : batch.positions) pending_.max_keys = std::max(pending_.max_keys, p + 1);
   pending_.logit_rows.assign(batch.logit_rows.begin(), batch.logit_rows.end());
+}
 
+// A resident step's recording depends on the batch only through StepShape: every op reads the tokens,
+// sequences and positions from inputs_ and the block table, and the context length only picks attention's
+// split. So one recording serves every later step of the same shape (a decode stream's next 127 tokens, at
+// most, before the split grows), and the host's work per step is the memcpys above.
+gpu::CommandList* Qwen3Moe::replay_step(const StepBatch& batch) {
+  if (streamer_ || !replay_ || batch.tokens.size() > kReplayMaxTokens) return nullptr;
+  const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
+  uint32_t max_keys = 0;
+  for (uint32_t p : batch.positions) max_keys = std::max(max_keys, p + 1);
+  StepShape shape{T, {batch.logit_rows.begin(), batch.logit_rows.end()}, {}, kv_->table_dirty()};
+  const ops::AttentionParams ap = attention_params();
+  for (uint32_t l = 0; l < config_.num_layers; ++l)
+    shape.splits.push_back(ops::plan_attention(kv_->layout(l), ap, T, max_keys).splits);
+  auto it = std::find_if(recorded_.begin(), recorded_.end(), [&](const RecordedStep& r) { return r.shape == shape; });
+  if (it != recorded_.end()) {
+    write_inputs(batch);
+    if (shape.table_upload) kv_->mark_table_uploaded();  // the replayed list copies the table
+    it->last_use = ++replays_;
+    return it->commands.get();
+  }
+  auto commands = context_.begin_commands();
+  commands->begin();
+  record_step(*commands, batch);  // may drop the other recordings (a larger attention scratch)
+  commands->timestamp("step");
+  commands->end();
+  if (recorded_.size() >= kReplayEntries)
+    recorded_.erase(std::min_element(recorded_.begin(), recorded_.end(),
+                                     [](const RecordedStep& a, const RecordedStep& b) { return a.last_use < b.last_use; }));
+  recorded_.push_back({std::move(shape), std::move(commands), ++replays_});
+  return recorded_.back().commands.get();
+}
+
+void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
+  write_inputs(batch);
+  const uint32_t T = pending_.tokens;
   cmd.copy(inputs_host_, 0, inputs_, 0, inputs_.size());
   kv_->record_table_upload(cmd);
   ops::embedding(cmd, embed_, gpu::in(inputs_, tokens_at_, T * 4ull), gpu::out(x_), T);

@@ -90,7 +90,7 @@ uint32_t mat_vec_workgroup(uint32_t units) {
 
 // Launch shape of mul_mat_vec_q4h.comp, read from $MACH_Q4H ("wg=32,rows=2,unr=2") for tuning, which
 // overrides every variant's default. The default was the fastest on the >= 1 GiB shapes of an H200 sweep
-// (2026-11-22, docs/performance.md); the MoE variants have their own (kSwigluTuning, combine_tuning).
+// (2026-11-22, docs/performance.md); the MoE variants have their own (kSwigluTuning, kCombineTuning).
 struct Q4hTuning {
   uint32_t workgroup = 32;
   uint32_t rows = 2;
@@ -98,11 +98,11 @@ struct Q4hTuning {
 };
 
 // Qwen3-30B-A3B's decode shapes on an H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-q4h-moe-sweep.jsonl):
-// the fused gate/up + SwiGLU took 13.0 us with 4 rows (2 outputs) per workgroup against 14.6 with 2; the
-// down + combine of one token 13.7 us with 128 invocations and 1 unit in flight against 14.8, while 16
-// tokens took twice as long that way and did best with 4 rows (55.8 against 60.0 us).
+// the fused gate/up + SwiGLU took 13.0 us with 4 rows (2 outputs) per workgroup against 14.6 with 2. The
+// down + combine runs here for 2..32 tokens (one token takes the f32 kernel): 16 tokens took 55.8 us with
+// 4 rows against 57.9 with 128 invocations in pair groups (docs/perf/2026-12-03-h200-ops-combine-pairs.jsonl).
 constexpr Q4hTuning kSwigluTuning{32, 4, 2};
-Q4hTuning combine_tuning(uint32_t tokens) { return tokens == 1 ? Q4hTuning{256, 4, 1} : Q4hTuning{32, 4, 2}; }
+constexpr Q4hTuning kCombineTuning{32, 4, 2};
 
 Q4hTuning q4h_tuning(Q4hTuning t = {}) {
   if (const char* env = std::getenv("MACH_Q4H")) {
@@ -517,9 +517,12 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
   KernelCall call = expert_call(context, w, routing, true, tokens);
   call.push.accumulate = 1;
   const gpu::Binding wb = call.weights.binding;
-  if (uses_q4h(context, w.type, tokens)) {
+  // One token's pairs run the f32 kernel on x as it is: on an H200 (2026-12-03) Qwen3-30B-A3B's down
+  // projection + combine took 10.4 us that way against 11.9 for q4h_prep + the packed kernel; 16 tokens
+  // take the packed kernel (55.8 us), which reads each x value once per unit instead of once per row.
+  if (uses_q4h(context, w.type, tokens) && tokens > 1) {
     const PreparedX px = prepare_q4h(cmd, x, tokens * routing.top_k, w.cols);
-    const Q4hTuning t = q4h_tuning(combine_tuning(tokens));
+    const Q4hTuning t = q4h_tuning(kCombineTuning);
     const auto& pipeline = context.pipeline("mul_mat_vec_id_combine_q4h", {t.workgroup, t.rows, t.unroll});
     cmd.dispatch(pipeline, {wb, wb, px.xh, px.xg, residual, routing.ids, routing.slot_table, route_w}, call.push,
                  gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
