@@ -17,21 +17,12 @@
 // every token as above and resets the count to 0 for the next dispatch. One dispatch and one barrier
 // instead of two: on an H200 (2026-12-03) Qwen3-30B-A3B's router went from 5.7 + 8.2 to 11.6 us per layer;
 // the routing itself now runs in the last workgroup, after the logits, and is most of what is left.
-//
-// With NORM as well, x is the residual before the MoE block's RMSNorm and the norm runs here too (the
-// rms_norm_q4h dispatch before the router is gone): every workgroup computes each token's sum of squares
-// (x is a few KB, read from L2), the logits use y = x * inv_rms * scale, and the workgroups share out
-// writing y (binding 9, f32) and its q4h form (bindings 10, 11, as rms_norm_q4h writes them, packed by
-// q4h_funcs.glsl) for the expert products, two 64-column groups per workgroup at a time.
 //! variant router_softmax_topk -DROUTER_MODE=0
 //! variant router_topk_softmax -DROUTER_MODE=1
 //! variant router_biased_scores -DROUTER_MODE=2
 //! variant router_fused_softmax_topk -DROUTER_MODE=0 -DFUSED
 //! variant router_fused_topk_softmax -DROUTER_MODE=1 -DFUSED
 //! variant router_fused_biased_scores -DROUTER_MODE=2 -DFUSED
-//! variant router_fused_norm_softmax_topk -DROUTER_MODE=0 -DFUSED -DNORM
-//! variant router_fused_norm_topk_softmax -DROUTER_MODE=1 -DFUSED -DNORM
-//! variant router_fused_norm_biased_scores -DROUTER_MODE=2 -DFUSED -DNORM
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_EXT_control_flow_attributes : require
@@ -48,12 +39,6 @@ layout(binding = 0) coherent buffer Logits { float logits[]; };
 layout(binding = 5) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 6) readonly buffer X { vec4 x4[]; };
 layout(binding = 7) coherent buffer Counter { uint finished[]; };
-#ifdef NORM
-layout(binding = 8) readonly buffer NormW { float norm_w[]; };
-layout(binding = 9) writeonly buffer Y { float y_out[]; };
-layout(binding = 10) writeonly buffer XH { uvec4 xh[]; };
-layout(binding = 11) writeonly buffer XG { vec2 xg[]; };
-#endif
 #else
 layout(binding = 0) readonly buffer Logits { float logits[]; };
 #endif
@@ -73,10 +58,6 @@ layout(push_constant) uniform Push {
 #ifdef FUSED
   uint h;       // W's columns (a multiple of 8)
   uint w_base;  // W's first row, in 16-byte units from the start of binding 5
-#ifdef NORM
-  float eps;
-  uint norm_mode;  // rms_norm.comp's WEIGHT_MODE: 0 none, 1 w, 2 1 + w
-#endif
 #endif
 } p;
 
@@ -176,62 +157,6 @@ void route_token(uint t) {
 
 #ifdef FUSED
 shared uint is_last;
-#ifdef NORM
-#include "q4h_funcs.glsl"
-shared float norm_inv[kFusedMaxTokens];
-
-float norm_scale(uint c) { return p.norm_mode == 0 ? 1.0 : p.norm_mode == 1 ? norm_w[c] : 1.0 + norm_w[c]; }
-
-// norm_inv[t] = 1 / sqrt(mean(x[t]^2) + eps) for every token, by the whole workgroup.
-void norm_sums() {
-  for (uint t = 0; t < p.tokens; ++t) {
-    float sum = 0.0;
-    for (uint i = gl_LocalInvocationID.x; i < p.h / 4; i += kThreads) {
-      const vec4 v = x4[t * (p.h / 4) + i];
-      sum += dot(v, v);
-    }
-    sum = subgroupAdd(sum);
-    barrier();  // red_value's previous readers are done
-    if (subgroupElect()) red_value[gl_SubgroupID] = sum;
-    barrier();
-    if (gl_LocalInvocationID.x == 0) {
-      float total = 0.0;
-      for (uint s = 0; s < gl_NumSubgroups; ++s) total += red_value[s];
-      norm_inv[t] = inversesqrt(total / float(p.h) + p.eps);
-    }
-  }
-  barrier();
-}
-
-// This workgroup's share of y and its q4h form: groups of 64 columns, two per pass (one per 64 invocations).
-void norm_outputs() {
-  const uint groups = p.h / 64, workgroups = (p.experts + kFusedRows - 1) / kFusedRows;
-  const uint l = gl_LocalInvocationID.x;
-  for (uint g0 = flat_workgroup_id() * 2; g0 < groups; g0 += workgroups * 2) {  // uniform in the workgroup
-    const uint g = g0 + l / 64;
-    const bool live = g < groups;
-    const uint c = g * 64 + l % 64;
-    for (uint t = 0; t < p.tokens; ++t) {
-      float v = 0.0;
-      if (live) {
-        v = x4[t * (p.h / 4) + c / 4][c % 4] * norm_inv[t] * norm_scale(c);
-        y_out[t * p.h + c] = v;
-      }
-      q4h_pack(v, live, t, g, p.h);
-    }
-  }
-}
-
-// The norm's scale of columns 4 * i4 .. 4 * i4 + 3, and x's values there as the logits use them.
-vec4 scale4(uint i4) {
-  const uint c = i4 * 4;
-  return vec4(norm_scale(c), norm_scale(c + 1), norm_scale(c + 2), norm_scale(c + 3));
-}
-vec4 x_at(uint t, uint i4, vec4 s) { return x4[t * (p.h / 4) + i4] * norm_inv[t] * s; }
-#else
-vec4 scale4(uint) { return vec4(1.0); }
-vec4 x_at(uint t, uint i4, vec4) { return x4[t * (p.h / 4) + i4]; }
-#endif
 
 // logits[t, e] for the workgroup's experts and every token: a subgroup per row, units (8 bf16 columns) strided
 // over its invocations, four loads in flight.
@@ -251,10 +176,10 @@ void compute_logits() {
         const uint u = min(u0 + j * step, units - 1);  // past the row: d is zero
         const vec4 w0 = vec4(unpack_bf16x2(d[j].x), unpack_bf16x2(d[j].y));
         const vec4 w1 = vec4(unpack_bf16x2(d[j].z), unpack_bf16x2(d[j].w));
-        const vec4 s0 = scale4(2 * u), s1 = scale4(2 * u + 1);
         [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) {
           if (t >= p.tokens) break;
-          acc[t] += dot(w0, x_at(t, 2 * u, s0)) + dot(w1, x_at(t, 2 * u + 1, s1));
+          const uint xi = (t * p.h) / 4 + 2 * u;
+          acc[t] += dot(w0, x4[xi]) + dot(w1, x4[xi + 1]);
         }
       }
     }
@@ -267,10 +192,6 @@ void compute_logits() {
 }
 
 void main() {
-#ifdef NORM
-  norm_sums();
-  norm_outputs();
-#endif
   compute_logits();
   memoryBarrierBuffer();  // this invocation's logits are visible before the workgroup counts itself finished
   barrier();

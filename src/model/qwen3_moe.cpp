@@ -617,21 +617,13 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const auto& c = config_;
   const Layer& L = layers_[l];
   const uint32_t H = c.hidden_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
   moe_x_.reset();
   if (ops::uses_q4h(context_, L.gate_up.type, T)) {
-    // The norm, its q4h form for the expert kernels and the router in one dispatch (where it fuses).
-    ops::PreparedX px{cmd.scratch(uint64_t{T} * H * 2), cmd.scratch(uint64_t{T} * (H / 32) * 8), T, H};
-    const ops::RouterNorm norm{gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), px.xh, px.xg, eps,
-                               ops::NormWeight::w};
-    ops::norm_route_logits(cmd, norm, L.router, gpu::inout(router_logits_), gpu::inout(router_finished_),
-                           gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_),
-                           router_params(T));
-    px.xh.access = px.xg.access = gpu::Access::read;  // the products that share it only read it
-    moe_x_ = px;
-    return;
+    moe_x_ = norm_prepared(cmd, L.post_norm, L.buffer, T);
+  } else {
+    ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H},
+                  static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
   }
-  ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
   ops::route_logits(cmd, L.router, gpu::in(h_), gpu::inout(router_logits_), gpu::inout(router_finished_),
                     gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_),
                     router_params(T));

@@ -8,7 +8,6 @@
 #include <cstdint>
 
 #include "gpu/command_list.hpp"
-#include "ops/norm.hpp"
 #include "ops/weight_format.hpp"
 
 namespace mach::ops {
@@ -59,19 +58,5 @@ inline constexpr uint32_t kRouterFusedMaxTokens = 8;
 void route_logits(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding logits,
                   gpu::Binding finished, gpu::Binding bias, gpu::Binding expert_scale, gpu::Binding ids,
                   gpu::Binding weights, const RouterParams& params);
-
-// The MoE block's RMSNorm before its router: y = rms_norm(x) as ops::rms_norm_q4h computes it (y f32
-// [T, H], xh / xg its q4h form for the expert products, H % 64 == 0, y another buffer than x).
-struct RouterNorm {
-  gpu::Binding x, weight, y, xh, xg;
-  float eps = 1e-6f;
-  NormWeight mode = NormWeight::w;
-};
-
-// rms_norm_q4h, then route_logits on its y: one dispatch where route_logits fuses (router.comp's NORM: the
-// norm's own dispatch and barrier are gone), else the two ops.
-void norm_route_logits(gpu::CommandList& cmd, const RouterNorm& norm, const WeightRef& w, gpu::Binding logits,
-                       gpu::Binding finished, gpu::Binding bias, gpu::Binding expert_scale, gpu::Binding ids,
-                       gpu::Binding weights, const RouterParams& params);
 
 }  // namespace mach::ops

@@ -9,30 +9,11 @@
 #include <numeric>
 
 #include "op_case.hpp"
-#include "ops/reference/norm.hpp"
 #include "ops/reference/router.hpp"
 #include "ops/router.hpp"
 
 namespace mach::test {
 namespace {
-
-// logits[t, e] = sum_j w[e, j] x[t, j] in double, w: [E, h] bf16 bits, x: [T, h].
-std::vector<float> bf16_logits(const std::vector<uint16_t>& w, const std::vector<float>& x, uint32_t T, uint32_t E,
-                               uint32_t h) {
-  std::vector<float> logits(uint64_t{T} * E);
-  for (uint32_t t = 0; t < T; ++t)
-    for (uint32_t e = 0; e < E; ++e) {
-      double sum = 0;
-      for (uint32_t j = 0; j < h; ++j) {
-        const uint32_t bits = uint32_t{w[uint64_t{e} * h + j]} << 16;
-        float wf;
-        std::memcpy(&wf, &bits, 4);
-        sum += double(wf) * x[uint64_t{t} * h + j];
-      }
-      logits[uint64_t{t} * E + e] = static_cast<float>(sum);
-    }
-  return logits;
-}
 
 class RouterCase : public OpCase {
  public:
@@ -82,7 +63,17 @@ class RouterCase : public OpCase {
       std::vector<uint16_t> w(uint64_t{E} * h_);
       const auto x = rng.normal_vec(uint64_t{T} * h_);
       for (auto& v : w) v = ops::float_to_bf16(rng.normal(1.0f / std::sqrt(float(h_))));
-      logits = bf16_logits(w, x, T, E, h_);
+      for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t e = 0; e < E; ++e) {
+          double sum = 0;
+          for (uint32_t j = 0; j < h_; ++j) {
+            const uint32_t bits = uint32_t{w[uint64_t{e} * h_ + j]} << 16;
+            float wf;
+            std::memcpy(&wf, &bits, 4);
+            sum += double(wf) * x[uint64_t{t} * h_ + j];
+          }
+          logits[uint64_t{t} * E + e] = static_cast<float>(sum);
+        }
       w_ = GuardedBuffer(context, w.size() * 2, "w");
       x_ = GuardedBuffer(context, x.size() * 4, "x");
       finished_ = GuardedBuffer(context, 4, "finished");
@@ -157,108 +148,6 @@ class RouterCase : public OpCase {
   std::vector<float> expected_weights_;
 };
 
-// ops::norm_route_logits: the MoE block's RMSNorm and the router in one dispatch (T <= 8; beyond,
-// rms_norm_q4h + route_logits). Checks y against the reference norm, xh / xg against q4h_prep run on the op's
-// own y (the same bits), the logits against a double-precision product of the reference y, and the routing.
-class NormRouterCase : public OpCase {
- public:
-  NormRouterCase(ops::RouterParams p, uint32_t h, ops::NormWeight weight) : p_(p), h_(h), weight_(weight) {}
-  std::string op() const override { return "norm_route_logits"; }
-  std::string params() const override {
-    return fmt::format("mode={} t={} e={} k={} h={} weight={}", static_cast<uint32_t>(p_.mode), p_.tokens,
-                       p_.experts, p_.k, h_, static_cast<uint32_t>(weight_));
-  }
-  double max_nmse() const override { return 1e-10; }
-  double bytes() const override { return 2.0 * p_.experts * h_ + 14.0 * p_.tokens * h_; }
-
-  void prepare(gpu::Context& context, Rng& rng) override {
-    const uint32_t T = p_.tokens, E = p_.experts, K = p_.k;
-    const uint64_t n = uint64_t{T} * h_;
-    const auto x = rng.normal_vec(n, 3.0f);
-    const auto nw = rng.normal_vec(h_, 0.5f);
-    y_ref_.resize(n);
-    ref::rms_norm(x, nw, y_ref_, T, h_, kEps, weight_);
-    std::vector<uint16_t> w(uint64_t{E} * h_);
-    for (auto& v : w) v = ops::float_to_bf16(rng.normal(1.0f / std::sqrt(float(h_))));
-    const std::vector<float> logits = bf16_logits(w, y_ref_, T, E, h_), bias(E, 0.0f), expert_scale(E, 1.0f);
-    expected_logits_ = logits;
-    expected_ids_.resize(uint64_t{T} * K);
-    expected_weights_.resize(uint64_t{T} * K);
-    ref::route(logits, bias, expert_scale, expected_ids_, expected_weights_, p_);
-    x_ = GuardedBuffer(context, n * 4, "x");
-    nw_ = GuardedBuffer(context, h_ * 4ull, "norm w");
-    w_ = GuardedBuffer(context, w.size() * 2, "router w");
-    y_ = GuardedBuffer(context, n * 4, "y");
-    xh_ = GuardedBuffer(context, n * 2, "xh");
-    xg_ = GuardedBuffer(context, n / 4, "xg");
-    logits_ = GuardedBuffer(context, logits.size() * 4, "logits");
-    finished_ = GuardedBuffer(context, 4, "finished");
-    bias_ = GuardedBuffer(context, E * 4ull, "bias");
-    ids_ = GuardedBuffer(context, uint64_t{T} * K * 4, "ids");
-    weights_ = GuardedBuffer(context, uint64_t{T} * K * 4, "weights");
-    x_.upload(x);
-    nw_.upload(nw);
-    w_.upload(w);
-    finished_.upload(std::vector<uint32_t>{0});
-    bias_.upload(bias);
-  }
-  void record(gpu::CommandList& cmd) override {
-    const ops::WeightRef w{w_.in().buffer, w_.in().offset, ops::WeightType::bf16, p_.experts, h_};
-    const ops::RouterNorm norm{x_.in(), nw_.in(), y_.out(), xh_.out(), xg_.out(), kEps, weight_};
-    ops::norm_route_logits(cmd, norm, w, logits_.inout(), finished_.inout(), bias_.in(), bias_.in(), ids_.out(),
-                           weights_.out(), p_);
-  }
-  CheckResult check(gpu::Context& context) override {
-    CheckResult r;
-    r.nmse = nmse(weights_.download<float>(), expected_weights_);
-    const auto fail = [&](std::string why) {
-      r.nmse = INFINITY;
-      r.detail = std::move(why);
-    };
-    const auto ids = ids_.download<uint32_t>();
-    for (size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] != expected_ids_[i]) {
-        fail(fmt::format("id {} (token {}, rank {}) is {}, expected {}", i, i / p_.k, i % p_.k, ids[i],
-                         expected_ids_[i]));
-        break;
-      }
-    const auto y = y_.download<float>();
-    if (const double e = nmse(y, y_ref_); !(e <= 1e-11)) fail(fmt::format("y nmse {}", e));
-    if (const double e = nmse(logits_.download<float>(), expected_logits_); !(e <= 1e-10))
-      fail(fmt::format("logits nmse {}", e));
-    if (const uint32_t left = finished_.download<uint32_t>()[0]; left != 0)
-      fail(fmt::format("the finished count is {}, not 0, after the run", left));
-    // xh / xg: q4h_prep on the op's own y gives the same bits.
-    const uint64_t n = uint64_t{p_.tokens} * h_;
-    GuardedBuffer xh(context, n * 2, "xh by q4h_prep"), xg(context, n / 4, "xg by q4h_prep");
-    auto cmd = context.begin_commands();
-    cmd->begin();
-    const struct {
-      uint32_t rows, k;
-    } push{p_.tokens, h_};
-    cmd->dispatch(context.pipeline("q4h_prep"), {y_.in(), xh.out(), xg.out()}, push, gpu::flat_groups(n / 64));
-    context.wait(context.submit(*cmd));
-    if (xh_.download_bytes() != xh.download_bytes() || xg_.download_bytes() != xg.download_bytes())
-      fail("xh / xg differ from q4h_prep's on the same y");
-    std::string why;
-    for (const GuardedBuffer* b : {&x_, &nw_, &w_, &y_, &xh_, &xg_, &logits_, &finished_, &bias_, &ids_, &weights_})
-      if (!b->guards_intact(&why)) {
-        r.guards_ok = false;
-        r.detail = why;
-      }
-    return r;
-  }
-
- private:
-  static constexpr float kEps = 1e-6f;
-  ops::RouterParams p_;
-  uint32_t h_;
-  ops::NormWeight weight_;
-  GuardedBuffer x_, nw_, w_, y_, xh_, xg_, logits_, finished_, bias_, ids_, weights_;
-  std::vector<float> y_ref_, expected_logits_, expected_weights_;
-  std::vector<uint32_t> expected_ids_;
-};
-
 ops::RouterParams qwen3(uint32_t t, uint32_t e, uint32_t k, bool normalize) {
   return {.mode = ops::RouterMode::softmax_topk, .tokens = t, .experts = e, .k = k, .normalize = normalize};
 }
@@ -297,16 +186,7 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
     cases.push_back(std::make_unique<RouterCase>(qwen3(9, 128, 8, true), false, 64));
     cases.push_back(std::make_unique<RouterCase>(gpt_oss(2, 32, 4, true), false, 8));
     cases.push_back(std::make_unique<RouterCase>(deepseek(4, 72, 8, S::sigmoid, 2.5f, true), false, 200));
-    // The norm in the same dispatch: Qwen3's shape at decode, 8 tokens with few workgroups for many groups
-    // (E = 12: 3 workgroups pack 40 groups), the other weight modes, and T = 9 on the unfused ops.
-    using W = ops::NormWeight;
-    cases.push_back(std::make_unique<NormRouterCase>(qwen3(1, 128, 8, true), 2048, W::w));
-    cases.push_back(std::make_unique<NormRouterCase>(qwen3(8, 12, 4, true), 2560, W::w));
-    cases.push_back(std::make_unique<NormRouterCase>(qwen3(3, 61, 4, false), 192, W::one_plus_w));
-    cases.push_back(std::make_unique<NormRouterCase>(gpt_oss(2, 32, 4, false), 64, W::none));
-    cases.push_back(std::make_unique<NormRouterCase>(qwen3(9, 128, 8, true), 256, W::w));
   } else {
-    cases.push_back(std::make_unique<NormRouterCase>(qwen3(1, 128, 8, true), 2048, ops::NormWeight::w));
     cases.push_back(std::make_unique<RouterCase>(qwen3(512, 128, 8, true)));
     // Decode's router of Qwen3-30B-A3B: logits of 128 experts over H = 2048, and routing, in one dispatch.
     cases.push_back(std::make_unique<RouterCase>(qwen3(1, 128, 8, true), false, 2048));
