@@ -356,7 +356,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     if (!read) return read.error();
     line["sidecar_read_gb_per_s"] = *read;
     line["host_to_device_gb_per_s"] = probe_upload(context, 256ull << 20);
-    host_read = probe_host_read(1ull << 30);
+    host_read = probe_host_read(options.probe_bytes);  // 1 GiB, and 16 MiB with --quick
     line["host_read_gb_per_s"] = host_read;
     line["host_threads"] = std::thread::hardware_concurrency();
     emit(line);

@@ -744,9 +744,8 @@ gpu::CommandList* Qwen3Moe::replay_step(const StepBatch& batch) {
   record_step(*commands, batch);  // may drop the other recordings (a larger attention scratch)
   commands->timestamp("step");
   commands->end();
-  if (recorded_.size() >= kReplayEntries)
-    recorded_.erase(std::min_element(recorded_.begin(), recorded_.end(),
-                                     [](const RecordedStep& a, const RecordedStep& b) { return a.last_use < b.last_use; }));
+  const auto older = [](const RecordedStep& a, const RecordedStep& b) { return a.last_use < b.last_use; };
+  if (recorded_.size() >= kReplayEntries) recorded_.erase(std::min_element(recorded_.begin(), recorded_.end(), older));
   recorded_.push_back({std::move(shape), std::move(commands), ++replays_});
   return recorded_.back().commands.get();
 }

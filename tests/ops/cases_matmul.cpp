@@ -702,7 +702,8 @@ void add_test_cases(CaseList& cases) {
   // Top-8 and 34 units per row: the q4h combine kernel's pair groups (64 invocations each, four groups of a
   // 256-invocation decode workgroup) each take two pairs.
   for (uint32_t t : {1u, 5u})
-    cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, MoeShape{40, 1088, 16, 8, 16, true, true, true, t}));
+    cases.push_back(
+        std::make_unique<MulMatIdCombineCase>(WeightType::q4, MoeShape{40, 1088, 16, 8, 16, true, true, true, t}));
   for (uint32_t t : {1u, 16u, 64u}) {
     cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, MoeShape{67, 192, 8, 2, 8, false, false, true, t},
                                                           KernelPath::f32));
