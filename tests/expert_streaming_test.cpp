@@ -531,6 +531,45 @@ TEST(EngineLayoutErrors, EngineLoopStreamsAndSurvivesACorruptSlab) {
   }
 }
 
+// The server's loop never blocks on the sidecar when a RAM tier is there: each segment's misses are read into
+// the tier while the loop waits on a timer (EngineLoop, Scheduler::step_start_reads), so every sidecar read of
+// the run is an awaited one (none from step_next), and the tokens are resident mode's.
+TEST_P(EngineLayout, EngineLoopAwaitsTheReadsOfEachSegment) {
+  TempDir tmp("engine_layout");
+  const RamTierSetup r = ram_tier_setup(tmp, GetParam());
+  auto o = r.options;
+  o.expert_prefetch = false;  // every read is a demand read
+  auto streamed = load(r.dir, o);
+  asio::io_context io(1);
+  runtime::GpuBridge bridge(io, gpu_context());
+  engine::EngineLoop loop(io, gpu_context(), *streamed, bridge, {.max_batch = 1});
+  asio::co_spawn(io, loop.run(), [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  std::vector<uint32_t> tokens;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        engine::SequenceRequest req;
+        req.prompt = reference_prompt();
+        req.max_tokens = static_cast<uint32_t>(r.want.tokens.size());
+        req.sampling.temperature = 0;
+        auto stream = std::move(loop.start(req)).value_or_throw();
+        for (;;) {
+          engine::TokenEvent ev = co_await stream->channel.async_receive(asio::use_awaitable);
+          tokens.insert(tokens.end(), ev.tokens.begin(), ev.tokens.end());
+          if (ev.done) break;
+        }
+        loop.stop();
+      },
+      [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+  io.run();
+  EXPECT_EQ(tokens, r.want.tokens);
+  const auto total = streamed->expert_stats().total();
+  EXPECT_GT(total.awaited_reads, 0u);
+  EXPECT_EQ(total.bytes_read, total.awaited_reads * r.slab);
+  EXPECT_EQ(total.errors, 0u);
+  EXPECT_EQ(total.prefetch_reads, 0u);
+}
+
 // The bank's bookkeeping on its own: passes, hits first, and each policy's victim.
 TEST(SlotMap, PlansResidentExpertsFirstAndSplitsIntoPasses) {
   experts::SlotMap map(8, 2, experts::make_eviction_policy(experts::EvictionKind::lru, 2));

@@ -91,8 +91,21 @@ asio::awaitable<void> EngineLoop::run() {
     }
     try {
       co_await bridge_.wait(*ticket);
-      // A streaming step's further segments; step_next blocks the loop while it reads experts.
-      while (auto next = scheduler_.step_next()) co_await bridge_.wait(*next);
+      // A streaming step's further segments. Each segment's expert reads run in the kernel while the loop
+      // serves other work, checked every 200 µs (a slab read from an SSD takes milliseconds); step_next then
+      // finds them in the RAM tier. Without the tier step_next reads them itself, blocking the loop.
+      for (;;) {
+        if (scheduler_.step_start_reads()) {
+          asio::steady_timer poll(io_);
+          do {
+            poll.expires_after(std::chrono::microseconds(200));
+            co_await poll.async_wait(asio::use_awaitable);
+          } while (scheduler_.step_reads_pending());
+        }
+        const auto next = scheduler_.step_next();
+        if (!next) break;
+        co_await bridge_.wait(*next);
+      }
       scheduler_.step_end();
       const auto shape = scheduler_.last_step();
       if (shape.prefill) {

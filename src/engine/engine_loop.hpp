@@ -1,6 +1,8 @@
 // The scheduler on the event loop: one coroutine runs steps (record -> submit -> co_await the GPU bridge
 // -> sample/accept) and pushes each sequence's new tokens into that sequence's channel; requests are
-// coroutines that read their channel. Nothing blocks the loop thread: the only waits are co_awaits.
+// coroutines that read their channel. Nothing blocks the loop thread, the only waits are co_awaits, with one
+// exception: a streaming model without a RAM tier reads a segment's experts in step_next, blocking (with the
+// tier the reads run in the kernel while the loop polls them on a timer; docs/engine.md).
 //
 // Thread-safety: everything here runs on the loop thread (start, cancel, run, the channels).
 #pragma once

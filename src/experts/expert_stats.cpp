@@ -19,6 +19,7 @@ ExpertLayerStats ExpertStats::total() const {
     t.prefetch_correct += l.prefetch_correct;
     t.prefetch_reads += l.prefetch_reads;
     t.prefetch_failed += l.prefetch_failed;
+    t.awaited_reads += l.awaited_reads;
   }
   return t;
 }
@@ -47,7 +48,8 @@ nlohmann::json layer_json(const ExpertLayerStats& l) {
                                                            static_cast<double>(l.prefetch_predicted)
                                                      : 0.0},
           {"prefetch_reads", l.prefetch_reads},
-          {"prefetch_failed", l.prefetch_failed}};
+          {"prefetch_failed", l.prefetch_failed},
+          {"awaited_reads", l.awaited_reads}};
 }
 
 }  // namespace

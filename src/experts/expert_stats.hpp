@@ -29,6 +29,9 @@ struct ExpertLayerStats {
                                     // (slab_bytes each; not in bytes_read and read_ns, which are the reads a
                                     // step waited for)
   uint64_t prefetch_failed = 0;     // of those reads, the ones that failed (dropped; a later use reads again)
+  // Misses read without blocking the caller: the server's loop starts a pass's reads into the RAM tier and
+  // serves other work until they are in (ExpertStreamer::start_pass_reads). Also in bytes_read and read_ns.
+  uint64_t awaited_reads = 0;
   // Per expert of the layer: the steps that routed to it (the input of an expert profile, expert_profile.hpp;
   // not in to_json, and not summed by total()).
   std::vector<uint64_t> uses;

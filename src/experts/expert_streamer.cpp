@@ -164,18 +164,48 @@ void ExpertStreamer::prefetch(uint32_t layer, std::span<const uint32_t> ids) {
   }
 }
 
+bool ExpertStreamer::start_pass_reads() {
+  if (!ram_ || current_ < 0 || next_pass_ >= passes_.size()) return false;
+  const uint32_t layer = static_cast<uint32_t>(current_);
+  const LayerBank& b = bank(layer);
+  ExpertLayerStats& st = stats_.layers[bank_of_[layer]];
+  const bool idle = awaited_.empty();
+  for (uint32_t e : passes_[next_pass_]) {
+    if (b.map.slot_of(e) != ops::kNoSlot || ram_->contains(layer, e) || reader_->in_flight(layer, e)) continue;
+    reader_->prefetch(layer, e);
+    awaited_.insert({layer, e});
+    ++st.awaited_reads;
+    st.bytes_read += sidecar_.layout().slab_bytes;
+  }
+  if (idle && !awaited_.empty()) {
+    awaited_since_ = std::chrono::steady_clock::now();
+    awaited_timing_ = true;
+  }
+  return reads_pending();
+}
+
+bool ExpertStreamer::reads_pending() {
+  if (reader_->poll_prefetches()) return true;
+  if (awaited_timing_ && current_ >= 0) stats_.layers[bank_of_[current_]].read_ns += ns_since(awaited_since_);
+  awaited_timing_ = false;
+  return false;
+}
+
 void ExpertStreamer::collect_prefetches() {
-  if (!prefetch_) return;
+  if (!ram_) return;
   const uint64_t slab = sidecar_.layout().slab_bytes;
   // A stamp of its own, as if the prefetched slabs were a pass: claim() never hands out an entry twice in one.
   const uint64_t stamp = ++pass_stamp_;
   for (SlabReader::Prefetched& p : reader_->take_prefetched()) {
     ExpertLayerStats& st = stats_.layers[bank_of_[p.layer]];
+    const bool awaited = awaited_.erase({p.layer, p.expert}) != 0;
     if (!p.result) {
-      ++st.prefetch_failed;  // not an error of any request: a use reads it again and reports what fails then
+      // Not an error of any request yet: a use reads it again and reports what fails then.
+      if (!awaited) ++st.prefetch_failed;
     } else if (!ram_->contains(p.layer, p.expert)) {
       const HostCache::Entry entry = ram_->claim(p.layer, p.expert, stamp);
       std::memcpy(entry.data, p.buffer.data(), slab);
+      if (awaited) awaited_in_.insert({p.layer, p.expert});
     }
     reader_->recycle(std::move(p.buffer));
   }
@@ -206,7 +236,8 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
     if (ram_) {
       if (auto found = ram_->find(layer, loads[i].expert, pass_stamp_)) {
         sources[i] = *found;
-        ++st.ram_hits;
+        // A slab start_pass_reads read for this pass came from the sidecar (counted there), not the tier.
+        if (awaited_in_.erase({layer, loads[i].expert}) == 0) ++st.ram_hits;
         continue;
       }
       sources[i] = ram_->claim(layer, loads[i].expert, pass_stamp_);
@@ -236,6 +267,7 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
     if (!first) first = &results[r].error();
   }
   if (first) {
+    awaited_in_.clear();
     for (const SlotLoad& l : loads) b.map.forget(l.slot);
     passes_.clear();
     current_ = -1;
@@ -248,6 +280,7 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
            });
   });
 
+  awaited_in_.clear();
   for (size_t i = 0; i < loads.size(); ++i)
     cmd.copy(*sources[i].buffer, sources[i].offset, b.slots, uint64_t{loads[i].slot} * slab, slab);
   st.bytes_uploaded += loads.size() * slab;

@@ -9,14 +9,17 @@
 //   its slot table are recorded ahead of the layer's expert products.
 //
 // The first design is synchronous: the model ends a segment of the step at each router, the caller submits and
-// waits, and the reads of a pass complete before its commands are recorded. Prefetch is the exception: the
-// next layer's likely experts are read into the RAM tier while the GPU runs this layer (docs/engine.md says
+// waits, and the reads of a pass complete before its commands are recorded. Two exceptions: prefetch reads
+// the next layer's likely experts into the RAM tier while the GPU runs this layer, and start_pass_reads lets
+// a caller that must not block (the server's loop) start a pass's reads and poll them (docs/engine.md says
 // what is not done yet: overlap of hits with misses on the GPU).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -74,6 +77,13 @@ class ExpertStreamer {
   // off.
   void prefetch(uint32_t layer, std::span<const uint32_t> ids);
   bool prefetching() const { return ram_ && prefetch_; }
+  // For a caller that must not block (the server's loop): starts reading, into the RAM tier, the experts the
+  // layer's next pass needs that are in neither its bank nor the tier, and returns at once; true when reads
+  // are in flight. Poll reads_pending() (it never blocks) until false, then record_pass finds them in the tier
+  // and reads nothing itself. A failed read is dropped here and read again by record_pass, which reports it.
+  // Without the RAM tier it starts nothing (record_pass reads, blocking).
+  bool start_pass_reads();
+  bool reads_pending();
   // Loads the next pass of the layer begun last and records its copies into the slots and its slot table,
   // to be followed by the layer's expert products. Returns true when it was the layer's last pass. On a
   // failed load it records nothing, empties the pass's target slots, lists the failed experts in
@@ -114,6 +124,10 @@ class ExpertStreamer {
   std::unique_ptr<SlabReader> reader_;
   bool prefetch_ = false;
   std::vector<std::vector<uint32_t>> predicted_;  // by bank: the experts prefetch() predicted, until begin_layer
+  std::set<std::pair<uint32_t, uint32_t>> awaited_;  // (layer, expert) started by start_pass_reads, not collected
+  std::set<std::pair<uint32_t, uint32_t>> awaited_in_;  // of those, collected into the tier for the next pass
+  std::chrono::steady_clock::time_point awaited_since_;
+  bool awaited_timing_ = false;  // read_ns of the awaited reads not yet counted
   ExpertStats stats_;
   // The layer begun last and its passes still to run.
   int current_ = -1;

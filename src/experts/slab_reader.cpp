@@ -77,14 +77,24 @@ std::vector<Result<void>> SlabReader::read(std::span<const SlabRead> reads) {
 void SlabReader::prefetch(uint32_t layer, uint32_t expert) {
   const auto [at, e] = locate(layer, expert);
   ++prefetch_in_flight_;
+  in_flight_.insert({layer, expert});
   ring_->async_read(files_[at].fd(), e->offset, take_buffer(), e->bytes,
                     [this, layer, expert, at, want = e->bytes](std::error_code ec, runtime::ReadResult got) {
                       --prefetch_in_flight_;
+                      in_flight_.erase({layer, expert});
                       Prefetched p{layer, expert, check(ec, got, at, layer, expert, want), std::move(got.buffer)};
                       prefetched_.push_back(std::move(p));
                     });
   io_.restart();
   io_.poll();  // runs the posted submit: the read is in the kernel now
+}
+
+bool SlabReader::poll_prefetches() {
+  if (prefetch_in_flight_ > 0) {
+    io_.restart();
+    io_.poll();
+  }
+  return prefetch_in_flight_ > 0;
 }
 
 std::vector<SlabReader::Prefetched> SlabReader::take_prefetched() {

@@ -4,13 +4,15 @@
 // Blocking by design (the first, synchronous streaming design; docs/engine.md): read() runs a private
 // io_context on the calling thread until every read of the batch completed. The kernel does the reads in
 // parallel; the caller's thread waits. Prefetches are the exception: prefetch() hands a read to the kernel
-// and returns, and a later read() or take_prefetched() collects it. Thread-safety: one thread at a time (the
+// and returns, poll_prefetches() completes the finished ones without waiting, and a later read() or
+// take_prefetched() collects them. Thread-safety: one thread at a time (the
 // model's step runs on one).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -54,6 +56,10 @@ class SlabReader {
   // Every prefetch started so far, once complete (waits for those still in the kernel).
   std::vector<Prefetched> take_prefetched();
   size_t prefetches_in_flight() const { return prefetch_in_flight_; }
+  // Whether a prefetch of the slab is in the kernel (started, not yet complete).
+  bool in_flight(uint32_t layer, uint32_t expert) const { return in_flight_.count({layer, expert}) != 0; }
+  // Completes the prefetches the kernel has finished, without waiting; true while others are still in it.
+  bool poll_prefetches();
   void recycle(runtime::IoBuffer buffer);
 
   // True when every layer file is read with O_DIRECT.
@@ -76,6 +82,7 @@ class SlabReader {
   std::vector<runtime::IoBuffer> pool_;  // slab buffers returned by finished reads, reused
   std::vector<Prefetched> prefetched_;   // finished prefetches not yet taken
   size_t prefetch_in_flight_ = 0;
+  std::set<std::pair<uint32_t, uint32_t>> in_flight_;  // (layer, expert) of the prefetches in the kernel
 };
 
 }  // namespace mach::experts

@@ -105,6 +105,12 @@ class Model {
   virtual gpu::CommandList* replay_step(const StepBatch& /*batch*/) { return nullptr; }
   virtual bool step_pending() const { return false; }
   virtual Result<void> continue_step(gpu::CommandList& /*cmd*/) { return {}; }
+  // For a caller that must not block on the disk (the server's loop), before each continue_step: starts the
+  // next pass's expert reads into the RAM tier and returns at once, true when reads are in flight; poll
+  // step_reads_pending() (never blocks) until false, then continue_step reads nothing itself. Without a
+  // streaming model or its RAM tier, false (continue_step reads, blocking).
+  virtual bool start_step_reads() { return false; }
+  virtual bool step_reads_pending() { return false; }
   virtual const gpu::Buffer& logits() const = 0;  // [max_step_tokens, V] f32
 
   // Counters of expert streaming (streaming = false and no layers when the experts are resident).

@@ -69,6 +69,8 @@ class Qwen3Moe final : public Model {
   gpu::CommandList* replay_step(const StepBatch& batch) override;
   bool step_pending() const override { return pending_.active; }
   Result<void> continue_step(gpu::CommandList& cmd) override;
+  bool start_step_reads() override;
+  bool step_reads_pending() override { return streamer_ && streamer_->reads_pending(); }
   experts::ExpertStats expert_stats() const override { return streamer_ ? streamer_->stats() : experts::ExpertStats{}; }
   std::string residency() const override;
 
@@ -118,6 +120,7 @@ class Qwen3Moe final : public Model {
   ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);
   // Streaming: records the layer's attention and router, then the ids' copy to the host, and ends the segment.
   void stop_after_router(gpu::CommandList& cmd, uint32_t l);
+  void begin_pending_layer();  // streaming: the stopped layer's ids read back and its passes planned, once
   gpu::Binding f32_range(const gpu::Buffer& b, uint64_t offset, uint64_t floats) const {
     return gpu::in(b, offset, floats * 4);
   }
@@ -771,15 +774,27 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
 // After the segment that ended at layer pending_.layer's router: read its ids back, run the layer's next
 // pass of expert loads, and record on. A layer whose experts outnumber the slots ends a segment after each
 // pass but its last, because the next pass's loads reuse the staging memory this pass's copies read.
+void Qwen3Moe::begin_pending_layer() {
+  if (pending_.ids_read) return;
+  const auto* ids = reinterpret_cast<const uint32_t*>(ids_host_.mapped());
+  streamer_->begin_layer(pending_.layer, std::span(ids, uint64_t{pending_.tokens} * config_.num_experts_per_tok));
+  pending_.ids_read = true;
+}
+
+bool Qwen3Moe::start_step_reads() {
+  if (!pending_.active || !streamer_) return false;
+  const auto t0 = std::chrono::steady_clock::now();
+  begin_pending_layer();
+  const bool pending = streamer_->start_pass_reads();
+  streamer_->add_stall(pending_.layer, elapsed_ns(t0));
+  return pending;
+}
+
 Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
   assert(pending_.active && streamer_);
   const auto t0 = std::chrono::steady_clock::now();
   const uint32_t l = pending_.layer;
-  if (!pending_.ids_read) {
-    const auto* ids = reinterpret_cast<const uint32_t*>(ids_host_.mapped());
-    streamer_->begin_layer(l, std::span(ids, uint64_t{pending_.tokens} * config_.num_experts_per_tok));
-    pending_.ids_read = true;
-  }
+  begin_pending_layer();
   auto last = streamer_->record_pass(cmd);
   if (last && *last && streamer_->prefetching() && l + 1 < config_.num_layers) {
     const uint64_t n = uint64_t{pending_.tokens} * config_.num_experts_per_tok;
