@@ -104,8 +104,9 @@ class Scheduler {
   std::optional<gpu::Ticket> step_begin();
   // Once the previous segment's ticket is reached: records and submits the step's next segment, or returns
   // nullopt when the step is complete. Blocks on the expert reads of the segment, unless a caller that must
-  // not block started them with step_start_reads() and polled step_reads_pending() until false. A failed load ends every sequence of the step with finish_reason "error" and the loader's
-  // message in SequenceResult::error; other sequences and later steps go on.
+  // not block started them with step_start_reads() and polled step_reads_pending() until false. A failed
+  // load ends every sequence of the step with finish_reason "error" and the loader's message in
+  // SequenceResult::error; other sequences and later steps go on.
   std::optional<gpu::Ticket> step_next();
   // Before step_next(): starts the next segment's expert reads (Model::start_step_reads); true while they
   // are in flight. step_reads_pending() polls them without blocking.
