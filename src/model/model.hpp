@@ -98,7 +98,7 @@ class Model {
   virtual void record_step(gpu::CommandList& cmd, const StepBatch& batch) = 0;
   // The whole step as a command list the model keeps: recorded on the first step of its shape (token count,
   // logit rows, attention's key split, whether the block table changed) and replayed by later ones, so a
-  // decode step costs the host a few memcpys instead of recording ~500 dispatches (1.1 ms per step on the
+  // decode step costs the host a few memcpys instead of recording ~440 dispatches (1.15 ms per step on the
   // H200 machine's host, 2026-12-03). Writes the batch into the input buffers like record_step; submit the
   // list and wait for it as after record_step, and never begin or record into it. nullptr where the model
   // records every step (streaming, steps over 32 tokens, $MACH_STEP_REPLAY=0): use record_step then.
