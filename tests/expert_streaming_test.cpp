@@ -475,13 +475,17 @@ TEST(EngineLayoutErrors, ReadErrorFailsTheStepsSequencesAndTheNextRequestWorks) 
 
 // The coroutine path: EngineLoop co_awaits each segment through the GPU bridge. Two requests while layer 0's
 // file is corrupt end with "error: ..." naming it; two more after it is repaired stream resident's tokens.
-TEST(EngineLayoutErrors, EngineLoopStreamsAndSurvivesACorruptSlab) {
+// ram_tier: the loop starts each segment's reads and polls them (EngineLoop with a RAM tier): the corrupt
+// slabs' reads fail there, are dropped, and step_next reads them again and reports the error.
+void engine_loop_survives_a_corrupt_slab(bool ram_tier) {
   TempDir tmp("engine_layout");
   const fs::path dir = pruned(tmp, ops::WeightType::bf16);
   auto resident = load(dir, options(ops::WeightType::bf16));
   const auto want = std::move(generate(*resident)).value_or_throw();
   auto o = options(ops::WeightType::bf16, 2);
   o.max_sequences = 2;
+  o.host_cache_bytes = ram_tier ? 24 * resident->expert_bytes() : 0;
+  o.expert_prefetch = false;
   auto streamed = load(dir, o);
   engine::SequenceRequest req;
   req.prompt = reference_prompt();
@@ -529,7 +533,17 @@ TEST(EngineLayoutErrors, EngineLoopStreamsAndSurvivesACorruptSlab) {
     EXPECT_EQ(outcomes[2 + i].finish_reason, "length");
     EXPECT_EQ(outcomes[2 + i].tokens, want.tokens);
   }
+  const auto total = streamed->expert_stats().total();
+  EXPECT_GT(total.errors, 0u);
+  if (ram_tier)
+    EXPECT_GT(total.awaited_reads, 0u);
+  else
+    EXPECT_EQ(total.awaited_reads, 0u);
 }
+
+TEST(EngineLayoutErrors, EngineLoopStreamsAndSurvivesACorruptSlab) { engine_loop_survives_a_corrupt_slab(false); }
+
+TEST(EngineLayoutErrors, EngineLoopAwaitingReadsSurvivesACorruptSlab) { engine_loop_survives_a_corrupt_slab(true); }
 
 // The server's loop never blocks on the sidecar when a RAM tier is there: each segment's misses are read into
 // the tier while the loop waits on a timer (EngineLoop, Scheduler::step_start_reads), so every sidecar read of
