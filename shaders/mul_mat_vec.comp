@@ -117,7 +117,7 @@ void main() {
   // COMBINE: the token's pairs go to groups of `lanes` invocations side by side, their loads in flight
   // together (as in mul_mat_vec_q4h.comp); every invocation's sums add into the same outputs.
 #if defined(COMBINE)
-  const uint lanes = min(WG, max(32u, 1u << findMSB(max(p.units, 1u) * 2u - 1u)));
+  const uint lanes = pair_lanes(p.units, WG);
   const uint lane = tid % lanes, groups = WG / lanes;
   for (uint pi = tid / lanes; pi < pair_count; pi += groups) {
 #else

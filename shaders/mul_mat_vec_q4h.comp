@@ -176,7 +176,7 @@ void main() {
   // slot and weight loads per pair made the kernel latency-bound (13.4 us per layer on an H200 for 7 MB).
   // Every invocation's sums add into the same outputs below, so how pairs map to invocations is free.
 #if defined(COMBINE)
-  const uint lanes = min(WG, max(32u, 1u << findMSB(max((units + UNR - 1) / UNR, 1u) * 2u - 1u)));
+  const uint lanes = pair_lanes((units + UNR - 1) / UNR, WG);
   const uint lane = tid % lanes, groups = WG / lanes;
   for (uint pi = tid / lanes; pi < pair_count; pi += groups) {
 #else

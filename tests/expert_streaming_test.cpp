@@ -322,10 +322,8 @@ RamTierSetup ram_tier_setup(const TempDir& tmp, ops::WeightType type) {
 TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
   TempDir tmp("engine_layout");
   const RamTierSetup r = ram_tier_setup(tmp, GetParam());
-  const fs::path& dir = r.dir;
-  const auto& want = r.want;
-  const uint64_t slab = r.slab;
-  auto o = r.options;
+  const auto& [dir, want, slab, base] = r;
+  auto o = base;
   auto streamed = load(dir, o);
   const auto first = std::move(generate(*streamed)).value_or_throw();
   expect_close(first.prompt_logits, want.prompt_logits);
@@ -363,10 +361,8 @@ TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
 TEST_P(EngineLayout, PrefetchReadsAheadAndCountsItsAccuracy) {
   TempDir tmp("engine_layout");
   const RamTierSetup r = ram_tier_setup(tmp, GetParam());
-  const fs::path& dir = r.dir;
-  const auto& want = r.want;
-  const uint64_t slab = r.slab;
-  auto o = r.options;
+  const auto& [dir, want, slab, base] = r;
+  auto o = base;
   auto streamed = load(dir, o);
   const auto got = std::move(generate(*streamed)).value_or_throw();
   expect_close(got.prompt_logits, want.prompt_logits);

@@ -15,156 +15,16 @@
 #include <string_view>
 
 #include "engine/chain_hash.hpp"
-#include "experts/expert_streamer.hpp"
 #include "model/family.hpp"
+#include "model/qwen3_moe.hpp"
 #include "model/weight_arena.hpp"
-#include "ops/activation.hpp"
-#include "ops/attention.hpp"
-#include "ops/attention_prep.hpp"
-#include "ops/elementwise.hpp"
-#include "ops/embedding.hpp"
-#include "ops/matmul.hpp"
-#include "ops/norm.hpp"
-#include "ops/rope.hpp"
-#include "ops/rope_freq.hpp"
-#include "ops/router.hpp"
 
 namespace mach::model {
-namespace {
+namespace qwen3_moe {
 
-struct Layer {
-  gpu::Buffer buffer;
-  ops::WeightRef q, k, v, o, router;
-  uint64_t input_norm = 0, post_norm = 0, q_norm = 0, k_norm = 0;  // offsets of [H] / [D] f32 vectors
-  ops::ExpertWeightsRef gate_up;  // per expert [2I, H]: gate rows first, then up rows
-  ops::ExpertWeightsRef down;     // per expert [H, I]
-};
-
-class Qwen3Moe final : public Model {
- public:
-  Qwen3Moe(ModelConfig config, std::optional<experts::Sidecar> sidecar, gpu::Context& context,
-           const LoadOptions& options)
-      : config_(std::move(config)), context_(context), options_(options), sidecar_(std::move(sidecar)) {
-    const char* replay = std::getenv("MACH_STEP_REPLAY");
-    replay_ = !(replay && std::string_view(replay) == "0");
-  }
-
-  Result<void> load(const TensorSource& src);
-
-  const ModelConfig& config() const override { return config_; }
-  engine::KvCache& kv_cache() override { return *kv_; }
-  uint32_t max_step_tokens() const override { return options_.max_step_tokens; }
-  uint64_t weight_bytes() const override { return weight_bytes_; }
-  uint64_t expert_bytes() const override {
-    if (sidecar_) return sidecar_->layout().slab_bytes;
-    return layers_.empty() ? 0 : layers_[0].gate_up.expert_stride + layers_[0].down.expert_stride;
-  }
-  std::string fingerprint() const override {
-    std::string f = model_fingerprint(config_, options_.weight_type, weights_digest_);
-    if (sidecar_) f += fmt::format(" experts={}", ops::weight_type_name(expert_type()));
-    return f;
-  }
-  const gpu::Buffer& logits() const override { return logits_; }
-  void record_step(gpu::CommandList& cmd, const StepBatch& batch) override;
-  gpu::CommandList* replay_step(const StepBatch& batch) override;
-  bool step_pending() const override { return pending_.active; }
-  Result<void> continue_step(gpu::CommandList& cmd) override;
-  bool start_step_reads() override;
-  bool step_reads_pending() override { return streamer_ && streamer_->reads_pending(); }
-  experts::ExpertStats expert_stats() const override { return streamer_ ? streamer_->stats() : experts::ExpertStats{}; }
-  std::string residency() const override;
-
- private:
-  // Where a streaming step stopped: at layer `layer`'s experts, after its router (ids copied to the host).
-  struct Pending {
-    bool active = false;
-    uint32_t layer = 0;
-    uint32_t tokens = 0, max_keys = 0;
-    bool ids_read = false;  // the layer's passes are planned (begin_layer ran)
-    std::vector<uint32_t> logit_rows;
-  };
-
-  // What a step's recording depends on besides buffer contents (replay_step's cache key).
-  struct StepShape {
-    uint32_t tokens = 0;
-    std::vector<uint32_t> logit_rows;
-    std::vector<uint32_t> splits;  // per layer: attention's key split, which grows with the context
-    bool table_upload = false;     // the block table changed: the step copies it first
-    bool operator==(const StepShape&) const = default;
-  };
-  struct RecordedStep {
-    StepShape shape;
-    std::unique_ptr<gpu::CommandList> commands;
-    uint64_t last_use = 0;
-  };
-  static constexpr uint32_t kReplayMaxTokens = 32;  // decode batches and verify blocks; prefill records
-  static constexpr size_t kReplayEntries = 4;       // each list keeps its own scratch (16 MiB at least)
-
-  ops::WeightType expert_type() const { return sidecar_ ? sidecar_->layout().quant : options_.weight_type; }
-  Result<void> check_memory();
-  uint64_t device_memory() const;
-  uint64_t non_expert_bytes() const;  // estimate: the other weights and the logits
-  uint64_t kv_bytes() const;          // the KV cache's budget
-  Result<void> check_sidecar() const;
-  Result<void> load_experts(const TensorSource& src, uint32_t l, WeightArena& arena, Layer& layer);
-  Result<void> load_layer(const TensorSource& src, uint32_t l, Layer& layer);
-  void allocate_workspace();
-  void write_inputs(const StepBatch& batch);  // the batch into inputs_host_, pending_ for the recording
-  ops::AttentionParams attention_params() const;
-  void record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
-  void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
-  ops::RouterParams router_params(uint32_t tokens) const;
-  void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
-  void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
-  // h_ = rms(x_) · weights[norm], and h_'s q4h form for the products that share it (rms_norm_q4h).
-  ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);
-  // Streaming: records the layer's attention and router, then the ids' copy to the host, and ends the segment.
-  void stop_after_router(gpu::CommandList& cmd, uint32_t l);
-  void begin_pending_layer();  // streaming: the stopped layer's ids read back and its passes planned, once
-  gpu::Binding f32_range(const gpu::Buffer& b, uint64_t offset, uint64_t floats) const {
-    return gpu::in(b, offset, floats * 4);
-  }
-
-  ModelConfig config_;
-  gpu::Context& context_;
-  LoadOptions options_;
-  std::optional<experts::Sidecar> sidecar_;           // engine-layout checkpoints
-  std::unique_ptr<experts::ExpertStreamer> streamer_;  // --streaming
-  Pending pending_;
-  uint32_t slots_ = 0;  // streaming: expert slots per layer (check_memory picks them)
-  uint64_t weight_bytes_ = 0;
-  uint64_t weights_digest_ = 0;  // of the final norm and the first embedding rows (see fingerprint())
-
-  gpu::Buffer globals_;  // embeddings, final norm, lm_head
-  ops::WeightRef embed_, lm_head_;
-  uint64_t final_norm_ = 0;
-  std::vector<Layer> layers_;
-  std::unique_ptr<engine::KvCache> kv_;
-  ops::RopeTable rope_;
-  gpu::Buffer rope_freq_, slot_table_;
-
-  // Step inputs: written on the host, copied to the device at the start of the step.
-  gpu::Buffer inputs_host_, inputs_;
-  uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
-  // Activations, sized for max_step_tokens.
-  gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, act_, sel_, logits_;
-  gpu::Buffer router_finished_;  // route_logits' count of finished workgroups (0 between dispatches)
-  gpu::Buffer predicted_ids_;    // streaming prefetch: the next layer's router on this layer's hidden state
-  std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
-  gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
-  gpu::Buffer scratch_;
-  std::vector<RecordedStep> recorded_;  // replay_step's lists, least recently used first to go
-  uint64_t replays_ = 0;
-  bool replay_ = true;  // $MACH_STEP_REPLAY=0 turns replay_step off
-};
-
-uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
-}
 
 // Reads a tensor, checking its shape; the error names the tensor and both shapes.
-Result<std::vector<float>> read_tensor(const TensorSource& src, const std::string& name,
+static Result<std::vector<float>> read_tensor(const TensorSource& src, const std::string& name,
                                        std::vector<uint64_t> expected) {
   auto shape = src.shape(name);
   if (!shape) return shape.error();
@@ -175,7 +35,7 @@ Result<std::vector<float>> read_tensor(const TensorSource& src, const std::strin
   return src.read_f32(name);
 }
 
-uint64_t add_matrix(WeightArena& arena, ops::WeightType type, std::span<const float> w, uint32_t rows, uint32_t cols) {
+static uint64_t add_matrix(WeightArena& arena, ops::WeightType type, std::span<const float> w, uint32_t rows, uint32_t cols) {
   return arena.add(ops::quantize(type, w, rows, cols));
 }
 
@@ -293,7 +153,7 @@ Result<void> Qwen3Moe::load_layer(const TensorSource& src, uint32_t l, Layer& la
 }
 
 // Bytes for a message: GiB, MiB or KiB, whichever reads best.
-std::string size_text(uint64_t bytes) {
+static std::string size_text(uint64_t bytes) {
   if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", bytes / 1073741824.0);
   if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", bytes / 1048576.0);
   return fmt::format("{:.1f} KiB", bytes / 1024.0);
@@ -554,275 +414,12 @@ void Qwen3Moe::allocate_workspace() {
   }
 }
 
-void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, uint32_t max_keys) {
-  const auto& c = config_;
-  const Layer& L = layers_[l];
-  const uint32_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, kvh = c.num_kv_heads;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const gpu::Binding tokens_seq = gpu::in(inputs_, seq_at_, T * 4ull), tokens_pos = gpu::in(inputs_, pos_at_, T * 4ull);
-
-  // h = rms(x); q, k, v = h Wq, h Wk, h Wv (one prepared h for the three where the q4 kernels run).
-  if (ops::uses_q4h(context_, L.q.type, T)) {
-    const ops::PreparedX px = norm_prepared(cmd, L.input_norm, L.buffer, T);
-    const ops::WeightRef qkv[] = {L.q, L.k, L.v};
-    const gpu::Binding out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
-    ops::mul_mat_multi(cmd, qkv, px, out, T);
-  } else {
-    ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
-    ops::mul_mat(cmd, L.q, gpu::in(h_), gpu::out(q_), T);
-    ops::mul_mat(cmd, L.k, gpu::in(h_), gpu::out(k_), T);
-    ops::mul_mat(cmd, L.v, gpu::in(h_), gpu::out(v_), T);
-  }
-  // q_norm / k_norm, RoPE and the KV store in one dispatch.
-  const ops::KvCacheLayout layout = kv_->layout(l);
-  const gpu::Binding table = gpu::in(kv_->block_table());
-  const ops::QkNormRopeArgs qk{gpu::inout(q_), gpu::inout(k_), f32_range(L.buffer, L.q_norm, D),
-                               f32_range(L.buffer, L.k_norm, D), tokens_pos, gpu::in(rope_freq_)};
-  const ops::QkNormRopeShape shape{T, nh, kvh, D, rope_.rotary_dim, 0};
-  const ops::QkNormRopeParams params{eps, ops::NormWeight::w, ops::RopeStyle::neox, rope_.attention_factor};
-  const ops::KvStoreArgs store{layout, gpu::in(v_), tokens_seq, tokens_pos, table, gpu::inout(kv_->k(l)),
-                               gpu::inout(kv_->v(l))};
-  ops::qk_norm_rope_kv_store(cmd, qk, shape, params, store);
-  const ops::AttentionParams ap = attention_params();
-  const ops::AttentionPlan plan = ops::plan_attention(layout, ap, T, max_keys);
-  if (plan.scratch_bytes > scratch_.size()) {
-    // The previous step is complete (record_step's contract), so the old scratch is no longer in use; the
-    // recorded steps that bind it go with it.
-    recorded_.clear();
-    scratch_ = context_.create_buffer(plan.scratch_bytes * 2, gpu::MemoryKind::device, "attention scratch");
-  }
-  ops::AttentionArgs args{gpu::in(q_), tokens_seq, tokens_pos, table, gpu::in(kv_->k(l)), gpu::in(kv_->v(l)),
-                          gpu::in(rope_freq_), gpu::inout(scratch_), gpu::out(attn_)};
-  ops::attention(cmd, layout, ap, plan, args, T);
-  // x += Wo · attention (the residual add inside the product).
-  ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate);
-}
-
-ops::AttentionParams Qwen3Moe::attention_params() const {
-  ops::AttentionParams ap;
-  ap.n_heads = config_.num_heads;
-  ap.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-  return ap;
-}
-
-ops::PreparedX Qwen3Moe::norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T) {
-  const uint32_t H = config_.hidden_size;
-  ops::PreparedX px{cmd.scratch(uint64_t{T} * H * 2), cmd.scratch(uint64_t{T} * (H / 32) * 8), T, H};
-  ops::rms_norm_q4h(cmd, gpu::in(x_), f32_range(weights, norm, H), gpu::out(h_), px.xh, px.xg, {T, H},
-                    static_cast<float>(config_.rms_norm_eps), ops::NormWeight::w);
-  px.xh.access = px.xg.access = gpu::Access::read;  // the products that share it only read it
-  return px;
-}
-
-// The MoE block up to the router's top-k: ids_ [T, k] and route_w_ [T, k]; moe_x_ is h's prepared form
-// when the expert products run the q4 kernels (valid in this recording only).
-void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
-  const auto& c = config_;
-  const Layer& L = layers_[l];
-  const uint32_t H = c.hidden_size;
-  moe_x_.reset();
-  if (ops::uses_q4h(context_, L.gate_up.type, T)) {
-    moe_x_ = norm_prepared(cmd, L.post_norm, L.buffer, T);
-  } else {
-    ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H},
-                  static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
-  }
-  ops::route_logits(cmd, L.router, gpu::in(h_), gpu::inout(router_logits_), gpu::inout(router_finished_),
-                    gpu::in(router_logits_), gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_),
-                    router_params(T));
-}
-
-// The expert products of the routed pairs whose expert has a slot in the layer's slot table (all of them
-// when resident), added into the residual with their routing weights. A streaming layer runs this once per
-// pass; each pass's table slots only its own experts, so the passes add up to the whole sum.
-void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
-  const auto& c = config_;
-  const Layer& L = layers_[l];
-  const uint32_t E = c.num_experts, k = c.num_experts_per_tok;
-  const gpu::Binding table = streamer_ ? streamer_->slot_table(l) : gpu::in(slot_table_);
-  const ops::MoeRouting routing{gpu::in(ids_), table, E, k};
-  if (moe_x_)
-    ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, *moe_x_, gpu::out(act_), T);
-  else
-    ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, gpu::in(h_), gpu::out(act_), T);
-  ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T);
-}
-
-void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows) {
-  const auto& c = config_;
-  const uint32_t H = c.hidden_size, R = static_cast<uint32_t>(logit_rows.size());
-  if (R == 0) return;
-  // Gather the rows that need logits (contiguous runs as one copy), then the final norm and the head.
-  for (uint32_t r = 0; r < R;) {
-    uint32_t n = 1;
-    while (r + n < R && logit_rows[r + n] == logit_rows[r] + n) ++n;
-    cmd.copy(x_, uint64_t{logit_rows[r]} * H * 4, sel_, uint64_t{r} * H * 4, uint64_t{n} * H * 4);
-    r += n;
-  }
-  ops::rms_norm(cmd, gpu::inout(sel_), f32_range(globals_, final_norm_, H), gpu::inout(sel_), {R, H},
-                static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
-  // Bind only the rows this step produces, in pieces that fit the device's storage-buffer range (a large
-  // vocabulary times a long step exceeds lavapipe's 128 MiB).
-  const uint64_t V = c.vocab_size;
-  const uint64_t max_rows = std::max<uint64_t>(1, context_.info().max_storage_buffer_range / (V * 4));
-  for (uint32_t r0 = 0; r0 < R;) {
-    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(R - r0, max_rows));
-    ops::mul_mat(cmd, lm_head_, gpu::in(sel_, uint64_t{r0} * H * 4, uint64_t{n} * H * 4),
-                 gpu::out(logits_, uint64_t{r0} * V * 4, uint64_t{n} * V * 4), n);
-    r0 += n;
-  }
-}
-
-ops::RouterParams Qwen3Moe::router_params(uint32_t T) const {
-  ops::RouterParams rp;
-  rp.mode = ops::RouterMode::softmax_topk;
-  rp.tokens = T;
-  rp.experts = config_.num_experts;
-  rp.k = config_.num_experts_per_tok;
-  rp.normalize = config_.norm_topk_prob;
-  return rp;
-}
-
-void Qwen3Moe::stop_after_router(gpu::CommandList& cmd, uint32_t l) {
-  const uint32_t T = pending_.tokens;
-  const uint64_t id_bytes = uint64_t{T} * config_.num_experts_per_tok * 4;
-  record_attention(cmd, l, T, pending_.max_keys);
-  record_router(cmd, l, T);
-  cmd.copy(ids_, 0, ids_host_, 0, id_bytes);
-  if (streamer_->prefetching() && l + 1 < config_.num_layers) {
-    // The next layer's router on this layer's normed hidden state: its picks are read ahead (the prediction
-    // ignores this layer's expert output and the next layer's attention, so it is right only in part:
-    // ExpertLayerStats counts how often). The logits and weights are scratch.
-    gpu::Binding weights = cmd.scratch(id_bytes);
-    weights.access = gpu::Access::write;
-    ops::route_logits(cmd, layers_[l + 1].router, gpu::in(h_), gpu::inout(router_logits_),
-                      gpu::inout(router_finished_), gpu::in(router_logits_), gpu::in(router_logits_),
-                      gpu::out(predicted_ids_), weights, router_params(T));
-    cmd.copy(predicted_ids_, 0, ids_host_, id_bytes, id_bytes);
-  }
-  moe_x_.reset();  // scratch of this recording: the experts run in the next one
-  pending_.active = true;
-  pending_.layer = l;
-  pending_.ids_read = false;
-}
-
-void Qwen3Moe::write_inputs(const StepBatch& batch) {
-  const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
-  const uint32_t R = static_cast<uint32_t>(batch.logit_rows.size());
-  assert(T > 0 && T <= options_.max_step_tokens && R <= T);
-  assert(batch.seq_of_token.size() == T && batch.positions.size() == T);
-  (void)R;
-  std::byte* host = inputs_host_.mapped();
-  std::memcpy(host + tokens_at_, batch.tokens.data(), T * 4);
-  std::memcpy(host + seq_at_, batch.seq_of_token.data(), T * 4);
-  std::memcpy(host + pos_at_, batch.positions.data(), T * 4);
-  pending_ = {};
-  pending_.tokens = T;
-  for (uint32_t p : batch.positions) pending_.max_keys = std::max(pending_.max_keys, p + 1);
-  pending_.logit_rows.assign(batch.logit_rows.begin(), batch.logit_rows.end());
-}
-
-// A resident step's recording depends on the batch only through StepShape: every op reads the tokens,
-// sequences and positions from inputs_ and the block table, and the context length only picks attention's
-// split. So one recording serves every later step of the same shape (a decode stream's next 127 tokens, at
-// most, before the split grows), and the host's work per step is the memcpys above.
-gpu::CommandList* Qwen3Moe::replay_step(const StepBatch& batch) {
-  if (streamer_ || !replay_ || batch.tokens.size() > kReplayMaxTokens) return nullptr;
-  const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
-  uint32_t max_keys = 0;
-  for (uint32_t p : batch.positions) max_keys = std::max(max_keys, p + 1);
-  StepShape shape{T, {batch.logit_rows.begin(), batch.logit_rows.end()}, {}, kv_->table_dirty()};
-  const ops::AttentionParams ap = attention_params();
-  for (uint32_t l = 0; l < config_.num_layers; ++l)
-    shape.splits.push_back(ops::plan_attention(kv_->layout(l), ap, T, max_keys).splits);
-  auto it = std::find_if(recorded_.begin(), recorded_.end(), [&](const RecordedStep& r) { return r.shape == shape; });
-  if (it != recorded_.end()) {
-    write_inputs(batch);
-    if (shape.table_upload) kv_->mark_table_uploaded();  // the replayed list copies the table
-    it->last_use = ++replays_;
-    return it->commands.get();
-  }
-  auto commands = context_.begin_commands();
-  commands->begin();
-  record_step(*commands, batch);  // may drop the other recordings (a larger attention scratch)
-  commands->timestamp("step");
-  commands->end();
-  const auto older = [](const RecordedStep& a, const RecordedStep& b) { return a.last_use < b.last_use; };
-  if (recorded_.size() >= kReplayEntries) recorded_.erase(std::min_element(recorded_.begin(), recorded_.end(), older));
-  recorded_.push_back({std::move(shape), std::move(commands), ++replays_});
-  return recorded_.back().commands.get();
-}
-
-void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
-  write_inputs(batch);
-  const uint32_t T = pending_.tokens;
-  cmd.copy(inputs_host_, 0, inputs_, 0, inputs_.size());
-  kv_->record_table_upload(cmd);
-  ops::embedding(cmd, embed_, gpu::in(inputs_, tokens_at_, T * 4ull), gpu::out(x_), T);
-  if (streamer_) {
-    stop_after_router(cmd, 0);
-    return;
-  }
-  for (uint32_t l = 0; l < config_.num_layers; ++l) {
-    record_attention(cmd, l, T, pending_.max_keys);
-    record_router(cmd, l, T);
-    record_experts(cmd, l, T);
-  }
-  record_head(cmd, pending_.logit_rows);
-}
-
-// After the segment that ended at layer pending_.layer's router: read its ids back, run the layer's next
-// pass of expert loads, and record on. A layer whose experts outnumber the slots ends a segment after each
-// pass but its last, because the next pass's loads reuse the staging memory this pass's copies read.
-void Qwen3Moe::begin_pending_layer() {
-  if (pending_.ids_read) return;
-  const auto* ids = reinterpret_cast<const uint32_t*>(ids_host_.mapped());
-  streamer_->begin_layer(pending_.layer, std::span(ids, uint64_t{pending_.tokens} * config_.num_experts_per_tok));
-  pending_.ids_read = true;
-}
-
-bool Qwen3Moe::start_step_reads() {
-  if (!pending_.active || !streamer_) return false;
-  const auto t0 = std::chrono::steady_clock::now();
-  begin_pending_layer();
-  const bool pending = streamer_->start_pass_reads();
-  streamer_->add_stall(pending_.layer, elapsed_ns(t0));
-  return pending;
-}
-
-Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
-  assert(pending_.active && streamer_);
-  const auto t0 = std::chrono::steady_clock::now();
-  const uint32_t l = pending_.layer;
-  begin_pending_layer();
-  auto last = streamer_->record_pass(cmd);
-  if (last && *last && streamer_->prefetching() && l + 1 < config_.num_layers) {
-    const uint64_t n = uint64_t{pending_.tokens} * config_.num_experts_per_tok;
-    streamer_->prefetch(l + 1, std::span(reinterpret_cast<const uint32_t*>(ids_host_.mapped()) + n, n));
-  }
-  streamer_->add_stall(l, elapsed_ns(t0));
-  if (!last) {
-    pending_.active = false;
-    return last.error();
-  }
-  record_experts(cmd, l, pending_.tokens);
-  if (*last) {
-    if (l + 1 < config_.num_layers) {
-      stop_after_router(cmd, l + 1);
-    } else {
-      pending_.active = false;
-      record_head(cmd, pending_.logit_rows);
-    }
-  }
-  return {};
-}
-
-}  // namespace
+}  // namespace qwen3_moe
 
 Result<std::unique_ptr<Model>> load_qwen3_moe(ModelConfig config, const TensorSource& src,
                                               std::optional<experts::Sidecar> sidecar, gpu::Context& context,
                                               const LoadOptions& options) {
-  auto model = std::make_unique<Qwen3Moe>(std::move(config), std::move(sidecar), context, options);
+  auto model = std::make_unique<qwen3_moe::Qwen3Moe>(std::move(config), std::move(sidecar), context, options);
   try {
     if (auto r = model->load(src); !r) return r.error();
   } catch (const Exception& e) {
