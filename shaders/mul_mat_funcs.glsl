@@ -48,10 +48,29 @@ layout(push_constant) uniform Push {
   uint experts;     // mul_mat_id: entries of the slot table
   uint accumulate;  // 1: y += W x (y bound read-write), 0: y = W x
 #ifdef MULTI
-  uint n1, w_base1, scales1;  // mul_mat_vec_q4h.comp's MULTI: the second matrix (as n, w_base, scales)
+  uint n1, w_base1, scales1;  // MULTI: the second matrix (as n, w_base, scales)
   uint n2, w_base2, scales2;  // the third (n2 = 0: none)
 #endif
+#ifdef NORM
+  float norm_eps;  // mul_mat_vec.comp's NORM: x's RMSNorm, scale = w * norm_mul + norm_add (ops::NormWeight)
+  float norm_mul;
+  float norm_add;
+#endif
 } p;
+
+#ifdef MULTI
+// MULTI (two or three matrices of one weight binding times the same x, each into its own y): the row tiles of
+// matrix 0, then 1, then 2 follow each other in the grid. Turns the grid's row tile into the matrix m and the
+// tile within it, with that matrix's n, w_base and scales.
+void multi_matrix(inout uint tile, uint rows_per_tile, out uint m, out uint n, out uint w_base, out uint scales) {
+  const uint tiles0 = (p.n + rows_per_tile - 1) / rows_per_tile, tiles1 = (p.n1 + rows_per_tile - 1) / rows_per_tile;
+  m = 0, n = p.n, w_base = p.w_base, scales = p.scales;
+  if (tile >= tiles0) {
+    tile -= tiles0, m = 1, n = p.n1, w_base = p.w_base1, scales = p.scales1;
+    if (tile >= tiles1) tile -= tiles1, m = 2, n = p.n2, w_base = p.w_base2, scales = p.scales2;
+  }
+}
+#endif
 
 // Stores one output: overwrites y[i], or adds to it with p.accumulate (the host then binds y read-write).
 // `y` is the kernel's output buffer, declared before this file is included.

@@ -9,6 +9,13 @@
 // With COMBINE as well (ops::mul_mat_id_combine, NT = 1): one workgroup per (row tile, token), its pairs spread
 //   over groups of invocations: y is the residual [T, N] and y[t, n] += sum_j route_w[pair] * (W_e x[pair])[n], with
 //   x: [T, top_k, K] and each pair's routing weight folded into its x; NO_SLOT pairs add nothing.
+// With MULTI: two or three matrices of one weight binding times the same x, each into its own y (bindings 3, 4,
+//   5), their row tiles one after another in the grid (attention's q, k and v; as mul_mat_vec_q4h.comp's).
+// With NORM (with MULTI here): x is the input of an RMSNorm that the product applies (ops::NormedX): each
+//   chunk of x is scaled by the norm's scale (binding 6) as it is read, its squares are summed in the same
+//   pass (a workgroup reads every column of its tokens' rows once), and each output is divided by the row's
+//   RMS at the end. No norm dispatch, no prepared x and no barrier between them: at decode those cost more
+//   than the products (an H200 took ~6 us for the norm dispatch of one 2048-wide row).
 //
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
 // i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
@@ -49,6 +56,11 @@
 //! variant mul_mat_vec_id_combine_bf16 -DWTYPE_BF16 -DMUL_MAT_ID -DCOMBINE
 //! variant mul_mat_vec_id_combine_q8_0 -DWTYPE_Q8_0 -DMUL_MAT_ID -DCOMBINE
 //! variant mul_mat_vec_id_combine_q4 -DWTYPE_Q4 -DMUL_MAT_ID -DCOMBINE
+//! variant mul_mat_vec_multi_norm_f32 -DWTYPE_F32 -DMULTI -DNORM
+//! variant mul_mat_vec_multi_norm_f16 -DWTYPE_F16 -DMULTI -DNORM
+//! variant mul_mat_vec_multi_norm_bf16 -DWTYPE_BF16 -DMULTI -DNORM
+//! variant mul_mat_vec_multi_norm_q8_0 -DWTYPE_Q8_0 -DMULTI -DNORM
+//! variant mul_mat_vec_multi_norm_q4 -DWTYPE_Q4 -DMULTI -DNORM
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
@@ -68,11 +80,21 @@ layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
 #if defined(COMBINE)
 layout(binding = 6) readonly buffer RouteW { float route_w[]; };
 #endif
+#if defined(MULTI)
+layout(binding = 4) writeonly buffer Y1 { float y1[]; };
+layout(binding = 5) writeonly buffer Y2 { float y2[]; };
+#endif
+#if defined(NORM)
+layout(binding = 6) readonly buffer NormW { vec4 norm_w4[]; };
+const uint SQ = 1;  // one more partial sum per token: x's squares
+#else
+const uint SQ = 0;
+#endif
 
 #include "mul_mat_funcs.glsl"
 
 // Per-subgroup partial sums; assumes subgroups of at least 4 invocations.
-shared float partial[gl_WorkGroupSize.x / 4 * ROWS * NT];
+shared float partial[gl_WorkGroupSize.x / 4 * (ROWS + SQ) * NT];
 
 void main() {
   const uint WG = gl_WorkGroupSize.x;
@@ -80,6 +102,7 @@ void main() {
   const uint wg = flat_workgroup_id();
   const uint k4 = p.k >> 2;
 #if defined(COMBINE)
+  const uint N = p.n, SC = p.scales;
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint token = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
@@ -87,6 +110,7 @@ void main() {
   const uint last = 0;
   const uint pair_count = p.top_k;
 #elif defined(MUL_MAT_ID)
+  const uint N = p.n, SC = p.scales;
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
@@ -99,20 +123,31 @@ void main() {
   const uint pair_count = 1;
 #else
   const uint chunks = (p.tokens + NT - 1) / NT;
+#if defined(MULTI)
+  uint tile = wg / chunks, m, N, mat, SC;
+  multi_matrix(tile, ROWS, m, N, mat, SC);
+  const uint row0 = tile * ROWS;
+#else
+  const uint N = p.n, SC = p.scales;
   const uint row0 = (wg / chunks) * ROWS;
-  const uint t0 = (wg % chunks) * NT;
   const uint mat = p.w_base;
+#endif
+  const uint t0 = (wg % chunks) * NT;
   const uint x_base = t0 * k4;
-  const uint y_base = t0 * p.n;
+  const uint y_base = t0 * N;
   const uint last = p.tokens - 1 - t0;  // the chunk's last token; tokens past it re-read it, store nothing
   const uint pair_count = 1;
 #endif
   // Rows past N (the last tile) read row N - 1 and store nothing.
   uint rows[ROWS];
-  for (uint r = 0; r < ROWS; ++r) rows[r] = min(row0 + r, p.n - 1);
+  for (uint r = 0; r < ROWS; ++r) rows[r] = min(row0 + r, N - 1);
 
   float acc[ROWS * NT];
   for (uint i = 0; i < ROWS * NT; ++i) acc[i] = 0.0;
+#if defined(NORM)
+  float sq[NT];  // x's sum of squares over this invocation's units, per token
+  for (uint t = 0; t < NT; ++t) sq[t] = 0.0;
+#endif
 
   // COMBINE: the token's pairs go to groups of `lanes` invocations side by side, their loads in flight
   // together (as in mul_mat_vec_q4h.comp); every invocation's sums add into the same outputs.
@@ -139,7 +174,7 @@ void main() {
       for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
   #ifdef WTYPE_QUANTIZED
       vec2 sm[ROWS];
-      for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + p.scales, p.k, rows[r], u);
+      for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + SC, p.k, rows[r], u);
       float dq[ROWS * NT];  // sum of q * x over this unit
       float xsum[NT];       // sum of x over this unit (for q4's min)
       for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
@@ -149,8 +184,17 @@ void main() {
         vec4 wc[ROWS];
         for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
         const uint xi = x_base + chunk_x4(u, c);
+  #if defined(NORM)
+        const vec4 ns = norm_w4[chunk_x4(u, c)] * p.norm_mul + p.norm_add;
+  #endif
         for (uint t = 0; t < NT; ++t) {
+  #if defined(NORM)
+          const vec4 xr = x4[xi + min(t, last) * k4];
+          sq[t] += dot(xr, xr);
+          const vec4 xv = xr * ns;
+  #else
           const vec4 xv = x4[xi + min(t, last) * k4] * xw;
+  #endif
   #ifdef WTYPE_QUANTIZED
           const vec4 xq = xv * chunk_xscale(c);
           xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
@@ -172,16 +216,35 @@ void main() {
     }
   }
 
-  const uint RN = ROWS * NT;
+  const uint RN = ROWS * NT, PS = (ROWS + SQ) * NT;  // outputs, and partial sums per subgroup
   for (uint i = 0; i < RN; ++i) {
     const float s = subgroupAdd(acc[i]);
-    if (subgroupElect()) partial[gl_SubgroupID * RN + i] = s;
+    if (subgroupElect()) partial[gl_SubgroupID * PS + i] = s;
   }
+#if defined(NORM)
+  for (uint t = 0; t < NT; ++t) {
+    const float s = subgroupAdd(sq[t]);
+    if (subgroupElect()) partial[gl_SubgroupID * PS + RN + t] = s;
+  }
+#endif
   barrier();
   for (uint i = tid; i < RN; i += WG) {
     float s = 0.0;
-    for (uint g = 0; g < gl_NumSubgroups; ++g) s += partial[g * RN + i];
+    for (uint g = 0; g < gl_NumSubgroups; ++g) s += partial[g * PS + i];
+#if defined(NORM)
+    float squares = 0.0;
+    for (uint g = 0; g < gl_NumSubgroups; ++g) squares += partial[g * PS + RN + i % NT];
+    s *= inversesqrt(squares / float(p.k) + p.norm_eps);
+#endif
     const uint row = row0 + i / NT;
-    if (row < p.n && i % NT <= last) store_y(y_base + (i % NT) * p.n + row, s);
+    if (row >= N || i % NT > last) continue;
+    const uint at = y_base + (i % NT) * N + row;
+#if defined(MULTI)
+    if (m == 0) y[at] = s;
+    else if (m == 1) y1[at] = s;
+    else y2[at] = s;
+#else
+    store_y(at, s);
+#endif
   }
 }

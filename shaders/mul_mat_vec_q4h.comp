@@ -139,13 +139,8 @@ void main() {
 #else
   const uint chunks = (p.tokens + NT - 1) / NT;
 #if defined(MULTI)
-  // Which matrix: the row tiles of matrix 0, then 1, then 2.
-  uint tile = wg / chunks, m = 0, N = p.n, mat = p.w_base, SC = p.scales;
-  const uint tiles0 = (p.n + ROWS - 1) / ROWS, tiles1 = (p.n1 + ROWS - 1) / ROWS;
-  if (tile >= tiles0) {
-    tile -= tiles0, m = 1, N = p.n1, mat = p.w_base1, SC = p.scales1;
-    if (tile >= tiles1) tile -= tiles1, m = 2, N = p.n2, mat = p.w_base2, SC = p.scales2;
-  }
+  uint tile = wg / chunks, m, N, mat, SC;
+  multi_matrix(tile, ROWS, m, N, mat, SC);
   const uint row0 = tile * ROWS;
 #else
   const uint N = p.n, SC = p.scales;

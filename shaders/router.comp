@@ -17,12 +17,23 @@
 // every token as above and resets the count to 0 for the next dispatch. One dispatch and one barrier
 // instead of two: on an H200 (2026-12-03) Qwen3-30B-A3B's router went from 5.7 + 8.2 to 11.6 us per layer;
 // the routing itself now runs in the last workgroup, after the logits, and is most of what is left.
+//
+// With NORM as well (FUSED only): x is the MoE block's input before its RMSNorm, which this dispatch applies:
+// each subgroup sums x's squares over the row in the same pass as its dot products, so the logits are
+// (W (x * s)) / rms(x) with s the norm's scale (w * norm_mul + norm_add), and the workgroups then write the
+// normed row h = x / rms(x) * s that the expert products read, f32 and (with `pack`) in the q4h form of
+// mul_mat_vec_q4h.comp (q4h_funcs.glsl; h then a multiple of 64), each workgroup two 64-column groups at a time. The norm's own
+// dispatch and barrier are gone (~6 us per layer on an H200); an earlier version that normed x before the
+// logits in every workgroup lengthened the router's critical path by more than it saved (docs/performance.md).
 //! variant router_softmax_topk -DROUTER_MODE=0
 //! variant router_topk_softmax -DROUTER_MODE=1
 //! variant router_biased_scores -DROUTER_MODE=2
 //! variant router_fused_softmax_topk -DROUTER_MODE=0 -DFUSED
 //! variant router_fused_topk_softmax -DROUTER_MODE=1 -DFUSED
 //! variant router_fused_biased_scores -DROUTER_MODE=2 -DFUSED
+//! variant router_fused_norm_softmax_topk -DROUTER_MODE=0 -DFUSED -DNORM
+//! variant router_fused_norm_topk_softmax -DROUTER_MODE=1 -DFUSED -DNORM
+//! variant router_fused_norm_biased_scores -DROUTER_MODE=2 -DFUSED -DNORM
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_EXT_control_flow_attributes : require
@@ -39,6 +50,12 @@ layout(binding = 0) coherent buffer Logits { float logits[]; };
 layout(binding = 5) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 6) readonly buffer X { vec4 x4[]; };
 layout(binding = 7) coherent buffer Counter { uint finished[]; };
+#ifdef NORM
+layout(binding = 8) readonly buffer NormW { vec4 norm_w4[]; };
+layout(binding = 9) writeonly buffer H { float h_out[]; };
+layout(binding = 10) writeonly buffer XH { uvec4 xh[]; };
+layout(binding = 11) writeonly buffer XG { vec2 xg[]; };
+#endif
 #else
 layout(binding = 0) readonly buffer Logits { float logits[]; };
 #endif
@@ -58,6 +75,12 @@ layout(push_constant) uniform Push {
 #ifdef FUSED
   uint h;       // W's columns (a multiple of 8)
   uint w_base;  // W's first row, in 16-byte units from the start of binding 5
+#endif
+#ifdef NORM
+  float eps;
+  float norm_mul;  // the norm's scale is w * norm_mul + norm_add (ops::NormWeight)
+  float norm_add;
+  uint pack;       // 1: also write h's q4h form (h a multiple of 64)
 #endif
 } p;
 
@@ -157,6 +180,10 @@ void route_token(uint t) {
 
 #ifdef FUSED
 shared uint is_last;
+#ifdef NORM
+shared float inv_rms[kFusedMaxTokens];
+#include "q4h_funcs.glsl"
+#endif
 
 // logits[t, e] for the workgroup's experts and every token: a subgroup per row, units (8 bf16 columns) strided
 // over its invocations, four loads in flight.
@@ -169,6 +196,10 @@ void compute_logits() {
     const uint base = p.w_base + e * units;
     float acc[kFusedMaxTokens];
     [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) acc[t] = 0.0;
+#ifdef NORM
+    float ss[kFusedMaxTokens];  // x's sum of squares (every subgroup sums the whole row, in the same order)
+    [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) ss[t] = 0.0;
+#endif
     for (uint u0 = lane; u0 < units; u0 += 4 * step) {
       uvec4 d[4];
       [[unroll]] for (uint j = 0; j < 4; ++j) d[j] = u0 + j * step < units ? w_u128[base + u0 + j * step] : uvec4(0);
@@ -176,23 +207,63 @@ void compute_logits() {
         const uint u = min(u0 + j * step, units - 1);  // past the row: d is zero
         const vec4 w0 = vec4(unpack_bf16x2(d[j].x), unpack_bf16x2(d[j].y));
         const vec4 w1 = vec4(unpack_bf16x2(d[j].z), unpack_bf16x2(d[j].w));
+#ifdef NORM
+        const bool counted = u0 + j * step < units;  // the clamped repeat of the last unit adds no squares
+        const vec4 s0 = norm_w4[2 * u] * p.norm_mul + p.norm_add, s1 = norm_w4[2 * u + 1] * p.norm_mul + p.norm_add;
+#endif
         [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) {
           if (t >= p.tokens) break;
           const uint xi = (t * p.h) / 4 + 2 * u;
+#ifdef NORM
+          const vec4 x0 = x4[xi], x1 = x4[xi + 1];
+          if (counted) ss[t] += dot(x0, x0) + dot(x1, x1);
+          acc[t] += dot(w0, x0 * s0) + dot(w1, x1 * s1);
+#else
           acc[t] += dot(w0, x4[xi]) + dot(w1, x4[xi + 1]);
+#endif
         }
       }
     }
     [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) {
       if (t >= p.tokens) break;
+#ifdef NORM
+      const float inv = inversesqrt(subgroupAdd(ss[t]) / float(p.h) + p.eps);
+      if (rr == 0 && subgroupElect()) inv_rms[t] = inv;  // subgroup 0's first row (every workgroup has one)
+      const float sum = subgroupAdd(acc[t]) * inv;
+#else
       const float sum = subgroupAdd(acc[t]);
+#endif
       if (subgroupElect()) logits[t * p.experts + e] = sum;
     }
   }
 }
 
+#ifdef NORM
+// h = x * inv_rms * s for this workgroup's share of the T x h / 64 column groups, two per pass (one per 64
+// invocations), f32 and with `pack` in q4h form. Every invocation calls it (q4h_pack holds barriers).
+void write_normed() {
+  const uint tid = gl_LocalInvocationID.x, l = tid & 63u, groups = (p.h + 63) / 64, total = p.tokens * groups;
+  const uint grid = (p.experts + kFusedRows - 1) / kFusedRows;
+  for (uint base = flat_workgroup_id() * 2; base < total; base += grid * 2) {
+    const uint group = base + tid / 64, t = group / groups, g = group % groups, c = g * 64 + l;
+    const bool live = group < total && c < p.h;  // (a partial last group only without `pack`)
+    float v = 0.0;
+    if (live) {
+      const uint i = t * p.h + c;
+      v = x4[i / 4][i % 4] * inv_rms[t] * (norm_w4[c / 4][c % 4] * p.norm_mul + p.norm_add);
+      h_out[i] = v;
+    }
+    if (p.pack != 0) q4h_pack(v, live, t, g, p.h);
+  }
+}
+#endif
+
 void main() {
   compute_logits();
+#ifdef NORM
+  barrier();  // inv_rms
+  write_normed();
+#endif
   memoryBarrierBuffer();  // this invocation's logits are visible before the workgroup counts itself finished
   barrier();
   if (gl_LocalInvocationID.x == 0) {

@@ -39,6 +39,8 @@ class Qwen3Moe final : public Model {
       : config_(std::move(config)), context_(context), options_(options), sidecar_(std::move(sidecar)) {
     const char* replay = std::getenv("MACH_STEP_REPLAY");
     replay_ = !(replay && std::string_view(replay) == "0");
+    const char* fused = std::getenv("MACH_FUSED_NORM");
+    fused_norm_ = !(fused && std::string_view(fused) == "0");
   }
 
   Result<void> load(const TensorSource& src);
@@ -110,6 +112,8 @@ class Qwen3Moe final : public Model {
   void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
   // h_ = rms(x_) · weights[norm], and h_'s q4h form for the products that share it (rms_norm_q4h).
   ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);
+  // x_ before the RMSNorm of weights[norm], for the ops that apply the norm themselves (ops::NormedX).
+  ops::NormedX normed_x(const gpu::Buffer& weights, uint64_t norm) const;
   // Streaming: records the layer's attention and router, then the ids' copy to the host, and ends the segment.
   void stop_after_router(gpu::CommandList& cmd, uint32_t l);
   void begin_pending_layer();  // streaming: the stopped layer's ids read back and its passes planned, once
@@ -148,6 +152,9 @@ class Qwen3Moe final : public Model {
   std::vector<RecordedStep> recorded_;  // replay_step's lists, least recently used first to go
   uint64_t replays_ = 0;
   bool replay_ = true;  // $MACH_STEP_REPLAY=0 turns replay_step off
+  // $MACH_FUSED_NORM=0 turns off the norms applied inside q/k/v and the router (for A/B measurements): each
+  // norm is a dispatch of its own again.
+  bool fused_norm_ = true;
 };
 
 inline uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {

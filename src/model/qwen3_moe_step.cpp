@@ -20,12 +20,15 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   const float eps = static_cast<float>(c.rms_norm_eps);
   const gpu::Binding tokens_seq = gpu::in(inputs_, seq_at_, T * 4ull), tokens_pos = gpu::in(inputs_, pos_at_, T * 4ull);
 
-  // h = rms(x); q, k, v = h Wq, h Wk, h Wv (one prepared h for the three where the q4 kernels run).
-  if (ops::uses_q4h(context_, L.q.type, T)) {
-    const ops::PreparedX px = norm_prepared(cmd, L.input_norm, L.buffer, T);
-    const ops::WeightRef qkv[] = {L.q, L.k, L.v};
-    const gpu::Binding out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
-    ops::mul_mat_multi(cmd, qkv, px, out, T);
+  // h = rms(x); q, k, v = h Wq, h Wk, h Wv: one dispatch that applies the norm itself where the f32 kernels
+  // run (one token, where it beats norm + packed kernels; or weights the packed kernels do not take), else
+  // one prepared h for the three.
+  const ops::WeightRef qkv_w[] = {L.q, L.k, L.v};
+  const gpu::Binding qkv_out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
+  if (fused_norm_ && (T == 1 || !ops::uses_q4h(context_, L.q.type, T)) && T <= ops::kVerifyMaxTokens) {
+    ops::mul_mat_multi(cmd, qkv_w, normed_x(L.buffer, L.input_norm), qkv_out, T);
+  } else if (ops::uses_q4h(context_, L.q.type, T)) {
+    ops::mul_mat_multi(cmd, qkv_w, norm_prepared(cmd, L.input_norm, L.buffer, T), qkv_out, T);
   } else {
     ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
     ops::mul_mat(cmd, L.q, gpu::in(h_), gpu::out(q_), T);
@@ -64,6 +67,11 @@ ops::AttentionParams Qwen3Moe::attention_params() const {
   return ap;
 }
 
+ops::NormedX Qwen3Moe::normed_x(const gpu::Buffer& weights, uint64_t norm) const {
+  return {gpu::in(x_), f32_range(weights, norm, config_.hidden_size), static_cast<float>(config_.rms_norm_eps),
+          ops::NormWeight::w};
+}
+
 ops::PreparedX Qwen3Moe::norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T) {
   const uint32_t H = config_.hidden_size;
   ops::PreparedX px{cmd.scratch(uint64_t{T} * H * 2), cmd.scratch(uint64_t{T} * (H / 32) * 8), T, H};
@@ -80,7 +88,17 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const Layer& L = layers_[l];
   const uint32_t H = c.hidden_size;
   moe_x_.reset();
-  if (ops::uses_q4h(context_, L.gate_up.type, T)) {
+  const bool q4h = ops::uses_q4h(context_, L.gate_up.type, T);
+  if (fused_norm_) {
+    // The norm inside the router's dispatch, which writes h_ (and its q4h form) for the expert products.
+    if (q4h) moe_x_ = ops::PreparedX{cmd.scratch(uint64_t{T} * H * 2), cmd.scratch(uint64_t{T} * (H / 32) * 8), T, H};
+    ops::route_logits(cmd, L.router, normed_x(L.buffer, L.post_norm), gpu::out(h_), q4h ? &*moe_x_ : nullptr,
+                      gpu::inout(router_logits_), gpu::inout(router_finished_), gpu::in(router_logits_),
+                      gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_), router_params(T));
+    if (moe_x_) moe_x_->xh.access = moe_x_->xg.access = gpu::Access::read;
+    return;
+  }
+  if (q4h) {
     moe_x_ = norm_prepared(cmd, L.post_norm, L.buffer, T);
   } else {
     ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.post_norm, H), gpu::out(h_), {T, H},

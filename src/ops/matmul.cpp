@@ -1,6 +1,7 @@
 #include "ops/matmul.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cassert>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include "gpu/context.hpp"
 #include "ops/activation.hpp"
 #include "ops/elementwise.hpp"
+#include "ops/norm.hpp"
 
 namespace mach::ops {
 
@@ -367,44 +369,101 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu:
                gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
 }
 
-void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const PreparedX& x,
-                   std::span<const gpu::Binding> y, uint32_t tokens) {
-  auto& context = cmd.context();
-  assert((w.size() == 2 || w.size() == 3) && y.size() == w.size());
-  assert(uses_q4h(context, w[0].type, tokens) && x.rows == tokens && x.k == w[0].cols);
+namespace {
+
+// The weights and push constants of a MULTI product (both kernels): the matrices' span of their buffer as one
+// binding.
+struct MultiCall {
+  WeightBinding weights;
+  struct {
+    MulMatPush base;
+    uint32_t n1, w_base1, scales1, n2, w_base2, scales2;
+  } push{};
+};
+
+MultiCall multi_call(const gpu::Context& context, std::span<const WeightRef> w, uint32_t tokens) {
+  assert(w.size() == 2 || w.size() == 3);
   uint64_t begin = w[0].offset, end = 0;
   for (const WeightRef& m : w) {
     assert(m.buffer == w[0].buffer && m.type == w[0].type && m.cols == w[0].cols);
     begin = std::min(begin, m.offset);
     end = std::max(end, m.offset + weight_bytes(m.type, m.rows, m.cols));
   }
-  const WeightBinding wb = bind_weights(context, *w[0].buffer, begin, end - begin);
-  struct {
-    MulMatPush base;
-    uint32_t n1, w_base1, scales1, n2, w_base2, scales2;
-  } push{};
+  MultiCall call{bind_weights(context, *w[0].buffer, begin, end - begin)};
   const auto matrix = [&](const WeightRef& m, uint32_t& n, uint32_t& base, uint32_t& scales) {
     n = m.rows;
-    base = wb.base_units + static_cast<uint32_t>((m.offset - begin) / 16);
+    base = call.weights.base_units + static_cast<uint32_t>((m.offset - begin) / 16);
     scales = static_cast<uint32_t>(scales_offset(m.type, m.rows, m.cols) / 4);
   };
+  auto& push = call.push;
   push.base = {0, w[0].cols, row_units(w[0].type, w[0].cols), 0, 0, 0, tokens, 1, 0, 1, 0};
   matrix(w[0], push.base.n, push.base.w_base, push.base.scales);
   matrix(w[1], push.n1, push.w_base1, push.scales1);
   if (w.size() == 3) matrix(w[2], push.n2, push.w_base2, push.scales2);
+  return call;
+}
+
+// The y bindings of a MULTI product: two matrices repeat the second in the third binding (never written).
+std::array<gpu::Binding, 3> multi_outputs(std::span<const gpu::Binding> y) {
+  assert(y.size() == 2 || y.size() == 3);
+  std::array<gpu::Binding, 3> ys;
+  for (size_t i = 0; i < 3; ++i) {
+    ys[i] = y[std::min(i, y.size() - 1)];
+    ys[i].access = gpu::Access::write;
+  }
+  return ys;
+}
+
+uint32_t multi_tiles(std::span<const WeightRef> w, uint32_t rows) {
+  uint32_t tiles = 0;
+  for (const WeightRef& m : w) tiles += gpu::div_up(m.rows, rows);
+  return tiles;
+}
+
+}  // namespace
+
+void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const PreparedX& x,
+                   std::span<const gpu::Binding> y, uint32_t tokens) {
+  auto& context = cmd.context();
+  assert(y.size() == w.size());
+  assert(uses_q4h(context, w[0].type, tokens) && x.rows == tokens && x.k == w[0].cols);
+  const MultiCall call = multi_call(context, w, tokens);
   const Q4hTuning t = q4h_tuning();
   const TokenChunks chunks = token_chunks(tokens);
   const auto& pipeline =
       context.pipeline("mul_mat_vec_multi_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
-  uint32_t tiles = 0;
-  for (const WeightRef& m : w) tiles += gpu::div_up(m.rows, t.rows);
-  gpu::Binding ys[3];
-  for (size_t i = 0; i < 3; ++i) {
-    ys[i] = y[std::min(i, y.size() - 1)];  // two matrices: the third binding repeats the second (never written)
-    ys[i].access = gpu::Access::write;
+  const auto ys = multi_outputs(y);
+  const gpu::Binding wb = call.weights.binding;
+  cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, ys[0], ys[1], ys[2]}, call.push,
+               gpu::flat_groups(multi_tiles(w, t.rows) * chunks.count));
+}
+
+void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
+                   std::span<const gpu::Binding> y, uint32_t tokens) {
+  auto& context = cmd.context();
+  assert(y.size() == w.size() && tokens > 0);
+  const uint32_t K = w[0].cols;
+  if (tokens > kVerifyMaxTokens) {
+    gpu::Binding h = cmd.scratch(uint64_t{tokens} * K * 4);
+    h.access = gpu::Access::write;
+    rms_norm(cmd, x.x, x.weight, h, {tokens, K}, x.eps, x.mode);
+    h.access = gpu::Access::read;
+    for (size_t i = 0; i < w.size(); ++i) mul_mat(cmd, w[i], h, y[i], tokens);
+    return;
   }
-  cmd.dispatch(pipeline, {wb.binding, wb.binding, x.xh, x.xg, ys[0], ys[1], ys[2]}, push,
-               gpu::flat_groups(tiles * chunks.count));
+  const MultiCall call = multi_call(context, w, tokens);
+  struct {
+    decltype(call.push) multi;
+    float eps, mul, add;
+  } push{call.push, x.eps, x.mode == NormWeight::none ? 0.0f : 1.0f, x.mode == NormWeight::w ? 0.0f : 1.0f};
+  const MatVecTuning t = mat_vec_tuning();
+  const TokenChunks chunks = token_chunks(tokens);
+  const auto& pipeline = context.pipeline(variant("mul_mat_vec_multi_norm", w[0].type),
+                                          {mat_vec_workgroup(call.push.base.units), t.rows, chunks.tokens});
+  const auto ys = multi_outputs(y);
+  const gpu::Binding wb = call.weights.binding;
+  cmd.dispatch(pipeline, {wb, wb, x.x, ys[0], ys[1], ys[2], x.weight}, push,
+               gpu::flat_groups(multi_tiles(w, t.rows) * chunks.count));
 }
 
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,

@@ -20,6 +20,7 @@
 #include <span>
 
 #include "gpu/command_list.hpp"
+#include "ops/norm.hpp"
 #include "ops/weight_format.hpp"
 
 namespace mach::ops {
@@ -78,6 +79,11 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu:
 // only where uses_q4h(context, type, T). One dispatch instead of three saves two launches and barriers per
 // layer, which is most of what those small products cost at decode.
 void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const PreparedX& x,
+                   std::span<const gpu::Binding> y, uint32_t tokens);
+// The same on x's RMSNorm, which the product applies (ops::NormedX; mul_mat_vec.comp's MULTI + NORM): any weight
+// type, x: [T, K] f32 before the norm. One dispatch, no norm dispatch before it, for T <= kVerifyMaxTokens;
+// larger T norm into command scratch first.
+void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
                    std::span<const gpu::Binding> y, uint32_t tokens);
 
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the

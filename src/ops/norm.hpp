@@ -14,6 +14,17 @@ enum class NormWeight : uint32_t {
   one_plus_w = 2,  // (1 + w) * x̂ (Qwen3.5 / Qwen3-Next, Gemma 3; checkpoints store w around 0)
 };
 
+// A row before an RMSNorm that the op reading it applies itself (ops::mul_mat_multi, ops::route_logits): no
+// norm dispatch, and no barrier between the norm and the op. The op scales each column by the norm's scale as
+// it reads x, sums x's squares over the row in the same pass, and divides its outputs by the row's RMS: the
+// op of y = rms_norm(x), its sums taken in another order.
+struct NormedX {
+  gpu::Binding x;       // [T, K] f32, the norm's input
+  gpu::Binding weight;  // [K] f32 (bind anything for NormWeight::none)
+  float eps = 1e-6f;
+  NormWeight mode = NormWeight::w;
+};
+
 struct RmsNormShape {
   uint32_t rows = 0;
   uint32_t h = 0;

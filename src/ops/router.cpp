@@ -5,6 +5,7 @@
 
 #include "gpu/context.hpp"
 #include "ops/matmul.hpp"
+#include "ops/norm.hpp"
 
 namespace mach::ops {
 
@@ -13,14 +14,22 @@ namespace {
 constexpr const char* kNames[] = {"router_softmax_topk", "router_topk_softmax", "router_biased_scores"};
 constexpr const char* kFusedNames[] = {"router_fused_softmax_topk", "router_fused_topk_softmax",
                                        "router_fused_biased_scores"};
+constexpr const char* kFusedNormNames[] = {"router_fused_norm_softmax_topk", "router_fused_norm_topk_softmax",
+                                           "router_fused_norm_biased_scores"};
 constexpr uint32_t kFusedRows = 4;  // router.comp's kFusedRows
 
-// Mirrors router.comp's push constants (the last two only with FUSED).
+// Mirrors router.comp's push constants (h and w_base only with FUSED, the rest only with NORM).
 struct RouterPush {
   uint32_t tokens, experts, k, has_bias, has_expert_scale, normalize, score_fn;
   float scale;
   uint32_t h = 0, w_base = 0;
+  float eps = 0, norm_mul = 0, norm_add = 0;
+  uint32_t pack = 0;
 };
+
+bool fusable(const WeightRef& w, uint32_t tokens) {
+  return w.type == WeightType::bf16 && w.cols % 8 == 0 && tokens <= kRouterFusedMaxTokens;
+}
 
 RouterPush router_push(const RouterParams& params) {
   assert(params.experts > 0 && params.experts <= kRouterMaxExperts);
@@ -45,7 +54,7 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu
                   gpu::Binding finished, gpu::Binding bias, gpu::Binding expert_scale, gpu::Binding ids,
                   gpu::Binding weights, const RouterParams& params) {
   assert(w.rows == params.experts);
-  if (w.type != WeightType::bf16 || w.cols % 8 != 0 || params.tokens > kRouterFusedMaxTokens) {
+  if (!fusable(w, params.tokens)) {
     logits.access = gpu::Access::write;
     mul_mat(cmd, w, x, logits, params.tokens);
     logits.access = gpu::Access::read;
@@ -59,8 +68,46 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu
   push.w_base = wb.base_units;
   logits.access = finished.access = gpu::Access::read_write;
   const auto& pipeline = cmd.context().pipeline(kFusedNames[static_cast<uint32_t>(params.mode)]);
-  cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x, finished}, push,
-               gpu::flat_groups(gpu::div_up(params.experts, kFusedRows)));
+  // Only the fused kernel's block is pushed (the NORM fields follow it).
+  cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x, finished}, &push,
+               offsetof(RouterPush, eps), gpu::flat_groups(gpu::div_up(params.experts, kFusedRows)));
+}
+
+void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, gpu::Binding h, const PreparedX* h_q4h,
+                  gpu::Binding logits, gpu::Binding finished, gpu::Binding bias, gpu::Binding expert_scale,
+                  gpu::Binding ids, gpu::Binding weights, const RouterParams& params) {
+  assert(w.rows == params.experts && (!h_q4h || (h_q4h->rows == params.tokens && h_q4h->k == w.cols)));
+  h.access = gpu::Access::write;
+  const bool pack = h_q4h != nullptr;
+  assert(!pack || w.cols % 64 == 0);  // the q4h form's groups
+  if (!fusable(w, params.tokens)) {
+    const RmsNormShape shape{params.tokens, w.cols};
+    if (pack)
+      rms_norm_q4h(cmd, x.x, x.weight, h, h_q4h->xh, h_q4h->xg, shape, x.eps, x.mode);
+    else
+      rms_norm(cmd, x.x, x.weight, h, shape, x.eps, x.mode);
+    h.access = gpu::Access::read;
+    route_logits(cmd, w, h, logits, finished, bias, expert_scale, ids, weights, params);
+    return;
+  }
+  RouterPush push = router_push(params);
+  if (params.tokens == 0) return;
+  const WeightBinding wb = bind_weights(cmd.context(), *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
+  push.h = w.cols;
+  push.w_base = wb.base_units;
+  push.eps = x.eps;
+  push.norm_mul = x.mode == NormWeight::none ? 0.0f : 1.0f;
+  push.norm_add = x.mode == NormWeight::w ? 0.0f : 1.0f;
+  push.pack = pack ? 1 : 0;
+  logits.access = finished.access = gpu::Access::read_write;
+  gpu::Binding xh = h, xg = h;  // bound but never written without `pack`
+  if (pack) {
+    xh = h_q4h->xh, xg = h_q4h->xg;
+    xh.access = xg.access = gpu::Access::write;
+  }
+  const auto& pipeline = cmd.context().pipeline(kFusedNormNames[static_cast<uint32_t>(params.mode)]);
+  cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x.x, finished, x.weight, h, xh, xg},
+               push, gpu::flat_groups(gpu::div_up(params.experts, kFusedRows)));
 }
 
 }  // namespace mach::ops

@@ -8,6 +8,8 @@
 #include <cstdint>
 
 #include "gpu/command_list.hpp"
+#include "ops/matmul.hpp"
+#include "ops/norm.hpp"
 #include "ops/weight_format.hpp"
 
 namespace mach::ops {
@@ -58,5 +60,14 @@ inline constexpr uint32_t kRouterFusedMaxTokens = 8;
 void route_logits(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding logits,
                   gpu::Binding finished, gpu::Binding bias, gpu::Binding expert_scale, gpu::Binding ids,
                   gpu::Binding weights, const RouterParams& params);
+
+// The MoE block's RMSNorm and route_logits together: h = rms_norm(x) [T, H] f32 for the expert products, its
+// q4h form into *h_q4h when given (PreparedX of rows T, k H: the scratch the caller made), and the routing of
+// the logits of h (H % 64 == 0 with h_q4h). Where route_logits fuses, one dispatch: router.comp's NORM
+// computes the logits from x with the norm folded in and then writes h; else rms_norm(_q4h), then
+// route_logits.
+void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, gpu::Binding h, const PreparedX* h_q4h,
+                  gpu::Binding logits, gpu::Binding finished, gpu::Binding bias, gpu::Binding expert_scale,
+                  gpu::Binding ids, gpu::Binding weights, const RouterParams& params);
 
 }  // namespace mach::ops

@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "op_case.hpp"
 #include "ops/matmul.hpp"
 #include "ops/reference/activation.hpp"
 #include "ops/reference/matmul.hpp"
+#include "ops/reference/norm.hpp"
 
 namespace mach::test {
 namespace {
@@ -276,16 +278,21 @@ class MulMatAccumulateCase : public SimpleOpCase {
 
 // mul_mat_multi: two or three matrices of different heights at gapped offsets of one buffer, times one
 // prepared x, each into its own y (the model's q, k and v); every y checked against its own reference.
+// With `norm`: any weight type, times x's RMSNorm applied by the product (ops::NormedX): the reference is the
+// product of the reference norm's output.
 class MulMatMultiCase : public SimpleOpCase {
  public:
-  MulMatMultiCase(std::vector<uint32_t> ns, uint32_t k, uint32_t tokens) : ns_(std::move(ns)), k_(k), t_(tokens) {}
-  std::string op() const override { return "mul_mat_multi"; }
+  MulMatMultiCase(std::vector<uint32_t> ns, uint32_t k, uint32_t tokens,
+                  std::optional<ops::NormWeight> norm = std::nullopt, WeightType type = WeightType::q4)
+      : ns_(std::move(ns)), k_(k), t_(tokens), norm_(norm), type_(type) {}
+  std::string op() const override { return norm_ ? "mul_mat_multi_normed" : "mul_mat_multi"; }
   std::string params() const override {
     std::string n;
     for (uint32_t v : ns_) n += (n.empty() ? "" : ",") + std::to_string(v);
-    return fmt::format("type=q4 n={} k={} t={}", n, k_, t_);
+    return fmt::format("type={} n={} k={} t={}{}", ops::weight_type_name(type_), n, k_, t_,
+                       norm_ ? fmt::format(" norm={}", static_cast<uint32_t>(*norm_)) : "");
   }
-  double max_nmse() const override { return kMaxNmseQ4h; }
+  double max_nmse() const override { return norm_ ? kMaxNmse : kMaxNmseQ4h; }
   double bytes() const override {
     double b = io_bytes(uint64_t{t_} * k_, 0);
     for (uint32_t n : ns_)
@@ -297,25 +304,34 @@ class MulMatMultiCase : public SimpleOpCase {
     for (uint32_t n : ns_) f += 2.0 * n * k_ * t_;
     return f;
   }
-  bool supported(const gpu::Context& context) const override { return ops::uses_q4h(context, WeightType::q4, t_); }
+  bool supported(const gpu::Context& context) const override {
+    return norm_ || ops::uses_q4h(context, WeightType::q4, t_);
+  }
 
   void prepare(gpu::Context& context, Rng& rng) override {
-    const auto x = rng.normal_vec(uint64_t{t_} * k_);
+    const auto x_in = rng.normal_vec(uint64_t{t_} * k_, norm_ ? 3.0f : 1.0f);
+    std::vector<float> x = x_in;  // what the products multiply: the norm's output with `norm`
+    if (norm_) {
+      const auto nw = rng.normal_vec(k_, 0.5f);
+      ref::rms_norm(x_in, nw, x, t_, k_, kEps, *norm_);
+      norm_w_ = GuardedBuffer(context, k_ * 4ull, "norm w");
+      norm_w_.upload(nw);
+    }
     std::vector<std::byte> all;
     std::vector<std::vector<float>> expected;
     for (uint32_t n : ns_) {
       all.resize(all.size() + 512);  // a gap (not read): the matrices are not back to back
       offsets_.push_back(all.size());
-      const auto w = random_weights(WeightType::q4, n, k_, rng);
+      const auto w = random_weights(type_, n, k_, rng);
       all.insert(all.end(), w.begin(), w.end());
       all.resize((all.size() + 255) / 256 * 256);
       expected.emplace_back(uint64_t{t_} * n);
-      ref::mul_mat(WeightType::q4, w, n, k_, x, expected.back(), t_);
+      ref::mul_mat(type_, w, n, k_, x, expected.back(), t_);
     }
     w_ = GuardedBuffer(context, all.size(), "w");
     w_.upload(all);
-    x_ = GuardedBuffer(context, x.size() * 4, "x");
-    x_.upload(x);
+    x_ = GuardedBuffer(context, x_in.size() * 4, "x");
+    x_.upload(x_in);
     output_ = GuardedBuffer(context, expected[0].size() * 4, "y0");
     expected_ = expected[0];
     for (size_t i = 1; i < ns_.size(); ++i) {
@@ -331,10 +347,13 @@ class MulMatMultiCase : public SimpleOpCase {
   void record(gpu::CommandList& cmd) override {
     std::vector<ops::WeightRef> w;
     for (size_t i = 0; i < ns_.size(); ++i)
-      w.push_back({w_.in().buffer, w_.in().offset + offsets_[i], WeightType::q4, ns_[i], k_});
+      w.push_back({w_.in().buffer, w_.in().offset + offsets_[i], type_, ns_[i], k_});
     std::vector<gpu::Binding> y = {output_.out()};
     for (auto& extra : extra_) y.push_back(extra.out());
-    ops::mul_mat_multi(cmd, w, ops::prepare_q4h(cmd, x_.in(), t_, k_), y, t_);
+    if (norm_)
+      ops::mul_mat_multi(cmd, w, ops::NormedX{x_.in(), norm_w_.in(), kEps, *norm_}, y, t_);
+    else
+      ops::mul_mat_multi(cmd, w, ops::prepare_q4h(cmd, x_.in(), t_, k_), y, t_);
   }
   CheckResult check(gpu::Context& context) override {
     CheckResult r = SimpleOpCase::check(context);
@@ -347,10 +366,13 @@ class MulMatMultiCase : public SimpleOpCase {
   }
 
  private:
+  static constexpr float kEps = 1e-6f;
   std::vector<uint32_t> ns_;
   uint32_t k_, t_;
+  std::optional<ops::NormWeight> norm_;
+  WeightType type_;
   std::vector<uint64_t> offsets_;
-  GuardedBuffer w_, x_;
+  GuardedBuffer w_, x_, norm_w_;
   std::vector<GuardedBuffer> extra_;
   std::vector<std::vector<float>> extra_expected_;
 };
@@ -675,6 +697,15 @@ void add_test_cases(CaseList& cases) {
   for (uint32_t t : {1u, 3u, 8u, 12u, 32u})
     cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t));
   cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{64, 17}, 192, 5));
+  // mul_mat_multi on x's RMSNorm applied by the product: every type at decode, q4 in token chunks, each norm
+  // weighting, a pair, and T = 40 (norm into scratch, then the tiled products; f32, which stays off tensor cores).
+  using W = ops::NormWeight;
+  for (WeightType type : kAllTypes)
+    cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, 1, W::w, type));
+  for (uint32_t t : {3u, 12u})
+    cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t, W::one_plus_w));
+  cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{64, 17}, 192, 2, W::none, WeightType::bf16));
+  cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{64, 17, 33}, 256, 40, W::w, WeightType::f32));
   // mul_mat_id_swiglu (n = 2I): the fused q4h kernel for T <= 32 (odd I, a permuted padded stack, an input
   // prepared by the caller), mul_mat_id + glu beyond and for the other types and the f32 q4 kernel.
   const auto small = [](uint32_t t) { return MoeShape{90, 192, 8, 2, 8, false, false, false, t}; };
@@ -779,6 +810,9 @@ void add_perf_cases(CaseList& cases) {
   }
   // Decode's q, k and v of Qwen3-30B-A3B in one dispatch, and its fused gate/up + SwiGLU.
   cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 1));
+  // The same with the attention norm applied inside (the f32 kernel on x as it is): decode's q/k/v now.
+  cases.push_back(
+      std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 1, ops::NormWeight::w));
   cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, qwen3_gate_up(1)));
   // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_gate_up(512)));

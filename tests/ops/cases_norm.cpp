@@ -104,22 +104,7 @@ class RmsNormQ4hCase : public SimpleOpCase {
   }
   CheckResult check(gpu::Context& context) override {
     CheckResult r = SimpleOpCase::check(context);
-    const uint64_t n = uint64_t{rows_} * h_;
-    GuardedBuffer xh(context, n * 2, "xh by q4h_prep"), xg(context, n / 4, "xg by q4h_prep");
-    auto cmd = context.begin_commands();
-    cmd->begin();
-    const struct {
-      uint32_t rows, k;
-    } push{rows_, h_};
-    cmd->dispatch(context.pipeline("q4h_prep"), {output_.in(), xh.out(), xg.out()}, push,
-                  gpu::flat_groups(n / 64));  // one workgroup per 64-column group
-    context.wait(context.submit(*cmd));
-    const auto got_h = xh_.download_bytes(), want_h = xh.download_bytes();
-    const auto got_g = xg_.download_bytes(), want_g = xg.download_bytes();
-    if (got_h != want_h || got_g != want_g) {
-      size_t words = 0;
-      for (size_t i = 0; i < got_h.size(); i += 4) words += std::memcmp(&got_h[i], &want_h[i], 4) != 0;
-      for (size_t i = 0; i < got_g.size(); i += 4) words += std::memcmp(&got_g[i], &want_g[i], 4) != 0;
+    if (const size_t words = q4h_words_unlike_prep(context, output_, xh_, xg_, rows_, h_); words != 0) {
       r.nmse = INFINITY;
       r.detail += fmt::format(" xh/xg differ from q4h_prep's in {} words", words);
     }

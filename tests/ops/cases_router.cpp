@@ -7,8 +7,10 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <optional>
 
 #include "op_case.hpp"
+#include "ops/reference/norm.hpp"
 #include "ops/reference/router.hpp"
 #include "ops/router.hpp"
 
@@ -20,13 +22,19 @@ class RouterCase : public OpCase {
   // With `ties`, logits take only 8 distinct values, so exact ties decide ids (the lower index must win).
   // With h > 0, ops::route_logits: the logits come from random bf16 router weights [E, h] and x [T, h] (fused
   // into one dispatch for T <= kRouterFusedMaxTokens), and are checked too.
-  explicit RouterCase(ops::RouterParams p, bool ties = false, uint32_t h = 0) : p_(p), ties_(ties), h_(h) {}
-  std::string op() const override { return h_ ? "route_logits" : "router"; }
+  // With `norm` as well, the route_logits that applies the MoE block's RMSNorm to x itself and writes the
+  // normed h (checked against the reference norm), and with `pack` its q4h form (checked against q4h_prep's
+  // for the op's own h): the logits are those of the normed x.
+  explicit RouterCase(ops::RouterParams p, bool ties = false, uint32_t h = 0,
+                      std::optional<ops::NormWeight> norm = std::nullopt, bool pack = false)
+      : p_(p), ties_(ties), h_(h), norm_(norm), pack_(pack) {}
+  std::string op() const override { return h_ ? (norm_ ? "route_logits_normed" : "route_logits") : "router"; }
   std::string params() const override {
     return fmt::format("mode={} score={} t={} e={} k={} norm={} bias={} expert_scale={} scale={} ties={}{}",
                        static_cast<uint32_t>(p_.mode), static_cast<uint32_t>(p_.score), p_.tokens, p_.experts, p_.k,
                        p_.normalize, p_.has_bias, p_.has_expert_scale, p_.scale, ties_,
-                       h_ ? fmt::format(" h={}", h_) : "");
+                       h_ ? fmt::format(" h={}", h_) : "",
+                       norm_ ? fmt::format(" norm={} pack={}", static_cast<uint32_t>(*norm_), pack_) : "");
   }
   double max_nmse() const override { return 1e-10; }
   double bytes() const override {
@@ -61,8 +69,22 @@ class RouterCase : public OpCase {
     if (h_ > 0) {
       // Random weights and inputs instead: logits of unit scale whose gaps dwarf f32 summation-order error.
       std::vector<uint16_t> w(uint64_t{E} * h_);
-      const auto x = rng.normal_vec(uint64_t{T} * h_);
+      const auto x = rng.normal_vec(uint64_t{T} * h_, norm_ ? 3.0f : 1.0f);
       for (auto& v : w) v = ops::float_to_bf16(rng.normal(1.0f / std::sqrt(float(h_))));
+      // With the norm, the logits are those of h = rms_norm(x) (f32, as the reference op computes it).
+      std::vector<float> h = x;
+      if (norm_) {
+        const auto nw = rng.normal_vec(h_, 0.5f);
+        ref::rms_norm(x, nw, h, T, h_, kEps, *norm_);
+        norm_w_ = GuardedBuffer(context, h_ * 4ull, "norm w");
+        norm_w_.upload(nw);
+        h_out_ = GuardedBuffer(context, h.size() * 4, "h");
+        if (pack_) {
+          xh_ = GuardedBuffer(context, h.size() * 2, "xh");
+          xg_ = GuardedBuffer(context, h.size() / 8 * 2, "xg");
+        }
+        expected_h_ = h;
+      }
       for (uint32_t t = 0; t < T; ++t)
         for (uint32_t e = 0; e < E; ++e) {
           double sum = 0;
@@ -70,7 +92,7 @@ class RouterCase : public OpCase {
             const uint32_t bits = uint32_t{w[uint64_t{e} * h_ + j]} << 16;
             float wf;
             std::memcpy(&wf, &bits, 4);
-            sum += double(wf) * x[uint64_t{t} * h_ + j];
+            sum += double(wf) * h[uint64_t{t} * h_ + j];
           }
           logits[uint64_t{t} * E + e] = static_cast<float>(sum);
         }
@@ -97,13 +119,20 @@ class RouterCase : public OpCase {
   void record(gpu::CommandList& cmd) override {
     if (h_ > 0) {
       const ops::WeightRef w{w_.in().buffer, w_.in().offset, ops::WeightType::bf16, p_.experts, h_};
-      ops::route_logits(cmd, w, x_.in(), logits_.inout(), finished_.inout(), bias_.in(), scale_.in(), ids_.out(),
-                        weights_.out(), p_);
+      if (norm_) {
+        const ops::NormedX x{x_.in(), norm_w_.in(), kEps, *norm_};
+        const ops::PreparedX px{xh_.out(), xg_.out(), p_.tokens, h_};
+        ops::route_logits(cmd, w, x, h_out_.out(), pack_ ? &px : nullptr, logits_.inout(), finished_.inout(),
+                          bias_.in(), scale_.in(), ids_.out(), weights_.out(), p_);
+      } else {
+        ops::route_logits(cmd, w, x_.in(), logits_.inout(), finished_.inout(), bias_.in(), scale_.in(), ids_.out(),
+                          weights_.out(), p_);
+      }
     } else {
       ops::route(cmd, logits_.in(), bias_.in(), scale_.in(), ids_.out(), weights_.out(), p_);
     }
   }
-  CheckResult check(gpu::Context&) override {
+  CheckResult check(gpu::Context& context) override {
     CheckResult r;
     const auto ids = ids_.download<uint32_t>();
     r.nmse = nmse(weights_.download<float>(), expected_weights_);
@@ -127,8 +156,23 @@ class RouterCase : public OpCase {
         r.detail = fmt::format("the finished count is {}, not 0, after the run", left);
       }
     }
+    if (norm_) {
+      // h within f32 rounding of the reference norm (the sums of squares in another order), its q4h form
+      // the bits q4h_prep writes for it.
+      if (const double h_nmse = nmse(h_out_.download<float>(), expected_h_); !(h_nmse <= 1e-11)) {
+        r.nmse = INFINITY;
+        r.detail = fmt::format("h nmse {}", h_nmse);
+      }
+      if (pack_) {
+        if (const size_t words = q4h_words_unlike_prep(context, h_out_, xh_, xg_, p_.tokens, h_); words != 0) {
+          r.nmse = INFINITY;
+          r.detail = fmt::format("xh/xg differ from q4h_prep's in {} words", words);
+        }
+      }
+    }
     std::string why;
-    for (const GuardedBuffer* b : {&logits_, &bias_, &scale_, &ids_, &weights_, &w_, &x_, &finished_}) {
+    for (const GuardedBuffer* b :
+         {&logits_, &bias_, &scale_, &ids_, &weights_, &w_, &x_, &finished_, &norm_w_, &h_out_, &xh_, &xg_}) {
       if (b->bytes() == 0) continue;
       if (!b->guards_intact(&why)) {
         r.guards_ok = false;
@@ -139,11 +183,14 @@ class RouterCase : public OpCase {
   }
 
  private:
+  static constexpr float kEps = 1e-6f;
   ops::RouterParams p_;
   bool ties_;
   uint32_t h_;
-  GuardedBuffer logits_, bias_, scale_, ids_, weights_, w_, x_, finished_;
-  std::vector<float> expected_logits_;
+  std::optional<ops::NormWeight> norm_;
+  bool pack_;
+  GuardedBuffer logits_, bias_, scale_, ids_, weights_, w_, x_, finished_, norm_w_, h_out_, xh_, xg_;
+  std::vector<float> expected_logits_, expected_h_;
   std::vector<uint32_t> expected_ids_;
   std::vector<float> expected_weights_;
 };
@@ -186,10 +233,24 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
     cases.push_back(std::make_unique<RouterCase>(qwen3(9, 128, 8, true), false, 64));
     cases.push_back(std::make_unique<RouterCase>(gpt_oss(2, 32, 4, true), false, 8));
     cases.push_back(std::make_unique<RouterCase>(deepseek(4, 72, 8, S::sigmoid, 2.5f, true), false, 200));
+    // With the MoE block's norm applied by the router: h and its q4h form written by the workgroups (more
+    // groups than workgroups; fewer), each norm weighting, every mode, a partial last group without the q4h
+    // form; T = 9 on rms_norm_q4h + the unfused path.
+    using W = ops::NormWeight;
+    cases.push_back(std::make_unique<RouterCase>(qwen3(1, 128, 8, true), false, 2048, W::w, true));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(3, 61, 4, false), false, 320, W::one_plus_w, true));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(8, 20, 8, true), false, 512, W::w, true));
+    cases.push_back(std::make_unique<RouterCase>(gemma4(2, 128, 8), false, 256, W::none, false));
+    cases.push_back(std::make_unique<RouterCase>(gpt_oss(2, 32, 4, true), false, 136, W::w, false));
+    cases.push_back(std::make_unique<RouterCase>(deepseek(4, 72, 8, S::sigmoid, 2.5f, true), false, 192, W::w, true));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(9, 128, 8, true), false, 128, W::w, true));
+    cases.push_back(std::make_unique<RouterCase>(qwen3(2, 64, 4, true), false, 200, W::w, false));
   } else {
     cases.push_back(std::make_unique<RouterCase>(qwen3(512, 128, 8, true)));
     // Decode's router of Qwen3-30B-A3B: logits of 128 experts over H = 2048, and routing, in one dispatch.
     cases.push_back(std::make_unique<RouterCase>(qwen3(1, 128, 8, true), false, 2048));
+    // The same with the MoE block's RMSNorm applied inside, h and its q4h form written (decode's router now).
+    cases.push_back(std::make_unique<RouterCase>(qwen3(1, 128, 8, true), false, 2048, ops::NormWeight::w, true));
     cases.push_back(std::make_unique<RouterCase>(gpt_oss(512, 32, 4, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(512, 256, 8, S::sqrt_softplus, 1.5f, true)));
   }

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
 
 namespace mach::test {
 
@@ -49,6 +52,27 @@ bool GuardedBuffer::guards_intact(std::string* why) const {
     }
   }
   return true;
+}
+
+size_t q4h_words_unlike_prep(gpu::Context& context, const GuardedBuffer& y, const GuardedBuffer& xh,
+                             const GuardedBuffer& xg, uint32_t rows, uint32_t k) {
+  const uint64_t n = uint64_t{rows} * k;
+  GuardedBuffer want_xh(context, n * 2, "xh by q4h_prep"), want_xg(context, n / 4, "xg by q4h_prep");
+  auto cmd = context.begin_commands();
+  cmd->begin();
+  const struct {
+    uint32_t rows, k;
+  } push{rows, k};
+  cmd->dispatch(context.pipeline("q4h_prep"), {y.in(), want_xh.out(), want_xg.out()}, push,
+                gpu::flat_groups(n / 64));  // one workgroup per 64-column group
+  context.wait(context.submit(*cmd));
+  size_t words = 0;
+  for (const auto& [got, want] : {std::pair{&xh, &want_xh}, std::pair{&xg, &want_xg}}) {
+    const auto a = got->download_bytes(), b = want->download_bytes();
+    if (a.size() != b.size()) return SIZE_MAX;
+    for (size_t i = 0; i < a.size(); i += 4) words += std::memcmp(&a[i], &b[i], 4) != 0;
+  }
+  return words;
 }
 
 double nmse(std::span<const float> out, std::span<const float> ref) {

@@ -84,6 +84,11 @@ class GuardedBuffer {
 // sum((out - ref)^2) / sum(ref^2); NaN or Inf anywhere gives +Inf.
 double nmse(std::span<const float> out, std::span<const float> ref);
 
+// The 32-bit words in which xh / xg (a q4h form: rows x k columns) differ from what q4h_prep.comp writes for
+// y, dispatched as ops::mul_mat prepares its x: ops that pack their own y must give the same bits.
+size_t q4h_words_unlike_prep(gpu::Context& context, const GuardedBuffer& y, const GuardedBuffer& xh,
+                             const GuardedBuffer& xg, uint32_t rows, uint32_t k);
+
 struct CheckResult {
   double nmse = 0;
   bool guards_ok = true;
