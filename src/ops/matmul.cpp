@@ -455,7 +455,7 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const No
   struct {
     decltype(call.push) multi;
     float eps, mul, add;
-  } push{call.push, x.eps, x.mode == NormWeight::none ? 0.0f : 1.0f, x.mode == NormWeight::w ? 0.0f : 1.0f};
+  } push{call.push, x.eps, x.scale_mul(), x.scale_add()};
   const MatVecTuning t = mat_vec_tuning();
   const TokenChunks chunks = token_chunks(tokens);
   const auto& pipeline = context.pipeline(variant("mul_mat_vec_multi_norm", w[0].type),

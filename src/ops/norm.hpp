@@ -23,6 +23,10 @@ struct NormedX {
   gpu::Binding weight;  // [K] f32 (bind anything for NormWeight::none)
   float eps = 1e-6f;
   NormWeight mode = NormWeight::w;
+
+  // The kernels' scale of column i: weight[i] * scale_mul() + scale_add().
+  float scale_mul() const { return mode == NormWeight::none ? 0.0f : 1.0f; }
+  float scale_add() const { return mode == NormWeight::w ? 0.0f : 1.0f; }
 };
 
 struct RmsNormShape {

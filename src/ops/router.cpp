@@ -31,6 +31,10 @@ bool fusable(const WeightRef& w, uint32_t tokens) {
   return w.type == WeightType::bf16 && w.cols % 8 == 0 && tokens <= kRouterFusedMaxTokens;
 }
 
+// The fused kernels' push constants and weight binding; marks logits and finished read-write.
+RouterPush fused_push(gpu::CommandList& cmd, const WeightRef& w, const RouterParams& params, WeightBinding& wb,
+                      gpu::Binding& logits, gpu::Binding& finished);
+
 RouterPush router_push(const RouterParams& params) {
   assert(params.experts > 0 && params.experts <= kRouterMaxExperts);
   assert(params.k > 0 && params.k <= kRouterMaxK && params.k <= params.experts);
@@ -61,12 +65,9 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu
     route(cmd, logits, bias, expert_scale, ids, weights, params);
     return;
   }
-  RouterPush push = router_push(params);
   if (params.tokens == 0) return;
-  const WeightBinding wb = bind_weights(cmd.context(), *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
-  push.h = w.cols;
-  push.w_base = wb.base_units;
-  logits.access = finished.access = gpu::Access::read_write;
+  WeightBinding wb;
+  const RouterPush push = fused_push(cmd, w, params, wb, logits, finished);
   const auto& pipeline = cmd.context().pipeline(kFusedNames[static_cast<uint32_t>(params.mode)]);
   // Only the fused kernel's block is pushed (the NORM fields follow it).
   cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x, finished}, &push,
@@ -90,16 +91,13 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, g
     route_logits(cmd, w, h, logits, finished, bias, expert_scale, ids, weights, params);
     return;
   }
-  RouterPush push = router_push(params);
   if (params.tokens == 0) return;
-  const WeightBinding wb = bind_weights(cmd.context(), *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
-  push.h = w.cols;
-  push.w_base = wb.base_units;
+  WeightBinding wb;
+  RouterPush push = fused_push(cmd, w, params, wb, logits, finished);
   push.eps = x.eps;
-  push.norm_mul = x.mode == NormWeight::none ? 0.0f : 1.0f;
-  push.norm_add = x.mode == NormWeight::w ? 0.0f : 1.0f;
+  push.norm_mul = x.scale_mul();
+  push.norm_add = x.scale_add();
   push.pack = pack ? 1 : 0;
-  logits.access = finished.access = gpu::Access::read_write;
   gpu::Binding xh = h, xg = h;  // bound but never written without `pack`
   if (pack) {
     xh = h_q4h->xh, xg = h_q4h->xg;
@@ -109,5 +107,19 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, g
   cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x.x, finished, x.weight, h, xh, xg},
                push, gpu::flat_groups(gpu::div_up(params.experts, kFusedRows)));
 }
+
+namespace {
+
+RouterPush fused_push(gpu::CommandList& cmd, const WeightRef& w, const RouterParams& params, WeightBinding& wb,
+                      gpu::Binding& logits, gpu::Binding& finished) {
+  RouterPush push = router_push(params);
+  wb = bind_weights(cmd.context(), *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
+  push.h = w.cols;
+  push.w_base = wb.base_units;
+  logits.access = finished.access = gpu::Access::read_write;
+  return push;
+}
+
+}  // namespace
 
 }  // namespace mach::ops
