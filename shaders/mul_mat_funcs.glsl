@@ -56,6 +56,12 @@ layout(push_constant) uniform Push {
   float norm_mul;
   float norm_add;
 #endif
+#ifdef QK_TAIL
+  uint q_heads, kv_heads, head_dim;  // mul_mat_vec.comp's QK_TAIL (ops::QkvTail): n = q_heads * head_dim, ...
+  uint rotary_dim, rope_offset;
+  float head_eps, attention_factor;
+  uint block_size, max_blocks_per_seq;
+#endif
 } p;
 
 #ifdef MULTI

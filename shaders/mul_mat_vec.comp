@@ -16,6 +16,12 @@
 //   pass (a workgroup reads every column of its tokens' rows once), and each output is divided by the row's
 //   RMS at the end. No norm dispatch, no prepared x and no barrier between them: at decode those cost more
 //   than the products (an H200 took ~6 us for the norm dispatch of one 2048-wide row).
+// With QK_TAIL as well (attention's q, k and v; ops::QkvTail): the last workgroup to finish a head's rows of a
+//   token chunk (a count per (chunk, head) in binding 16, which that workgroup sets back to 0) applies the
+//   head's tail for the chunk's tokens: q and k heads get their RMSNorm and RoPE in place
+//   (head_norm_rope.glsl, as qk_norm_rope.comp), k and v rows go into the paged caches (as kv_store.comp).
+//   The qk_norm_rope_kv_store dispatch and its barrier are gone; only one workgroup per head does the tail,
+//   so the others' critical path does not grow. ROWS divides head_dim (a workgroup's rows are one head's).
 //
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
 // i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
@@ -61,6 +67,11 @@
 //! variant mul_mat_vec_multi_norm_bf16 -DWTYPE_BF16 -DMULTI -DNORM
 //! variant mul_mat_vec_multi_norm_q8_0 -DWTYPE_Q8_0 -DMULTI -DNORM
 //! variant mul_mat_vec_multi_norm_q4 -DWTYPE_Q4 -DMULTI -DNORM
+//! variant mul_mat_vec_qkv_f32 -DWTYPE_F32 -DMULTI -DNORM -DQK_TAIL
+//! variant mul_mat_vec_qkv_f16 -DWTYPE_F16 -DMULTI -DNORM -DQK_TAIL
+//! variant mul_mat_vec_qkv_bf16 -DWTYPE_BF16 -DMULTI -DNORM -DQK_TAIL
+//! variant mul_mat_vec_qkv_q8_0 -DWTYPE_Q8_0 -DMULTI -DNORM -DQK_TAIL
+//! variant mul_mat_vec_qkv_q4 -DWTYPE_Q4 -DMULTI -DNORM -DQK_TAIL
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
@@ -72,7 +83,17 @@ layout(constant_id = 2) const uint NT = 1;
 layout(binding = 0) readonly buffer W { uvec4 w_u128[]; };
 layout(binding = 1) readonly buffer S { uint scales_u32[]; };  // the same range as binding 0
 layout(binding = 2) readonly buffer X { vec4 x4[]; };
+#if defined(QK_TAIL)
+// The tail reads the outputs other workgroups wrote: coherent, so its loads see them in L2, not a stale L1.
+#define Y_ACCESS coherent
+#else
+#define Y_ACCESS writeonly
+#endif
+#if defined(QK_TAIL)
+layout(binding = 3) coherent buffer Y { float y[]; };
+#else
 layout(binding = 3) buffer Y { float y[]; };  // read only with p.accumulate
+#endif
 #ifdef MUL_MAT_ID
 layout(binding = 4) readonly buffer Ids { uint ids[]; };
 layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
@@ -81,8 +102,8 @@ layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
 layout(binding = 6) readonly buffer RouteW { float route_w[]; };
 #endif
 #if defined(MULTI)
-layout(binding = 4) writeonly buffer Y1 { float y1[]; };
-layout(binding = 5) writeonly buffer Y2 { float y2[]; };
+layout(binding = 4) Y_ACCESS buffer Y1 { float y1[]; };
+layout(binding = 5) Y_ACCESS buffer Y2 { float y2[]; };
 #endif
 #if defined(NORM)
 layout(binding = 6) readonly buffer NormW { vec4 norm_w4[]; };
@@ -90,8 +111,61 @@ const uint SQ = 1;  // one more partial sum per token: x's squares
 #else
 const uint SQ = 0;
 #endif
+#if defined(QK_TAIL)
+layout(constant_id = 3) const uint WEIGHT_MODE = 1;       // the q/k norms' (rms_norm.comp's WEIGHT_MODE)
+layout(constant_id = 4) const uint ROPE_INTERLEAVED = 0;  // rope.comp's layouts
+layout(binding = 7) readonly buffer QW { float q_w[]; };
+layout(binding = 8) readonly buffer KW { float k_w[]; };
+layout(binding = 9) readonly buffer Pos { uint pos[]; };  // rotary positions
+layout(binding = 10) readonly buffer Freq { float inv_freq[]; };
+layout(binding = 11) readonly buffer Seq { uint seq_of_token[]; };
+layout(binding = 12) readonly buffer CachePos { uint pos_of_token[]; };
+layout(binding = 13) readonly buffer Table { uint block_table[]; };
+layout(binding = 14) writeonly buffer KCache { uint k_cache[]; };
+layout(binding = 15) writeonly buffer VCache { uint v_cache[]; };
+layout(binding = 16) coherent buffer Counts { uint head_counts[]; };
+#endif
 
 #include "mul_mat_funcs.glsl"
+#if defined(QK_TAIL)
+#include "math_funcs.glsl"
+float hnr_weight(bool is_k, uint i) {
+  if (WEIGHT_MODE == 0) return 1.0;
+  const float w = is_k ? k_w[i] : q_w[i];
+  return WEIGHT_MODE == 1 ? w : 1.0 + w;
+}
+#include "head_norm_rope.glsl"
+shared uint tail_last;
+
+// The chunk's tokens' tail for one head of matrix m (0 q, 1 k, 2 v): see the header. Every invocation calls it.
+void head_tail(uint m, uint head, uint t0, uint ntok, uint n) {
+  const uint tid = gl_LocalInvocationID.x, d = p.head_dim, half_d = d / 2;
+  for (uint t = t0; t < t0 + ntok; ++t) {
+    const uint at = t * n + head * d;
+    uint dst = 0;
+    if (m != 0) {
+      const uint cache_pos = pos_of_token[t];
+      const uint block = block_table[seq_of_token[t] * p.max_blocks_per_seq + cache_pos / p.block_size];
+      dst = ((block * p.kv_heads + head) * p.block_size + cache_pos % p.block_size) * half_d;
+    }
+    if (m == 2) {
+      for (uint w = tid; w < half_d; w += gl_WorkGroupSize.x) v_cache[dst + w] = packHalf2x16(vec2(y2[at + 2 * w], y2[at + 2 * w + 1]));
+      continue;
+    }
+    barrier();  // the previous token's readers of hnr_row are done
+    for (uint i = tid; i < d; i += gl_WorkGroupSize.x) hnr_row[i] = m == 0 ? y[at + i] : y1[at + i];
+    head_norm_rope(m == 1, d, p.head_eps, HeadRope(p.rotary_dim, p.rope_offset, ROPE_INTERLEAVED != 0, p.attention_factor),
+                   pos[t]);
+    for (uint i = tid; i < d; i += gl_WorkGroupSize.x) {
+      if (m == 0) y[at + i] = hnr_row[i];
+      else y1[at + i] = hnr_row[i];
+    }
+    if (m == 1)
+      for (uint w = tid; w < half_d; w += gl_WorkGroupSize.x)
+        k_cache[dst + w] = packHalf2x16(vec2(hnr_row[2 * w], hnr_row[2 * w + 1]));
+  }
+}
+#endif
 
 // Per-subgroup partial sums; assumes subgroups of at least 4 invocations.
 shared float partial[gl_WorkGroupSize.x / 4 * (ROWS + SQ) * NT];
@@ -247,4 +321,16 @@ void main() {
     store_y(at, s);
 #endif
   }
+#if defined(QK_TAIL)
+  const uint heads = p.q_heads + 2 * p.kv_heads, head = row0 / p.head_dim;
+  const uint counter = (wg % chunks) * heads + (m == 0 ? 0 : m == 1 ? p.q_heads : p.q_heads + p.kv_heads) + head;
+  memoryBarrierBuffer();  // this workgroup's outputs are visible before it counts itself finished
+  barrier();
+  if (tid == 0) tail_last = atomicAdd(head_counts[counter], 1u) == p.head_dim / ROWS - 1 ? 1u : 0u;
+  barrier();
+  if (tail_last == 0) return;  // uniform
+  memoryBarrierBuffer();
+  head_tail(m, head, t0, min(NT, last + 1), N);
+  if (tid == 0) head_counts[counter] = 0;  // for the next dispatch
+#endif
 }

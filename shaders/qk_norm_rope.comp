@@ -9,7 +9,7 @@
 //   KV_STORE: v: [T, KVH, D] f32; seq_of_token, pos_of_token: [T] u32; block_table: [S, MB] u32;
 //             k_cache, v_cache: [num_blocks, KVH, B, D] f16, two per word (src/ops/kv_cache_layout.hpp).
 // One workgroup per (token, head) row, q heads first then k heads of each token; the row is held in shared
-// memory between the steps, so D <= kMaxHeadDim. Specialization constants: 0 workgroup size (a power of
+// memory between the steps (head_norm_rope.glsl), so D <= kHnrMaxDim. Specialization constants: 0 workgroup size (a power of
 // two), 1 weight mode (rms_norm.comp's WEIGHT_MODE), 2 rope layout (0 NeoX, 1 interleaved, as rope.comp).
 //! variant qk_norm_rope
 //! variant qk_norm_rope_kv_store -DKV_STORE=1
@@ -45,15 +45,12 @@ layout(push_constant) uniform Push {
   uint max_blocks_per_seq;  // KV_STORE only
 } p;
 
-const uint kMaxHeadDim = 512;
-shared float partial[gl_WorkGroupSize.x];
-shared float row[kMaxHeadDim];
-
-float weight_scale(bool is_k, uint i) {
+float hnr_weight(bool is_k, uint i) {
   if (WEIGHT_MODE == 0) return 1.0;
   const float w = is_k ? k_w[i] : q_w[i];
   return WEIGHT_MODE == 1 ? w : 1.0 + w;
 }
+#include "head_norm_rope.glsl"
 
 void main() {
   const uint heads = p.q_heads + p.kv_heads;
@@ -66,39 +63,14 @@ void main() {
   const uint base = is_k ? (t * p.kv_heads + kv_head) * p.head_dim : (t * p.q_heads + head) * p.head_dim;
   const uint tid = gl_LocalInvocationID.x;
 
-  float sum = 0.0;
-  for (uint i = tid; i < p.head_dim; i += gl_WorkGroupSize.x) {
-    const float x = is_k ? k[base + i] : q[base + i];
-    row[i] = x;
-    sum += x * x;
-  }
-  partial[tid] = sum;
-  barrier();
-  for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-    if (tid < s) partial[tid] += partial[tid + s];
-    barrier();
-  }
-  const float inv = inversesqrt(partial[0] / float(p.head_dim) + p.eps);
-  for (uint i = tid; i < p.head_dim; i += gl_WorkGroupSize.x) row[i] = row[i] * inv * weight_scale(is_k, i);
-  barrier();
-
-  const uint half_rot = p.rotary_dim / 2;
-  for (uint j = tid; j < half_rot; j += gl_WorkGroupSize.x) {
-    const float angle = reduce_angle(float(pos[t]) * inv_freq[j]);
-    const float c = cos(angle) * p.attention_factor, s = sin(angle) * p.attention_factor;
-    const uint a = ROPE_INTERLEAVED != 0 ? p.offset + 2 * j : p.offset + j;
-    const uint b = ROPE_INTERLEAVED != 0 ? a + 1 : a + half_rot;
-    const float x0 = row[a], x1 = row[b];
-    row[a] = x0 * c - x1 * s;
-    row[b] = x1 * c + x0 * s;
-  }
-  barrier();
-
+  for (uint i = tid; i < p.head_dim; i += gl_WorkGroupSize.x) hnr_row[i] = is_k ? k[base + i] : q[base + i];
+  head_norm_rope(is_k, p.head_dim, p.eps, HeadRope(p.rotary_dim, p.offset, ROPE_INTERLEAVED != 0, p.attention_factor),
+                 pos[t]);
   for (uint i = tid; i < p.head_dim; i += gl_WorkGroupSize.x) {
     if (is_k)
-      k[base + i] = row[i];
+      k[base + i] = hnr_row[i];
     else
-      q[base + i] = row[i];
+      q[base + i] = hnr_row[i];
   }
 #ifdef KV_STORE
   if (!is_k) return;
@@ -108,7 +80,7 @@ void main() {
   const uint dst = ((block * p.kv_heads + kv_head) * p.block_size + cache_pos % p.block_size) * half_dim;
   const uint src = (t * p.kv_heads + kv_head) * half_dim;
   for (uint w = tid; w < half_dim; w += gl_WorkGroupSize.x) {
-    k_cache[dst + w] = packHalf2x16(vec2(row[2 * w], row[2 * w + 1]));
+    k_cache[dst + w] = packHalf2x16(vec2(hnr_row[2 * w], hnr_row[2 * w + 1]));
     v_cache[dst + w] = packHalf2x16(v[src + w]);
   }
 #endif

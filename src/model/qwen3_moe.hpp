@@ -145,6 +145,7 @@ class Qwen3Moe final : public Model {
   // Activations, sized for max_step_tokens.
   gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, act_, sel_, logits_;
   gpu::Buffer router_finished_;  // route_logits' count of finished workgroups (0 between dispatches)
+  gpu::Buffer qkv_counts_;       // qkv_norm_rope_kv_store's finished workgroups per head (0 between dispatches)
   gpu::Buffer predicted_ids_;    // streaming prefetch: the next layer's router on this layer's hidden state
   std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32

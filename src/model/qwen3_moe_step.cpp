@@ -20,22 +20,6 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   const float eps = static_cast<float>(c.rms_norm_eps);
   const gpu::Binding tokens_seq = gpu::in(inputs_, seq_at_, T * 4ull), tokens_pos = gpu::in(inputs_, pos_at_, T * 4ull);
 
-  // h = rms(x); q, k, v = h Wq, h Wk, h Wv: one dispatch that applies the norm itself where the f32 kernels
-  // run (one token, where it beats norm + packed kernels; or weights the packed kernels do not take), else
-  // one prepared h for the three.
-  const ops::WeightRef qkv_w[] = {L.q, L.k, L.v};
-  const gpu::Binding qkv_out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
-  if (fused_norm_ && (T == 1 || !ops::uses_q4h(context_, L.q.type, T)) && T <= ops::kVerifyMaxTokens) {
-    ops::mul_mat_multi(cmd, qkv_w, normed_x(L.buffer, L.input_norm), qkv_out, T);
-  } else if (ops::uses_q4h(context_, L.q.type, T)) {
-    ops::mul_mat_multi(cmd, qkv_w, norm_prepared(cmd, L.input_norm, L.buffer, T), qkv_out, T);
-  } else {
-    ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps, ops::NormWeight::w);
-    ops::mul_mat(cmd, L.q, gpu::in(h_), gpu::out(q_), T);
-    ops::mul_mat(cmd, L.k, gpu::in(h_), gpu::out(k_), T);
-    ops::mul_mat(cmd, L.v, gpu::in(h_), gpu::out(v_), T);
-  }
-  // q_norm / k_norm, RoPE and the KV store in one dispatch.
   const ops::KvCacheLayout layout = kv_->layout(l);
   const gpu::Binding table = gpu::in(kv_->block_table());
   const ops::QkNormRopeArgs qk{gpu::inout(q_), gpu::inout(k_), f32_range(L.buffer, L.q_norm, D),
@@ -44,7 +28,25 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   const ops::QkNormRopeParams params{eps, ops::NormWeight::w, ops::RopeStyle::neox, rope_.attention_factor};
   const ops::KvStoreArgs store{layout, gpu::in(v_), tokens_seq, tokens_pos, table, gpu::inout(kv_->k(l)),
                                gpu::inout(kv_->v(l))};
-  ops::qk_norm_rope_kv_store(cmd, qk, shape, params, store);
+  // h = rms(x); q, k, v = h Wq, h Wk, h Wv; then q_norm / k_norm, RoPE and the KV store. Where the f32
+  // kernels run (one token, where they beat norm + packed kernels; or weights the packed kernels do not
+  // take), all of it is one dispatch that applies the norm as it reads x and whose last workgroup per head does
+  // the head's tail. Else one prepared h for the three products, and the tail as a dispatch of its own.
+  const ops::WeightRef qkv_w[] = {L.q, L.k, L.v};
+  if (fused_norm_ && (T == 1 || !ops::uses_q4h(context_, L.q.type, T)) && T <= ops::kVerifyMaxTokens) {
+    ops::qkv_norm_rope_kv_store(cmd, qkv_w, normed_x(L.buffer, L.input_norm),
+                                {qk, shape, params, store, gpu::inout(qkv_counts_)});
+  } else {
+    const gpu::Binding qkv_out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
+    if (ops::uses_q4h(context_, L.q.type, T)) {
+      ops::mul_mat_multi(cmd, qkv_w, norm_prepared(cmd, L.input_norm, L.buffer, T), qkv_out, T);
+    } else {
+      ops::rms_norm(cmd, gpu::in(x_), f32_range(L.buffer, L.input_norm, H), gpu::out(h_), {T, H}, eps,
+                    ops::NormWeight::w);
+      for (int i = 0; i < 3; ++i) ops::mul_mat(cmd, qkv_w[i], gpu::in(h_), qkv_out[i], T);
+    }
+    ops::qk_norm_rope_kv_store(cmd, qk, shape, params, store);
+  }
   const ops::AttentionParams ap = attention_params();
   const ops::AttentionPlan plan = ops::plan_attention(layout, ap, T, max_keys);
   if (plan.scratch_bytes > scratch_.size()) {

@@ -466,6 +466,50 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const No
                gpu::flat_groups(multi_tiles(w, t.rows) * chunks.count));
 }
 
+void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
+                            const QkvTail& tail) {
+  auto& context = cmd.context();
+  const QkNormRopeShape& shape = tail.shape;
+  const KvCacheLayout& layout = tail.store.layout;
+  const uint32_t tokens = shape.tokens, D = shape.head_dim;
+  assert(w.size() == 3 && w[0].rows == shape.q_heads * D && w[1].rows == shape.kv_heads * D &&
+         w[2].rows == shape.kv_heads * D);
+  assert(layout.kv_heads == shape.kv_heads && layout.head_dim == D && std::has_single_bit(layout.block_size));
+  const MatVecTuning t = mat_vec_tuning();
+  if (tokens > kVerifyMaxTokens || D % t.rows != 0 || D > 512 || D % 2 != 0) {
+    const gpu::Binding y[] = {tail.qk.q, tail.qk.k, tail.store.v};
+    mul_mat_multi(cmd, w, x, y, tokens);
+    qk_norm_rope_kv_store(cmd, tail.qk, shape, tail.params, tail.store);
+    return;
+  }
+  const MultiCall call = multi_call(context, w, tokens);
+  const TokenChunks chunks = token_chunks(tokens);
+  assert(chunks.count <= 4);
+  struct {
+    decltype(call.push) multi;
+    float eps, mul, add;
+    uint32_t q_heads, kv_heads, head_dim, rotary_dim, rope_offset;
+    float head_eps, attention_factor;
+    uint32_t block_size, max_blocks_per_seq;
+  } push{call.push,        x.eps,        x.scale_mul(),      x.scale_add(),
+         shape.q_heads,    shape.kv_heads, D,                shape.rotary_dim,
+         shape.offset,     tail.params.eps, tail.params.attention_factor, layout.block_size,
+         layout.max_blocks_per_seq};
+  static_assert(sizeof(push) <= 128, "Vulkan's guaranteed push-constant size");
+  const gpu::SpecConstants spec{mat_vec_workgroup(call.push.base.units), t.rows, chunks.tokens,
+                                static_cast<uint32_t>(tail.params.weight),
+                                tail.params.style == RopeStyle::interleaved ? 1u : 0u};
+  const auto& pipeline = context.pipeline(variant("mul_mat_vec_qkv", w[0].type), spec);
+  gpu::Binding q = tail.qk.q, k = tail.qk.k, v = tail.store.v, counts = tail.counts;
+  q.access = k.access = v.access = counts.access = gpu::Access::read_write;  // the tail reads the products back
+  const gpu::Binding wb = call.weights.binding;
+  const KvStoreArgs& st = tail.store;
+  cmd.dispatch(pipeline,
+               {wb, wb, x.x, q, k, v, x.weight, tail.qk.q_norm, tail.qk.k_norm, tail.qk.positions, tail.qk.inv_freq,
+                st.seq_of_token, st.pos_of_token, st.block_table, st.k_cache, st.v_cache, counts},
+               push, gpu::flat_groups(multi_tiles(w, t.rows) * chunks.count));
+}
+
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
                 bool x_per_slot, gpu::Binding y, uint32_t tokens) {
   auto& context = cmd.context();

@@ -20,6 +20,7 @@
 #include <span>
 
 #include "gpu/command_list.hpp"
+#include "ops/attention_prep.hpp"
 #include "ops/norm.hpp"
 #include "ops/weight_format.hpp"
 
@@ -85,6 +86,22 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const Pr
 // larger T norm into command scratch first.
 void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
                    std::span<const gpu::Binding> y, uint32_t tokens);
+
+// Attention's inputs from the layer's input row x in one dispatch: q, k, v = rms_norm(x) W{q,k,v} (as
+// mul_mat_multi on NormedX, into qk.q, qk.k and store.v), then qk_norm_rope_kv_store of them. The last
+// workgroup to finish a head's rows normalizes and rotates that head and stores its K or V rows (mul_mat_vec.comp's
+// QK_TAIL), counting in `counts`: 4 * (q_heads + 2 * kv_heads) u32, zero before the call and after it, used
+// by no other op. Where that kernel does not apply (T > kVerifyMaxTokens, head_dim not a multiple of the
+// rows per workgroup), mul_mat_multi and then qk_norm_rope_kv_store. w: q, k, v, as mul_mat_multi's.
+struct QkvTail {
+  QkNormRopeArgs qk;
+  QkNormRopeShape shape;  // its tokens are the products'
+  QkNormRopeParams params;
+  KvStoreArgs store;
+  gpu::Binding counts;
+};
+void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
+                            const QkvTail& tail);
 
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
 // matrix in slot slot_table[e] of the stack `w`.

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -12,8 +13,11 @@
 #include "op_case.hpp"
 #include "ops/attention.hpp"
 #include "ops/attention_prep.hpp"
+#include "ops/matmul.hpp"
 #include "ops/reference/attention.hpp"
 #include "ops/reference/attention_prep.hpp"
+#include "ops/reference/matmul.hpp"
+#include "ops/reference/norm.hpp"
 #include "ops/rope_freq.hpp"
 #include "ops/weight_format.hpp"
 
@@ -209,6 +213,132 @@ class QkNormRopeCase : public OpCase {
   std::vector<uint16_t> want_k_cache_, want_v_cache_, unfused_k_cache_, unfused_v_cache_;
 };
 
+// ops::qkv_norm_rope_kv_store: q, k and v from the layer's input row (its RMSNorm applied by the products),
+// then the heads' norms, RoPE and the KV store in the products' last workgroup per head. Against the CPU
+// reference of the whole sequence (rms_norm, the three products, qk_norm_rope, kv_store); the per-head counts
+// must be back at 0.
+class QkvTailCase : public OpCase {
+ public:
+  QkvTailCase(QkSpec spec, uint32_t hidden, ops::WeightType type) : s_(std::move(spec)), k_(hidden), type_(type) {}
+  std::string op() const override { return "qkv_norm_rope_kv_store"; }
+  std::string params() const override {
+    return fmt::format("{} type={} t={} hidden={} qh={} kvh={} d={} weight={}", s_.label, ops::weight_type_name(type_),
+                       s_.tokens, k_, s_.q_heads, s_.kv_heads, s_.rope.head_dim, static_cast<uint32_t>(s_.weight));
+  }
+  double max_nmse() const override { return 1e-10; }
+  double bytes() const override {
+    double b = 4.0 * s_.tokens * k_;
+    for (uint32_t n : rows()) b += static_cast<double>(ops::weight_bytes(type_, n, k_)) + 4.0 * s_.tokens * n;
+    return b;
+  }
+
+  void prepare(gpu::Context& context, Rng& rng) override {
+    const uint32_t D = s_.rope.head_dim, T = s_.tokens;
+    const ops::RopeTable table = ops::rope_table(s_.rope);
+    shape_ = {T, s_.q_heads, s_.kv_heads, D, table.rotary_dim, s_.trailing ? D - table.rotary_dim : 0};
+    params_ = {1e-6f, s_.weight, s_.style, table.attention_factor};
+    step_ = std::make_unique<CacheStep>(s_, rng);
+    const auto x = rng.normal_vec(size_t{T} * k_, 3.0f);
+    const auto x_w = rng.normal_vec(k_, 0.5f), q_w = rng.normal_vec(D, 0.5f), k_w = rng.normal_vec(D, 0.5f);
+    std::vector<float> h(x.size());
+    ref::rms_norm(x, x_w, h, T, k_, kEps, ops::NormWeight::w);
+    std::vector<std::byte> all;
+    std::vector<std::vector<float>> out;
+    for (uint32_t n : rows()) {
+      all.resize(all.size() + 256);  // a gap: the matrices are not back to back
+      offsets_.push_back(all.size());
+      const auto w = random_weights(type_, n, k_, rng);
+      all.insert(all.end(), w.begin(), w.end());
+      all.resize((all.size() + 255) / 256 * 256);
+      out.emplace_back(size_t{T} * n);
+      ref::mul_mat(type_, w, n, k_, h, out.back(), T);
+    }
+    want_q_ = out[0], want_k_ = out[1], want_v_ = out[2];
+    ref::qk_norm_rope(want_q_, want_k_, q_w, k_w, step_->pos_of_token, table.inv_freq, shape_, params_);
+    want_k_cache_ = step_->k_cache;
+    want_v_cache_ = step_->v_cache;
+    ref::kv_store(step_->layout, want_k_, want_v_, step_->seq_of_token, step_->pos_of_token, step_->block_table,
+                  want_k_cache_, want_v_cache_);
+
+    w_ = guarded(context, all, "w");
+    x_ = guarded(context, x, "x");
+    x_w_ = guarded(context, x_w, "input norm");
+    q_ = GuardedBuffer(context, want_q_.size() * 4, "q");
+    k_out_ = GuardedBuffer(context, want_k_.size() * 4, "k");
+    v_ = GuardedBuffer(context, want_v_.size() * 4, "v");
+    q_w_ = guarded(context, q_w, "q_norm");
+    k_w_ = guarded(context, k_w, "k_norm");
+    pos_ = guarded(context, step_->pos_of_token, "positions");
+    freq_ = guarded(context, table.inv_freq, "inv_freq");
+    seq_ = guarded(context, step_->seq_of_token, "seq_of_token");
+    table_ = guarded(context, step_->block_table, "block_table");
+    k_cache_ = guarded(context, step_->k_cache, "k_cache");
+    v_cache_ = guarded(context, step_->v_cache, "v_cache");
+    counts_ = guarded(context, std::vector<uint32_t>(4 * (s_.q_heads + 2 * s_.kv_heads), 0u), "counts");
+  }
+  void poison() override {
+    for (GuardedBuffer* b : {&q_, &k_out_, &v_}) b->poison();
+    k_cache_.upload(step_->k_cache);
+    v_cache_.upload(step_->v_cache);
+  }
+
+  void record(gpu::CommandList& cmd) override {
+    std::vector<ops::WeightRef> w;
+    const auto n = rows();
+    for (size_t i = 0; i < 3; ++i) w.push_back({w_.in().buffer, w_.in().offset + offsets_[i], type_, n[i], k_});
+    const ops::QkvTail tail{{q_.inout(), k_out_.inout(), q_w_.in(), k_w_.in(), pos_.in(), freq_.in()},
+                            shape_,
+                            params_,
+                            {step_->layout, v_.inout(), seq_.in(), pos_.in(), table_.in(), k_cache_.inout(),
+                             v_cache_.inout()},
+                            counts_.inout()};
+    ops::qkv_norm_rope_kv_store(cmd, w, {x_.in(), x_w_.in(), kEps, ops::NormWeight::w}, tail);
+  }
+
+  CheckResult check(gpu::Context&) override {
+    CheckResult r;
+    const auto got = concat(concat(q_.download<float>(), k_out_.download<float>()), v_.download<float>());
+    r.nmse = nmse(got, concat(concat(want_q_, want_k_), want_v_));
+    const auto caches = concat(k_cache_.download<uint16_t>(), v_cache_.download<uint16_t>());
+    // The caches within f16 rounding of the reference's (the f32 values come in another summation order).
+    const double cache_nmse =
+        nmse(halves_to_floats(caches), halves_to_floats(concat(want_k_cache_, want_v_cache_)));
+    r.detail = fmt::format("q/k/v nmse {:.3g}, caches {:.3g}", r.nmse, cache_nmse);
+    if (!(cache_nmse <= 1e-7)) r.nmse = INFINITY;
+    const auto counts = counts_.download<uint32_t>();
+    if (std::any_of(counts.begin(), counts.end(), [](uint32_t c) { return c != 0; })) {
+      r.nmse = INFINITY;
+      r.detail += "; a head count is not back at 0";
+    }
+    std::string why;
+    for (const GuardedBuffer* b : {&w_, &x_, &x_w_, &q_, &k_out_, &v_, &q_w_, &k_w_, &pos_, &freq_, &seq_, &table_,
+                                   &k_cache_, &v_cache_, &counts_})
+      if (!b->guards_intact(&why)) {
+        r.guards_ok = false;
+        r.detail += "; " + why;
+      }
+    return r;
+  }
+
+ private:
+  static constexpr float kEps = 1e-6f;
+  std::array<uint32_t, 3> rows() const {
+    const uint32_t D = s_.rope.head_dim;
+    return {s_.q_heads * D, s_.kv_heads * D, s_.kv_heads * D};
+  }
+
+  QkSpec s_;
+  uint32_t k_;
+  ops::WeightType type_;
+  ops::QkNormRopeShape shape_;
+  ops::QkNormRopeParams params_;
+  std::unique_ptr<CacheStep> step_;
+  std::vector<uint64_t> offsets_;
+  GuardedBuffer w_, x_, x_w_, q_, k_out_, v_, q_w_, k_w_, pos_, freq_, seq_, table_, k_cache_, v_cache_, counts_;
+  std::vector<float> want_q_, want_k_, want_v_;
+  std::vector<uint16_t> want_k_cache_, want_v_cache_;
+};
+
 ops::RopeConfig qwen3_rope() { return {.theta = 1e6, .head_dim = 128}; }
 
 std::vector<QkSpec> test_specs() {
@@ -248,9 +378,33 @@ std::vector<QkSpec> test_specs() {
 }
 
 const bool registered = register_cases([](CaseSet set, CaseList& cases) {
+  using ops::WeightType;
   if (set == CaseSet::test) {
     for (auto& s : test_specs()) cases.push_back(std::make_unique<QkNormRopeCase>(s));
+    // q/k/v products with the head tail: Qwen3-30B-A3B's decode (q4), a verify block in two token chunks, the
+    // tiny fixtures' heads, partial rotary with (1 + w) weights, interleaved trailing pairs without weights
+    // (D 80), other weight types; T = 40 and D 130 (not a multiple of the 4 rows per workgroup) on the two
+    // dispatches instead.
+    for (QkSpec s : test_specs()) {
+      if (!s.store || s.label == "yarn" || s.label == "d256" || s.label == "gemma4_d512") continue;
+      if (s.label == "qwen3_30b" && s.tokens > 16) s.tokens = 40;
+      const uint32_t hidden = s.label == "qwen3_30b" ? (s.tokens == 1 ? 2048 : 512) : 192;
+      cases.push_back(std::make_unique<QkvTailCase>(s, hidden, WeightType::q4));
+    }
+    for (WeightType type : {WeightType::f32, WeightType::bf16, WeightType::q8_0})
+      cases.push_back(std::make_unique<QkvTailCase>(
+          QkSpec{.label = "tiny", .tokens = 2, .q_heads = 4, .kv_heads = 2, .rope = {.theta = 1e4, .head_dim = 16},
+                 .store = true, .block_size = 4},
+          64, type));
+    cases.push_back(std::make_unique<QkvTailCase>(
+        QkSpec{.label = "d130", .tokens = 1, .q_heads = 2, .kv_heads = 1, .rope = {.theta = 1e4, .head_dim = 130},
+               .store = true},
+        128, WeightType::bf16));
   } else {
+    // Decode's q/k/v now: the products, norms, RoPE and KV store in one dispatch.
+    cases.push_back(std::make_unique<QkvTailCase>(QkSpec{.label = "qwen3_30b", .tokens = 1, .q_heads = 32,
+                                                         .kv_heads = 4, .rope = qwen3_rope(), .store = true},
+                                                  2048, WeightType::q4));
     for (uint32_t t : {1u, 16u, 512u})
       cases.push_back(std::make_unique<QkNormRopeCase>(QkSpec{.label = "qwen3_30b", .tokens = t, .q_heads = 32,
                                                               .kv_heads = 4, .rope = qwen3_rope(), .store = true}));

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <utility>
 
+#include "ops/weight_format.hpp"
+
 namespace mach::test {
 
 GuardedBuffer::GuardedBuffer(gpu::Context& context, uint64_t bytes, std::string label)
@@ -52,6 +54,76 @@ bool GuardedBuffer::guards_intact(std::string* why) const {
     }
   }
   return true;
+}
+
+namespace {
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+template <class T>
+void put(std::vector<std::byte>& out, uint64_t offset, T value) {
+  std::memcpy(out.data() + offset, &value, sizeof(T));
+}
+
+}  // namespace
+
+std::vector<std::byte> random_weights(ops::WeightType type, uint32_t rows, uint32_t cols, Rng& rng) {
+  std::vector<std::byte> out(ops::weight_bytes(type, rows, cols));
+  uint64_t state = rng.engine()();
+  const uint64_t elements = uint64_t{rows} * cols;
+  // Float types: elements from a table of normal samples, 4 per 64-bit draw.
+  std::vector<float> table = rng.normal_vec(4096);
+  switch (type) {
+    case ops::WeightType::f32:
+      for (uint64_t i = 0; i < elements; i += 4) {
+        const uint64_t r = splitmix64(state);
+        for (uint64_t j = 0; j < 4 && i + j < elements; ++j) put(out, (i + j) * 4, table[(r >> (16 * j)) & 4095]);
+      }
+      break;
+    case ops::WeightType::f16:
+    case ops::WeightType::bf16: {
+      std::vector<uint16_t> bits(table.size());
+      for (size_t i = 0; i < table.size(); ++i)
+        bits[i] = type == ops::WeightType::f16 ? ops::float_to_half(table[i]) : ops::float_to_bf16(table[i]);
+      for (uint64_t i = 0; i < elements; i += 4) {
+        const uint64_t r = splitmix64(state);
+        for (uint64_t j = 0; j < 4 && i + j < elements; ++j) put(out, (i + j) * 2, bits[(r >> (16 * j)) & 4095]);
+      }
+      break;
+    }
+    case ops::WeightType::q8_0:
+    case ops::WeightType::q4: {
+      const uint64_t quant_bytes = type == ops::WeightType::q8_0 ? elements : elements / 2;
+      for (uint64_t i = 0; i < quant_bytes; i += 8) {
+        uint64_t r = splitmix64(state);
+        if (type == ops::WeightType::q8_0) {
+          // q8_0 quants are in [-127, 127]: turn -128 (0x80) bytes into -127.
+          for (int j = 0; j < 8; ++j)
+            if (((r >> (8 * j)) & 0xff) == 0x80) r |= uint64_t{1} << (8 * j);
+        }
+        std::memcpy(out.data() + i, &r, std::min<uint64_t>(8, quant_bytes - i));
+      }
+      const uint64_t so = ops::scales_offset(type, rows, cols);
+      const uint64_t groups = elements / ops::group_size(type);
+      for (uint64_t g = 0; g < groups; ++g) {
+        const float u = static_cast<float>(splitmix64(state) >> 40) / 16777216.0f;  // [0, 1)
+        if (type == ops::WeightType::q8_0) {
+          put(out, so + g * 2, ops::float_to_half(0.004f + 0.012f * u));  // |w| up to ~2
+        } else {
+          const float scale = 0.1f + 0.2f * u;
+          const uint32_t word = ops::float_to_half(scale) | (uint32_t{ops::float_to_half(-(6.0f + u * 3.0f) * scale)} << 16);
+          put(out, so + g * 4, word);
+        }
+      }
+      break;
+    }
+  }
+  return out;
 }
 
 size_t q4h_words_unlike_prep(gpu::Context& context, const GuardedBuffer& y, const GuardedBuffer& xh,

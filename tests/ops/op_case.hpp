@@ -15,6 +15,7 @@
 
 #include "gpu/command_list.hpp"
 #include "gpu/context.hpp"
+#include "ops/weight_format.hpp"
 
 namespace mach::test {
 
@@ -83,6 +84,11 @@ class GuardedBuffer {
 
 // sum((out - ref)^2) / sum(ref^2); NaN or Inf anywhere gives +Inf.
 double nmse(std::span<const float> out, std::span<const float> ref);
+
+// A valid [rows, cols] matrix of `type` with O(1) weights, drawn directly in the layout: drawing and
+// quantizing floats would take minutes for the GiB-sized perf weights. (Quantizer round trips are covered by
+// weight_format_test; here every quant value and a spread of scales occur.)
+std::vector<std::byte> random_weights(ops::WeightType type, uint32_t rows, uint32_t cols, Rng& rng);
 
 // The 32-bit words in which xh / xg (a q4h form: rows x k columns) differ from what q4h_prep.comp writes for
 // y, dispatched as ops::mul_mat prepares its x: ops that pack their own y must give the same bits.
