@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <tuple>
+#include <utility>
 
 #include "op_case.hpp"
 #include "ops/attention.hpp"
@@ -90,6 +92,13 @@ struct CacheStep {
   }
 };
 
+// The op's shape and parameters for a spec (its tokens, heads and rope; eps 1e-6).
+std::pair<ops::QkNormRopeShape, ops::QkNormRopeParams> op_shape(const QkSpec& s, const ops::RopeTable& table) {
+  const uint32_t D = s.rope.head_dim;
+  return {{s.tokens, s.q_heads, s.kv_heads, D, table.rotary_dim, s.trailing ? D - table.rotary_dim : 0},
+          {1e-6f, s.weight, s.style, table.attention_factor}};
+}
+
 class QkNormRopeCase : public OpCase {
  public:
   explicit QkNormRopeCase(QkSpec spec) : s_(std::move(spec)) {}
@@ -108,8 +117,7 @@ class QkNormRopeCase : public OpCase {
   void prepare(gpu::Context& context, Rng& rng) override {
     const uint32_t D = s_.rope.head_dim, T = s_.tokens;
     const ops::RopeTable table = ops::rope_table(s_.rope);
-    shape_ = {T, s_.q_heads, s_.kv_heads, D, table.rotary_dim, s_.trailing ? D - table.rotary_dim : 0};
-    params_ = {1e-6f, s_.weight, s_.style, table.attention_factor};
+    std::tie(shape_, params_) = op_shape(s_, table);
     step_ = std::make_unique<CacheStep>(s_, rng);
     const auto q = rng.normal_vec(size_t{T} * s_.q_heads * D, 2.0f);
     const auto k = rng.normal_vec(size_t{T} * s_.kv_heads * D, 2.0f);
@@ -235,8 +243,7 @@ class QkvTailCase : public OpCase {
   void prepare(gpu::Context& context, Rng& rng) override {
     const uint32_t D = s_.rope.head_dim, T = s_.tokens;
     const ops::RopeTable table = ops::rope_table(s_.rope);
-    shape_ = {T, s_.q_heads, s_.kv_heads, D, table.rotary_dim, s_.trailing ? D - table.rotary_dim : 0};
-    params_ = {1e-6f, s_.weight, s_.style, table.attention_factor};
+    std::tie(shape_, params_) = op_shape(s_, table);
     step_ = std::make_unique<CacheStep>(s_, rng);
     const auto x = rng.normal_vec(size_t{T} * k_, 3.0f);
     const auto x_w = rng.normal_vec(k_, 0.5f), q_w = rng.normal_vec(D, 0.5f), k_w = rng.normal_vec(D, 0.5f);
