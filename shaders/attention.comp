@@ -5,6 +5,9 @@
 //! variant attention_decode_d128 -DHEAD_DIM=128 -DROWS=8 -DKEYS=64
 //! variant attention_decode_d256 -DHEAD_DIM=256 -DROWS=8 -DKEYS=32
 //! variant attention_decode_d512 -DHEAD_DIM=512 -DROWS=8 -DKEYS=8
+//! variant attention_narrow_d64 -DHEAD_DIM=64 -DROWS=4 -DKEYS=64
+//! variant attention_narrow_d128 -DHEAD_DIM=128 -DROWS=2 -DKEYS=64
+//! variant attention_narrow_d256 -DHEAD_DIM=256 -DROWS=2 -DKEYS=32
 //! variant attention_block_d16 -DHEAD_DIM=16 -DROWS=16 -DKEYS=64
 //! variant attention_block_d32 -DHEAD_DIM=32 -DROWS=32 -DKEYS=32
 //! variant attention_block_d64 -DHEAD_DIM=64 -DROWS=32 -DKEYS=32
@@ -27,8 +30,9 @@
 // prefill chunk follows from each token's own position. With splits > 1 each workgroup takes one slice
 // of every run's key range (flash-decoding), so a single decode token still spreads over the GPU.
 //
-// The two kernels are this loop with two tile shapes: decode (one token per tile, ROWS = the GQA group,
-// long key tiles) and block (several tokens per tile for prefill / verify). No subgroup operations: every
+// The kernels are this loop with three tile shapes: decode (one token per tile, ROWS = the GQA group,
+// long key tiles), narrow (decode with 2 or 4 heads per tile: 4x the workgroups of a short context, whose
+// few key tiles cannot be split) and block (several tokens per tile for prefill / verify). No subgroup operations: every
 // reduction is per thread over shared memory, so any subgroup size is correct.
 // Per key tile: stage K (16-byte loads, one block-table lookup per 8 halves), scores with each thread
 // taking one key for S_ROWS rows, stage V while the row maxima are reduced, probabilities (one exp per

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstdlib>
 
 #include "gpu/context.hpp"
 
@@ -17,7 +18,12 @@ struct TileShape {
 };
 
 TileShape tile_shape(AttentionKernel kernel, uint32_t head_dim) {
-  const bool decode = kernel == AttentionKernel::decode;
+  const bool decode = kernel != AttentionKernel::block;
+  if (kernel == AttentionKernel::narrow) {
+    if (head_dim == 64) return TileShape{4, 64};
+    if (head_dim == 128) return TileShape{2, 64};
+    if (head_dim == 256) return TileShape{2, 32};
+  }
   switch (head_dim) {
     case 16: return TileShape{16, 64};  // the tiny test checkpoints
     case 32: return decode ? TileShape{8, 64} : TileShape{32, 32};
@@ -28,6 +34,15 @@ TileShape tile_shape(AttentionKernel kernel, uint32_t head_dim) {
   }
   assert(!"attention: head_dim must be 16, 32, 64, 128, 256 or 512");
   return {};
+}
+
+// $MACH_ATTENTION_NARROW_KEYS: the longest context on the narrow kernel when the kernel is automatic.
+uint32_t narrow_max_keys() {
+  static const uint32_t keys = [] {
+    const char* env = std::getenv("MACH_ATTENTION_NARROW_KEYS");
+    return env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : 0u;
+  }();
+  return keys;
 }
 
 constexpr uint64_t kScratchAlign = 256;  // the largest minStorageBufferOffsetAlignment Vulkan allows
@@ -71,12 +86,15 @@ AttentionPlan plan_attention(const KvCacheLayout& layout, const AttentionParams&
   AttentionPlan plan;
   plan.kernel = kernel != AttentionKernel::automatic ? kernel
                 : tokens >= 16                       ? AttentionKernel::block
+                : max_keys <= narrow_max_keys()      ? AttentionKernel::narrow
                                                      : AttentionKernel::decode;
+  const uint32_t D = layout.head_dim;
+  if (plan.kernel == AttentionKernel::narrow && D != 64 && D != 128 && D != 256) plan.kernel = AttentionKernel::decode;
   const TileShape tile = tile_shape(plan.kernel, layout.head_dim);
   const uint32_t group = params.n_heads / layout.kv_heads;
   plan.heads_per_tile = std::min(group, tile.rows);
   plan.head_chunks = gpu::div_up(group, plan.heads_per_tile);
-  plan.tokens_per_tile = plan.kernel == AttentionKernel::decode ? 1 : tile.rows / plan.heads_per_tile;
+  plan.tokens_per_tile = plan.kernel != AttentionKernel::block ? 1 : tile.rows / plan.heads_per_tile;
   plan.token_tiles = gpu::div_up(tokens, plan.tokens_per_tile);
   if (splits == 0) {
     // Aim at ~512 workgroups (about four resident per SM of an H100) but give each split at least two
@@ -99,7 +117,9 @@ AttentionPlan plan_attention(const KvCacheLayout& layout, const AttentionParams&
 void attention(gpu::CommandList& cmd, const KvCacheLayout& layout, const AttentionParams& params,
                const AttentionPlan& plan, const AttentionArgs& args, uint32_t tokens) {
   assert(plan.kernel != AttentionKernel::automatic && is_power_of_two(layout.block_size));
-  const char* kind = plan.kernel == AttentionKernel::decode ? "decode" : "block";
+  const char* kind = plan.kernel == AttentionKernel::decode   ? "decode"
+                     : plan.kernel == AttentionKernel::narrow ? "narrow"
+                                                              : "block";
   const auto& pipeline = cmd.context().pipeline(fmt::format("attention_{}_d{}", kind, layout.head_dim));
   struct {
     uint32_t tokens, n_heads, kv_heads, block_size, max_blocks_per_seq, window;

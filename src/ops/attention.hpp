@@ -26,9 +26,12 @@ void kv_store_shared(gpu::CommandList& cmd, const KvCacheLayout& layout, gpu::Bi
                      gpu::Binding kv_cache, uint32_t tokens);
 
 // decode: one token per workgroup tile, the key range split over workgroups (flash-decoding); for a few
-// query tokens per sequence. block: several tokens of a sequence per tile sharing each K/V tile; for
-// prefill chunks and verify blocks. automatic picks block from 16 tokens on.
-enum class AttentionKernel { automatic, decode, block };
+// query tokens per sequence. narrow: decode with fewer heads of a GQA group per workgroup (2 for head_dim
+// 128 and 256, 4 for 64; decode's shape for other head dims), so that a short context, whose one or two key
+// tiles cannot be split, still spreads over more workgroups. block: several tokens of a sequence per tile
+// sharing each K/V tile; for prefill chunks and verify blocks. automatic picks block from 16 tokens on, and
+// narrow below that where every token attends at most $MACH_ATTENTION_NARROW_KEYS keys (default 0: never).
+enum class AttentionKernel { automatic, decode, block, narrow };
 
 // How a dispatch is cut; made by plan_attention, plain data so a caller may record it with the step.
 struct AttentionPlan {

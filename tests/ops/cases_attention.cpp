@@ -203,9 +203,10 @@ class AttentionCase : public OpCase {
   explicit AttentionCase(AttentionSpec spec) : spec_(std::move(spec)) {}
   std::string op() const override { return "attention"; }
   std::string params() const override {
-    const char* kernel = spec_.kernel == ops::AttentionKernel::decode  ? "decode"
-                         : spec_.kernel == ops::AttentionKernel::block ? "block"
-                                                                       : "auto";
+    const char* kernel = spec_.kernel == ops::AttentionKernel::decode   ? "decode"
+                         : spec_.kernel == ops::AttentionKernel::block  ? "block"
+                         : spec_.kernel == ops::AttentionKernel::narrow ? "narrow"
+                                                                        : "auto";
     return fmt::format("{} kernel={} splits={}", spec_params(spec_), kernel, spec_.splits);
   }
   // f32 dot products and softmax against a double reference on identical f16 K/V.
@@ -302,6 +303,7 @@ class AttentionCase : public OpCase {
 using ops::AttentionKernel;
 constexpr auto kDecode = AttentionKernel::decode;
 constexpr auto kBlock = AttentionKernel::block;
+constexpr auto kNarrow = AttentionKernel::narrow;
 
 std::vector<AttentionSpec> test_specs() {
   std::vector<AttentionSpec> v;
@@ -352,6 +354,17 @@ std::vector<AttentionSpec> test_specs() {
   add({.label = "tiny", .head_dim = 16, .n_heads = 4, .kv_heads = 2, .kernel = kBlock, .seqs = {{0, 7}}});
   add({.label = "tiny", .head_dim = 32, .n_heads = 8, .kv_heads = 2, .kernel = kDecode, .seqs = {{33, 1}}});
   add({.label = "tiny", .head_dim = 32, .n_heads = 8, .kv_heads = 2, .kernel = kBlock, .seqs = {{3, 1}, {0, 19}}});
+  // The narrow decode tiles (2 heads per workgroup for D 128 and 256, 4 for D 64): one token, split-K, a
+  // batch, a verify block, softcap; D 32 falls back to decode's tile.
+  add({.label = "narrow", .head_dim = 128, .n_heads = 32, .kv_heads = 4, .kernel = kNarrow, .seqs = {{100, 1}}});
+  add({.label = "narrow", .head_dim = 128, .n_heads = 32, .kv_heads = 4, .kernel = kNarrow, .splits = 3,
+       .seqs = {{300, 1}}});
+  add({.label = "narrow", .head_dim = 64, .n_heads = 16, .kv_heads = 4, .kernel = kNarrow, .splits = 2,
+       .seqs = {{57, 1}, {130, 1}, {9, 1}}});
+  add({.label = "narrow", .head_dim = 128, .n_heads = 16, .kv_heads = 4, .kernel = kNarrow, .seqs = {{100, 5}}});
+  add({.label = "narrow", .head_dim = 256, .n_heads = 8, .kv_heads = 2, .softcap = 5.0f, .kernel = kNarrow,
+       .q_stddev = 3.0f, .seqs = {{77, 1}}});
+  add({.label = "narrow", .head_dim = 32, .n_heads = 8, .kv_heads = 2, .kernel = kNarrow, .seqs = {{33, 1}}});
   // GQA groups that do not divide the tile: 3 heads per kv head (block), 12 (decode: two head chunks).
   add({.label = "odd_group", .head_dim = 64, .n_heads = 6, .kv_heads = 2, .kernel = kBlock, .seqs = {{10, 13}}});
   add({.label = "odd_group", .head_dim = 256, .n_heads = 24, .kv_heads = 2, .kernel = kDecode, .splits = 2,
@@ -379,6 +392,15 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
       s.seqs = {{ctx - 1, 1}};
       cases.push_back(std::make_unique<AttentionCase>(s));
     }
+    // A short context (the decode benchmark's first tokens), and 4096, on both decode tiles.
+    for (uint32_t ctx : {64u, 4096u})
+      for (AttentionKernel kernel : {kDecode, kNarrow}) {
+        AttentionSpec s = qwen;
+        s.label = "decode";
+        s.kernel = kernel;
+        s.seqs = {{ctx - 1, 1}};
+        cases.push_back(std::make_unique<AttentionCase>(s));
+      }
     AttentionSpec batch = qwen;
     batch.label = "decode_batch16";
     batch.seqs.assign(16, {4095, 1});
