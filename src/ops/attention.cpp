@@ -36,11 +36,15 @@ TileShape tile_shape(AttentionKernel kernel, uint32_t head_dim) {
   return {};
 }
 
-// $MACH_ATTENTION_NARROW_KEYS: the longest context on the narrow kernel when the kernel is automatic.
+// The longest context on the narrow kernel when the kernel is automatic ($MACH_ATTENTION_NARROW_KEYS
+// overrides). On an H200 (2026-12-03, Qwen3-30B-A3B heads, one token) narrow took 9.7 us against decode's
+// 12.9 at 64 keys, where decode runs 4 workgroups, and 27.4 against 24.3 at 4096, where decode's key splits
+// already fill the GPU and narrow reads each K/V tile 4 times. 512 lies between, where decode has at most 4
+// splits; the crossover was not measured.
 uint32_t narrow_max_keys() {
   static const uint32_t keys = [] {
     const char* env = std::getenv("MACH_ATTENTION_NARROW_KEYS");
-    return env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : 0u;
+    return env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : 512u;
   }();
   return keys;
 }

@@ -30,7 +30,7 @@ void kv_store_shared(gpu::CommandList& cmd, const KvCacheLayout& layout, gpu::Bi
 // 128 and 256, 4 for 64; decode's shape for other head dims), so that a short context, whose one or two key
 // tiles cannot be split, still spreads over more workgroups. block: several tokens of a sequence per tile
 // sharing each K/V tile; for prefill chunks and verify blocks. automatic picks block from 16 tokens on, and
-// narrow below that where every token attends at most $MACH_ATTENTION_NARROW_KEYS keys (default 0: never).
+// narrow below that where every token attends at most 512 keys ($MACH_ATTENTION_NARROW_KEYS overrides).
 enum class AttentionKernel { automatic, decode, block, narrow };
 
 // How a dispatch is cut; made by plan_attention, plain data so a caller may record it with the step.
