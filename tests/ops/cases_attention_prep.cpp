@@ -398,7 +398,7 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
       const uint32_t hidden = s.label == "qwen3_30b" ? (s.tokens == 1 ? 2048 : 512) : 192;
       cases.push_back(std::make_unique<QkvTailCase>(s, hidden, WeightType::q4));
     }
-    for (WeightType type : {WeightType::f32, WeightType::bf16, WeightType::q8_0})
+    for (WeightType type : {WeightType::f32, WeightType::f16, WeightType::bf16, WeightType::q8_0})
       cases.push_back(std::make_unique<QkvTailCase>(
           QkSpec{.label = "tiny", .tokens = 2, .q_heads = 4, .kv_heads = 2, .rope = {.theta = 1e4, .head_dim = 16},
                  .store = true, .block_size = 4},

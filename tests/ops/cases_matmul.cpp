@@ -624,8 +624,8 @@ void add_test_cases(CaseList& cases) {
     for (bool x_per_slot : {false, true})
       cases.push_back(std::make_unique<MulMatIdCase>(
           WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, x_per_slot, 70}, KernelPath::automatic, false, tiles));
-  // mul_mat_multi: q/k/v-like triples (odd heights; 1 to 32 tokens in chunks) and a pair.
-  for (uint32_t t : {1u, 3u, 8u, 12u, 32u})
+  // mul_mat_multi: q/k/v-like triples (odd heights; 1 to 32 tokens, every chunk size that occurs) and a pair.
+  for (uint32_t t : {1u, 2u, 3u, 4u, 7u, 8u, 12u, 32u})
     cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t));
   cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{64, 17}, 192, 5));
   // mul_mat_multi on x's RMSNorm applied by the product: every type at decode, q4 in token chunks, each norm
