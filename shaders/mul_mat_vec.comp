@@ -129,6 +129,7 @@ layout(binding = 16) coherent buffer Counts { uint head_counts[]; };
 #include "mul_mat_funcs.glsl"
 #if defined(QK_TAIL)
 #include "math_funcs.glsl"
+#define HNR_SUBGROUP_SUM 1  // the tail is on the kernel's critical path: a subgroup sum, not a barrier tree
 float hnr_weight(bool is_k, uint i) {
   if (WEIGHT_MODE == 0) return 1.0;
   const float w = is_k ? k_w[i] : q_w[i];

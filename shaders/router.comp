@@ -20,9 +20,10 @@
 //
 // With NORM as well (FUSED only): x is the MoE block's input before its RMSNorm, which this dispatch applies:
 // each subgroup sums x's squares over the row in the same pass as its dot products, so the logits are
-// (W (x * s)) / rms(x) with s the norm's scale (w * norm_mul + norm_add), and the workgroups then write the
-// normed row h = x / rms(x) * s that the expert products read, f32 and (with `pack`) in the q4h form of
-// mul_mat_vec_q4h.comp (q4h_funcs.glsl; h then a multiple of 64), each workgroup two 64-column groups at a time. The norm's own
+// (W (x * s)) / rms(x) with s the norm's scale (w * norm_mul + norm_add). Workgroups after the logit ones
+// write the normed row h = x / rms(x) * s that the expert products read, f32 and (with `pack`) in the q4h form
+// of mul_mat_vec_q4h.comp (q4h_funcs.glsl; h then a multiple of 64), two 64-column groups each, side by side
+// with the logits rather than after them (after them, in the logit workgroups, the router took 1.5 us more). The norm's own
 // dispatch and barrier are gone (~6 us per layer on an H200); an earlier version that normed x before the
 // logits in every workgroup lengthened the router's critical path by more than it saved (docs/performance.md).
 //! variant router_softmax_topk -DROUTER_MODE=0
@@ -181,7 +182,7 @@ void route_token(uint t) {
 #ifdef FUSED
 shared uint is_last;
 #ifdef NORM
-shared float inv_rms[kFusedMaxTokens];
+shared float half_sums[128];  // write_normed's sums of squares, one tree per 64-invocation half
 #include "q4h_funcs.glsl"
 #endif
 
@@ -227,9 +228,7 @@ void compute_logits() {
     [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) {
       if (t >= p.tokens) break;
 #ifdef NORM
-      const float inv = inversesqrt(subgroupAdd(ss[t]) / float(p.h) + p.eps);
-      if (rr == 0 && subgroupElect()) inv_rms[t] = inv;  // subgroup 0's first row (every workgroup has one)
-      const float sum = subgroupAdd(acc[t]) * inv;
+      const float sum = subgroupAdd(acc[t]) * inversesqrt(subgroupAdd(ss[t]) / float(p.h) + p.eps);
 #else
       const float sum = subgroupAdd(acc[t]);
 #endif
@@ -239,37 +238,48 @@ void compute_logits() {
 }
 
 #ifdef NORM
-// h = x * inv_rms * s for this workgroup's share of the T x h / 64 column groups, two per pass (one per 64
-// invocations), f32 and with `pack` in q4h form. Every invocation calls it (q4h_pack holds barriers).
-void write_normed() {
-  const uint tid = gl_LocalInvocationID.x, l = tid & 63u, groups = (p.h + 63) / 64, total = p.tokens * groups;
-  const uint grid = (p.experts + kFusedRows - 1) / kFusedRows;
-  for (uint base = flat_workgroup_id() * 2; base < total; base += grid * 2) {
-    const uint group = base + tid / 64, t = group / groups, g = group % groups, c = g * 64 + l;
-    const bool live = group < total && c < p.h;  // (a partial last group only without `pack`)
-    float v = 0.0;
-    if (live) {
-      const uint i = t * p.h + c;
-      v = x4[i / 4][i % 4] * inv_rms[t] * (norm_w4[c / 4][c % 4] * p.norm_mul + p.norm_add);
-      h_out[i] = v;
-    }
-    if (p.pack != 0) q4h_pack(v, live, t, g, p.h);
+// Packing workgroup `pw` (after the logit workgroups): h = x / rms(x) * s for column groups 2 pw and 2 pw + 1
+// of the T x ceil(h / 64) groups, one per 64 invocations, each half summing its token's squares itself; f32,
+// and with `pack` in q4h form. Every invocation calls it (barriers).
+void write_normed(uint pw) {
+  const uint tid = gl_LocalInvocationID.x, l = tid & 63u, half_base = tid - l;
+  const uint groups = (p.h + 63) / 64, group = pw * 2 + tid / 64, t = min(group / groups, p.tokens - 1);
+  const uint g = group % groups, c = g * 64 + l;
+  const bool live = group < p.tokens * groups && c < p.h;  // (a partial last group only without `pack`)
+  float ss = 0.0;
+  for (uint i = l; i < p.h / 4; i += 64) {  // h % 8 == 0 here
+    const vec4 xv = x4[t * (p.h / 4) + i];
+    ss += dot(xv, xv);
   }
+  half_sums[tid] = ss;
+  barrier();
+  for (uint s = 32; s > 0; s >>= 1) {
+    if (l < s) half_sums[tid] += half_sums[tid + s];
+    barrier();
+  }
+  float v = 0.0;
+  if (live) {
+    const uint i = t * p.h + c;
+    v = x4[i / 4][i % 4] * inversesqrt(half_sums[half_base] / float(p.h) + p.eps) *
+        (norm_w4[c / 4][c % 4] * p.norm_mul + p.norm_add);
+    h_out[i] = v;
+  }
+  if (p.pack != 0) q4h_pack(v, live, t, g, p.h);
 }
 #endif
 
 void main() {
-  compute_logits();
+  const uint groups = (p.experts + kFusedRows - 1) / kFusedRows;
 #ifdef NORM
-  barrier();  // inv_rms
-  write_normed();
+  if (flat_workgroup_id() >= groups) {
+    write_normed(flat_workgroup_id() - groups);
+    return;
+  }
 #endif
+  compute_logits();
   memoryBarrierBuffer();  // this invocation's logits are visible before the workgroup counts itself finished
   barrier();
-  if (gl_LocalInvocationID.x == 0) {
-    const uint groups = (p.experts + kFusedRows - 1) / kFusedRows;
-    is_last = atomicAdd(finished[0], 1u) == groups - 1 ? 1u : 0u;
-  }
+  if (gl_LocalInvocationID.x == 0) is_last = atomicAdd(finished[0], 1u) == groups - 1 ? 1u : 0u;
   barrier();
   if (is_last == 0) return;  // uniform
   memoryBarrierBuffer();

@@ -104,8 +104,10 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, g
     xh.access = xg.access = gpu::Access::write;
   }
   const auto& pipeline = cmd.context().pipeline(kFusedNormNames[static_cast<uint32_t>(params.mode)]);
+  // The logit workgroups, then those that write h (two 64-column groups each).
+  const uint32_t packers = gpu::div_up(params.tokens * gpu::div_up(w.cols, 64), 2);
   cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x.x, finished, x.weight, h, xh, xg},
-               push, gpu::flat_groups(gpu::div_up(params.experts, kFusedRows)));
+               push, gpu::flat_groups(gpu::div_up(params.experts, kFusedRows) + packers));
 }
 
 namespace {
