@@ -32,8 +32,8 @@
 //
 // The kernels are this loop with three tile shapes: decode (one token per tile, ROWS = the GQA group,
 // long key tiles), narrow (decode with 2 or 4 heads per tile: 4x the workgroups of a short context, whose
-// few key tiles cannot be split) and block (several tokens per tile for prefill / verify). No subgroup operations: every
-// reduction is per thread over shared memory, so any subgroup size is correct.
+// few key tiles cannot be split) and block (several tokens per tile for prefill / verify). No subgroup
+// operations: every reduction is per thread over shared memory, so any subgroup size is correct.
 // Per key tile: stage K (16-byte loads, one block-table lookup per 8 halves), scores with each thread
 // taking one key for S_ROWS rows, stage V while the row maxima are reduced, probabilities (one exp per
 // score), then P.V with each thread owning OW words of one row. Five barriers per tile.

@@ -150,13 +150,14 @@ void head_tail(uint m, uint head, uint t0, uint ntok, uint n) {
       dst = ((block * p.kv_heads + head) * p.block_size + cache_pos % p.block_size) * half_d;
     }
     if (m == 2) {
-      for (uint w = tid; w < half_d; w += gl_WorkGroupSize.x) v_cache[dst + w] = packHalf2x16(vec2(y2[at + 2 * w], y2[at + 2 * w + 1]));
+      for (uint w = tid; w < half_d; w += gl_WorkGroupSize.x)
+        v_cache[dst + w] = packHalf2x16(vec2(y2[at + 2 * w], y2[at + 2 * w + 1]));
       continue;
     }
     barrier();  // the previous token's readers of hnr_row are done
     for (uint i = tid; i < d; i += gl_WorkGroupSize.x) hnr_row[i] = m == 0 ? y[at + i] : y1[at + i];
-    head_norm_rope(m == 1, d, p.head_eps, HeadRope(p.rotary_dim, p.rope_offset, ROPE_INTERLEAVED != 0, p.attention_factor),
-                   pos[t]);
+    const HeadRope rope = HeadRope(p.rotary_dim, p.rope_offset, ROPE_INTERLEAVED != 0, p.attention_factor);
+    head_norm_rope(m == 1, d, p.head_eps, rope, pos[t]);
     for (uint i = tid; i < d; i += gl_WorkGroupSize.x) {
       if (m == 0) y[at + i] = hnr_row[i];
       else y1[at + i] = hnr_row[i];

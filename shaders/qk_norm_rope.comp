@@ -9,8 +9,9 @@
 //   KV_STORE: v: [T, KVH, D] f32; seq_of_token, pos_of_token: [T] u32; block_table: [S, MB] u32;
 //             k_cache, v_cache: [num_blocks, KVH, B, D] f16, two per word (src/ops/kv_cache_layout.hpp).
 // One workgroup per (token, head) row, q heads first then k heads of each token; the row is held in shared
-// memory between the steps (head_norm_rope.glsl), so D <= kHnrMaxDim. Specialization constants: 0 workgroup size (a power of
-// two), 1 weight mode (rms_norm.comp's WEIGHT_MODE), 2 rope layout (0 NeoX, 1 interleaved, as rope.comp).
+// memory between the steps (head_norm_rope.glsl), so D <= kHnrMaxDim. Specialization constants: 0 workgroup
+// size (a power of two), 1 weight mode (rms_norm.comp's WEIGHT_MODE), 2 rope layout (0 NeoX, 1 interleaved,
+// as rope.comp).
 //! variant qk_norm_rope
 //! variant qk_norm_rope_kv_store -DKV_STORE=1
 #include "common.glsl"

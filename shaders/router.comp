@@ -23,9 +23,10 @@
 // (W (x * s)) / rms(x) with s the norm's scale (w * norm_mul + norm_add). Workgroups after the logit ones
 // write the normed row h = x / rms(x) * s that the expert products read, f32 and (with `pack`) in the q4h form
 // of mul_mat_vec_q4h.comp (q4h_funcs.glsl; h then a multiple of 64), two 64-column groups each, side by side
-// with the logits rather than after them (after them, in the logit workgroups, the router took 1.5 us more). The norm's own
-// dispatch and barrier are gone (~6 us per layer on an H200); an earlier version that normed x before the
-// logits in every workgroup lengthened the router's critical path by more than it saved (docs/performance.md).
+// with the logits rather than after them (after them, in the logit workgroups, the router took 0.7 us more
+// on an H200: 11.2 against 10.5). The norm's own dispatch and barrier are gone (5.3 us); an earlier version
+// that normed x before the logits in every workgroup lengthened the router's critical path by more than it
+// saved (docs/performance.md).
 //! variant router_softmax_topk -DROUTER_MODE=0
 //! variant router_topk_softmax -DROUTER_MODE=1
 //! variant router_biased_scores -DROUTER_MODE=2

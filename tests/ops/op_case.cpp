@@ -116,7 +116,8 @@ std::vector<std::byte> random_weights(ops::WeightType type, uint32_t rows, uint3
           put(out, so + g * 2, ops::float_to_half(0.004f + 0.012f * u));  // |w| up to ~2
         } else {
           const float scale = 0.1f + 0.2f * u;
-          const uint32_t word = ops::float_to_half(scale) | (uint32_t{ops::float_to_half(-(6.0f + u * 3.0f) * scale)} << 16);
+          const uint32_t min_bits = ops::float_to_half(-(6.0f + u * 3.0f) * scale);
+          const uint32_t word = ops::float_to_half(scale) | (min_bits << 16);
           put(out, so + g * 4, word);
         }
       }
