@@ -86,14 +86,12 @@ layout(binding = 2) readonly buffer X { vec4 x4[]; };
 #if defined(QK_TAIL)
 // The tail reads the outputs other workgroups wrote: coherent, so its loads see them in L2, not a stale L1.
 #define Y_ACCESS coherent
+#define Y1_ACCESS coherent
 #else
-#define Y_ACCESS writeonly
+#define Y_ACCESS  // read only with p.accumulate
+#define Y1_ACCESS writeonly
 #endif
-#if defined(QK_TAIL)
-layout(binding = 3) coherent buffer Y { float y[]; };
-#else
-layout(binding = 3) buffer Y { float y[]; };  // read only with p.accumulate
-#endif
+layout(binding = 3) Y_ACCESS buffer Y { float y[]; };
 #ifdef MUL_MAT_ID
 layout(binding = 4) readonly buffer Ids { uint ids[]; };
 layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
@@ -102,8 +100,8 @@ layout(binding = 5) readonly buffer Slots { uint slot_table[]; };
 layout(binding = 6) readonly buffer RouteW { float route_w[]; };
 #endif
 #if defined(MULTI)
-layout(binding = 4) Y_ACCESS buffer Y1 { float y1[]; };
-layout(binding = 5) Y_ACCESS buffer Y2 { float y2[]; };
+layout(binding = 4) Y1_ACCESS buffer Y1 { float y1[]; };
+layout(binding = 5) Y1_ACCESS buffer Y2 { float y2[]; };
 #endif
 #if defined(NORM)
 layout(binding = 6) readonly buffer NormW { vec4 norm_w4[]; };

@@ -76,7 +76,7 @@ ops::NormedX Qwen3Moe::normed_x(const gpu::Buffer& weights, uint64_t norm) const
 
 ops::PreparedX Qwen3Moe::norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T) {
   const uint32_t H = config_.hidden_size;
-  ops::PreparedX px{cmd.scratch(uint64_t{T} * H * 2), cmd.scratch(uint64_t{T} * (H / 32) * 8), T, H};
+  ops::PreparedX px = ops::q4h_scratch(cmd, T, H);
   ops::rms_norm_q4h(cmd, gpu::in(x_), f32_range(weights, norm, H), gpu::out(h_), px.xh, px.xg, {T, H},
                     static_cast<float>(config_.rms_norm_eps), ops::NormWeight::w);
   px.xh.access = px.xg.access = gpu::Access::read;  // the products that share it only read it
@@ -93,7 +93,7 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const bool q4h = ops::uses_q4h(context_, L.gate_up.type, T);
   if (fused_norm_) {
     // The norm inside the router's dispatch, which writes h_ (and its q4h form) for the expert products.
-    if (q4h) moe_x_ = ops::PreparedX{cmd.scratch(uint64_t{T} * H * 2), cmd.scratch(uint64_t{T} * (H / 32) * 8), T, H};
+    if (q4h) moe_x_ = ops::q4h_scratch(cmd, T, H);
     ops::route_logits(cmd, L.router, normed_x(L.buffer, L.post_norm), gpu::out(h_), q4h ? &*moe_x_ : nullptr,
                       gpu::inout(router_logits_), gpu::inout(router_finished_), gpu::in(router_logits_),
                       gpu::in(router_logits_), gpu::out(ids_), gpu::out(route_w_), router_params(T));

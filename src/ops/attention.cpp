@@ -17,12 +17,14 @@ struct TileShape {
   uint32_t rows, keys;
 };
 
+// Whether attention.comp has a narrow variant for the head dim.
+bool has_narrow(uint32_t head_dim) { return head_dim == 64 || head_dim == 128 || head_dim == 256; }
+
 TileShape tile_shape(AttentionKernel kernel, uint32_t head_dim) {
   const bool decode = kernel != AttentionKernel::block;
   if (kernel == AttentionKernel::narrow) {
-    if (head_dim == 64) return TileShape{4, 64};
-    if (head_dim == 128) return TileShape{2, 64};
-    if (head_dim == 256) return TileShape{2, 32};
+    assert(has_narrow(head_dim));
+    return head_dim == 64 ? TileShape{4, 64} : head_dim == 128 ? TileShape{2, 64} : TileShape{2, 32};
   }
   switch (head_dim) {
     case 16: return TileShape{16, 64};  // the tiny test checkpoints
@@ -92,8 +94,7 @@ AttentionPlan plan_attention(const KvCacheLayout& layout, const AttentionParams&
                 : tokens >= 16                       ? AttentionKernel::block
                 : max_keys <= narrow_max_keys()      ? AttentionKernel::narrow
                                                      : AttentionKernel::decode;
-  const uint32_t D = layout.head_dim;
-  if (plan.kernel == AttentionKernel::narrow && D != 64 && D != 128 && D != 256) plan.kernel = AttentionKernel::decode;
+  if (plan.kernel == AttentionKernel::narrow && !has_narrow(layout.head_dim)) plan.kernel = AttentionKernel::decode;
   const TileShape tile = tile_shape(plan.kernel, layout.head_dim);
   const uint32_t group = params.n_heads / layout.kv_heads;
   plan.heads_per_tile = std::min(group, tile.rows);

@@ -309,9 +309,13 @@ bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
   return !(force && *force == '1');
 }
 
-PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k) {
+PreparedX q4h_scratch(gpu::CommandList& cmd, uint32_t rows, uint32_t k) {
   assert(rows > 0 && k % 64 == 0);
-  PreparedX px{cmd.scratch(uint64_t{rows} * k * 2), cmd.scratch(uint64_t{rows} * (k / 32) * 8), rows, k};
+  return {cmd.scratch(uint64_t{rows} * k * 2), cmd.scratch(uint64_t{rows} * (k / 32) * 8), rows, k};
+}
+
+PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k) {
+  PreparedX px = q4h_scratch(cmd, rows, k);
   const struct {
     uint32_t rows, k;
   } push{rows, k};
@@ -414,6 +418,16 @@ std::array<gpu::Binding, 3> multi_outputs(std::span<const gpu::Binding> y) {
   return ys;
 }
 
+// The push constants of mul_mat_vec.comp's MULTI + NORM (and the start of QK_TAIL's).
+struct MultiNormPush {
+  decltype(MultiCall::push) multi;
+  float eps, mul, add;
+};
+
+MultiNormPush multi_norm_push(const MultiCall& call, const NormedX& x) {
+  return {call.push, x.eps, x.scale_mul(), x.scale_add()};
+}
+
 uint32_t multi_tiles(std::span<const WeightRef> w, uint32_t rows) {
   uint32_t tiles = 0;
   for (const WeightRef& m : w) tiles += gpu::div_up(m.rows, rows);
@@ -452,10 +466,7 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const No
     return;
   }
   const MultiCall call = multi_call(context, w, tokens);
-  struct {
-    decltype(call.push) multi;
-    float eps, mul, add;
-  } push{call.push, x.eps, x.scale_mul(), x.scale_add()};
+  const MultiNormPush push = multi_norm_push(call, x);
   const MatVecTuning t = mat_vec_tuning();
   const TokenChunks chunks = token_chunks(tokens);
   const auto& pipeline = context.pipeline(variant("mul_mat_vec_multi_norm", w[0].type),
@@ -486,15 +497,12 @@ void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w,
   const TokenChunks chunks = token_chunks(tokens);
   assert(chunks.count <= 4);
   struct {
-    decltype(call.push) multi;
-    float eps, mul, add;
+    MultiNormPush base;
     uint32_t q_heads, kv_heads, head_dim, rotary_dim, rope_offset;
     float head_eps, attention_factor;
     uint32_t block_size, max_blocks_per_seq;
-  } push{call.push,        x.eps,        x.scale_mul(),      x.scale_add(),
-         shape.q_heads,    shape.kv_heads, D,                shape.rotary_dim,
-         shape.offset,     tail.params.eps, tail.params.attention_factor, layout.block_size,
-         layout.max_blocks_per_seq};
+  } push{multi_norm_push(call, x), shape.q_heads,   shape.kv_heads,  D, shape.rotary_dim, shape.offset,
+         tail.params.eps,          tail.params.attention_factor, layout.block_size, layout.max_blocks_per_seq};
   static_assert(sizeof(push) <= 128, "Vulkan's guaranteed push-constant size");
   const gpu::SpecConstants spec{mat_vec_workgroup(call.push.base.units), t.rows, chunks.tokens,
                                 static_cast<uint32_t>(tail.params.weight),

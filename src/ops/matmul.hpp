@@ -60,6 +60,9 @@ struct PreparedX {
   uint32_t rows = 0;
   uint32_t k = 0;
 };
+// Command scratch for a prepared x of rows x k (for ops that write the form themselves: rms_norm_q4h, the
+// normed router).
+PreparedX q4h_scratch(gpu::CommandList& cmd, uint32_t rows, uint32_t k);
 // x: [rows, K] f32, K % 64 == 0.
 PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint32_t k);
 

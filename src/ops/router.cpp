@@ -31,15 +31,22 @@ bool fusable(const WeightRef& w, uint32_t tokens) {
   return w.type == WeightType::bf16 && w.cols % 8 == 0 && tokens <= kRouterFusedMaxTokens;
 }
 
-// The fused kernels' push constants and weight binding; marks logits and finished read-write.
-RouterPush fused_push(gpu::CommandList& cmd, const WeightRef& w, const RouterParams& params, WeightBinding& wb,
-                      gpu::Binding& logits, gpu::Binding& finished);
-
 RouterPush router_push(const RouterParams& params) {
   assert(params.experts > 0 && params.experts <= kRouterMaxExperts);
   assert(params.k > 0 && params.k <= kRouterMaxK && params.k <= params.experts);
   return {params.tokens,           params.experts,   params.k, params.has_bias, params.has_expert_scale,
           params.normalize,        static_cast<uint32_t>(params.score), params.scale};
+}
+
+// The fused kernels' push constants and weight binding; marks logits and finished read-write.
+RouterPush fused_push(gpu::CommandList& cmd, const WeightRef& w, const RouterParams& params, WeightBinding& wb,
+                      gpu::Binding& logits, gpu::Binding& finished) {
+  RouterPush push = router_push(params);
+  wb = bind_weights(cmd.context(), *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
+  push.h = w.cols;
+  push.w_base = wb.base_units;
+  logits.access = finished.access = gpu::Access::read_write;
+  return push;
 }
 
 }  // namespace
@@ -109,19 +116,5 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, g
   cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x.x, finished, x.weight, h, xh, xg},
                push, gpu::flat_groups(gpu::div_up(params.experts, kFusedRows) + packers));
 }
-
-namespace {
-
-RouterPush fused_push(gpu::CommandList& cmd, const WeightRef& w, const RouterParams& params, WeightBinding& wb,
-                      gpu::Binding& logits, gpu::Binding& finished) {
-  RouterPush push = router_push(params);
-  wb = bind_weights(cmd.context(), *w.buffer, w.offset, weight_bytes(w.type, w.rows, w.cols));
-  push.h = w.cols;
-  push.w_base = wb.base_units;
-  logits.access = finished.access = gpu::Access::read_write;
-  return push;
-}
-
-}  // namespace
 
 }  // namespace mach::ops

@@ -18,7 +18,6 @@
 #include "ops/matmul.hpp"
 #include "ops/reference/attention.hpp"
 #include "ops/reference/attention_prep.hpp"
-#include "ops/reference/matmul.hpp"
 #include "ops/reference/norm.hpp"
 #include "ops/rope_freq.hpp"
 #include "ops/weight_format.hpp"
@@ -249,25 +248,17 @@ class QkvTailCase : public OpCase {
     const auto x_w = rng.normal_vec(k_, 0.5f), q_w = rng.normal_vec(D, 0.5f), k_w = rng.normal_vec(D, 0.5f);
     std::vector<float> h(x.size());
     ref::rms_norm(x, x_w, h, T, k_, kEps, ops::NormWeight::w);
-    std::vector<std::byte> all;
-    std::vector<std::vector<float>> out;
-    for (uint32_t n : rows()) {
-      all.resize(all.size() + 256);  // a gap: the matrices are not back to back
-      offsets_.push_back(all.size());
-      const auto w = random_weights(type_, n, k_, rng);
-      all.insert(all.end(), w.begin(), w.end());
-      all.resize((all.size() + 255) / 256 * 256);
-      out.emplace_back(size_t{T} * n);
-      ref::mul_mat(type_, w, n, k_, h, out.back(), T);
-    }
-    want_q_ = out[0], want_k_ = out[1], want_v_ = out[2];
+    const auto n = rows();
+    GappedMatrices m = gapped_matrices(type_, n, k_, h, T, rng);
+    offsets_ = m.offsets;
+    want_q_ = m.products[0], want_k_ = m.products[1], want_v_ = m.products[2];
     ref::qk_norm_rope(want_q_, want_k_, q_w, k_w, step_->pos_of_token, table.inv_freq, shape_, params_);
     want_k_cache_ = step_->k_cache;
     want_v_cache_ = step_->v_cache;
     ref::kv_store(step_->layout, want_k_, want_v_, step_->seq_of_token, step_->pos_of_token, step_->block_table,
                   want_k_cache_, want_v_cache_);
 
-    w_ = guarded(context, all, "w");
+    w_ = guarded(context, m.bytes, "w");
     x_ = guarded(context, x, "x");
     x_w_ = guarded(context, x_w, "input norm");
     q_ = GuardedBuffer(context, want_q_.size() * 4, "q");

@@ -248,19 +248,11 @@ class MulMatMultiCase : public SimpleOpCase {
       norm_w_ = GuardedBuffer(context, k_ * 4ull, "norm w");
       norm_w_.upload(nw);
     }
-    std::vector<std::byte> all;
-    std::vector<std::vector<float>> expected;
-    for (uint32_t n : ns_) {
-      all.resize(all.size() + 512);  // a gap (not read): the matrices are not back to back
-      offsets_.push_back(all.size());
-      const auto w = random_weights(type_, n, k_, rng);
-      all.insert(all.end(), w.begin(), w.end());
-      all.resize((all.size() + 255) / 256 * 256);
-      expected.emplace_back(uint64_t{t_} * n);
-      ref::mul_mat(type_, w, n, k_, x, expected.back(), t_);
-    }
-    w_ = GuardedBuffer(context, all.size(), "w");
-    w_.upload(all);
+    GappedMatrices m = gapped_matrices(type_, ns_, k_, x, t_, rng);
+    offsets_ = m.offsets;
+    const auto& expected = m.products;
+    w_ = GuardedBuffer(context, m.bytes.size(), "w");
+    w_.upload(m.bytes);
     x_ = GuardedBuffer(context, x_in.size() * 4, "x");
     x_.upload(x_in);
     output_ = GuardedBuffer(context, expected[0].size() * 4, "y0");

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <utility>
 
+#include "ops/reference/matmul.hpp"
 #include "ops/weight_format.hpp"
 
 namespace mach::test {
@@ -125,6 +126,21 @@ std::vector<std::byte> random_weights(ops::WeightType type, uint32_t rows, uint3
     }
   }
   return out;
+}
+
+GappedMatrices gapped_matrices(ops::WeightType type, std::span<const uint32_t> ns, uint32_t k,
+                               std::span<const float> x, uint32_t tokens, Rng& rng) {
+  GappedMatrices m;
+  for (uint32_t n : ns) {
+    m.bytes.resize(m.bytes.size() + 512);  // a gap (not read)
+    m.offsets.push_back(m.bytes.size());
+    const auto w = random_weights(type, n, k, rng);
+    m.bytes.insert(m.bytes.end(), w.begin(), w.end());
+    m.bytes.resize((m.bytes.size() + 255) / 256 * 256);
+    m.products.emplace_back(uint64_t{tokens} * n);
+    ref::mul_mat(type, w, n, k, x, m.products.back(), tokens);
+  }
+  return m;
 }
 
 size_t q4h_words_unlike_prep(gpu::Context& context, const GuardedBuffer& y, const GuardedBuffer& xh,

@@ -90,6 +90,16 @@ double nmse(std::span<const float> out, std::span<const float> ref);
 // weight_format_test; here every quant value and a spread of scales occur.)
 std::vector<std::byte> random_weights(ops::WeightType type, uint32_t rows, uint32_t cols, Rng& rng);
 
+// Matrices [n_i, k] of `type` in one weight buffer at gapped offsets (not back to back: a layer's q, k and
+// v), each from random_weights, with the reference products of each with x ([tokens, k]).
+struct GappedMatrices {
+  std::vector<std::byte> bytes;
+  std::vector<uint64_t> offsets;
+  std::vector<std::vector<float>> products;  // [tokens, n_i] each
+};
+GappedMatrices gapped_matrices(ops::WeightType type, std::span<const uint32_t> ns, uint32_t k,
+                               std::span<const float> x, uint32_t tokens, Rng& rng);
+
 // The 32-bit words in which xh / xg (a q4h form: rows x k columns) differ from what q4h_prep.comp writes for
 // y, dispatched as ops::mul_mat prepares its x: ops that pack their own y must give the same bits.
 size_t q4h_words_unlike_prep(gpu::Context& context, const GuardedBuffer& y, const GuardedBuffer& xh,
