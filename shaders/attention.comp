@@ -77,11 +77,7 @@ layout(push_constant) uniform Push {
   uint has_sinks;
   float scale;
   float softcap;
-  uint chain_links, chain_expect;  // chain.glsl: attention signals (the o projection waits for it)
 } p;
-layout(constant_id = 0) const uint CHAIN = 0;
-layout(binding = 10) coherent volatile buffer ChainWords { uint chain_words[]; };
-#include "chain.glsl"
 
 shared vec2 q_sh[ROWS * HALF_D];
 shared uint kv_sh[KEYS * KV_STRIDE];
@@ -269,5 +265,4 @@ void main() {
     ta = tb;
   }
   if (row_valid(row_r)) store_row(split);
-  chain_signal();
 }

@@ -47,8 +47,6 @@ layout(push_constant) uniform Push {
   uint x_per_slot;  // mul_mat_id: 1 when x is [T, top_k, K], 0 when it is [T, K]
   uint experts;     // mul_mat_id: entries of the slot table
   uint accumulate;  // 1: y += W x (y bound read-write), 0: y = W x
-  uint chain_links;   // chain.glsl (where the kernel chains: mul_mat_vec.comp, mul_mat_vec_q4h.comp's SWIGLU)
-  uint chain_expect;
 #ifdef MULTI
   uint n1, w_base1, scales1;  // MULTI: the second matrix (as n, w_base, scales)
   uint n2, w_base2, scales2;  // the third (n2 = 0: none)

@@ -125,29 +125,6 @@ layout(binding = 16) coherent buffer Counts { uint head_counts[]; };
 #endif
 
 #include "mul_mat_funcs.glsl"
-// CHAIN (chain.glsl): the plain product waits (attention's o projection after attention), COMBINE waits and
-// signals (the experts' down projection after gate/up, before the next layer's q/k/v), QK_TAIL waits. A
-// waiting workgroup loads its first unit of weights before it waits, and reads x through binding XC (binding
-// 2 again, coherent: L1 may hold lines of x from before the producer wrote it).
-#if !defined(MUL_MAT_ID) && !defined(MULTI) || defined(COMBINE) || defined(QK_TAIL)
-#if defined(QK_TAIL)
-#define CHAIN_BINDING 17
-#elif defined(COMBINE)
-#define CHAIN_BINDING 7
-#else
-#define CHAIN_BINDING 4
-#endif
-layout(constant_id = 5) const uint CHAIN = 0;
-layout(binding = CHAIN_BINDING) coherent volatile buffer ChainWords { uint chain_words[]; };
-layout(binding = CHAIN_BINDING + 1) coherent readonly buffer XC { vec4 x4c[]; };
-#include "chain.glsl"
-#define X4(i) ((CHAIN & CHAIN_WAIT) != 0u ? x4c[i] : x4[i])
-#else
-const uint CHAIN = 0;
-void chain_wait() {}
-void chain_signal() {}
-#define X4(i) x4[i]
-#endif
 #if defined(QK_TAIL)
 #include "math_funcs.glsl"
 #define HNR_SUBGROUP_SUM 1  // the tail is on the kernel's critical path: a subgroup sum, not a barrier tree
@@ -251,33 +228,9 @@ void main() {
 #if defined(COMBINE)
   const uint lanes = pair_lanes(p.units, WG);
   const uint lane = tid % lanes, groups = WG / lanes;
-#else
-  const uint lane = tid, lanes = WG;
-#endif
-  // A waiting dispatch's first unit of weights, loaded before the wait (the loop below takes it from here).
-  uvec4 pre_d[ROWS];
-  vec2 pre_sm[ROWS];
-  bool preloaded = false;
-  if ((CHAIN & 1u) != 0u) {
-#if defined(COMBINE)
-    const uint pi = tid / lanes;
-    const uint slot = pi < pair_count ? slot_table[ids[token * p.top_k + pi]] : NO_SLOT;
-    const uint mat = p.w_base + slot * p.w_stride;
-    preloaded = slot != NO_SLOT && lane < p.units;
-#else
-    preloaded = lane < p.units;
-#endif
-    if (preloaded) {
-      for (uint r = 0; r < ROWS; ++r) pre_d[r] = w_u128[mat + rows[r] * p.units + lane];
-#ifdef WTYPE_QUANTIZED
-      for (uint r = 0; r < ROWS; ++r) pre_sm[r] = unit_scale(mat * 4 + SC, p.k, rows[r], lane);
-#endif
-    }
-  }
-  chain_wait();
-#if defined(COMBINE)
   for (uint pi = tid / lanes; pi < pair_count; pi += groups) {
 #else
+  const uint lane = tid, lanes = WG;
   for (uint pi = 0; pi < pair_count; ++pi) {
 #endif
 #if defined(COMBINE)
@@ -292,22 +245,10 @@ void main() {
 #endif
     for (uint u = lane; u < p.units; u += lanes) {
       uvec4 d[ROWS];
+      for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
   #ifdef WTYPE_QUANTIZED
       vec2 sm[ROWS];
-  #endif
-      if (preloaded) {  // the first unit of a waiting dispatch (the first pair with a slot, with COMBINE)
-        for (uint r = 0; r < ROWS; ++r) d[r] = pre_d[r];
-  #ifdef WTYPE_QUANTIZED
-        for (uint r = 0; r < ROWS; ++r) sm[r] = pre_sm[r];
-  #endif
-        preloaded = false;
-      } else {
-        for (uint r = 0; r < ROWS; ++r) d[r] = w_u128[mat + rows[r] * p.units + u];
-  #ifdef WTYPE_QUANTIZED
-        for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + SC, p.k, rows[r], u);
-  #endif
-      }
-  #ifdef WTYPE_QUANTIZED
+      for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + SC, p.k, rows[r], u);
       float dq[ROWS * NT];  // sum of q * x over this unit
       float xsum[NT];       // sum of x over this unit (for q4's min)
       for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
@@ -322,11 +263,11 @@ void main() {
   #endif
         for (uint t = 0; t < NT; ++t) {
   #if defined(NORM)
-          const vec4 xr = X4(xi + min(t, last) * k4);
+          const vec4 xr = x4[xi + min(t, last) * k4];
           sq[t] += dot(xr, xr);
           const vec4 xv = xr * ns;
   #else
-          const vec4 xv = X4(xi + min(t, last) * k4) * xw;
+          const vec4 xv = x4[xi + min(t, last) * k4] * xw;
   #endif
   #ifdef WTYPE_QUANTIZED
           const vec4 xq = xv * chunk_xscale(c);
@@ -380,9 +321,7 @@ void main() {
     store_y(at, s);
 #endif
   }
-#if !defined(QK_TAIL)
-  chain_signal();  // (the tail's workgroups return early: QK_TAIL never signals)
-#else
+#if defined(QK_TAIL)
   const uint heads = p.q_heads + 2 * p.kv_heads, head = row0 / p.head_dim;
   const uint counter = (wg % chunks) * heads + (m == 0 ? 0 : m == 1 ? p.q_heads : p.q_heads + p.kv_heads) + head;
   memoryBarrierBuffer();  // this workgroup's outputs are visible before it counts itself finished

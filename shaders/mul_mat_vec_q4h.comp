@@ -69,12 +69,6 @@ layout(binding = 6) writeonly buffer Y2 { float y2[]; };
 #include "mul_mat_funcs.glsl"
 #if defined(SWIGLU)
 #include "math_funcs.glsl"
-// SWIGLU signals (chain.glsl): the down projection's dispatch (mul_mat_vec.comp COMBINE) waits for it.
-layout(constant_id = 3) const uint CHAIN = 0;
-layout(binding = 7) coherent volatile buffer ChainWords { uint chain_words[]; };
-#include "chain.glsl"
-#else
-void chain_signal() {}
 #endif
 
 const uint MAX_ROWS = 4;  // ROWS <= MAX_ROWS, UNR <= MAX_UNR (register arrays need a compile-time size)
@@ -136,10 +130,7 @@ void main() {
 #endif
   const uint pair = wg / row_tiles;
   const uint slot = slot_table[ids[pair]];
-  if (slot == NO_SLOT) {  // uniform: the expert is not in the bank for this pass (its y row is kept)
-    chain_signal();
-    return;
-  }
+  if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
   const uint mat = p.w_base + slot * p.w_stride;
   const uint x_row = p.x_per_slot != 0 ? pair : pair / p.top_k;
   const uint y_base = pair * y_row;
@@ -245,7 +236,6 @@ void main() {
     }
     if (row0 + i < width) y[y_base + row0 + i] = g * sigmoid(g) * u;  // as glu.comp's swiglu
   }
-  chain_signal();
 #else
   for (uint i = tid; i < RN; i += WG) {
     float s = 0.0;

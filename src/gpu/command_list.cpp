@@ -39,9 +39,6 @@ void CommandList::begin() {
   written_.clear();
   read_.clear();
   stages_since_barrier_ = 0;
-  chain_next_ = false;
-  chained_since_barrier_ = true;
-  last_was_dispatch_ = false;
   dispatches_ = 0;
   barriers_ = 0;
   // Keep only the largest scratch buffer: the previous recording's needs fit in it next time.
@@ -90,7 +87,6 @@ void CommandList::barrier_before(uint32_t next) {
   written_.clear();
   read_.clear();
   stages_since_barrier_ = 0;
-  chained_since_barrier_ = true;
   ++barriers_;
 }
 
@@ -112,9 +108,6 @@ void CommandList::track(const Buffer& buffer, uint64_t offset, uint64_t size, Ac
   const Range r = range_of(buffer, offset, size);
   if (hazard(r, access)) barrier_before(kTransferStage);
   note(r, access);
-  if (stages_since_barrier_ != 0) chained_since_barrier_ = false;  // a copy or fill never waits in a shader
-  stages_since_barrier_ |= kTransferStage;
-  last_was_dispatch_ = false;
 }
 
 void CommandList::dispatch(const Pipeline& pipeline, std::initializer_list<Binding> bindings, const void* push,
@@ -127,22 +120,14 @@ void CommandList::dispatch(const Pipeline& pipeline, std::initializer_list<Bindi
   const uint64_t max_range = context_.info().max_storage_buffer_range;
   // Hazards are judged against earlier commands only: bindings of one dispatch may overlap (an in-place op
   // binds the same range as input and output), which needs no barrier.
-  // A chained dispatch (chain_next()) orders itself after everything since the last barrier when all of that
-  // is one chain; its own hazards are then no reason for a barrier.
-  const bool chained = chain_next_ && last_was_dispatch_ && chained_since_barrier_;
-  chain_next_ = false;
   bool needs_barrier = false;
   for (const Binding& b : bindings) {
     assert(b.buffer && *b.buffer);
-    if (b.tracked && !chained)
-      needs_barrier = needs_barrier || hazard(range_of(*b.buffer, b.offset, b.size), b.access);
+    needs_barrier = needs_barrier || hazard(range_of(*b.buffer, b.offset, b.size), b.access);
   }
   if (needs_barrier) barrier_before(kComputeStage);
-  else if (!chained && stages_since_barrier_ != 0) chained_since_barrier_ = false;
-  for (const Binding& b : bindings)
-    if (b.tracked) note(range_of(*b.buffer, b.offset, b.size), b.access);
+  for (const Binding& b : bindings) note(range_of(*b.buffer, b.offset, b.size), b.access);
   stages_since_barrier_ |= kComputeStage;
-  last_was_dispatch_ = true;
   std::vector<VkDescriptorBufferInfo> infos(bindings.size());
   std::vector<VkWriteDescriptorSet> writes(bindings.size());
   uint32_t i = 0;
@@ -174,6 +159,7 @@ void CommandList::copy(const Buffer& src, uint64_t src_offset, Buffer& dst, uint
   assert(recording_);
   track(src, src_offset, bytes, Access::read);
   track(dst, dst_offset, bytes, Access::write);
+  stages_since_barrier_ |= kTransferStage;
   VkBufferCopy region{src_offset, dst_offset, bytes};
   vkCmdCopyBuffer(cmd_, src.handle(), dst.handle(), 1, &region);
   profile_point("copy");
@@ -182,6 +168,7 @@ void CommandList::copy(const Buffer& src, uint64_t src_offset, Buffer& dst, uint
 void CommandList::fill(Buffer& dst, uint64_t offset, uint64_t bytes, uint32_t value) {
   assert(recording_ && bytes % 4 == 0);
   track(dst, offset, bytes, Access::write);
+  stages_since_barrier_ |= kTransferStage;
   vkCmdFillBuffer(cmd_, dst.handle(), offset, bytes, value);
   profile_point("fill");
 }

@@ -28,9 +28,6 @@ struct Binding {
   uint64_t offset = 0;
   uint64_t size = kWholeBuffer;
   Access access = Access::read;
-  // False for ranges that shaders synchronize themselves with atomics (ops::ChainLink's words): never a reason
-  // for a barrier.
-  bool tracked = true;
 };
 
 inline Binding in(const Buffer& b, uint64_t offset = 0, uint64_t size = kWholeBuffer) {
@@ -83,13 +80,6 @@ class CommandList {
     dispatch(pipeline, bindings, &push, sizeof(Push), groups);
   }
 
-  // The next dispatch waits inside its shader until every workgroup of the dispatch recorded just before it
-  // has finished (ops/chain.hpp), and reads nothing those workgroups write before that: no barrier goes
-  // between the two. Its hazards against all commands since the last barrier are then resolved when every
-  // command after the first of them waited that way too (each waited for all of its predecessor, which
-  // waited for all of its own); otherwise the barrier goes in as usual.
-  void chain_next() { chain_next_ = true; }
-
   void copy(const Buffer& src, uint64_t src_offset, Buffer& dst, uint64_t dst_offset, uint64_t bytes);
   // Fills `bytes` (a multiple of 4) with a repeated 32-bit value.
   void fill(Buffer& dst, uint64_t offset, uint64_t bytes, uint32_t value);
@@ -140,10 +130,7 @@ class CommandList {
   void profile_point(const std::string& label);
   std::vector<std::string> labels_;
   std::vector<Range> written_, read_;  // since the last barrier
-  uint32_t stages_since_barrier_ = 0;
-  bool chain_next_ = false;
-  bool chained_since_barrier_ = true;  // every command since the last barrier after the first one waited (above)
-  bool last_was_dispatch_ = false;  // kComputeStage / kTransferStage of the commands since the last barrier
+  uint32_t stages_since_barrier_ = 0;  // kComputeStage / kTransferStage of the commands since the last barrier
   std::vector<std::unique_ptr<Buffer>> scratch_buffers_;  // the last one is filled from scratch_used_
   uint64_t scratch_used_ = 0;
   bool recording_ = false;

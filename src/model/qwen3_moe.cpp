@@ -398,13 +398,6 @@ void Qwen3Moe::allocate_workspace() {
   const uint64_t count_bytes = 4ull * 4 * (config_.num_heads + 2 * config_.num_kv_heads);
   qkv_counts_ = device(count_bytes, "q/k/v head counts");
   context_.fill(qkv_counts_, 0, count_bytes, 0);
-  const uint32_t links = c.num_layers * static_cast<uint32_t>(Link::count);
-  chain_ = device(ops::chain_buffer_bytes(links), "chain links");
-  context_.fill(chain_, 0, chain_.size(), 0);
-  chain_error_ = context_.create_buffer(4, gpu::MemoryKind::host_readback, "chain error flag (host)");
-  std::memset(chain_error_.mapped(), 0, 4);
-  links_.assign(links, {});
-  for (uint32_t i = 0; i < links; ++i) links_[i] = {gpu::inout(chain_), i};
   ids_ = device(T * k * 4, "expert ids");
   route_w_ = device(T * k * 4, "expert weights");
   act_ = device(T * k * I * 4, "expert activations");

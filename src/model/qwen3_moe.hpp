@@ -41,7 +41,6 @@ class Qwen3Moe final : public Model {
     replay_ = !(replay && std::string_view(replay) == "0");
     const char* fused = std::getenv("MACH_FUSED_NORM");
     fused_norm_ = !(fused && std::string_view(fused) == "0");
-    chain_ops_ = ops::chaining_supported(context_);
   }
 
   Result<void> load(const TensorSource& src);
@@ -115,12 +114,6 @@ class Qwen3Moe final : public Model {
   ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);
   // x_ before the RMSNorm of weights[norm], for the ops that apply the norm themselves (ops::NormedX).
   ops::NormedX normed_x(const gpu::Buffer& weights, uint64_t norm) const;
-  // A decode step's chain links (ops/chain.hpp) of layer l: its attention -> o projection, gate/up -> down,
-  // and down -> the next layer's q/k/v. An empty Chain where the step does not chain.
-  enum class Link : uint32_t { attention_o, gate_up_down, down_qkv, count };
-  ops::ChainLink* link(uint32_t l, Link which);
-  // Throws when a chained wait gave up (chain.glsl) in a step since the last check.
-  void check_chain() const;
   // Streaming: records the layer's attention and router, then the ids' copy to the host, and ends the segment.
   void stop_after_router(gpu::CommandList& cmd, uint32_t l);
   void begin_pending_layer();  // streaming: the stopped layer's ids read back and its passes planned, once
@@ -163,13 +156,6 @@ class Qwen3Moe final : public Model {
   // $MACH_FUSED_NORM=0 turns off the norms applied inside q/k/v and the router (for A/B measurements): each
   // norm is a dispatch of its own again.
   bool fused_norm_ = true;
-  // Chained dispatches in resident single-token steps ($MACH_CHAIN=0 or a device that is not known to start
-  // workgroups in order turns them off): chain_ holds the links' words, chain_error_ a copy of its error flag
-  // taken at the end of each chained step.
-  bool chain_ops_ = false;
-  bool chain_step_ = false;  // the step being recorded chains
-  gpu::Buffer chain_, chain_error_;
-  std::vector<ops::ChainLink> links_;
 };
 
 inline uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {

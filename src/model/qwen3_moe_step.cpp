@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "model/qwen3_moe.hpp"
@@ -36,8 +35,7 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   const ops::WeightRef qkv_w[] = {L.q, L.k, L.v};
   if (fused_norm_ && (T == 1 || !ops::uses_q4h(context_, L.q.type, T)) && T <= ops::kVerifyMaxTokens) {
     ops::qkv_norm_rope_kv_store(cmd, qkv_w, normed_x(L.buffer, L.input_norm),
-                                {qk, shape, params, store, gpu::inout(qkv_counts_)},
-                                {l > 0 ? link(l - 1, Link::down_qkv) : nullptr, nullptr});
+                                {qk, shape, params, store, gpu::inout(qkv_counts_)});
   } else {
     const gpu::Binding qkv_out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
     if (ops::uses_q4h(context_, L.q.type, T)) {
@@ -59,25 +57,9 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   }
   ops::AttentionArgs args{gpu::in(q_), tokens_seq, tokens_pos, table, gpu::in(kv_->k(l)), gpu::in(kv_->v(l)),
                           gpu::in(rope_freq_), gpu::inout(scratch_), gpu::out(attn_)};
-  ops::attention(cmd, layout, ap, plan, args, T, {nullptr, link(l, Link::attention_o)});
+  ops::attention(cmd, layout, ap, plan, args, T);
   // x += Wo · attention (the residual add inside the product).
-  ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate,
-               {link(l, Link::attention_o), nullptr});
-}
-
-ops::ChainLink* Qwen3Moe::link(uint32_t l, Link which) {
-  static const uint32_t mask = [] {  // TEMPORARY: per-link A/B
-    const char* e = std::getenv("MACH_CHAIN_LINKS");
-    return e ? static_cast<uint32_t>(std::atoi(e)) : 7u;
-  }();
-  if (!(mask & (1u << static_cast<uint32_t>(which)))) return nullptr;
-  return chain_step_ ? &links_[l * static_cast<uint32_t>(Link::count) + static_cast<uint32_t>(which)] : nullptr;
-}
-
-void Qwen3Moe::check_chain() const {
-  if (chain_ops_ && *reinterpret_cast<const uint32_t*>(chain_error_.mapped()) != 0)
-    throw Exception(Errc::gpu, "a chained dispatch waited too long for the one before it (this device may not start "
-                               "workgroups in order); run with MACH_CHAIN=0");
+  ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate);
 }
 
 ops::AttentionParams Qwen3Moe::attention_params() const {
@@ -138,13 +120,11 @@ void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const uint32_t E = c.num_experts, k = c.num_experts_per_tok;
   const gpu::Binding table = streamer_ ? streamer_->slot_table(l) : gpu::in(slot_table_);
   const ops::MoeRouting routing{gpu::in(ids_), table, E, k};
-  ops::ChainLink* gate_up_down = link(l, Link::gate_up_down);
   if (moe_x_)
-    ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, *moe_x_, gpu::out(act_), T, {nullptr, gate_up_down});
+    ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, *moe_x_, gpu::out(act_), T);
   else
     ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, gpu::in(h_), gpu::out(act_), T);
-  ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T,
-                          {gate_up_down, l + 1 < config_.num_layers ? link(l, Link::down_qkv) : nullptr});
+  ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T);
 }
 
 void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows) {
@@ -236,7 +216,6 @@ gpu::CommandList* Qwen3Moe::replay_step(const StepBatch& batch) {
     shape.splits.push_back(ops::plan_attention(kv_->layout(l), ap, T, max_keys).splits);
   auto it = std::find_if(recorded_.begin(), recorded_.end(), [&](const RecordedStep& r) { return r.shape == shape; });
   if (it != recorded_.end()) {
-    check_chain();
     write_inputs(batch);
     if (shape.table_upload) kv_->mark_table_uploaded();  // the replayed list copies the table
     it->last_use = ++replays_;
@@ -254,13 +233,8 @@ gpu::CommandList* Qwen3Moe::replay_step(const StepBatch& batch) {
 }
 
 void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
-  check_chain();
   write_inputs(batch);
   const uint32_t T = pending_.tokens;
-  // One token's step chains its dependent dispatches (ops/chain.hpp) where the device allows it.
-  chain_step_ = chain_ops_ && !streamer_ && T == 1 && fused_norm_;
-  for (ops::ChainLink& link : links_) link.producer_groups = 0;
-  if (chain_step_) ops::chain_reset(cmd, chain_);
   cmd.copy(inputs_host_, 0, inputs_, 0, inputs_.size());
   kv_->record_table_upload(cmd);
   ops::embedding(cmd, embed_, gpu::in(inputs_, tokens_at_, T * 4ull), gpu::out(x_), T);
@@ -274,9 +248,6 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
     record_experts(cmd, l, T);
   }
   record_head(cmd, pending_.logit_rows);
-  // The head's barriers (its copies read x_) put this after every chained wait.
-  if (chain_step_) cmd.copy(chain_, 0, chain_error_, 0, 4);
-  chain_step_ = false;
 }
 
 // After the segment that ended at layer pending_.layer's router: read its ids back, run the layer's next

@@ -120,31 +120,27 @@ AttentionPlan plan_attention(const KvCacheLayout& layout, const AttentionParams&
 }
 
 void attention(gpu::CommandList& cmd, const KvCacheLayout& layout, const AttentionParams& params,
-               const AttentionPlan& plan, const AttentionArgs& args, uint32_t tokens, const Chain& chain) {
+               const AttentionPlan& plan, const AttentionArgs& args, uint32_t tokens) {
   assert(plan.kernel != AttentionKernel::automatic && is_power_of_two(layout.block_size));
   const char* kind = plan.kernel == AttentionKernel::decode   ? "decode"
                      : plan.kernel == AttentionKernel::narrow ? "narrow"
                                                               : "block";
-  const ChainCall cc = chain_call(cmd, chain, false, plan.splits == 1, args.q);
-  const auto& pipeline =
-      cmd.context().pipeline(fmt::format("attention_{}_d{}", kind, layout.head_dim), {cc.spec});
+  const auto& pipeline = cmd.context().pipeline(fmt::format("attention_{}_d{}", kind, layout.head_dim));
   struct {
     uint32_t tokens, n_heads, kv_heads, block_size, max_blocks_per_seq, window;
     uint32_t heads_per_tile, tokens_per_tile, head_chunks, splits, has_sinks;
     float scale, softcap;
-    uint32_t chain_links, chain_expect;
   } push{tokens, params.n_heads, layout.kv_heads, layout.block_size, layout.max_blocks_per_seq,
          params.window, plan.heads_per_tile, plan.tokens_per_tile, plan.head_chunks, plan.splits,
-         params.sinks ? 1u : 0u, params.scale, params.softcap, cc.links, cc.expect};
+         params.sinks ? 1u : 0u, params.scale, params.softcap};
   const gpu::Binding sinks = params.sinks ? args.sinks : args.q;  // unread placeholder without sinks
   const gpu::Groups groups{plan.token_tiles, layout.kv_heads * plan.head_chunks, plan.splits};
   if (plan.splits == 1) {
     // The partial-result bindings are unused: q stands in, read-only, so no barrier is implied.
     cmd.dispatch(pipeline,
                  {args.q, args.seq_of_token, args.pos_of_token, args.block_table, args.k_cache, args.v_cache,
-                  sinks, args.out, args.q, args.q, cc.words},
+                  sinks, args.out, args.q, args.q},
                  push, groups);
-    chain_signalled(cmd, chain, cc, groups.x * groups.y * groups.z);
     return;
   }
   assert(args.scratch.buffer && args.scratch.offset % kScratchAlign == 0);
@@ -155,7 +151,7 @@ void attention(gpu::CommandList& cmd, const KvCacheLayout& layout, const Attenti
   const gpu::Binding part_ml = gpu::out(*args.scratch.buffer, ml_offset, rows * 8);
   cmd.dispatch(pipeline,
                {args.q, args.seq_of_token, args.pos_of_token, args.block_table, args.k_cache, args.v_cache,
-                sinks, args.q, part_o, part_ml, cc.words},
+                sinks, args.q, part_o, part_ml},
                push, groups);
   struct {
     uint32_t rows, n_heads, half_dim, splits, has_sinks;
@@ -165,7 +161,6 @@ void attention(gpu::CommandList& cmd, const KvCacheLayout& layout, const Attenti
                {gpu::in(*args.scratch.buffer, args.scratch.offset, o_bytes),
                 gpu::in(*args.scratch.buffer, ml_offset, rows * 8), sinks, args.out},
                combine_push, gpu::flat_groups(tokens * params.n_heads));
-  chain_signalled(cmd, chain, cc, 0);
 }
 
 }  // namespace mach::ops

@@ -11,7 +11,6 @@
 #include <cstdint>
 
 #include "gpu/command_list.hpp"
-#include "ops/chain.hpp"
 #include "ops/kv_cache_layout.hpp"
 
 namespace mach::ops {
@@ -65,9 +64,8 @@ struct AttentionArgs {
 };
 
 // out[t, h] = softmax over the token's keys of (softcapped) scale * q[t, h] . k, times v; see
-// AttentionParams. One dispatch, plus a combine dispatch when plan.splits > 1. Signals `chain.signal` when it
-// is one dispatch.
+// AttentionParams. One dispatch, plus a combine dispatch when plan.splits > 1.
 void attention(gpu::CommandList& cmd, const KvCacheLayout& layout, const AttentionParams& params,
-               const AttentionPlan& plan, const AttentionArgs& args, uint32_t tokens, const Chain& chain = {});
+               const AttentionPlan& plan, const AttentionArgs& args, uint32_t tokens);
 
 }  // namespace mach::ops

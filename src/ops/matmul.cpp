@@ -33,7 +33,6 @@ namespace {
 // Mirrors the push-constant block of shaders/mul_mat_funcs.glsl.
 struct MulMatPush {
   uint32_t n, k, units, w_base, w_stride, scales, tokens, top_k, x_per_slot, experts, accumulate;
-  uint32_t chain_links = 0, chain_expect = 0;  // chain.glsl, where the kernel chains
 };
 
 // Launch shape of mul_mat_vec.comp (its spec constants). Read once from $MACH_MUL_MAT_VEC, e.g.
@@ -328,21 +327,14 @@ PreparedX prepare_q4h(gpu::CommandList& cmd, gpu::Binding x, uint32_t rows, uint
 }
 
 void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
-             Output output, const Chain& chain) {
+             Output output) {
   auto& context = cmd.context();
   const bool prep_pays = tokens > 1 || weight_bytes(w.type, w.rows, w.cols) > kQ4hPrepMinBytes;
-  const bool mat_vec = !(uses_q4h(context, w.type, tokens) && prep_pays) &&
-                       coopmat_mode(context, w.type, tokens) == Coopmat::none && tokens <= kVerifyMaxTokens;
-  const bool chains = mat_vec && tokens == 1;
-  const ChainCall cc = chain_call(cmd, chain, chains, chains, x);
-  if (!mat_vec) chain_signalled(cmd, chain, cc, 0);
   if (uses_q4h(context, w.type, tokens) && prep_pays) {
     mul_mat(cmd, w, prepare_q4h(cmd, x, tokens, w.cols), y, tokens, output);
     return;
   }
-  KernelCall call = dense_call(context, w, tokens, output);
-  call.push.chain_links = cc.links;
-  call.push.chain_expect = cc.expect;
+  const KernelCall call = dense_call(context, w, tokens, output);
   const gpu::Binding wb = call.weights.binding;
   y = output_binding(y, output);
   if (const Coopmat cm = coopmat_mode(context, w.type, tokens); cm != Coopmat::none) {
@@ -357,10 +349,8 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
     const MatVecTuning t = mat_vec_tuning();
     const TokenChunks chunks = token_chunks(tokens);
     const auto& pipeline = context.pipeline(variant("mul_mat_vec", w.type),
-                                            {mat_vec_workgroup(call.push.units), t.rows, chunks.tokens, 0, 0, cc.spec});
-    const uint32_t groups = gpu::div_up(w.rows, t.rows) * chunks.count;
-    cmd.dispatch(pipeline, {wb, wb, x, y, cc.words, x}, call.push, gpu::flat_groups(groups));
-    chain_signalled(cmd, chain, cc, groups);
+                                            {mat_vec_workgroup(call.push.units), t.rows, chunks.tokens});
+    cmd.dispatch(pipeline, {wb, wb, x, y}, call.push, gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
   } else {
     const auto& tiles = mat_mul_tiles(context.info());
     const auto& pipeline = context.pipeline(variant("mul_mat", w.type), tiles.constants());
@@ -488,7 +478,7 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const No
 }
 
 void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
-                            const QkvTail& tail, const Chain& chain) {
+                            const QkvTail& tail) {
   auto& context = cmd.context();
   const QkNormRopeShape& shape = tail.shape;
   const KvCacheLayout& layout = tail.store.layout;
@@ -497,9 +487,7 @@ void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w,
          w[2].rows == shape.kv_heads * D);
   assert(layout.kv_heads == shape.kv_heads && layout.head_dim == D && std::has_single_bit(layout.block_size));
   const MatVecTuning t = mat_vec_tuning();
-  const bool one_dispatch = tokens <= kVerifyMaxTokens && D % t.rows == 0 && D <= 512 && D % 2 == 0;
-  const ChainCall cc = chain_call(cmd, chain, one_dispatch, false, x.x);
-  if (!one_dispatch) {
+  if (tokens > kVerifyMaxTokens || D % t.rows != 0 || D > 512 || D % 2 != 0) {
     const gpu::Binding y[] = {tail.qk.q, tail.qk.k, tail.store.v};
     mul_mat_multi(cmd, w, x, y, tokens);
     qk_norm_rope_kv_store(cmd, tail.qk, shape, tail.params, tail.store);
@@ -516,14 +504,9 @@ void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w,
   } push{multi_norm_push(call, x), shape.q_heads,   shape.kv_heads,  D, shape.rotary_dim, shape.offset,
          tail.params.eps,          tail.params.attention_factor, layout.block_size, layout.max_blocks_per_seq};
   static_assert(sizeof(push) <= 128, "Vulkan's guaranteed push-constant size");
-  push.base.multi.base.chain_links = cc.links;
-  push.base.multi.base.chain_expect = cc.expect;
-  const gpu::SpecConstants spec{mat_vec_workgroup(call.push.base.units),
-                                t.rows,
-                                chunks.tokens,
+  const gpu::SpecConstants spec{mat_vec_workgroup(call.push.base.units), t.rows, chunks.tokens,
                                 static_cast<uint32_t>(tail.params.weight),
-                                tail.params.style == RopeStyle::interleaved ? 1u : 0u,
-                                cc.spec};
+                                tail.params.style == RopeStyle::interleaved ? 1u : 0u};
   const auto& pipeline = context.pipeline(variant("mul_mat_vec_qkv", w[0].type), spec);
   gpu::Binding q = tail.qk.q, k = tail.qk.k, v = tail.store.v, counts = tail.counts;
   q.access = k.access = v.access = counts.access = gpu::Access::read_write;  // the tail reads the products back
@@ -531,7 +514,7 @@ void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w,
   const KvStoreArgs& st = tail.store;
   cmd.dispatch(pipeline,
                {wb, wb, x.x, q, k, v, x.weight, tail.qk.q_norm, tail.qk.k_norm, tail.qk.positions, tail.qk.inv_freq,
-                st.seq_of_token, st.pos_of_token, st.block_table, st.k_cache, st.v_cache, counts, cc.words, x.x},
+                st.seq_of_token, st.pos_of_token, st.block_table, st.k_cache, st.v_cache, counts},
                push, gpu::flat_groups(multi_tiles(w, t.rows) * chunks.count));
 }
 
@@ -614,31 +597,24 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
 }
 
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
-                       const PreparedX& x, gpu::Binding act, uint32_t tokens, const Chain& chain) {
+                       const PreparedX& x, gpu::Binding act, uint32_t tokens) {
   auto& context = cmd.context();
   assert(uses_q4h(context, w.type, tokens) && x.k == w.cols && x.rows == tokens && w.rows % 2 == 0);
+  const KernelCall call = expert_call(context, w, routing, false, tokens);
+  const gpu::Binding wb = call.weights.binding;
   Q4hTuning t = q4h_tuning(kSwigluTuning);
   t.rows += t.rows % 2;  // gate and up rows in pairs
+  const auto& pipeline = context.pipeline("mul_mat_vec_id_swiglu_q4h", {t.workgroup, t.rows, t.unroll});
   const uint32_t groups = gpu::div_up(w.rows / 2, t.rows / 2) * tokens * routing.top_k;
-  const ChainCall cc = chain_call(cmd, chain, false, groups <= 65535, x.xh);
-  KernelCall call = expert_call(context, w, routing, false, tokens);
-  call.push.chain_links = cc.links;
-  const gpu::Binding wb = call.weights.binding;
-  const auto& pipeline = context.pipeline("mul_mat_vec_id_swiglu_q4h", {t.workgroup, t.rows, t.unroll, cc.spec});
   act.access = gpu::Access::write;
-  cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, act, routing.ids, routing.slot_table, cc.words}, call.push,
+  cmd.dispatch(pipeline, {wb, wb, x.xh, x.xg, act, routing.ids, routing.slot_table}, call.push,
                gpu::flat_groups(groups));
-  chain_signalled(cmd, chain, cc, groups);
 }
 
 void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
-                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens,
-                        const Chain& chain) {
+                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens) {
   auto& context = cmd.context();
   residual.access = gpu::Access::read_write;
-  const bool f32_kernel = tokens <= kVerifyMaxTokens && !(uses_q4h(context, w.type, tokens) && tokens > 1);
-  const ChainCall cc = chain_call(cmd, chain, f32_kernel, f32_kernel, x);
-  if (!f32_kernel) chain_signalled(cmd, chain, cc, 0);
   if (tokens > kVerifyMaxTokens) {
     const uint64_t pairs = uint64_t{tokens} * routing.top_k;
     gpu::Binding y = cmd.scratch(pairs * w.rows * 4);
@@ -651,8 +627,6 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
   // One workgroup per (row tile, token), looping over the token's pairs.
   KernelCall call = expert_call(context, w, routing, true, tokens);
   call.push.accumulate = 1;
-  call.push.chain_links = cc.links;
-  call.push.chain_expect = cc.expect;
   const gpu::Binding wb = call.weights.binding;
   // One token's pairs run the f32 kernel on x as it is: on an H200 (2026-12-03) Qwen3-30B-A3B's down
   // projection + combine took 10.4 us that way against 11.9 for q4h_prep + the packed kernel; 16 tokens
@@ -667,11 +641,9 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
     // A group of invocations per pair (the shader spreads the pairs over them), up to the tuning's maximum.
     const MatVecTuning t = mat_vec_tuning();
     const uint32_t wg = std::min(mat_vec_workgroup(call.push.units) * std::bit_ceil(routing.top_k), t.max_workgroup);
-    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id_combine", w.type), {wg, t.rows, 1, 0, 0, cc.spec});
-    const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens;
-    cmd.dispatch(pipeline, {wb, wb, x, residual, routing.ids, routing.slot_table, route_w, cc.words, x}, call.push,
-                 gpu::flat_groups(groups));
-    chain_signalled(cmd, chain, cc, groups);
+    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id_combine", w.type), {wg, t.rows, 1});
+    cmd.dispatch(pipeline, {wb, wb, x, residual, routing.ids, routing.slot_table, route_w}, call.push,
+                 gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
   }
 }
 

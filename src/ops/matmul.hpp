@@ -21,7 +21,6 @@
 
 #include "gpu/command_list.hpp"
 #include "ops/attention_prep.hpp"
-#include "ops/chain.hpp"
 #include "ops/norm.hpp"
 #include "ops/weight_format.hpp"
 
@@ -74,10 +73,8 @@ enum class Output { overwrite, accumulate };
 // y[t, n] (+)= sum_k W[n, k] * x[t, k].  w: [N, K]; x: [T, K] f32; y: [T, N] f32. Where uses_q4h, x is
 // prepared here first, except for one token on at most 6 MiB of weights, which runs the f32 kernel on x (the
 // prep dispatch would cost more than it saves).
-// `chain` (ops/chain.hpp): the single-token f32-x kernel (mul_mat_vec.comp) waits and signals; the other paths
-// take barriers.
 void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Binding y, uint32_t tokens,
-             Output output = Output::overwrite, const Chain& chain = {});
+             Output output = Output::overwrite);
 // The same with x prepared by prepare_q4h (rows = T, k = K); only where uses_q4h(context, w.type, T).
 void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu::Binding y, uint32_t tokens,
              Output output = Output::overwrite);
@@ -106,9 +103,8 @@ struct QkvTail {
   KvStoreArgs store;
   gpu::Binding counts;
 };
-// With `chain.wait` the one-dispatch kernel waits in its shader (the fallback takes a barrier).
 void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
-                            const QkvTail& tail, const Chain& chain = {});
+                            const QkvTail& tail);
 
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
 // matrix in slot slot_table[e] of the stack `w`.
@@ -141,9 +137,9 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
 // [T, top_k, 2I] product never goes through memory; otherwise mul_mat_id into command scratch, then glu.
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
                        gpu::Binding act, uint32_t tokens);
-// The same with x ([T, K]) prepared by prepare_q4h; signals `chain.signal` for the down projection.
+// The same with x ([T, K]) prepared by prepare_q4h.
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
-                       const PreparedX& x, gpu::Binding act, uint32_t tokens, const Chain& chain = {});
+                       const PreparedX& x, gpu::Binding act, uint32_t tokens);
 
 // The routed experts' down projection added to the residual, mul_mat_id and moe_combine in one op:
 //   residual[t, n] += sum over j < top_k with slot_table[ids[t, j]] != kNoSlot of
@@ -155,10 +151,7 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
 // prep of the T * top_k rows of x where uses_q4h): a workgroup owns a row tile of one token and sums the
 // token's pairs in registers, so the expert outputs never go through memory and no combine dispatch or
 // barrier follows. Larger T run mul_mat_id into command scratch and moe_combine's kNoSlot-aware variant.
-// `chain`: the single-token f32-x kernel waits and signals (a wait may read only routing data written before
-// the barrier that began the chain: it looks up its first pair's weights before waiting).
 void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
-                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens,
-                        const Chain& chain = {});
+                        gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens);
 
 }  // namespace mach::ops
