@@ -6,6 +6,7 @@
 #include <asio/error.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cassert>
+#include <chrono>
 #include <system_error>
 #include <vector>
 
@@ -186,7 +187,8 @@ void GpuBridge::run_waiter() {
     waiting_for_ = values[0];
     lock.unlock();
 
-    VkResult r = vkWaitSemaphores(device, &info, UINT64_MAX);
+    VkResult r = VK_SUCCESS;
+    if (info.semaphoreCount < 2 || !poll(values[0], values[1])) r = vkWaitSemaphores(device, &info, UINT64_MAX);
     uint64_t value = 0;
     if (r == VK_SUCCESS) r = vkGetSemaphoreCounterValue(device, context_.timeline(), &value);
 
@@ -211,6 +213,20 @@ void GpuBridge::run_waiter() {
       });
     }
   }
+}
+
+bool GpuBridge::poll(uint64_t want, uint64_t wake) const {
+  const VkDevice device = context_.device();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kPollMicros);
+  do {
+    uint64_t value = 0, woken = 0;
+    // A failure here is left to the blocking wait, which reports it.
+    if (vkGetSemaphoreCounterValue(device, context_.timeline(), &value) != VK_SUCCESS) return false;
+    if (value >= want) return true;
+    if (vkGetSemaphoreCounterValue(device, wake_, &woken) != VK_SUCCESS || woken >= wake) return false;
+    std::this_thread::yield();
+  } while (std::chrono::steady_clock::now() < until);
+  return false;
 }
 
 void GpuBridge::on_reached(uint64_t value) {
