@@ -62,9 +62,6 @@ layout(push_constant) uniform Push {
   float head_eps, attention_factor;
   uint block_size, max_blocks_per_seq;
 #endif
-#ifdef ATTN
-  float attn_scale;  // mul_mat_vec.comp's ATTN (tail_attention.glsl): attention's score scale
-#endif
 } p;
 
 #ifdef MULTI

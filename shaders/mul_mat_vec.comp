@@ -22,9 +22,6 @@
 //   (head_norm_rope.glsl, as qk_norm_rope.comp), k and v rows go into the paged caches (as kv_store.comp).
 //   The qk_norm_rope_kv_store dispatch and its barrier are gone; only one workgroup per head does the tail,
 //   so the others' critical path does not grow. ROWS divides head_dim (a workgroup's rows are one head's).
-// With ATTN as well (one decode token, a short context; ops::QkvTail::attention_out): the last of a kv group's
-//   head tails (its q heads, k and v; a count per group after the head counts) runs the group's attention
-//   (tail_attention.glsl) and writes its q heads' outputs, so decode's attention dispatch and its barrier go.
 //
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
 // i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
@@ -75,17 +72,8 @@
 //! variant mul_mat_vec_qkv_bf16 -DWTYPE_BF16 -DMULTI -DNORM -DQK_TAIL
 //! variant mul_mat_vec_qkv_q8_0 -DWTYPE_Q8_0 -DMULTI -DNORM -DQK_TAIL
 //! variant mul_mat_vec_qkv_q4 -DWTYPE_Q4 -DMULTI -DNORM -DQK_TAIL
-//! variant mul_mat_vec_qkv_attn_f32 -DWTYPE_F32 -DMULTI -DNORM -DQK_TAIL -DATTN
-//! variant mul_mat_vec_qkv_attn_f16 -DWTYPE_F16 -DMULTI -DNORM -DQK_TAIL -DATTN
-//! variant mul_mat_vec_qkv_attn_bf16 -DWTYPE_BF16 -DMULTI -DNORM -DQK_TAIL -DATTN
-//! variant mul_mat_vec_qkv_attn_q8_0 -DWTYPE_Q8_0 -DMULTI -DNORM -DQK_TAIL -DATTN
-//! variant mul_mat_vec_qkv_attn_q4 -DWTYPE_Q4 -DMULTI -DNORM -DQK_TAIL -DATTN
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
-#if defined(ATTN)
-#extension GL_KHR_shader_subgroup_shuffle : require
-#extension GL_EXT_control_flow_attributes : require
-#endif
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -131,20 +119,9 @@ layout(binding = 10) readonly buffer Freq { float inv_freq[]; };
 layout(binding = 11) readonly buffer Seq { uint seq_of_token[]; };
 layout(binding = 12) readonly buffer CachePos { uint pos_of_token[]; };
 layout(binding = 13) readonly buffer Table { uint block_table[]; };
-#if defined(ATTN)
-// The group's attention reads the caches back, this token's rows included (coherent: other workgroups wrote them).
-#define CACHE_ACCESS coherent
-#else
-#define CACHE_ACCESS writeonly
-#endif
-layout(binding = 14) CACHE_ACCESS buffer KCache { uint k_cache[]; };
-layout(binding = 15) CACHE_ACCESS buffer VCache { uint v_cache[]; };
+layout(binding = 14) writeonly buffer KCache { uint k_cache[]; };
+layout(binding = 15) writeonly buffer VCache { uint v_cache[]; };
 layout(binding = 16) coherent buffer Counts { uint head_counts[]; };
-#endif
-#if defined(ATTN)
-layout(binding = 17) writeonly buffer AttnOut { float attn_out[]; };
-layout(binding = 18) coherent readonly buffer KCache4 { uvec4 k_cache4[]; };  // bindings 14 and 15 again
-layout(binding = 19) coherent readonly buffer VCache4 { uvec4 v_cache4[]; };
 #endif
 
 #include "mul_mat_funcs.glsl"
@@ -158,9 +135,6 @@ float hnr_weight(bool is_k, uint i) {
 }
 #include "head_norm_rope.glsl"
 shared uint tail_last;
-#if defined(ATTN)
-#include "tail_attention.glsl"
-#endif
 
 // The chunk's tokens' tail for one head of matrix m (0 q, 1 k, 2 v): see the header. Every invocation calls it.
 void head_tail(uint m, uint head, uint t0, uint ntok, uint n) {
@@ -358,17 +332,5 @@ void main() {
   memoryBarrierBuffer();
   head_tail(m, head, t0, min(NT, last + 1), N);
   if (tid == 0) head_counts[counter] = 0;  // for the next dispatch
-#if defined(ATTN)
-  // The last of a kv group's G + 2 head tails (its q heads, k and v) runs the group's attention.
-  memoryBarrierBuffer();  // this head's rows are visible before the group counts it
-  barrier();
-  const uint G = p.q_heads / p.kv_heads, group = m == 0 ? head / G : head;
-  if (tid == 0) tail_last = atomicAdd(head_counts[4 * heads + group], 1u) == G + 1 ? 1u : 0u;
-  barrier();
-  if (tail_last == 0) return;  // uniform
-  memoryBarrierBuffer();
-  group_attention(group);
-  if (tid == 0) head_counts[4 * heads + group] = 0;
-#endif
 #endif
 }

@@ -83,8 +83,6 @@ DeviceInfo describe(VkPhysicalDevice pd, uint32_t index) {
   info.subgroup_size = subgroup.subgroupSize;
   info.subgroup_arithmetic = (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
                              (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
-  info.subgroup_shuffle = (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) &&
-                          (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
   info.timestamp_period_ns = p.limits.timestampPeriod;
 
   VkPhysicalDeviceMemoryProperties mem;

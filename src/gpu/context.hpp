@@ -37,7 +37,6 @@ struct DeviceInfo {
   bool fp16 = false;             // shaderFloat16 + 16-bit storage buffers
   bool int8 = false;             // shaderInt8 + 8-bit storage buffers
   bool subgroup_arithmetic = false;
-  bool subgroup_shuffle = false;
   bool nv_cooperative_matrix = false;
   bool khr_cooperative_matrix = false;
   bool timestamps = false;

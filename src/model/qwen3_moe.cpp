@@ -395,8 +395,7 @@ void Qwen3Moe::allocate_workspace() {
   router_logits_ = device(T * c.num_experts * 4, "router logits");
   router_finished_ = device(4, "router finished count");
   context_.fill(router_finished_, 0, 4, 0);
-  const uint64_t count_bytes =
-      4ull * ops::qkv_tail_count_words({1, config_.num_heads, config_.num_kv_heads, config_.head_dim, 0, 0});
+  const uint64_t count_bytes = 4ull * 4 * (config_.num_heads + 2 * config_.num_kv_heads);
   qkv_counts_ = device(count_bytes, "q/k/v head counts");
   context_.fill(qkv_counts_, 0, count_bytes, 0);
   ids_ = device(T * k * 4, "expert ids");

@@ -41,8 +41,6 @@ class Qwen3Moe final : public Model {
     replay_ = !(replay && std::string_view(replay) == "0");
     const char* fused = std::getenv("MACH_FUSED_NORM");
     fused_norm_ = !(fused && std::string_view(fused) == "0");
-    const char* tail_attention = std::getenv("MACH_TAIL_ATTENTION");
-    tail_attention_ = !(tail_attention && std::string_view(tail_attention) == "0");
   }
 
   Result<void> load(const TensorSource& src);
@@ -86,7 +84,6 @@ class Qwen3Moe final : public Model {
     std::vector<uint32_t> logit_rows;
     std::vector<uint32_t> splits;  // per layer: attention's key split, which grows with the context
     bool table_upload = false;     // the block table changed: the step copies it first
-    bool tail_attention = false;   // attention inside the q/k/v dispatch (tail_attention())
     bool operator==(const StepShape&) const = default;
   };
   struct RecordedStep {
@@ -108,9 +105,6 @@ class Qwen3Moe final : public Model {
   void allocate_workspace();
   void write_inputs(const StepBatch& batch);  // the batch into inputs_host_, pending_ for the recording
   ops::AttentionParams attention_params() const;
-  // Whether a step of T tokens whose longest context is max_keys runs attention inside q/k/v's dispatch
-  // (ops::QkvTail::attention_out), on the fused path.
-  bool tail_attention(uint32_t T, uint32_t max_keys) const;
   void record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   ops::RouterParams router_params(uint32_t tokens) const;
@@ -162,8 +156,6 @@ class Qwen3Moe final : public Model {
   // $MACH_FUSED_NORM=0 turns off the norms applied inside q/k/v and the router (for A/B measurements): each
   // norm is a dispatch of its own again.
   bool fused_norm_ = true;
-  // $MACH_TAIL_ATTENTION=0 keeps a decode token's attention in a dispatch of its own at short contexts too.
-  bool tail_attention_ = true;
 };
 
 inline uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {

@@ -33,17 +33,9 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   // take), all of it is one dispatch that applies the norm as it reads x and whose last workgroup per head does
   // the head's tail. Else one prepared h for the three products, and the tail as a dispatch of its own.
   const ops::WeightRef qkv_w[] = {L.q, L.k, L.v};
-  const ops::AttentionParams ap = attention_params();
   if (fused_norm_ && (T == 1 || !ops::uses_q4h(context_, L.q.type, T)) && T <= ops::kVerifyMaxTokens) {
-    ops::QkvTail tail{qk, shape, params, store, gpu::inout(qkv_counts_)};
-    if (tail_attention(T, max_keys)) {  // a decode token over a short context: no attention dispatch
-      tail.attention_out = gpu::out(attn_);
-      tail.attention_scale = ap.scale;
-      ops::qkv_norm_rope_kv_store(cmd, qkv_w, normed_x(L.buffer, L.input_norm), tail);
-      ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate);
-      return;
-    }
-    ops::qkv_norm_rope_kv_store(cmd, qkv_w, normed_x(L.buffer, L.input_norm), tail);
+    ops::qkv_norm_rope_kv_store(cmd, qkv_w, normed_x(L.buffer, L.input_norm),
+                                {qk, shape, params, store, gpu::inout(qkv_counts_)});
   } else {
     const gpu::Binding qkv_out[] = {gpu::out(q_), gpu::out(k_), gpu::out(v_)};
     if (ops::uses_q4h(context_, L.q.type, T)) {
@@ -55,6 +47,7 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
     }
     ops::qk_norm_rope_kv_store(cmd, qk, shape, params, store);
   }
+  const ops::AttentionParams ap = attention_params();
   const ops::AttentionPlan plan = ops::plan_attention(layout, ap, T, max_keys);
   if (plan.scratch_bytes > scratch_.size()) {
     // The previous step is complete (record_step's contract), so the old scratch is no longer in use; the
@@ -67,13 +60,6 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   ops::attention(cmd, layout, ap, plan, args, T);
   // x += Wo · attention (the residual add inside the product).
   ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate);
-}
-
-bool Qwen3Moe::tail_attention(uint32_t T, uint32_t max_keys) const {
-  const auto& c = config_;
-  return tail_attention_ && fused_norm_ &&
-         ops::tail_attention_fits(context_, {T, c.num_heads, c.num_kv_heads, c.head_dim, rope_.rotary_dim, 0},
-                                  max_keys);
 }
 
 ops::AttentionParams Qwen3Moe::attention_params() const {
@@ -224,8 +210,7 @@ gpu::CommandList* Qwen3Moe::replay_step(const StepBatch& batch) {
   const uint32_t T = static_cast<uint32_t>(batch.tokens.size());
   uint32_t max_keys = 0;
   for (uint32_t p : batch.positions) max_keys = std::max(max_keys, p + 1);
-  StepShape shape{T, {batch.logit_rows.begin(), batch.logit_rows.end()}, {}, kv_->table_dirty(),
-                  tail_attention(T, max_keys)};
+  StepShape shape{T, {batch.logit_rows.begin(), batch.logit_rows.end()}, {}, kv_->table_dirty()};
   const ops::AttentionParams ap = attention_params();
   for (uint32_t l = 0; l < config_.num_layers; ++l)
     shape.splits.push_back(ops::plan_attention(kv_->layout(l), ap, T, max_keys).splits);

@@ -496,61 +496,26 @@ void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w,
   const MultiCall call = multi_call(context, w, tokens);
   const TokenChunks chunks = token_chunks(tokens);
   assert(chunks.count <= 4);
-  const bool attention = tail.attention_out.buffer != nullptr;
-  assert(!attention || tokens == 1);
   struct {
     MultiNormPush base;
     uint32_t q_heads, kv_heads, head_dim, rotary_dim, rope_offset;
     float head_eps, attention_factor;
     uint32_t block_size, max_blocks_per_seq;
-    float attention_scale;  // ATTN only
-  } push{multi_norm_push(call, x),
-         shape.q_heads,
-         shape.kv_heads,
-         D,
-         shape.rotary_dim,
-         shape.offset,
-         tail.params.eps,
-         tail.params.attention_factor,
-         layout.block_size,
-         layout.max_blocks_per_seq,
-         tail.attention_scale};
+  } push{multi_norm_push(call, x), shape.q_heads,   shape.kv_heads,  D, shape.rotary_dim, shape.offset,
+         tail.params.eps,          tail.params.attention_factor, layout.block_size, layout.max_blocks_per_seq};
   static_assert(sizeof(push) <= 128, "Vulkan's guaranteed push-constant size");
   const gpu::SpecConstants spec{mat_vec_workgroup(call.push.base.units), t.rows, chunks.tokens,
                                 static_cast<uint32_t>(tail.params.weight),
                                 tail.params.style == RopeStyle::interleaved ? 1u : 0u};
-  const auto& pipeline = context.pipeline(variant(attention ? "mul_mat_vec_qkv_attn" : "mul_mat_vec_qkv", w[0].type),
-                                          spec);
+  const auto& pipeline = context.pipeline(variant("mul_mat_vec_qkv", w[0].type), spec);
   gpu::Binding q = tail.qk.q, k = tail.qk.k, v = tail.store.v, counts = tail.counts;
   q.access = k.access = v.access = counts.access = gpu::Access::read_write;  // the tail reads the products back
   const gpu::Binding wb = call.weights.binding;
   const KvStoreArgs& st = tail.store;
-  const uint32_t groups = multi_tiles(w, t.rows) * chunks.count;
-  if (!attention) {
-    cmd.dispatch(pipeline,
-                 {wb, wb, x.x, q, k, v, x.weight, tail.qk.q_norm, tail.qk.k_norm, tail.qk.positions,
-                  tail.qk.inv_freq, st.seq_of_token, st.pos_of_token, st.block_table, st.k_cache, st.v_cache, counts},
-                 push, gpu::flat_groups(groups));
-    return;
-  }
-  gpu::Binding k_cache = st.k_cache, v_cache = st.v_cache, out = tail.attention_out;
-  k_cache.access = v_cache.access = gpu::Access::read_write;
-  out.access = gpu::Access::write;
   cmd.dispatch(pipeline,
                {wb, wb, x.x, q, k, v, x.weight, tail.qk.q_norm, tail.qk.k_norm, tail.qk.positions, tail.qk.inv_freq,
-                st.seq_of_token, st.pos_of_token, st.block_table, k_cache, v_cache, counts, out, k_cache, v_cache},
-               push, gpu::flat_groups(groups));
-}
-
-bool tail_attention_fits(const gpu::Context& context, const QkNormRopeShape& shape, uint32_t max_keys) {
-  const uint32_t D = shape.head_dim;
-  if (shape.tokens != 1 || max_keys > kTailAttentionMaxKeys || shape.kv_heads == 0 ||
-      shape.q_heads % shape.kv_heads != 0)
-    return false;
-  const uint32_t G = shape.q_heads / shape.kv_heads;
-  const gpu::DeviceInfo& info = context.info();
-  return G <= 8 && G * D <= 1024 && D % 8 == 0 && D % mat_vec_tuning().rows == 0 && D <= 512 &&
-         info.subgroup_shuffle && info.subgroup_size >= 4;
+                st.seq_of_token, st.pos_of_token, st.block_table, st.k_cache, st.v_cache, counts},
+               push, gpu::flat_groups(multi_tiles(w, t.rows) * chunks.count));
 }
 
 void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,

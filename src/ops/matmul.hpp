@@ -96,32 +96,15 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const No
 // QK_TAIL), counting in `counts`: 4 * (q_heads + 2 * kv_heads) u32, zero before the call and after it, used
 // by no other op. Where that kernel does not apply (T > kVerifyMaxTokens, head_dim not a multiple of the
 // rows per workgroup), mul_mat_multi and then qk_norm_rope_kv_store. w: q, k, v, as mul_mat_multi's.
-//
-// With attention_out set (one decode token whose context tail_attention_fits): the last of a kv group's head
-// tails also runs the group's attention over the cache (mul_mat_vec.comp's ATTN, tail_attention.glsl) and
-// writes its q heads' outputs to attention_out [q_heads * head_dim] f32, as ops::attention would with scale
-// `attention_scale` (no window, softcap or sinks); q still gets its normed, rotated values. counts then holds
-// kv_heads more u32 (zero before and after), and k_cache / v_cache are read as well as written.
 struct QkvTail {
   QkNormRopeArgs qk;
   QkNormRopeShape shape;  // its tokens are the products'
   QkNormRopeParams params;
   KvStoreArgs store;
   gpu::Binding counts;
-  gpu::Binding attention_out = {};
-  float attention_scale = 0;
 };
 void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w, const NormedX& x,
                             const QkvTail& tail);
-// Whether QkvTail's attention applies: one token, keys (its position + 1) <= kTailAttentionMaxKeys, at most 8
-// q heads per kv head and 1024 q values per group, head_dim a multiple of 8 that the one-dispatch kernel
-// takes, and subgroup shuffles. Decode's attention dispatch costs ~9.5 us at such contexts on an H200.
-inline constexpr uint32_t kTailAttentionMaxKeys = 128;
-bool tail_attention_fits(const gpu::Context& context, const QkNormRopeShape& shape, uint32_t max_keys);
-// u32 words of QkvTail::counts.
-inline uint32_t qkv_tail_count_words(const QkNormRopeShape& shape) {
-  return 4 * (shape.q_heads + 2 * shape.kv_heads) + shape.kv_heads;
-}
 
 // The experts of a MoE layer: y[t, s, n] = sum_k W_e[n, k] * x[t, (s,) k] with e = ids[t, s] and W_e the
 // matrix in slot slot_table[e] of the stack `w`.

@@ -34,7 +34,6 @@ struct QkSpec {
   ops::NormWeight weight = ops::NormWeight::w;
   bool store = false;
   uint32_t block_size = 16;
-  uint32_t max_pos = 1000;  // the sequences start at random positions below this
 };
 
 template <class T>
@@ -65,7 +64,7 @@ struct CacheStep {
   CacheStep(const QkSpec& spec, Rng& rng) {
     const uint32_t seqs = std::min(spec.tokens, 3u), B = spec.block_size;
     std::vector<uint32_t> next(seqs);
-    for (auto& p : next) p = rng.below(spec.max_pos);
+    for (auto& p : next) p = rng.below(1000);
     for (uint32_t t = 0; t < spec.tokens; ++t) {
       seq_of_token.push_back(t % seqs);
       pos_of_token.push_back(next[t % seqs]++);
@@ -225,20 +224,13 @@ class QkNormRopeCase : public OpCase {
 // then the heads' norms, RoPE and the KV store in the products' last workgroup per head. Against the CPU
 // reference of the whole sequence (rms_norm, the three products, qk_norm_rope, kv_store); the per-head counts
 // must be back at 0.
-// With `attention` (ops::QkvTail::attention_out): one token, the group attention in the tail too, checked
-// against the reference attention over the reference caches.
 class QkvTailCase : public OpCase {
  public:
-  QkvTailCase(QkSpec spec, uint32_t hidden, ops::WeightType type, bool attention = false)
-      : s_(std::move(spec)), k_(hidden), type_(type), attention_(attention) {}
-  std::string op() const override { return attention_ ? "qkv_norm_rope_kv_store_attention" : "qkv_norm_rope_kv_store"; }
+  QkvTailCase(QkSpec spec, uint32_t hidden, ops::WeightType type) : s_(std::move(spec)), k_(hidden), type_(type) {}
+  std::string op() const override { return "qkv_norm_rope_kv_store"; }
   std::string params() const override {
     return fmt::format("{} type={} t={} hidden={} qh={} kvh={} d={} weight={}", s_.label, ops::weight_type_name(type_),
                        s_.tokens, k_, s_.q_heads, s_.kv_heads, s_.rope.head_dim, static_cast<uint32_t>(s_.weight));
-  }
-  bool supported(const gpu::Context& context) const override {
-    // (The positions stay below max_pos, so a token has at most max_pos keys.)
-    return !attention_ || ops::tail_attention_fits(context, op_shape(s_, ops::rope_table(s_.rope)).first, s_.max_pos);
   }
   double max_nmse() const override { return 1e-10; }
   double bytes() const override {
@@ -265,12 +257,6 @@ class QkvTailCase : public OpCase {
     want_v_cache_ = step_->v_cache;
     ref::kv_store(step_->layout, want_k_, want_v_, step_->seq_of_token, step_->pos_of_token, step_->block_table,
                   want_k_cache_, want_v_cache_);
-    if (attention_) {
-      want_attn_.assign(want_q_.size(), 0.0f);
-      ref::attention(step_->layout, attention_params(), want_q_, step_->seq_of_token, step_->pos_of_token,
-                     step_->block_table, want_k_cache_, want_v_cache_, {}, want_attn_);
-      attn_ = GuardedBuffer(context, want_attn_.size() * 4, "attention out");
-    }
 
     w_ = guarded(context, m.bytes, "w");
     x_ = guarded(context, x, "x");
@@ -286,11 +272,10 @@ class QkvTailCase : public OpCase {
     table_ = guarded(context, step_->block_table, "block_table");
     k_cache_ = guarded(context, step_->k_cache, "k_cache");
     v_cache_ = guarded(context, step_->v_cache, "v_cache");
-    counts_ = guarded(context, std::vector<uint32_t>(ops::qkv_tail_count_words(shape_), 0u), "counts");
+    counts_ = guarded(context, std::vector<uint32_t>(4 * (s_.q_heads + 2 * s_.kv_heads), 0u), "counts");
   }
   void poison() override {
     for (GuardedBuffer* b : {&q_, &k_out_, &v_}) b->poison();
-    if (attention_) attn_.poison();
     k_cache_.upload(step_->k_cache);
     v_cache_.upload(step_->v_cache);
   }
@@ -299,16 +284,12 @@ class QkvTailCase : public OpCase {
     std::vector<ops::WeightRef> w;
     const auto n = rows();
     for (size_t i = 0; i < 3; ++i) w.push_back({w_.in().buffer, w_.in().offset + offsets_[i], type_, n[i], k_});
-    ops::QkvTail tail{{q_.inout(), k_out_.inout(), q_w_.in(), k_w_.in(), pos_.in(), freq_.in()},
-                      shape_,
-                      params_,
-                      {step_->layout, v_.inout(), seq_.in(), pos_.in(), table_.in(), k_cache_.inout(),
-                       v_cache_.inout()},
-                      counts_.inout()};
-    if (attention_) {
-      tail.attention_out = attn_.out();
-      tail.attention_scale = attention_params().scale;
-    }
+    const ops::QkvTail tail{{q_.inout(), k_out_.inout(), q_w_.in(), k_w_.in(), pos_.in(), freq_.in()},
+                            shape_,
+                            params_,
+                            {step_->layout, v_.inout(), seq_.in(), pos_.in(), table_.in(), k_cache_.inout(),
+                             v_cache_.inout()},
+                            counts_.inout()};
     ops::qkv_norm_rope_kv_store(cmd, w, {x_.in(), x_w_.in(), kEps, ops::NormWeight::w}, tail);
   }
 
@@ -322,16 +303,6 @@ class QkvTailCase : public OpCase {
         nmse(halves_to_floats(caches), halves_to_floats(concat(want_k_cache_, want_v_cache_)));
     r.detail = fmt::format("q/k/v nmse {:.3g}, caches {:.3g}", r.nmse, cache_nmse);
     if (!(cache_nmse <= 1e-7)) r.nmse = INFINITY;
-    if (attention_) {
-      // The reference reads the reference caches (f16 of its own q/k/v): within f16 rounding of the op's.
-      const double attn_nmse = nmse(attn_.download<float>(), want_attn_);
-      r.detail += fmt::format(", attention {:.3g}", attn_nmse);
-      if (!(attn_nmse <= 1e-6)) r.nmse = INFINITY;
-      if (!attn_.guards_intact(&why_attn_)) {
-        r.guards_ok = false;
-        r.detail += "; " + why_attn_;
-      }
-    }
     const auto counts = counts_.download<uint32_t>();
     if (std::any_of(counts.begin(), counts.end(), [](uint32_t c) { return c != 0; })) {
       r.nmse = INFINITY;
@@ -349,12 +320,6 @@ class QkvTailCase : public OpCase {
 
  private:
   static constexpr float kEps = 1e-6f;
-  ops::AttentionParams attention_params() const {
-    ops::AttentionParams ap;
-    ap.n_heads = s_.q_heads;
-    ap.scale = 1.0f / std::sqrt(static_cast<float>(s_.rope.head_dim));
-    return ap;
-  }
   std::array<uint32_t, 3> rows() const {
     const uint32_t D = s_.rope.head_dim;
     return {s_.q_heads * D, s_.kv_heads * D, s_.kv_heads * D};
@@ -363,7 +328,6 @@ class QkvTailCase : public OpCase {
   QkSpec s_;
   uint32_t k_;
   ops::WeightType type_;
-  bool attention_ = false;
   ops::QkNormRopeShape shape_;
   ops::QkNormRopeParams params_;
   std::unique_ptr<CacheStep> step_;
@@ -371,9 +335,6 @@ class QkvTailCase : public OpCase {
   GuardedBuffer w_, x_, x_w_, q_, k_out_, v_, q_w_, k_w_, pos_, freq_, seq_, table_, k_cache_, v_cache_, counts_;
   std::vector<float> want_q_, want_k_, want_v_;
   std::vector<uint16_t> want_k_cache_, want_v_cache_;
-  GuardedBuffer attn_;
-  std::vector<float> want_attn_;
-  std::string why_attn_;
 };
 
 ops::RopeConfig qwen3_rope() { return {.theta = 1e6, .head_dim = 128}; }
@@ -437,40 +398,11 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
         QkSpec{.label = "d130", .tokens = 1, .q_heads = 2, .kv_heads = 1, .rope = {.theta = 1e4, .head_dim = 130},
                .store = true},
         128, WeightType::bf16));
-    // The group attention in the tail: Qwen3-30B-A3B's decode (keys up to the limit of 128, over several
-    // blocks), the fixtures' shapes (D 16 and 32, groups of 2 and 4, blocks of 4), a group of 6 (not a power
-    // of two) and a first token (one key).
-    cases.push_back(std::make_unique<QkvTailCase>(QkSpec{.label = "qwen3_30b", .tokens = 1, .q_heads = 32,
-                                                         .kv_heads = 4, .rope = qwen3_rope(), .store = true,
-                                                         .max_pos = ops::kTailAttentionMaxKeys},
-                                                  2048, WeightType::q4, true));
-    cases.push_back(std::make_unique<QkvTailCase>(
-        QkSpec{.label = "tiny", .tokens = 1, .q_heads = 4, .kv_heads = 2, .rope = {.theta = 1e4, .head_dim = 16},
-               .store = true, .block_size = 4, .max_pos = 40},
-        64, WeightType::bf16, true));
-    cases.push_back(std::make_unique<QkvTailCase>(
-        QkSpec{.label = "tiny_g4", .tokens = 1, .q_heads = 4, .kv_heads = 1, .rope = {.theta = 1e4, .head_dim = 32},
-               .store = true, .block_size = 4, .max_pos = 100},
-        64, WeightType::q8_0, true));
-    cases.push_back(std::make_unique<QkvTailCase>(
-        QkSpec{.label = "g6", .tokens = 1, .q_heads = 12, .kv_heads = 2, .rope = {.theta = 1e4, .head_dim = 64},
-               .store = true, .max_pos = 70},
-        128, WeightType::q4, true));
-    cases.push_back(std::make_unique<QkvTailCase>(
-        QkSpec{.label = "first", .tokens = 1, .q_heads = 8, .kv_heads = 1, .rope = {.theta = 1e4, .head_dim = 128},
-               .store = true, .max_pos = 1},
-        128, WeightType::f16, true));
   } else {
-    // Decode's q/k/v now: the products, norms, RoPE and KV store in one dispatch; at short contexts the
-    // attention too.
+    // Decode's q/k/v now: the products, norms, RoPE and KV store in one dispatch.
     cases.push_back(std::make_unique<QkvTailCase>(QkSpec{.label = "qwen3_30b", .tokens = 1, .q_heads = 32,
                                                          .kv_heads = 4, .rope = qwen3_rope(), .store = true},
                                                   2048, WeightType::q4));
-    for (uint32_t keys : {16u, 64u, ops::kTailAttentionMaxKeys})
-      cases.push_back(std::make_unique<QkvTailCase>(QkSpec{.label = fmt::format("qwen3_30b_keys{}", keys),
-                                                           .tokens = 1, .q_heads = 32, .kv_heads = 4,
-                                                           .rope = qwen3_rope(), .store = true, .max_pos = keys},
-                                                    2048, WeightType::q4, true));
     for (uint32_t t : {1u, 16u, 512u})
       cases.push_back(std::make_unique<QkNormRopeCase>(QkSpec{.label = "qwen3_30b", .tokens = t, .q_heads = 32,
                                                               .kv_heads = 4, .rope = qwen3_rope(), .store = true}));
