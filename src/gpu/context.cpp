@@ -506,10 +506,9 @@ Ticket Context::submit(CommandList& commands) {
 }
 
 void Context::wait(Ticket ticket) {
-  // Poll for a while first: a streaming model's segments (one layer's attention and router) take tens of
-  // microseconds on a GPU, and waking from a blocking wait can cost as much again, once per layer. The
-  // yields leave the core to others (lavapipe's worker threads on a small CI machine).
-  const auto poll_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+  // Poll for a while first (kWaitPollWindow). The yields leave the core to others (lavapipe's worker threads
+  // on a small CI machine).
+  const auto poll_until = std::chrono::steady_clock::now() + kWaitPollWindow;
   do {
     if (is_done(ticket)) return;
     std::this_thread::yield();

@@ -6,6 +6,7 @@
 
 #include <vulkan/vulkan.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -55,6 +56,11 @@ struct ContextOptions {
 struct Ticket {
   uint64_t value = 0;
 };
+
+// How long a waiter for a ticket polls the timeline before it blocks (Context::wait, runtime::GpuBridge): a
+// streaming model's segments take tens of microseconds, and waking from a blocking wait can cost as much
+// again, once per layer.
+inline constexpr std::chrono::microseconds kWaitPollWindow{200};
 
 class Context {
  public:

@@ -119,13 +119,21 @@ AttentionPlan plan_attention(const KvCacheLayout& layout, const AttentionParams&
   return plan;
 }
 
+const char* attention_kernel_name(AttentionKernel kernel) {
+  switch (kernel) {
+    case AttentionKernel::decode: return "decode";
+    case AttentionKernel::block: return "block";
+    case AttentionKernel::narrow: return "narrow";
+    case AttentionKernel::automatic: break;
+  }
+  return "auto";
+}
+
 void attention(gpu::CommandList& cmd, const KvCacheLayout& layout, const AttentionParams& params,
                const AttentionPlan& plan, const AttentionArgs& args, uint32_t tokens) {
   assert(plan.kernel != AttentionKernel::automatic && is_power_of_two(layout.block_size));
-  const char* kind = plan.kernel == AttentionKernel::decode   ? "decode"
-                     : plan.kernel == AttentionKernel::narrow ? "narrow"
-                                                              : "block";
-  const auto& pipeline = cmd.context().pipeline(fmt::format("attention_{}_d{}", kind, layout.head_dim));
+  const auto& pipeline = cmd.context().pipeline(
+      fmt::format("attention_{}_d{}", attention_kernel_name(plan.kernel), layout.head_dim));
   struct {
     uint32_t tokens, n_heads, kv_heads, block_size, max_blocks_per_seq, window;
     uint32_t heads_per_tile, tokens_per_tile, head_chunks, splits, has_sinks;

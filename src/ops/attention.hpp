@@ -32,6 +32,8 @@ void kv_store_shared(gpu::CommandList& cmd, const KvCacheLayout& layout, gpu::Bi
 // sharing each K/V tile; for prefill chunks and verify blocks. automatic picks block from 16 tokens on, and
 // narrow below that where every token attends at most 512 keys ($MACH_ATTENTION_NARROW_KEYS overrides).
 enum class AttentionKernel { automatic, decode, block, narrow };
+// "decode", "block", "narrow" (attention.comp's variant names) or "auto".
+const char* attention_kernel_name(AttentionKernel kernel);
 
 // How a dispatch is cut; made by plan_attention, plain data so a caller may record it with the step.
 struct AttentionPlan {

@@ -166,6 +166,7 @@ void GpuBridge::run_waiter() {
     VkSemaphoreWaitInfo info{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
     info.pSemaphores = semaphores;
     info.pValues = values;
+    bool poll_first = false;  // wait_any on a ticket
     if (strategy_ == GpuWaitStrategy::next_value) {
       if (wanted_.empty()) {
         waiting_for_ = 0;
@@ -183,12 +184,13 @@ void GpuBridge::run_waiter() {
       values[0] = *wanted_.begin();
       info.semaphoreCount = 2;
       info.flags = VK_SEMAPHORE_WAIT_ANY_BIT;
+      poll_first = true;
     }
     waiting_for_ = values[0];
     lock.unlock();
 
     VkResult r = VK_SUCCESS;
-    if (info.semaphoreCount < 2 || !poll(values[0], values[1])) r = vkWaitSemaphores(device, &info, UINT64_MAX);
+    if (!(poll_first && poll(values[0], values[1]))) r = vkWaitSemaphores(device, &info, UINT64_MAX);
     uint64_t value = 0;
     if (r == VK_SUCCESS) r = vkGetSemaphoreCounterValue(device, context_.timeline(), &value);
 
@@ -217,7 +219,7 @@ void GpuBridge::run_waiter() {
 
 bool GpuBridge::poll(uint64_t want, uint64_t wake) const {
   const VkDevice device = context_.device();
-  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kPollMicros);
+  const auto until = std::chrono::steady_clock::now() + gpu::kWaitPollWindow;
   do {
     uint64_t value = 0, woken = 0;
     // A failure here is left to the blocking wait, which reports it.

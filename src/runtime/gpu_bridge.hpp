@@ -5,9 +5,8 @@
 // semaphores: the compute queue's, at the smallest ticket someone awaits, and a host-signalled "wake"
 // semaphore that the loop bumps when it needs the waiter to look again (an earlier ticket, shutdown). It
 // wakes once per reached target or wake signal and posts the reached value to the loop, where the matching
-// waits complete. Before blocking on a ticket it polls both semaphores for up to kPollMicros, as
-// gpu::Context::wait does: a streaming model's segments take tens of microseconds and waking from a
-// blocking wait costs about as much again, once per layer. Idle (no ticket), it only blocks.
+// waits complete. Before blocking on a ticket it polls both semaphores for gpu::kWaitPollWindow, as
+// gpu::Context::wait does. Idle (no ticket), it only blocks.
 //
 // Mesa drivers that emulate timelines in software (lavapipe among them) implement WAIT_ANY over several
 // semaphores as a busy loop (vk_sync's wait-many fallback): measured on lavapipe, the waiter burned ~20% of
@@ -171,9 +170,8 @@ class GpuBridge {
   VkResult wake_for(uint64_t value);
   void run_waiter();
   // Waiter thread, wait_any: polls until the timeline reaches `want` (true) or wake_ reaches `wake` or
-  // kPollMicros pass (false: the blocking wait follows).
+  // gpu::kWaitPollWindow passes (false: the blocking wait follows).
   bool poll(uint64_t want, uint64_t wake) const;
-  static constexpr int kPollMicros = 200;
   void on_reached(uint64_t value);
   void on_failed(const Error& error);
 

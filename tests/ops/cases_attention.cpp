@@ -203,11 +203,8 @@ class AttentionCase : public OpCase {
   explicit AttentionCase(AttentionSpec spec) : spec_(std::move(spec)) {}
   std::string op() const override { return "attention"; }
   std::string params() const override {
-    const char* kernel = spec_.kernel == ops::AttentionKernel::decode   ? "decode"
-                         : spec_.kernel == ops::AttentionKernel::block  ? "block"
-                         : spec_.kernel == ops::AttentionKernel::narrow ? "narrow"
-                                                                        : "auto";
-    return fmt::format("{} kernel={} splits={}", spec_params(spec_), kernel, spec_.splits);
+    return fmt::format("{} kernel={} splits={}", spec_params(spec_), ops::attention_kernel_name(spec_.kernel),
+                       spec_.splits);
   }
   // f32 dot products and softmax against a double reference on identical f16 K/V.
   double max_nmse() const override { return 1e-9; }
