@@ -41,8 +41,6 @@ class Qwen3Moe final : public Model {
     replay_ = !(replay && std::string_view(replay) == "0");
     const char* fused = std::getenv("MACH_FUSED_NORM");
     fused_norm_ = !(fused && std::string_view(fused) == "0");
-    const char* prefetch = std::getenv("MACH_L2_PREFETCH");
-    l2_prefetch_ = prefetch && *prefetch ? std::string_view(prefetch) == "1" : context.info().type == "discrete";
   }
 
   Result<void> load(const TensorSource& src);
@@ -111,8 +109,6 @@ class Qwen3Moe final : public Model {
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   ops::RouterParams router_params(uint32_t tokens) const;
   void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
-  // The next layer's q, k and v into L2 while the current op runs (see l2_prefetch_).
-  void prefetch_attention_weights(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
   // h_ = rms(x_) · weights[norm], and h_'s q4h form for the products that share it (rms_norm_q4h).
   ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);
@@ -160,10 +156,6 @@ class Qwen3Moe final : public Model {
   // $MACH_FUSED_NORM=0 turns off the norms applied inside q/k/v and the router (for A/B measurements): each
   // norm is a dispatch of its own again.
   bool fused_norm_ = true;
-  // Few-token resident steps read each op's weights into L2 while the op before it runs (ops/prefetch.hpp).
-  // On by default on discrete GPUs; $MACH_L2_PREFETCH=0|1 overrides (A/B measurements, lavapipe tests).
-  bool l2_prefetch_ = false;
-  bool prefetching(uint32_t T) const;
 };
 
 inline uint64_t elapsed_ns(std::chrono::steady_clock::time_point t0) {

@@ -10,7 +10,6 @@
 #include "ops/attention_prep.hpp"
 #include "ops/embedding.hpp"
 #include "ops/norm.hpp"
-#include "ops/prefetch.hpp"
 
 namespace mach::model::qwen3_moe {
 
@@ -59,23 +58,8 @@ void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, u
   ops::AttentionArgs args{gpu::in(q_), tokens_seq, tokens_pos, table, gpu::in(kv_->k(l)), gpu::in(kv_->v(l)),
                           gpu::in(rope_freq_), gpu::inout(scratch_), gpu::out(attn_)};
   ops::attention(cmd, layout, ap, plan, args, T);
-  if (prefetching(T)) ops::prefetch_weights(cmd, L.o);
   // x += Wo · attention (the residual add inside the product).
   ops::mul_mat(cmd, L.o, gpu::in(attn_), gpu::inout(x_), T, ops::Output::accumulate);
-  if (prefetching(T)) ops::prefetch_weights(cmd, L.router);
-}
-
-// Steps of few tokens on a resident model prefetch the next op's weights (l2_prefetch_): the dense matrices
-// and at most kPrefetchMaxPairs experts' down projections stay well inside an L2 of tens of MB.
-constexpr uint32_t kPrefetchMaxPairs = 16;
-
-bool Qwen3Moe::prefetching(uint32_t T) const {
-  return l2_prefetch_ && !streamer_ && T * config_.num_experts_per_tok <= kPrefetchMaxPairs;
-}
-
-void Qwen3Moe::prefetch_attention_weights(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
-  if (!prefetching(T) || l >= config_.num_layers) return;
-  for (const ops::WeightRef* w : {&layers_[l].q, &layers_[l].k, &layers_[l].v}) ops::prefetch_weights(cmd, *w);
 }
 
 ops::AttentionParams Qwen3Moe::attention_params() const {
@@ -140,9 +124,7 @@ void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
     ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, *moe_x_, gpu::out(act_), T);
   else
     ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, gpu::in(h_), gpu::out(act_), T);
-  if (prefetching(T)) ops::prefetch_experts(cmd, L.down, routing, T * k);
   ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T);
-  prefetch_attention_weights(cmd, l + 1, T);
 }
 
 void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows) {
@@ -256,7 +238,6 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
   cmd.copy(inputs_host_, 0, inputs_, 0, inputs_.size());
   kv_->record_table_upload(cmd);
   ops::embedding(cmd, embed_, gpu::in(inputs_, tokens_at_, T * 4ull), gpu::out(x_), T);
-  prefetch_attention_weights(cmd, 0, T);
   if (streamer_) {
     stop_after_router(cmd, 0);
     return;
