@@ -23,6 +23,14 @@
 //   The qk_norm_rope_kv_store dispatch and its barrier are gone; only one workgroup per head does the tail,
 //   so the others' critical path does not grow. ROWS divides head_dim (a workgroup's rows are one head's).
 //
+// With Q4_DOT (q4 weights; ops/matmul.hpp's uses_q4_dot): integer dot products instead of decoding weights to
+//   floats. Each invocation quantizes the 32 x values of its unit (per token) to int8 with one scale, the
+//   largest |x| / 127 (as llama.cpp's q8_1 activations), and each row's unit is then 8 packed
+//   signed-by-unsigned 4 x 8-bit dot products (OpSUDotKHR: dp4a on NVIDIA) on the nibbles masked in place, one
+//   int -> float conversion and two FMAs: sum_j w_j x_j ~= scale * dx * sum_j q_j xi_j + min * dx * sum_j xi_j.
+//   About 23 instructions per unit and row against about 90 for the float decode, and ~100 per unit for the
+//   quantization, shared by the ROWS rows. x's rounding (relative error up to 1/254 per value) is the price.
+//
 // Shape of the work: a workgroup of WG threads owns ROWS consecutive rows. Thread i reads 16-byte units
 // i, i + WG, ... of each of its ROWS rows (coalesced: a subgroup reads 16 * subgroup-size contiguous bytes
 // per row), so ROWS independent 16-byte loads are in flight per thread per iteration, and each x chunk it
@@ -72,8 +80,16 @@
 //! variant mul_mat_vec_qkv_bf16 -DWTYPE_BF16 -DMULTI -DNORM -DQK_TAIL
 //! variant mul_mat_vec_qkv_q8_0 -DWTYPE_Q8_0 -DMULTI -DNORM -DQK_TAIL
 //! variant mul_mat_vec_qkv_q4 -DWTYPE_Q4 -DMULTI -DNORM -DQK_TAIL
+//! variant mul_mat_vec_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DQ4_DOT
+//! variant mul_mat_vec_id_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DQ4_DOT
+//! variant mul_mat_vec_id_combine_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DCOMBINE -DQ4_DOT
+//! variant mul_mat_vec_multi_norm_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMULTI -DNORM -DQ4_DOT
+//! variant mul_mat_vec_qkv_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMULTI -DNORM -DQK_TAIL -DQ4_DOT
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#if defined(Q4_DOT)
+#extension GL_EXT_spirv_intrinsics : require
+#endif
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -125,6 +141,21 @@ layout(binding = 16) coherent buffer Counts { uint head_counts[]; };
 #endif
 
 #include "mul_mat_funcs.glsl"
+#if defined(Q4_DOT)
+// OpSUDotKHR with PackedVectorFormat4x8Bit (format 0): the dot product of 4 signed bytes of `x` with 4
+// unsigned bytes of `w`, as a 32-bit int.
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018], id = 4452)
+int dot_s8_u8(uint x, uint w, spirv_literal int packed_format);
+int dot4(uint x, uint w) { return dot_s8_u8(x, w, 0); }
+
+// round(v) of 4 values in [-127, 127] as packed int8 (element 0 in the low byte). Adding 1.5 * 2^23 leaves
+// round-to-nearest-even(v) in the low mantissa bits (two's complement in the low byte): no float -> int
+// conversion instructions, which are slow on NVIDIA.
+uint pack_s8(vec4 v, float inv) {
+  const uvec4 b = floatBitsToUint(fma(v, vec4(inv), vec4(12582912.0)));
+  return bitfieldInsert(bitfieldInsert(bitfieldInsert(b.x, b.y, 8, 8), b.z, 16, 8), b.w, 24, 8);
+}
+#endif
 #if defined(QK_TAIL)
 #include "math_funcs.glsl"
 #define HNR_SUBGROUP_SUM 1  // the tail is on the kernel's critical path: a subgroup sum, not a barrier tree
@@ -254,6 +285,44 @@ void main() {
       for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
       for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
   #endif
+  #if defined(Q4_DOT)
+  #if defined(NORM)
+      vec4 ns[8];  // the norm's scale of the unit's columns, shared by the tokens
+      for (uint c = 0; c < 8; ++c) ns[c] = norm_w4[chunk_x4(u, c)] * p.norm_mul + p.norm_add;
+  #endif
+      for (uint t = 0; t < NT; ++t) {
+        // The unit's 32 x values (chunks 0-3 meet the low nibbles, 4-7 the high ones) as int8 with scale dx.
+        vec4 xv[8];
+        float amax = 0.0;
+        for (uint c = 0; c < 8; ++c) {
+          const vec4 xr = x4[x_base + chunk_x4(u, c) + min(t, last) * k4];
+  #if defined(NORM)
+          sq[t] += dot(xr, xr);
+          xv[c] = xr * ns[c];
+  #else
+          xv[c] = xr * xw;
+  #endif
+          const vec4 a = abs(xv[c]);
+          amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+        }
+        const float inv = amax > 0.0 ? 127.0 / amax : 0.0, dx = amax * (1.0 / 127.0);
+        uint xq[8];
+        int xs = 0;  // sum of the quantized x: the groups' min term
+        for (uint c = 0; c < 8; ++c) {
+          xq[c] = pack_s8(xv[c], inv);
+          xs += dot4(xq[c], 0x01010101u);
+        }
+        const float xs_f = float(xs) * dx;
+        for (uint r = 0; r < ROWS; ++r) {
+          int q = 0;
+          for (uint j = 0; j < 4; ++j) {
+            q += dot4(xq[j], d[r][j] & 0x0F0F0F0Fu);
+            q += dot4(xq[j + 4], (d[r][j] >> 4) & 0x0F0F0F0Fu);
+          }
+          acc[r * NT + t] += sm[r].x * dx * float(q) + sm[r].y * xs_f;
+        }
+      }
+  #else
       for (uint c = 0; c < CHUNKS; ++c) {
         vec4 wc[ROWS];
         for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
@@ -287,6 +356,7 @@ void main() {
           acc[r * NT + t] += sm[r].x * dq[r * NT + t];
   #endif
   #endif
+  #endif  // Q4_DOT
     }
   }
 

@@ -31,13 +31,17 @@ void add_devices_command(CLI::App& app, int& exit_code) {
                        {"fp16", d.fp16},
                        {"int8", d.int8},
                        {"nv_cooperative_matrix", d.nv_cooperative_matrix},
+                       {"int_dot", d.int_dot},
+                       {"int_dot_accelerated", d.int_dot_accelerated},
                        {"khr_cooperative_matrix", d.khr_cooperative_matrix},
                        {"max_storage_buffer_range", d.max_storage_buffer_range},
                        {"usable", d.usable},
                        {"unusable_reason", d.unusable_reason}});
       } else {
-        fmt::print("{}: {} ({}, {:.1f} GiB) subgroup={} fp16={} int8={} nv_coopmat={} {}\n", d.index, d.name, d.type,
-                   d.device_local_bytes / 1073741824.0, d.subgroup_size, d.fp16, d.int8, d.nv_cooperative_matrix,
+        fmt::print("{}: {} ({}, {:.1f} GiB) subgroup={} fp16={} int8={} int_dot={} nv_coopmat={} {}\n", d.index,
+                   d.name, d.type,
+                   d.device_local_bytes / 1073741824.0, d.subgroup_size, d.fp16, d.int8,
+                   d.int_dot ? (d.int_dot_accelerated ? "accelerated" : "yes") : "no", d.nv_cooperative_matrix,
                    d.usable ? "usable" : "unusable: " + d.unusable_reason);
       }
     }

@@ -66,7 +66,12 @@ int compute_queue_family(VkPhysicalDevice pd) {
 DeviceInfo describe(VkPhysicalDevice pd, uint32_t index) {
   DeviceInfo info;
   info.index = index;
-  VkPhysicalDeviceDriverProperties driver{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+  const auto exts = device_extensions(pd);
+  const bool has_int_dot = has_extension(exts, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+  VkPhysicalDeviceShaderIntegerDotProductProperties int_dot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES};
+  VkPhysicalDeviceDriverProperties driver{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES,
+                                          has_int_dot ? &int_dot : nullptr};
   VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, &driver};
   VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, &subgroup};
   vkGetPhysicalDeviceProperties2(pd, &props);
@@ -90,14 +95,18 @@ DeviceInfo describe(VkPhysicalDevice pd, uint32_t index) {
   for (uint32_t i = 0; i < mem.memoryHeapCount; ++i)
     if (mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) info.device_local_bytes += mem.memoryHeaps[i].size;
 
-  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  VkPhysicalDeviceShaderIntegerDotProductFeatures int_dot_features{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+                                       has_int_dot ? &int_dot_features : nullptr};
   VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, &f12};
   VkPhysicalDeviceFeatures2 f{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, &f11};
   if (p.apiVersion >= VK_API_VERSION_1_2) vkGetPhysicalDeviceFeatures2(pd, &f);
   info.fp16 = f12.shaderFloat16 && f11.storageBuffer16BitAccess;
   info.int8 = f12.shaderInt8 && f12.storageBuffer8BitAccess;
+  info.int_dot = has_int_dot && int_dot_features.shaderIntegerDotProduct;
+  info.int_dot_accelerated = info.int_dot && int_dot.integerDotProduct4x8BitPackedMixedSignednessAccelerated;
 
-  const auto exts = device_extensions(pd);
   info.nv_cooperative_matrix = has_extension(exts, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
   info.khr_cooperative_matrix = has_extension(exts, "VK_KHR_cooperative_matrix");
 
@@ -262,9 +271,17 @@ Result<void> Context::init(const ContextOptions& options) {
   features.features.shaderInt16 = avail.features.shaderInt16;
   features.features.shaderInt64 = avail.features.shaderInt64;
   if (info_.nv_cooperative_matrix) f12.pNext = &coop_nv;
+  VkPhysicalDeviceShaderIntegerDotProductFeatures int_dot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  int_dot.shaderIntegerDotProduct = VK_TRUE;
+  if (info_.int_dot) {
+    int_dot.pNext = f12.pNext;
+    f12.pNext = &int_dot;
+  }
 
   std::vector<const char*> extensions = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
   if (info_.nv_cooperative_matrix) extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+  if (info_.int_dot) extensions.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
 
   const float priority = 1.0f;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};

@@ -40,6 +40,10 @@ struct DeviceInfo {
   bool subgroup_arithmetic = false;
   bool nv_cooperative_matrix = false;
   bool khr_cooperative_matrix = false;
+  // VK_KHR_shader_integer_dot_product's shaderIntegerDotProduct (packed int8 dot products in shaders), and
+  // whether the device says its signed x unsigned packed form runs on dedicated instructions (NVIDIA: dp4a).
+  bool int_dot = false;
+  bool int_dot_accelerated = false;
   bool timestamps = false;
   double timestamp_period_ns = 1.0;
   bool usable = false;           // meets mach's minimum: Vulkan 1.2, push descriptors, timeline semaphores

@@ -83,6 +83,11 @@ std::string variant(const char* kernel, WeightType type) {
   return std::string(kernel) + "_" + std::string(weight_type_name(type));
 }
 
+// A mul_mat_vec.comp variant: its Q4_DOT form where uses_q4_dot().
+std::string vec_variant(const gpu::Context& context, const char* kernel, WeightType type) {
+  return variant(kernel, type) + (uses_q4_dot(context, type) ? "_dot" : "");
+}
+
 // Binds [offset, offset + bytes) of a weight buffer: the binding starts at the nearest offset the device
 // accepts below `offset`, and the shader skips the difference (returned in 16-byte units).
 uint32_t mat_vec_workgroup(uint32_t units) {
@@ -105,6 +110,11 @@ struct Q4hTuning {
 // 4 rows against 57.9 with 128 invocations in pair groups (docs/perf/2026-12-03-h200-ops-combine-pairs.jsonl).
 constexpr Q4hTuning kSwigluTuning{32, 4, 2};
 constexpr Q4hTuning kCombineTuning{32, 4, 2};
+// One token's dense products on the packed kernel: those whose weights make the prep pay (the lm_head; smaller
+// ones take mul_mat_vec.comp). Qwen3-30B-A3B's 151936 x 2048 lm_head on an H200 (2026-12-03,
+// docs/perf/2026-12-03-h200-ops-lm-head-sweep.jsonl): 59.7 us with 4 rows and 4 units in flight against 108 us
+// with the default 2 and 2 (wg=64 or 128 were slower in every combination tried).
+constexpr Q4hTuning kDenseDecodeTuning{32, 4, 4};
 
 Q4hTuning q4h_tuning(Q4hTuning t = {}) {
   if (const char* env = std::getenv("MACH_Q4H")) {
@@ -303,6 +313,13 @@ bool uses_coopmat(const gpu::Context& context, WeightType type, uint32_t tokens)
 // at 1.2 GB the packed kernel took half the f32 one's time (518 against 1050 us).
 constexpr uint64_t kQ4hPrepMinBytes = uint64_t{6} << 20;
 
+bool uses_q4_dot(const gpu::Context& context, WeightType type) {
+  if (type != WeightType::q4 || !context.info().int_dot || !gpu::Context::has_shader("mul_mat_vec_q4_dot")) return false;
+  const char* env = std::getenv("MACH_Q4_DOT");
+  if (env && *env) return std::string_view(env) == "1";
+  return context.info().int_dot_accelerated;
+}
+
 bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
   if (type != WeightType::q4 || tokens > kVerifyMaxTokens || !context.info().fp16) return false;
   const char* force = std::getenv("MACH_Q4_F32");
@@ -348,7 +365,7 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu::Bin
   if (tokens <= kVerifyMaxTokens) {
     const MatVecTuning t = mat_vec_tuning();
     const TokenChunks chunks = token_chunks(tokens);
-    const auto& pipeline = context.pipeline(variant("mul_mat_vec", w.type),
+    const auto& pipeline = context.pipeline(vec_variant(context, "mul_mat_vec", w.type),
                                             {mat_vec_workgroup(call.push.units), t.rows, chunks.tokens});
     cmd.dispatch(pipeline, {wb, wb, x, y}, call.push, gpu::flat_groups(gpu::div_up(w.rows, t.rows) * chunks.count));
   } else {
@@ -365,7 +382,7 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu:
   assert(uses_q4h(context, w.type, tokens) && x.rows == tokens && x.k == w.cols);
   const KernelCall call = dense_call(context, w, tokens, output);
   const gpu::Binding wb = call.weights.binding;
-  const Q4hTuning t = q4h_tuning();
+  const Q4hTuning t = q4h_tuning(tokens == 1 ? kDenseDecodeTuning : Q4hTuning{});
   const TokenChunks chunks = token_chunks(tokens);
   const auto& pipeline =
       context.pipeline("mul_mat_vec_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
@@ -469,7 +486,7 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const No
   const MultiNormPush push = multi_norm_push(call, x);
   const MatVecTuning t = mat_vec_tuning();
   const TokenChunks chunks = token_chunks(tokens);
-  const auto& pipeline = context.pipeline(variant("mul_mat_vec_multi_norm", w[0].type),
+  const auto& pipeline = context.pipeline(vec_variant(context, "mul_mat_vec_multi_norm", w[0].type),
                                           {mat_vec_workgroup(call.push.base.units), t.rows, chunks.tokens});
   const auto ys = multi_outputs(y);
   const gpu::Binding wb = call.weights.binding;
@@ -507,7 +524,7 @@ void qkv_norm_rope_kv_store(gpu::CommandList& cmd, std::span<const WeightRef> w,
   const gpu::SpecConstants spec{mat_vec_workgroup(call.push.base.units), t.rows, chunks.tokens,
                                 static_cast<uint32_t>(tail.params.weight),
                                 tail.params.style == RopeStyle::interleaved ? 1u : 0u};
-  const auto& pipeline = context.pipeline(variant("mul_mat_vec_qkv", w[0].type), spec);
+  const auto& pipeline = context.pipeline(vec_variant(context, "mul_mat_vec_qkv", w[0].type), spec);
   gpu::Binding q = tail.qk.q, k = tail.qk.k, v = tail.store.v, counts = tail.counts;
   q.access = k.access = v.access = counts.access = gpu::Access::read_write;  // the tail reads the products back
   const gpu::Binding wb = call.weights.binding;
@@ -545,7 +562,7 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
     // One workgroup per (row tile, pair): experts picked by several tokens are read once per pair (mostly
     // from L2 for such small T).
     const MatVecTuning t = mat_vec_tuning();
-    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id", w.type),
+    const auto& pipeline = context.pipeline(vec_variant(context, "mul_mat_vec_id", w.type),
                                             {mat_vec_workgroup(call.push.units), t.rows, 1});
     const uint32_t groups = gpu::div_up(w.rows, t.rows) * tokens * routing.top_k;
     cmd.dispatch(pipeline, bindings, call.push, gpu::flat_groups(groups));
@@ -641,7 +658,7 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
     // A group of invocations per pair (the shader spreads the pairs over them), up to the tuning's maximum.
     const MatVecTuning t = mat_vec_tuning();
     const uint32_t wg = std::min(mat_vec_workgroup(call.push.units) * std::bit_ceil(routing.top_k), t.max_workgroup);
-    const auto& pipeline = context.pipeline(variant("mul_mat_vec_id_combine", w.type), {wg, t.rows, 1});
+    const auto& pipeline = context.pipeline(vec_variant(context, "mul_mat_vec_id_combine", w.type), {wg, t.rows, 1});
     cmd.dispatch(pipeline, {wb, wb, x, residual, routing.ids, routing.slot_table, route_w}, call.push,
                  gpu::flat_groups(gpu::div_up(w.rows, t.rows) * tokens));
   }

@@ -43,6 +43,13 @@ inline constexpr uint32_t kVerifyMaxTokens = 32;
 // as prepare_q4h() leaves it: q4 weights, T <= kVerifyMaxTokens, a device with shaderFloat16, and
 // $MACH_Q4_F32 not "1" (which forces the f32 kernels, those of devices without f16 arithmetic).
 bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens);
+// Whether q4 products on mul_mat_vec.comp (those of T <= kVerifyMaxTokens that do not take the packed-f16
+// kernels) run its Q4_DOT variants: int8 dot products on x quantized per 32 values in the kernel, with
+// x's rounding error (2e-5 to 9e-5 of the product's energy in the op tests, against ~1e-2 for q4's own
+// rounding of the weights) for about a quarter of the instructions. Where the device has
+// shaderIntegerDotProduct and says its signed x unsigned packed form is accelerated (NVIDIA: dp4a);
+// $MACH_Q4_DOT=1 forces it where it only runs (lavapipe's tests), 0 turns it off.
+bool uses_q4_dot(const gpu::Context& context, WeightType type);
 
 // Whether products of T > kVerifyMaxTokens tokens of `type` weights run on tensor cores (mul_mat_cm.comp):
 // f16 / bf16 / q8_0 / q4 weights on a device with NVIDIA cooperative matrices and subgroups of 32, x rounded

@@ -226,13 +226,20 @@ class QkNormRopeCase : public OpCase {
 // must be back at 0.
 class QkvTailCase : public OpCase {
  public:
-  QkvTailCase(QkSpec spec, uint32_t hidden, ops::WeightType type) : s_(std::move(spec)), k_(hidden), type_(type) {}
+  // `dot`: q4 on the products' int8-x variants ($MACH_Q4_DOT=1) where the device has them.
+  QkvTailCase(QkSpec spec, uint32_t hidden, ops::WeightType type, bool dot = false)
+      : s_(std::move(spec)), k_(hidden), type_(type), dot_(dot) {}
   std::string op() const override { return "qkv_norm_rope_kv_store"; }
   std::string params() const override {
-    return fmt::format("{} type={} t={} hidden={} qh={} kvh={} d={} weight={}", s_.label, ops::weight_type_name(type_),
-                       s_.tokens, k_, s_.q_heads, s_.kv_heads, s_.rope.head_dim, static_cast<uint32_t>(s_.weight));
+    return fmt::format("{} type={} t={} hidden={} qh={} kvh={} d={} weight={}{}", s_.label, ops::weight_type_name(type_),
+                       s_.tokens, k_, s_.q_heads, s_.kv_heads, s_.rope.head_dim, static_cast<uint32_t>(s_.weight),
+                       dot_ ? " kernel=q4_dot" : "");
   }
-  double max_nmse() const override { return 1e-10; }
+  // f32 sums, or with q4 on the int8-x variants their rounding (which the caches' f16 values carry too).
+  double max_nmse() const override { return int8_x_ ? kMaxNmseQ4Dot : 1e-10; }
+  bool supported(const gpu::Context& context) const override {
+    return !dot_ || (context.info().int_dot && gpu::Context::has_shader("mul_mat_vec_qkv_q4_dot"));
+  }
   double bytes() const override {
     double b = 4.0 * s_.tokens * k_;
     for (uint32_t n : rows()) b += static_cast<double>(ops::weight_bytes(type_, n, k_)) + 4.0 * s_.tokens * n;
@@ -273,6 +280,8 @@ class QkvTailCase : public OpCase {
     k_cache_ = guarded(context, step_->k_cache, "k_cache");
     v_cache_ = guarded(context, step_->v_cache, "v_cache");
     counts_ = guarded(context, std::vector<uint32_t>(4 * (s_.q_heads + 2 * s_.kv_heads), 0u), "counts");
+    const ScopedEnv force("MACH_Q4_DOT", dot_ ? "1" : nullptr);
+    int8_x_ = ops::uses_q4_dot(context, type_) && s_.tokens <= ops::kVerifyMaxTokens;
   }
   void poison() override {
     for (GuardedBuffer* b : {&q_, &k_out_, &v_}) b->poison();
@@ -281,6 +290,7 @@ class QkvTailCase : public OpCase {
   }
 
   void record(gpu::CommandList& cmd) override {
+    const ScopedEnv force("MACH_Q4_DOT", dot_ ? "1" : nullptr);
     std::vector<ops::WeightRef> w;
     const auto n = rows();
     for (size_t i = 0; i < 3; ++i) w.push_back({w_.in().buffer, w_.in().offset + offsets_[i], type_, n[i], k_});
@@ -302,7 +312,7 @@ class QkvTailCase : public OpCase {
     const double cache_nmse =
         nmse(halves_to_floats(caches), halves_to_floats(concat(want_k_cache_, want_v_cache_)));
     r.detail = fmt::format("q/k/v nmse {:.3g}, caches {:.3g}", r.nmse, cache_nmse);
-    if (!(cache_nmse <= 1e-7)) r.nmse = INFINITY;
+    if (!(cache_nmse <= (int8_x_ ? kMaxNmseQ4Dot : 1e-7))) r.nmse = INFINITY;
     const auto counts = counts_.download<uint32_t>();
     if (std::any_of(counts.begin(), counts.end(), [](uint32_t c) { return c != 0; })) {
       r.nmse = INFINITY;
@@ -328,6 +338,8 @@ class QkvTailCase : public OpCase {
   QkSpec s_;
   uint32_t k_;
   ops::WeightType type_;
+  bool dot_ = false;
+  bool int8_x_ = false;  // the products run the int8-x variants (forced, or the device's default)
   ops::QkNormRopeShape shape_;
   ops::QkNormRopeParams params_;
   std::unique_ptr<CacheStep> step_;
@@ -388,6 +400,8 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
       if (s.label == "qwen3_30b" && s.tokens > 16) s.tokens = 40;
       const uint32_t hidden = s.label == "qwen3_30b" ? (s.tokens == 1 ? 2048 : 512) : 192;
       cases.push_back(std::make_unique<QkvTailCase>(s, hidden, WeightType::q4));
+      // The same on the int8-x variants of the products (the default where the device accelerates them).
+      if (s.tokens <= 16) cases.push_back(std::make_unique<QkvTailCase>(s, hidden, WeightType::q4, true));
     }
     for (WeightType type : {WeightType::f32, WeightType::f16, WeightType::bf16, WeightType::q8_0})
       cases.push_back(std::make_unique<QkvTailCase>(

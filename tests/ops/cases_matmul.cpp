@@ -43,11 +43,18 @@ constexpr double kMaxNmseCoopmat = 1e-5;
 
 // Which kernel a case runs: the default choice; the f32 q4 matrix-vector kernel forced through $MACH_Q4_F32
 // (the kernel of devices without f16 arithmetic); or, for T > 32, the plain-arithmetic twin of the
-// tensor-core kernel through $MACH_COOPMAT=emu (what lavapipe can run of it).
-enum class KernelPath { automatic, f32, emu };
+// tensor-core kernel through $MACH_COOPMAT=emu (what lavapipe can run of it); or the f32 kernel's int8-x
+// variants for q4 (Q4_DOT, the default where the device accelerates them) through $MACH_Q4_DOT=1.
+enum class KernelPath { automatic, f32, emu, dot };
 
 const char* path_suffix(KernelPath path) {
-  return path == KernelPath::f32 ? " kernel=f32" : path == KernelPath::emu ? " kernel=coopmat_emu" : "";
+  switch (path) {
+    case KernelPath::f32: return " kernel=f32";
+    case KernelPath::emu: return " kernel=coopmat_emu";
+    case KernelPath::dot: return " kernel=q4_dot";
+    case KernelPath::automatic: break;
+  }
+  return "";
 }
 
 bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, KernelPath path) {
@@ -55,26 +62,31 @@ bool runs_q4h(const gpu::Context& context, WeightType type, uint32_t tokens, Ker
          context.info().fp16;
 }
 
-// Sets $MACH_Q4_F32 or $MACH_COOPMAT for the duration of one recording as the case's path asks.
+// A forced path runs only where its kernel does: the Q4_DOT variants need shaderIntegerDotProduct.
+bool path_supported(const gpu::Context& context, KernelPath path) {
+  return path != KernelPath::dot || (context.info().int_dot && gpu::Context::has_shader("mul_mat_vec_q4_dot"));
+}
+
+// Sets $MACH_Q4_F32, $MACH_Q4_DOT and $MACH_COOPMAT for the duration of one recording as the case's path asks:
+// f32 is the float decode of mul_mat_vec.comp, dot its Q4_DOT variants (both instead of the packed-f16 kernels).
 class ForcePath {
  public:
-  explicit ForcePath(KernelPath path) : path_(path) {
-    if (path_ == KernelPath::f32) setenv("MACH_Q4_F32", "1", 1);
-    if (path_ == KernelPath::emu) setenv("MACH_COOPMAT", "emu", 1);
-  }
-  ~ForcePath() {
-    if (path_ == KernelPath::f32) unsetenv("MACH_Q4_F32");
-    if (path_ == KernelPath::emu) unsetenv("MACH_COOPMAT");
-  }
+  explicit ForcePath(KernelPath path)
+      : q4_f32_("MACH_Q4_F32", path == KernelPath::f32 || path == KernelPath::dot ? "1" : nullptr),
+        q4_dot_("MACH_Q4_DOT", path == KernelPath::f32 ? "0" : path == KernelPath::dot ? "1" : nullptr),
+        coopmat_("MACH_COOPMAT", path == KernelPath::emu ? "emu" : nullptr) {}
 
  private:
-  KernelPath path_;
+  ScopedEnv q4_f32_, q4_dot_, coopmat_;
 };
 
-// The case's error bound: the packed-f16 q4 kernel's, the tensor-core kernel's, or f32 summation's.
+// The case's error bound: the int8-x kernels', the packed-f16 q4 kernel's, the tensor-core kernel's, or f32
+// summation's.
 double max_nmse_for(const gpu::Context& context, WeightType type, uint32_t tokens, KernelPath path) {
-  if (runs_q4h(context, type, tokens, path)) return kMaxNmseQ4h;
   const ForcePath force(path);
+  if (type == WeightType::q4 && tokens <= ops::kVerifyMaxTokens && ops::uses_q4_dot(context, type))
+    return kMaxNmseQ4Dot;
+  if (runs_q4h(context, type, tokens, path)) return kMaxNmseQ4h;
   return ops::uses_coopmat(context, type, tokens) ? kMaxNmseCoopmat : kMaxNmse;
 }
 
@@ -113,7 +125,7 @@ class MulMatCase : public SimpleOpCase {
   }
   double flops() const override { return 2.0 * n_ * k_ * t_; }
   bool supported(const gpu::Context& context) const override {
-    return fits_binding(context, ops::weight_bytes(type_, n_, k_));
+    return path_supported(context, path_) && fits_binding(context, ops::weight_bytes(type_, n_, k_));
   }
 
   void prepare(gpu::Context& context, Rng& rng) override {
@@ -160,6 +172,7 @@ class MulMatAccumulateCase : public SimpleOpCase {
            io_bytes(uint64_t{t_} * k_, 4ull * t_ * n_);
   }
   double flops() const override { return 4.0 * n_ * k_ * t_; }
+  bool supported(const gpu::Context& context) const override { return path_supported(context, path_); }
 
   void prepare(gpu::Context& context, Rng& rng) override {
     const auto w1 = random_weights(type_, n_, k_, rng);
@@ -214,16 +227,17 @@ class MulMatAccumulateCase : public SimpleOpCase {
 class MulMatMultiCase : public SimpleOpCase {
  public:
   MulMatMultiCase(std::vector<uint32_t> ns, uint32_t k, uint32_t tokens,
-                  std::optional<ops::NormWeight> norm = std::nullopt, WeightType type = WeightType::q4)
-      : ns_(std::move(ns)), k_(k), t_(tokens), norm_(norm), type_(type) {}
+                  std::optional<ops::NormWeight> norm = std::nullopt, WeightType type = WeightType::q4,
+                  KernelPath path = KernelPath::automatic)
+      : ns_(std::move(ns)), k_(k), t_(tokens), norm_(norm), type_(type), path_(path) {}
   std::string op() const override { return norm_ ? "mul_mat_multi_normed" : "mul_mat_multi"; }
   std::string params() const override {
     std::string n;
     for (uint32_t v : ns_) n += (n.empty() ? "" : ",") + std::to_string(v);
-    return fmt::format("type={} n={} k={} t={}{}", ops::weight_type_name(type_), n, k_, t_,
-                       norm_ ? fmt::format(" norm={}", static_cast<uint32_t>(*norm_)) : "");
+    return fmt::format("type={} n={} k={} t={}{}{}", ops::weight_type_name(type_), n, k_, t_,
+                       norm_ ? fmt::format(" norm={}", static_cast<uint32_t>(*norm_)) : "", path_suffix(path_));
   }
-  double max_nmse() const override { return norm_ ? kMaxNmse : kMaxNmseQ4h; }
+  double max_nmse() const override { return max_nmse_; }
   double bytes() const override {
     double b = io_bytes(uint64_t{t_} * k_, 0);
     for (uint32_t n : ns_)
@@ -236,7 +250,7 @@ class MulMatMultiCase : public SimpleOpCase {
     return f;
   }
   bool supported(const gpu::Context& context) const override {
-    return norm_ || ops::uses_q4h(context, WeightType::q4, t_);
+    return path_supported(context, path_) && (norm_ || ops::uses_q4h(context, WeightType::q4, t_));
   }
 
   void prepare(gpu::Context& context, Rng& rng) override {
@@ -262,12 +276,19 @@ class MulMatMultiCase : public SimpleOpCase {
       extra_expected_.push_back(expected[i]);
     }
     inputs_ = {&w_, &x_};
+    // With the norm the products run mul_mat_vec.comp (f32 sums, or int8 x for q4 where Q4_DOT is in use).
+    const ForcePath force(path_);
+    max_nmse_ = !norm_ ? kMaxNmseQ4h
+                : type_ == WeightType::q4 && t_ <= ops::kVerifyMaxTokens && ops::uses_q4_dot(context, type_)
+                    ? kMaxNmseQ4Dot
+                    : kMaxNmse;
   }
   void poison() override {
     output_.poison();
     for (auto& y : extra_) y.poison();
   }
   void record(gpu::CommandList& cmd) override {
+    const ForcePath force(path_);
     std::vector<ops::WeightRef> w;
     for (size_t i = 0; i < ns_.size(); ++i)
       w.push_back({w_.in().buffer, w_.in().offset + offsets_[i], type_, ns_[i], k_});
@@ -294,6 +315,8 @@ class MulMatMultiCase : public SimpleOpCase {
   uint32_t k_, t_;
   std::optional<ops::NormWeight> norm_;
   WeightType type_;
+  KernelPath path_;
+  double max_nmse_ = kMaxNmse;
   std::vector<uint64_t> offsets_;
   GuardedBuffer w_, x_, norm_w_;
   std::vector<GuardedBuffer> extra_;
@@ -364,7 +387,8 @@ class MoeCase : public SimpleOpCase {
   double max_nmse() const override { return max_nmse_; }
   double flops() const override { return 2.0 * s_.n * s_.k * s_.tokens * s_.top_k; }
   bool supported(const gpu::Context& context) const override {
-    return fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
+    return path_supported(context, path_) &&
+           fits_binding(context, (s_.slots - 1) * moe_stride(type_, s_) + ops::weight_bytes(type_, s_.n, s_.k));
   }
 
  protected:
@@ -606,6 +630,27 @@ void add_test_cases(CaseList& cases) {
       WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, 16, true}, KernelPath::f32));
   cases.push_back(std::make_unique<MulMatIdCase>(
       WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, false, false, 32}, KernelPath::f32));
+  using W = ops::NormWeight;
+  // The f32 kernel's int8-x variants (Q4_DOT; the default on devices that accelerate them): dense products at
+  // every chunk size, K = 320 (5 units per row: a partial last unit group), MoE products with shared and
+  // per-slot x and a bank, the fused down projection + combine, accumulation and the normed q/k/v product.
+  for (uint32_t t : {1u, 3u, 8u, 12u, 32u})
+    cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 131, 320, t, KernelPath::dot));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 67, 4096, 1, KernelPath::dot));
+  cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, MoeShape{45, 320, 16, 4, 20, true, true, true, 1},
+                                                 KernelPath::dot));
+  cases.push_back(std::make_unique<MulMatIdCase>(
+      WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, false, 3, true}, KernelPath::dot));
+  for (uint32_t t : {1u, 16u}) {
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(
+        WeightType::q4, MoeShape{40, 1088, 16, 8, 16, true, true, true, t}, KernelPath::dot));
+    cases.push_back(std::make_unique<MulMatIdCombineCase>(
+        WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}, KernelPath::dot));
+  }
+  cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, 5, KernelPath::dot));
+  for (uint32_t t : {1u, 3u})
+    cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t,
+                                                      t == 1 ? W::w : W::one_plus_w, WeightType::q4, KernelPath::dot));
   // Accumulating products (matrix-vector, chunked verify, tiled), each type; q4 also on its f32 kernel.
   for (WeightType type : kAllTypes)
     for (uint32_t t : {1u, 5u, 16u, 64u}) cases.push_back(std::make_unique<MulMatAccumulateCase>(type, 67, 192, t));
@@ -622,7 +667,6 @@ void add_test_cases(CaseList& cases) {
   cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{64, 17}, 192, 5));
   // mul_mat_multi on x's RMSNorm applied by the product: every type at decode, q4 in token chunks, each norm
   // weighting, a pair, and T = 40 (norm into scratch, then the tiled products; f32, which stays off tensor cores).
-  using W = ops::NormWeight;
   for (WeightType type : kAllTypes)
     cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, 1, W::w, type));
   for (uint32_t t : {3u, 12u})
@@ -725,9 +769,9 @@ void add_perf_cases(CaseList& cases) {
     cases.push_back(std::make_unique<MulMatCase>(type, 2048, 2048, 512));
     cases.push_back(std::make_unique<MulMatCase>(type, 6144, 2048, 512));
   }
-  // Decode's o projection and expert down projection + combine: the q4h path (prep + product, two dispatches)
-  // against the f32 kernel reading the activations directly (one dispatch).
-  for (KernelPath path : {KernelPath::automatic, KernelPath::f32}) {
+  // Decode's o projection and expert down projection + combine: the device's default, the f32 kernel's float
+  // decode and its int8-x (Q4_DOT) variant, both reading the activations directly.
+  for (KernelPath path : {KernelPath::automatic, KernelPath::f32, KernelPath::dot}) {
     cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 2048, 4096, 1, path));
     cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, qwen3_down(1), path));
   }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -148,6 +149,27 @@ class SimpleOpCase : public OpCase {
   std::vector<float> in_place_input_;  // set by in-place cases: what output_ holds before the op
   std::vector<float> expected_;
   std::vector<const GuardedBuffer*> inputs_;  // their guards are checked too
+};
+
+// Error bound of q4 products on mul_mat_vec.comp's Q4_DOT variants (ops::uses_q4_dot): x rounded to int8
+// per 32 values (a relative error up to 1/254 per value). Observed 2.4e-5 to 8.8e-5 on lavapipe (the most
+// for normed x, whose products of two normals have heavier tails); one wrong row in a few hundred still gives
+// ~5e-3.
+inline constexpr double kMaxNmseQ4Dot = 5e-4;
+
+// Sets an environment variable for a scope (a kernel choice the op reads at record time); a null value
+// leaves it alone. Restores what was there before.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  bool set_ = false;
+  std::optional<std::string> old_;
 };
 
 enum class CaseSet { test, perf };
