@@ -9,6 +9,9 @@
 // With COMBINE as well (ops::mul_mat_id_combine, NT = 1): one workgroup per (row tile, token), its pairs spread
 //   over groups of invocations: y is the residual [T, N] and y[t, n] += sum_j route_w[pair] * (W_e x[pair])[n], with
 //   x: [T, top_k, K] and each pair's routing weight folded into its x; NO_SLOT pairs add nothing.
+// With SWIGLU as well (ops::mul_mat_id_swiglu, NT = 1; as mul_mat_vec_q4h.comp's): W is the fused [2I, K]
+//   gate/up stack (gate rows first); a workgroup owns ROWS / 2 outputs i of one pair, computes gate row i and
+//   up row I + i, and writes y[pair, i] = silu(g) * u into a [pairs, I] y.
 // With MULTI: two or three matrices of one weight binding times the same x, each into its own y (bindings 3, 4,
 //   5), their row tiles one after another in the grid (attention's q, k and v; as mul_mat_vec_q4h.comp's).
 // With NORM (with MULTI here): x is the input of an RMSNorm that the product applies (ops::NormedX): each
@@ -83,6 +86,7 @@
 //! variant mul_mat_vec_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DQ4_DOT
 //! variant mul_mat_vec_id_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DQ4_DOT
 //! variant mul_mat_vec_id_combine_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DCOMBINE -DQ4_DOT
+//! variant mul_mat_vec_id_swiglu_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DSWIGLU -DQ4_DOT
 //! variant mul_mat_vec_multi_norm_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMULTI -DNORM -DQ4_DOT
 //! variant mul_mat_vec_qkv_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMULTI -DNORM -DQK_TAIL -DQ4_DOT
 #extension GL_KHR_shader_subgroup_basic : require
@@ -156,8 +160,10 @@ uint pack_s8(vec4 v, float inv) {
   return bitfieldInsert(bitfieldInsert(bitfieldInsert(b.x, b.y, 8, 8), b.z, 16, 8), b.w, 24, 8);
 }
 #endif
-#if defined(QK_TAIL)
+#if defined(QK_TAIL) || defined(SWIGLU)
 #include "math_funcs.glsl"
+#endif
+#if defined(QK_TAIL)
 #define HNR_SUBGROUP_SUM 1  // the tail is on the kernel's critical path: a subgroup sum, not a barrier tree
 float hnr_weight(bool is_k, uint i) {
   if (WEIGHT_MODE == 0) return 1.0;
@@ -216,14 +222,25 @@ void main() {
   const uint pair_count = p.top_k;
 #elif defined(MUL_MAT_ID)
   const uint N = p.n, SC = p.scales;
+#if defined(SWIGLU)
+  const uint OUT = ROWS / 2;  // outputs per workgroup (ROWS is even here)
+  const uint width = p.n / 2;  // y is [pairs, I]
+  const uint row_tiles = (width + OUT - 1) / OUT;
+  const uint row0 = (wg % row_tiles) * OUT;  // the first output
+#else
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
-  const uint pair = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
+#endif
+  const uint pair = wg / row_tiles;
   const uint slot = slot_table[ids[pair]];
   if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
   const uint mat = p.w_base + slot * p.w_stride;
   const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
+#if defined(SWIGLU)
+  const uint y_base = pair * width;
+#else
   const uint y_base = pair * p.n;
+#endif
   const uint last = 0;
   const uint pair_count = 1;
 #else
@@ -245,7 +262,12 @@ void main() {
 #endif
   // Rows past N (the last tile) read row N - 1 and store nothing.
   uint rows[ROWS];
+#if defined(SWIGLU)
+  // Rows 0 .. OUT - 1 are gate rows row0 + r, the rest the matching up rows I + row0 + r - OUT.
+  for (uint r = 0; r < ROWS; ++r) rows[r] = r < OUT ? min(row0 + r, width - 1) : width + min(row0 + r - OUT, width - 1);
+#else
   for (uint r = 0; r < ROWS; ++r) rows[r] = min(row0 + r, N - 1);
+#endif
 
   float acc[ROWS * NT];
   for (uint i = 0; i < ROWS * NT; ++i) acc[i] = 0.0;
@@ -372,6 +394,16 @@ void main() {
   }
 #endif
   barrier();
+#if defined(SWIGLU)
+  for (uint i = tid; i < OUT; i += WG) {
+    float g = 0.0, u = 0.0;
+    for (uint sg = 0; sg < gl_NumSubgroups; ++sg) {
+      g += partial[sg * PS + i];
+      u += partial[sg * PS + OUT + i];
+    }
+    if (row0 + i < width) y[y_base + row0 + i] = g * sigmoid(g) * u;  // as glu.comp's swiglu
+  }
+#else
   for (uint i = tid; i < RN; i += WG) {
     float s = 0.0;
     for (uint g = 0; g < gl_NumSubgroups; ++g) s += partial[g * PS + i];
@@ -391,6 +423,7 @@ void main() {
     store_y(at, s);
 #endif
   }
+#endif
 #if defined(QK_TAIL)
   const uint heads = p.q_heads + 2 * p.kv_heads, head = row0 / p.head_dim;
   const uint counter = (wg % chunks) * heads + (m == 0 ? 0 : m == 1 ? p.q_heads : p.q_heads + p.kv_heads) + head;

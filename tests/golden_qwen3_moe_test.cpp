@@ -9,9 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/generator.hpp"
+#include "experts/synth.hpp"
 #include "gpu_fixture.hpp"
 #include "model/model.hpp"
 #include "model/npy.hpp"
+#include "temp_dir.hpp"
 
 namespace mach::test {
 namespace {
@@ -147,6 +149,56 @@ TEST_P(GoldenQwen3Moe, ReplayedStepsEqualRecordedSteps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenQwen3Moe, ::testing::Values("qwen3_moe", "qwen3_moe_fused"));
+
+// q4 decode steps on the int8-x kernels (ops::uses_q4_dot: q/k/v with its tail, o, the router without the q4h
+// packing, gate/up + SwiGLU, down + combine) against the float kernels: the same logits up to x's int8
+// rounding, over single-token steps that cross KV blocks. On `mach synth`'s mini shape (the fixtures' widths
+// of 32 cannot be q4). Forced on with $MACH_Q4_DOT=1 where the device only runs them (lavapipe); the default
+// where it accelerates them.
+TEST(Q4Decode, Int8DotKernelsFollowFloatKernels) {
+  if (!gpu_context().info().int_dot || !gpu::Context::has_shader("mul_mat_vec_q4_dot"))
+    GTEST_SKIP() << "no shaderIntegerDotProduct";
+  mach::testing::TempDir tmp("q4dot");
+  experts::SynthOptions so;
+  so.shape = "qwen3-moe-mini";
+  so.output = tmp / "model";
+  so.quant = ops::WeightType::q4;
+  ASSERT_TRUE(experts::synthesize(so).ok());
+  model::LoadOptions options;
+  options.weight_type = ops::WeightType::q4;
+  options.max_context = 64;
+  auto model = std::move(model::load_model(tmp / "model", gpu_context(), options)).value_or_throw();
+  const uint32_t V = model->config().vocab_size;
+  auto cmd = gpu_context().begin_commands();
+  const auto run = [&](const char* dot) {
+    setenv("MACH_Q4_DOT", dot, 1);
+    auto& kv = model->kv_cache();
+    EXPECT_TRUE(kv.reserve(0, 40));
+    std::vector<float> all;
+    for (uint32_t pos = 0; pos < 40; ++pos) {
+      const std::vector<uint32_t> tokens{pos * 7919 % V}, seqs{0}, positions{pos}, rows{0};
+      cmd->begin();  // recorded afresh: a replayed recording would keep the kernels of the other run
+      model->record_step(*cmd, {tokens, seqs, positions, rows});
+      gpu_context().wait(gpu_context().submit(*cmd));
+      std::vector<float> logits(V);
+      gpu_context().download(model->logits(), 0, std::as_writable_bytes(std::span<float>(logits)));
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    kv.release(0);
+    unsetenv("MACH_Q4_DOT");
+    return all;
+  };
+  const std::vector<float> dot = run("1"), flt = run("0");
+  double err = 0, energy = 0;
+  for (size_t i = 0; i < flt.size(); ++i) {
+    err += (double{dot[i]} - flt[i]) * (double{dot[i]} - flt[i]);
+    energy += double{flt[i]} * flt[i];
+  }
+  EXPECT_GT(err, 0.0) << "the int8-x kernels did not run";
+  // Observed 4.3e-4 on lavapipe (x's rounding in 5 products per layer, 4 layers); a wrongly wired input or a
+  // missing norm gives O(1).
+  EXPECT_LE(err / energy, 5e-3);
+}
 
 }  // namespace
 }  // namespace mach::test

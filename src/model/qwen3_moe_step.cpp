@@ -90,7 +90,7 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const Layer& L = layers_[l];
   const uint32_t H = c.hidden_size;
   moe_x_.reset();
-  const bool q4h = ops::uses_q4h(context_, L.gate_up.type, T);
+  const bool q4h = ops::swiglu_takes_q4h(context_, L.gate_up.type, T);
   if (fused_norm_) {
     // The norm inside the router's dispatch, which writes h_ (and its q4h form) for the expert products.
     if (q4h) moe_x_ = ops::q4h_scratch(cmd, T, H);

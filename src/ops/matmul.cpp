@@ -320,6 +320,10 @@ bool uses_q4_dot(const gpu::Context& context, WeightType type) {
   return context.info().int_dot_accelerated;
 }
 
+bool swiglu_takes_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
+  return uses_q4h(context, type, tokens) && !(tokens == 1 && uses_q4_dot(context, type));
+}
+
 bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
   if (type != WeightType::q4 || tokens > kVerifyMaxTokens || !context.info().fp16) return false;
   const char* force = std::getenv("MACH_Q4_F32");
@@ -596,7 +600,20 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
                        gpu::Binding act, uint32_t tokens) {
   assert(w.rows % 2 == 0);
-  if (uses_q4h(cmd.context(), w.type, tokens)) {
+  auto& context = cmd.context();
+  if (tokens == 1 && uses_q4_dot(context, w.type)) {
+    // One token on the int8-x kernel, x as it is (no prep dispatch), gate and up rows side by side.
+    const KernelCall call = expert_call(context, w, routing, false, tokens);
+    const MatVecTuning t = mat_vec_tuning();
+    const uint32_t rows = std::max<uint32_t>(2, t.rows + t.rows % 2);
+    const auto& pipeline =
+        context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units), rows, 1});
+    act.access = gpu::Access::write;
+    cmd.dispatch(pipeline, {call.weights.binding, call.weights.binding, x, act, routing.ids, routing.slot_table},
+                 call.push, gpu::flat_groups(gpu::div_up(w.rows / 2, rows / 2) * routing.top_k));
+    return;
+  }
+  if (swiglu_takes_q4h(context, w.type, tokens)) {
     mul_mat_id_swiglu(cmd, w, routing, prepare_q4h(cmd, x, tokens, w.cols), act, tokens);
     return;
   }
@@ -616,7 +633,7 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
                        const PreparedX& x, gpu::Binding act, uint32_t tokens) {
   auto& context = cmd.context();
-  assert(uses_q4h(context, w.type, tokens) && x.k == w.cols && x.rows == tokens && w.rows % 2 == 0);
+  assert(swiglu_takes_q4h(context, w.type, tokens) && x.k == w.cols && x.rows == tokens && w.rows % 2 == 0);
   const KernelCall call = expert_call(context, w, routing, false, tokens);
   const gpu::Binding wb = call.weights.binding;
   Q4hTuning t = q4h_tuning(kSwigluTuning);

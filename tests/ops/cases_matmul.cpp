@@ -567,7 +567,7 @@ class MulMatIdSwigluCase : public MoeCase {
   }
   void record(gpu::CommandList& cmd) override {
     const ForcePath force(path_);
-    if (prepared_ && ops::uses_q4h(cmd.context(), type_, s_.tokens))
+    if (prepared_ && ops::swiglu_takes_q4h(cmd.context(), type_, s_.tokens))
       ops::mul_mat_id_swiglu(cmd, weights(), routing(), ops::prepare_q4h(cmd, x_.in(), s_.tokens, s_.k),
                              output_.out(), s_.tokens);
     else
@@ -648,6 +648,12 @@ void add_test_cases(CaseList& cases) {
         WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}, KernelPath::dot));
   }
   cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, 5, KernelPath::dot));
+  // The fused gate/up + SwiGLU at one token (odd I: a partial last tile; a permuted padded stack) and at 3
+  // tokens, where it stays on mul_mat_id + glu.
+  for (const MoeShape& s : {MoeShape{90, 192, 8, 2, 8, false, false, false, 1},
+                            MoeShape{134, 320, 16, 4, 20, true, true, false, 1},
+                            MoeShape{90, 192, 8, 2, 8, false, false, false, 3}})
+    cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, s, KernelPath::dot));
   for (uint32_t t : {1u, 3u})
     cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t,
                                                       t == 1 ? W::w : W::one_plus_w, WeightType::q4, KernelPath::dot));
