@@ -604,8 +604,11 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
   if (tokens == 1 && uses_q4_dot(context, w.type)) {
     // One token on the int8-x kernel, x as it is (no prep dispatch), gate and up rows side by side.
     const KernelCall call = expert_call(context, w, routing, false, tokens);
+    // 8 rows (4 outputs) per workgroup unless $MACH_MUL_MAT_VEC says otherwise: Qwen3-30B-A3B's gate/up on an
+    // H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl) took 9.9 us with 8, 12.1 with 4 and
+    // 15.5 with 2 (13.2 on the packed-f16 kernel).
     const MatVecTuning t = mat_vec_tuning();
-    const uint32_t rows = std::max<uint32_t>(2, t.rows + t.rows % 2);
+    const uint32_t rows = std::getenv("MACH_MUL_MAT_VEC") ? std::max<uint32_t>(2, t.rows + t.rows % 2) : 8;
     const auto& pipeline =
         context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units), rows, 1});
     act.access = gpu::Access::write;
