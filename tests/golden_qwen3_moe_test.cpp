@@ -152,9 +152,9 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenQwen3Moe, ::testing::Values("qwen3_moe"
 
 // q4 decode steps on the int8-x kernels (ops::uses_q4_dot: q/k/v with its tail, o, the router without the q4h
 // packing, gate/up + SwiGLU, down + combine) against the float kernels: the same logits up to x's int8
-// rounding, over single-token steps that cross KV blocks. On `mach synth`'s mini shape (the fixtures' widths
-// of 32 cannot be q4). Forced on with $MACH_Q4_DOT=1 where the device only runs them (lavapipe); the default
-// where it accelerates them.
+// rounding, over single-token and 3-token steps that cross KV blocks. On `mach synth`'s mini shape (the
+// fixtures' widths of 32 cannot be q4). Forced on with $MACH_Q4_DOT=1 where the device only runs them
+// (lavapipe); the default where it accelerates them.
 TEST(Q4Decode, Int8DotKernelsFollowFloatKernels) {
   if (!gpu_context().info().int_dot || !gpu::Context::has_shader("mul_mat_vec_q4_dot"))
     GTEST_SKIP() << "no shaderIntegerDotProduct";
@@ -173,14 +173,21 @@ TEST(Q4Decode, Int8DotKernelsFollowFloatKernels) {
   const auto run = [&](const char* dot) {
     setenv("MACH_Q4_DOT", dot, 1);
     auto& kv = model->kv_cache();
-    EXPECT_TRUE(kv.reserve(0, 40));
+    EXPECT_TRUE(kv.reserve(0, 42));
     std::vector<float> all;
-    for (uint32_t pos = 0; pos < 40; ++pos) {
-      const std::vector<uint32_t> tokens{pos * 7919 % V}, seqs{0}, positions{pos}, rows{0};
+    for (uint32_t pos = 0; pos < 40;) {
+      const uint32_t n = pos % 5 == 3 ? 3 : 1;  // and verify-sized steps
+      std::vector<uint32_t> tokens, seqs(n, 0), positions, rows;
+      for (uint32_t i = 0; i < n; ++i) {
+        tokens.push_back((pos + i) * 7919 % V);
+        positions.push_back(pos + i);
+        rows.push_back(i);
+      }
+      pos += n;
       cmd->begin();  // recorded afresh: a replayed recording would keep the kernels of the other run
       model->record_step(*cmd, {tokens, seqs, positions, rows});
       gpu_context().wait(gpu_context().submit(*cmd));
-      std::vector<float> logits(V);
+      std::vector<float> logits(uint64_t{n} * V);
       gpu_context().download(model->logits(), 0, std::as_writable_bytes(std::span<float>(logits)));
       all.insert(all.end(), logits.begin(), logits.end());
     }

@@ -321,7 +321,7 @@ bool uses_q4_dot(const gpu::Context& context, WeightType type) {
 }
 
 bool swiglu_takes_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
-  return uses_q4h(context, type, tokens) && !(tokens == 1 && uses_q4_dot(context, type));
+  return uses_q4h(context, type, tokens) && !uses_q4_dot(context, type);
 }
 
 bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
@@ -601,8 +601,9 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
                        gpu::Binding act, uint32_t tokens) {
   assert(w.rows % 2 == 0);
   auto& context = cmd.context();
-  if (tokens == 1 && uses_q4_dot(context, w.type)) {
-    // One token on the int8-x kernel, x as it is (no prep dispatch), gate and up rows side by side.
+  if (tokens <= kVerifyMaxTokens && uses_q4_dot(context, w.type)) {
+    // The int8-x kernel on x as it is (no prep dispatch), gate and up rows side by side, a workgroup per
+    // (output tile, pair).
     const KernelCall call = expert_call(context, w, routing, false, tokens);
     // 8 rows (4 outputs) per workgroup unless $MACH_MUL_MAT_VEC says otherwise: Qwen3-30B-A3B's gate/up on an
     // H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl) took 9.9 us with 8, 12.1 with 4 and
@@ -613,7 +614,7 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
         context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units), rows, 1});
     act.access = gpu::Access::write;
     cmd.dispatch(pipeline, {call.weights.binding, call.weights.binding, x, act, routing.ids, routing.slot_table},
-                 call.push, gpu::flat_groups(gpu::div_up(w.rows / 2, rows / 2) * routing.top_k));
+                 call.push, gpu::flat_groups(gpu::div_up(w.rows / 2, rows / 2) * tokens * routing.top_k));
     return;
   }
   if (swiglu_takes_q4h(context, w.type, tokens)) {
@@ -667,8 +668,9 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
   const gpu::Binding wb = call.weights.binding;
   // One token's pairs run the f32 kernel on x as it is: on an H200 (2026-12-03) Qwen3-30B-A3B's down
   // projection + combine took 10.4 us that way against 11.9 for q4h_prep + the packed kernel; 16 tokens
-  // take the packed kernel (55.8 us), which reads each x value once per unit instead of once per row.
-  if (uses_q4h(context, w.type, tokens) && tokens > 1) {
+  // take the packed kernel (55.8 us against 57.9 on the float decode), which reads each x value once per unit
+  // instead of once per row, except where the int8-x kernel runs (8.6 us at one token).
+  if (uses_q4h(context, w.type, tokens) && tokens > 1 && !uses_q4_dot(context, w.type)) {
     const PreparedX px = prepare_q4h(cmd, x, tokens * routing.top_k, w.cols);
     const Q4hTuning t = q4h_tuning(kCombineTuning);
     const auto& pipeline = context.pipeline("mul_mat_vec_id_combine_q4h", {t.workgroup, t.rows, t.unroll});

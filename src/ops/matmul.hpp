@@ -140,15 +140,15 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
 //   act[t, j, i] = silu(g) * u, g = (W x[t])[i], u = (W x[t])[I + i], W = the fused [2I, K] gate/up matrix
 //   (gate rows first) of expert ids[t, j]; act: [T, top_k, I] f32.
 // Rows of pairs whose expert has no slot are left unspecified (the down projection skips those pairs too).
-// Where swiglu_takes_q4h(T) (through prepare_q4h), or for one token where uses_q4_dot (mul_mat_vec.comp's
-// int8-x kernel on x as it is): one dispatch whose workgroups compute gate and up rows together and write
+// Where swiglu_takes_q4h(T) (through prepare_q4h), or for T <= kVerifyMaxTokens where uses_q4_dot
+// (mul_mat_vec.comp's int8-x kernel on x as it is): one dispatch whose workgroups compute gate and up rows together and write
 // act, so the [T, top_k, 2I] product never goes through memory; otherwise mul_mat_id into command scratch,
 // then glu.
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
                        gpu::Binding act, uint32_t tokens);
 // Whether mul_mat_id_swiglu over T tokens of `type` experts runs the packed-f16 kernel on an x prepared by
-// prepare_q4h (the overload below, which a caller that packs x itself uses): uses_q4h, but not one token
-// where uses_q4_dot.
+// prepare_q4h (the overload below, which a caller that packs x itself uses): uses_q4h, but not where
+// uses_q4_dot.
 bool swiglu_takes_q4h(const gpu::Context& context, WeightType type, uint32_t tokens);
 // The same with x ([T, K]) prepared by prepare_q4h; only where swiglu_takes_q4h.
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,

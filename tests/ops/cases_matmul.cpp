@@ -648,11 +648,13 @@ void add_test_cases(CaseList& cases) {
         WeightType::q4, MoeShape{45, 320, 16, 4, 5, true, true, true, t, true}, KernelPath::dot));
   }
   cases.push_back(std::make_unique<MulMatAccumulateCase>(WeightType::q4, 67, 192, 5, KernelPath::dot));
-  // The fused gate/up + SwiGLU at one token (odd I: a partial last tile; a permuted padded stack) and at 3
-  // tokens, where it stays on mul_mat_id + glu.
+  // The fused gate/up + SwiGLU (odd I: a partial last tile; a permuted padded stack) at 1, 3 and 32 tokens,
+  // and at 37, where it runs mul_mat_id + glu.
   for (const MoeShape& s : {MoeShape{90, 192, 8, 2, 8, false, false, false, 1},
                             MoeShape{134, 320, 16, 4, 20, true, true, false, 1},
-                            MoeShape{90, 192, 8, 2, 8, false, false, false, 3}})
+                            MoeShape{90, 192, 8, 2, 8, false, false, false, 3},
+                            MoeShape{134, 320, 16, 4, 20, true, true, false, 32},
+                            MoeShape{90, 192, 8, 2, 8, false, false, false, 37}})
     cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, s, KernelPath::dot));
   for (uint32_t t : {1u, 3u})
     cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{131, 67, 67}, 320, t,
