@@ -667,10 +667,10 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
   call.push.accumulate = 1;
   const gpu::Binding wb = call.weights.binding;
   // One token's pairs run the f32 kernel on x as it is: on an H200 (2026-12-03) Qwen3-30B-A3B's down
-  // projection + combine took 10.4 us that way against 11.9 for q4h_prep + the packed kernel; 16 tokens
-  // take the packed kernel (55.8 us against 57.9 on the float decode), which reads each x value once per unit
-  // instead of once per row, except where the int8-x kernel runs (8.6 us at one token).
-  if (uses_q4h(context, w.type, tokens) && tokens > 1 && !uses_q4_dot(context, w.type)) {
+  // projection + combine took 10.4 us that way against 11.9 for q4h_prep + the packed kernel (8.6 us on the
+  // int8-x variant); 16 tokens take the packed kernel, which reads each x value once per unit instead of once
+  // per row: 55.6 us against 57.9 on the float decode and 71.5 on the int8-x variant.
+  if (uses_q4h(context, w.type, tokens) && tokens > 1) {
     const PreparedX px = prepare_q4h(cmd, x, tokens * routing.top_k, w.cols);
     const Q4hTuning t = q4h_tuning(kCombineTuning);
     const auto& pipeline = context.pipeline("mul_mat_vec_id_combine_q4h", {t.workgroup, t.rows, t.unroll});
