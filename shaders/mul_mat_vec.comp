@@ -53,8 +53,9 @@
 //   q8_0, q4: decoding without int->float conversions (see mul_mat_funcs.glsl). q4 at T = 1 issues ~36
 //            integer + ~80 FP lane-ops per 16-byte unit and row (ROWS = 4 amortizing the x work), so the
 //            SM issue rate (128 lanes/clk) caps it near 4.5 TB/s on 132 SMs at 1.98 GHz: above the H100's
-//            bandwidth, just under the H200's. Expected 65-80%. Beyond that needs int8 dot products on an
-//            int8-quantized x (a looser error bound), as llama.cpp does.
+//            bandwidth, just under the H200's. Expected 65-80%. Q4_DOT (above) cuts the per-row work to
+//            about a quarter with int8 dot products on an int8-rounded x (a looser error bound), as
+//            llama.cpp does; on an H200 the decode-sized products got 15-25% shorter.
 //   Small matrices (2048 x 2048: 2-8 MB) are launch- and tail-bound: 30-60% at best.
 //   NT = 8 costs ~NT times the FMAs of NT = 1 on the same bytes; q4 may become ALU-bound near 50%.
 // Knobs to try first on a new device: ROWS in {2, 4, 8}, max WG in {64, 128, 256}.
