@@ -303,10 +303,6 @@ void main() {
   #ifdef WTYPE_QUANTIZED
       vec2 sm[ROWS];
       for (uint r = 0; r < ROWS; ++r) sm[r] = unit_scale(mat * 4 + SC, p.k, rows[r], u);
-      float dq[ROWS * NT];  // sum of q * x over this unit
-      float xsum[NT];       // sum of x over this unit (for q4's min)
-      for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
-      for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
   #endif
   #if defined(Q4_DOT)
   #if defined(NORM)
@@ -346,6 +342,12 @@ void main() {
         }
       }
   #else
+  #ifdef WTYPE_QUANTIZED
+      float dq[ROWS * NT];  // sum of q * x over this unit
+      float xsum[NT];       // sum of x over this unit (for q4's min)
+      for (uint i = 0; i < ROWS * NT; ++i) dq[i] = 0.0;
+      for (uint t = 0; t < NT; ++t) xsum[t] = 0.0;
+  #endif
       for (uint c = 0; c < CHUNKS; ++c) {
         vec4 wc[ROWS];
         for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);

@@ -13,6 +13,7 @@
 #include "gpu_fixture.hpp"
 #include "model/model.hpp"
 #include "model/npy.hpp"
+#include "scoped_env.hpp"
 #include "temp_dir.hpp"
 
 namespace mach::test {
@@ -171,7 +172,7 @@ TEST(Q4Decode, Int8DotKernelsFollowFloatKernels) {
   const uint32_t V = model->config().vocab_size;
   auto cmd = gpu_context().begin_commands();
   const auto run = [&](const char* dot) {
-    setenv("MACH_Q4_DOT", dot, 1);
+    const mach::testing::ScopedEnv force("MACH_Q4_DOT", dot);
     auto& kv = model->kv_cache();
     EXPECT_TRUE(kv.reserve(0, 42));
     std::vector<float> all;
@@ -192,7 +193,6 @@ TEST(Q4Decode, Int8DotKernelsFollowFloatKernels) {
       all.insert(all.end(), logits.begin(), logits.end());
     }
     kv.release(0);
-    unsetenv("MACH_Q4_DOT");
     return all;
   };
   const std::vector<float> dot = run("1"), flt = run("0");

@@ -38,11 +38,10 @@ void add_devices_command(CLI::App& app, int& exit_code) {
                        {"usable", d.usable},
                        {"unusable_reason", d.unusable_reason}});
       } else {
+        const char* int_dot = d.int_dot ? (d.int_dot_accelerated ? "accelerated" : "yes") : "no";
         fmt::print("{}: {} ({}, {:.1f} GiB) subgroup={} fp16={} int8={} int_dot={} nv_coopmat={} {}\n", d.index,
-                   d.name, d.type,
-                   d.device_local_bytes / 1073741824.0, d.subgroup_size, d.fp16, d.int8,
-                   d.int_dot ? (d.int_dot_accelerated ? "accelerated" : "yes") : "no", d.nv_cooperative_matrix,
-                   d.usable ? "usable" : "unusable: " + d.unusable_reason);
+                   d.name, d.type, d.device_local_bytes / 1073741824.0, d.subgroup_size, d.fp16, d.int8, int_dot,
+                   d.nv_cooperative_matrix, d.usable ? "usable" : "unusable: " + d.unusable_reason);
       }
     }
     if (json) fmt::print("{}\n", out.dump(2));

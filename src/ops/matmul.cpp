@@ -42,23 +42,25 @@ struct MatVecTuning {
   uint32_t rows = 4;
 };
 
+// mul_mat_vec.comp's fused gate/up + SwiGLU on int8 dot products: 8 rows (4 outputs) per workgroup.
+// Qwen3-30B-A3B's gate/up on an H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl) took 9.9 us
+// with 8, 12.1 with 4 and 15.5 with 2 (13.2 on the packed-f16 kernel).
+constexpr MatVecTuning kSwigluDotTuning{256, 8};
+
 // Read on every call (a getenv per dispatch is noise) so that ops_bench --sweep can vary it in one process.
-MatVecTuning mat_vec_tuning() {
-  const MatVecTuning tuning = [] {
-    MatVecTuning t;
-    if (const char* env = std::getenv("MACH_MUL_MAT_VEC")) {
-      unsigned wg = 0, rows = 0;
-      if (std::sscanf(env, "wg=%u,rows=%u", &wg, &rows) == 2 && std::has_single_bit(wg) && wg >= 32 &&
-          wg <= 1024 && rows >= 1 && rows <= 16) {
-        t.max_workgroup = wg;
-        t.rows = rows;
-      } else {
-        std::fprintf(stderr, "mach: ignoring MACH_MUL_MAT_VEC='%s' (want wg=POW2>=32,rows=1..16)\n", env);
-      }
+// `t` is the caller's default, which the variable overrides.
+MatVecTuning mat_vec_tuning(MatVecTuning t = {}) {
+  if (const char* env = std::getenv("MACH_MUL_MAT_VEC")) {
+    unsigned wg = 0, rows = 0;
+    if (std::sscanf(env, "wg=%u,rows=%u", &wg, &rows) == 2 && std::has_single_bit(wg) && wg >= 32 &&
+        wg <= 1024 && rows >= 1 && rows <= 16) {
+      t.max_workgroup = wg;
+      t.rows = rows;
+    } else {
+      std::fprintf(stderr, "mach: ignoring MACH_MUL_MAT_VEC='%s' (want wg=POW2>=32,rows=1..16)\n", env);
     }
-    return t;
-  }();
-  return tuning;
+  }
+  return t;
 }
 
 uint32_t element_bits(WeightType type) {
@@ -605,11 +607,8 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
     // The int8-x kernel on x as it is (no prep dispatch), gate and up rows side by side, a workgroup per
     // (output tile, pair).
     const KernelCall call = expert_call(context, w, routing, false, tokens);
-    // 8 rows (4 outputs) per workgroup unless $MACH_MUL_MAT_VEC says otherwise: Qwen3-30B-A3B's gate/up on an
-    // H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl) took 9.9 us with 8, 12.1 with 4 and
-    // 15.5 with 2 (13.2 on the packed-f16 kernel).
-    const MatVecTuning t = mat_vec_tuning();
-    const uint32_t rows = std::getenv("MACH_MUL_MAT_VEC") ? std::max<uint32_t>(2, t.rows + t.rows % 2) : 8;
+    const MatVecTuning t = mat_vec_tuning(kSwigluDotTuning);
+    const uint32_t rows = std::max<uint32_t>(2, t.rows + t.rows % 2);  // gate and up rows in pairs
     const auto& pipeline =
         context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units), rows, 1});
     act.access = gpu::Access::write;

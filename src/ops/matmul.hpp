@@ -141,9 +141,9 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
 //   (gate rows first) of expert ids[t, j]; act: [T, top_k, I] f32.
 // Rows of pairs whose expert has no slot are left unspecified (the down projection skips those pairs too).
 // Where swiglu_takes_q4h(T) (through prepare_q4h), or for T <= kVerifyMaxTokens where uses_q4_dot
-// (mul_mat_vec.comp's int8-x kernel on x as it is): one dispatch whose workgroups compute gate and up rows together and write
-// act, so the [T, top_k, 2I] product never goes through memory; otherwise mul_mat_id into command scratch,
-// then glu.
+// (mul_mat_vec.comp's int8-x kernel on x as it is): one dispatch whose workgroups compute gate and up rows
+// together and write act, so the [T, top_k, 2I] product never goes through memory; otherwise mul_mat_id
+// into command scratch, then glu.
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
                        gpu::Binding act, uint32_t tokens);
 // Whether mul_mat_id_swiglu over T tokens of `type` experts runs the packed-f16 kernel on an x prepared by

@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -12,20 +11,6 @@
 #include "ops/weight_format.hpp"
 
 namespace mach::test {
-
-ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name), set_(value != nullptr) {
-  if (!set_) return;
-  if (const char* old = std::getenv(name)) old_ = old;
-  setenv(name, value, 1);
-}
-
-ScopedEnv::~ScopedEnv() {
-  if (!set_) return;
-  if (old_)
-    setenv(name_, old_->c_str(), 1);
-  else
-    unsetenv(name_);
-}
 
 GuardedBuffer::GuardedBuffer(gpu::Context& context, uint64_t bytes, std::string label)
     : context_(&context), bytes_(bytes) {

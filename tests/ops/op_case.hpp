@@ -8,7 +8,6 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -17,6 +16,7 @@
 #include "gpu/command_list.hpp"
 #include "gpu/context.hpp"
 #include "ops/weight_format.hpp"
+#include "scoped_env.hpp"
 
 namespace mach::test {
 
@@ -157,20 +157,7 @@ class SimpleOpCase : public OpCase {
 // ~5e-3.
 inline constexpr double kMaxNmseQ4Dot = 5e-4;
 
-// Sets an environment variable for a scope (a kernel choice the op reads at record time); a null value
-// leaves it alone. Restores what was there before.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value);
-  ~ScopedEnv();
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  bool set_ = false;
-  std::optional<std::string> old_;
-};
+using mach::testing::ScopedEnv;
 
 enum class CaseSet { test, perf };
 using CaseList = std::vector<std::unique_ptr<OpCase>>;
