@@ -12,12 +12,6 @@
 // With SWIGLU as well (ops::mul_mat_id_swiglu, NT = 1; as mul_mat_vec_q4h.comp's): W is the fused [2I, K]
 //   gate/up stack (gate rows first); a workgroup owns ROWS / 2 outputs i of one pair, computes gate row i and
 //   up row I + i, and writes y[pair, i] = silu(g) * u into a [pairs, I] y.
-// With GROUPED as well (MoE products of 2..32 tokens, Q4_DOT; with or without SWIGLU): one workgroup per (row
-//   tile, expert) instead of per (row tile, pair). It finds the expert's pairs among the T * top_k ids itself (at
-//   most 256 loads, into shared memory; no list dispatch and no barrier before it), and runs them NT at a time
-//   on each unit of weights it loads: an expert that several tokens of a verify block picked is read once, and
-//   a block of 16 tokens with top-8 of 128 experts reads ~81 experts' weights instead of 128 pairs' worth. y
-//   rows are per pair as without it; a pair's sums do not depend on which other pairs share its workgroup.
 // With MULTI: two or three matrices of one weight binding times the same x, each into its own y (bindings 3, 4,
 //   5), their row tiles one after another in the grid (attention's q, k and v; as mul_mat_vec_q4h.comp's).
 // With NORM (with MULTI here): x is the input of an RMSNorm that the product applies (ops::NormedX): each
@@ -94,13 +88,10 @@
 //! variant mul_mat_vec_id_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DQ4_DOT
 //! variant mul_mat_vec_id_combine_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DCOMBINE -DQ4_DOT
 //! variant mul_mat_vec_id_swiglu_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DSWIGLU -DQ4_DOT
-//! variant mul_mat_vec_id_grouped_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DGROUPED -DQ4_DOT
-//! variant mul_mat_vec_id_swiglu_grouped_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMUL_MAT_ID -DSWIGLU -DGROUPED -DQ4_DOT
 //! variant mul_mat_vec_multi_norm_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMULTI -DNORM -DQ4_DOT
 //! variant mul_mat_vec_qkv_q4_dot requires=spirv_intrinsics -DWTYPE_Q4 -DMULTI -DNORM -DQK_TAIL -DQ4_DOT
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
-#extension GL_EXT_control_flow_attributes : require
 #if defined(Q4_DOT)
 #extension GL_EXT_spirv_intrinsics : require
 #endif
@@ -216,11 +207,6 @@ void head_tail(uint m, uint head, uint t0, uint ntok, uint n) {
 
 // Per-subgroup partial sums; assumes subgroups of at least 4 invocations.
 shared float partial[gl_WorkGroupSize.x / 4 * (ROWS + SQ) * NT];
-#if defined(GROUPED)
-const uint MAX_GROUP = 32;  // an expert's pairs: at most T <= ops::kVerifyMaxTokens (a token's ids are distinct)
-shared uint group_pairs[MAX_GROUP];
-shared uint group_size;
-#endif
 
 void main() {
   const uint WG = gl_WorkGroupSize.x;
@@ -233,7 +219,6 @@ void main() {
   const uint token = wg / row_tiles;
   const uint row0 = (wg % row_tiles) * ROWS;
   const uint y_base = token * p.n;
-  const uint x_base = 0;  // per pair, in the pair loop
   const uint last = 0;
   const uint pair_count = p.top_k;
 #elif defined(MUL_MAT_ID)
@@ -247,30 +232,16 @@ void main() {
   const uint row_tiles = (p.n + ROWS - 1) / ROWS;
   const uint row0 = (wg % row_tiles) * ROWS;
 #endif
-#if defined(SWIGLU)
-  const uint y_stride = width;
-#else
-  const uint y_stride = p.n;
-#endif
-#if defined(GROUPED)
-  const uint expert = wg / row_tiles;
-  const uint slot = slot_table[expert];
-  if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y rows are kept)
-  if (tid == 0) group_size = 0;
-  barrier();
-  for (uint i = tid; i < p.tokens * p.top_k; i += WG)
-    if (ids[i] == expert) group_pairs[atomicAdd(group_size, 1u)] = i;
-  barrier();
-  const uint group_count = group_size;
-  if (group_count == 0) return;  // uniform: no token picked the expert
-#else
   const uint pair = wg / row_tiles;
   const uint slot = slot_table[ids[pair]];
   if (slot == NO_SLOT) return;  // uniform: the expert is not in the bank for this pass (its y row is kept)
-  const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
-  const uint y_base = pair * y_stride;
-#endif
   const uint mat = p.w_base + slot * p.w_stride;
+  const uint x_base = (p.x_per_slot != 0 ? pair : pair / p.top_k) * k4;
+#if defined(SWIGLU)
+  const uint y_base = pair * width;
+#else
+  const uint y_base = pair * p.n;
+#endif
   const uint last = 0;
   const uint pair_count = 1;
 #else
@@ -299,19 +270,6 @@ void main() {
   for (uint r = 0; r < ROWS; ++r) rows[r] = min(row0 + r, N - 1);
 #endif
 
-#if defined(GROUPED)
-  // The expert's pairs, NT at a time (the last group may be shorter: its missing tokens do no work).
-  for (uint g0 = 0; g0 < group_count; g0 += NT) {
-  const uint nt = min(NT, group_count - g0);
-  uint xb[NT];  // each token's x row, in vec4s
-  for (uint t = 0; t < NT; ++t) {
-    const uint pr = group_pairs[g0 + min(t, nt - 1)];
-    xb[t] = (p.x_per_slot != 0 ? pr : pr / p.top_k) * k4;
-  }
-#else
-  uint xb[NT];
-  for (uint t = 0; t < NT; ++t) xb[t] = x_base + min(t, last) * k4;
-#endif
   float acc[ROWS * NT];
   for (uint i = 0; i < ROWS * NT; ++i) acc[i] = 0.0;
 #if defined(NORM)
@@ -334,7 +292,7 @@ void main() {
     const uint slot = slot_table[ids[pair]];
     if (slot == NO_SLOT) continue;  // uniform: the expert is not in the bank for this pass
     const uint mat = p.w_base + slot * p.w_stride;
-    xb[0] = pair * k4;
+    const uint x_base = pair * k4;
     const float xw = route_w[pair];  // the pair's routing weight, folded into its x
 #else
     const float xw = 1.0;
@@ -351,15 +309,12 @@ void main() {
       vec4 ns[8];  // the norm's scale of the unit's columns, shared by the tokens
       for (uint c = 0; c < 8; ++c) ns[c] = norm_w4[chunk_x4(u, c)] * p.norm_mul + p.norm_add;
   #endif
-      [[unroll]] for (uint t = 0; t < NT; ++t) {
-  #if defined(GROUPED)
-        if (t >= nt) continue;  // uniform; not a break: unrolled, acc stays in registers
-  #endif
+      for (uint t = 0; t < NT; ++t) {
         // The unit's 32 x values (chunks 0-3 meet the low nibbles, 4-7 the high ones) as int8 with scale dx.
         vec4 xv[8];
         float amax = 0.0;
         for (uint c = 0; c < 8; ++c) {
-          const vec4 xr = x4[xb[t] + chunk_x4(u, c)];
+          const vec4 xr = x4[x_base + chunk_x4(u, c) + min(t, last) * k4];
   #if defined(NORM)
           sq[t] += dot(xr, xr);
           xv[c] = xr * ns[c];
@@ -396,19 +351,17 @@ void main() {
       for (uint c = 0; c < CHUNKS; ++c) {
         vec4 wc[ROWS];
         for (uint r = 0; r < ROWS; ++r) wc[r] = chunk_raw(d[r], c);
+        const uint xi = x_base + chunk_x4(u, c);
   #if defined(NORM)
         const vec4 ns = norm_w4[chunk_x4(u, c)] * p.norm_mul + p.norm_add;
   #endif
-        [[unroll]] for (uint t = 0; t < NT; ++t) {
-  #if defined(GROUPED)
-          if (t >= nt) continue;  // uniform
-  #endif
+        for (uint t = 0; t < NT; ++t) {
   #if defined(NORM)
-          const vec4 xr = x4[xb[t] + chunk_x4(u, c)];
+          const vec4 xr = x4[xi + min(t, last) * k4];
           sq[t] += dot(xr, xr);
           const vec4 xv = xr * ns;
   #else
-          const vec4 xv = x4[xb[t] + chunk_x4(u, c)] * xw;
+          const vec4 xv = x4[xi + min(t, last) * k4] * xw;
   #endif
   #ifdef WTYPE_QUANTIZED
           const vec4 xq = xv * chunk_xscale(c);
@@ -445,18 +398,13 @@ void main() {
 #endif
   barrier();
 #if defined(SWIGLU)
-  for (uint i = tid; i < OUT * NT; i += WG) {
-    const uint o = i / NT, t = i % NT;  // gate row o's partial sums are at o * NT + t, its up row's OUT rows on
+  for (uint i = tid; i < OUT; i += WG) {
     float g = 0.0, u = 0.0;
     for (uint sg = 0; sg < gl_NumSubgroups; ++sg) {
       g += partial[sg * PS + i];
-      u += partial[sg * PS + OUT * NT + i];
+      u += partial[sg * PS + OUT + i];
     }
-#if defined(GROUPED)
-    if (row0 + o < width && t < nt) y[group_pairs[g0 + t] * y_stride + row0 + o] = g * sigmoid(g) * u;
-#else
-    if (row0 + o < width) y[y_base + row0 + o] = g * sigmoid(g) * u;  // as glu.comp's swiglu
-#endif
+    if (row0 + i < width) y[y_base + row0 + i] = g * sigmoid(g) * u;  // as glu.comp's swiglu
   }
 #else
   for (uint i = tid; i < RN; i += WG) {
@@ -468,13 +416,8 @@ void main() {
     s *= inversesqrt(squares / float(p.k) + p.norm_eps);
 #endif
     const uint row = row0 + i / NT;
-#if defined(GROUPED)
-    if (row >= N || i % NT >= nt) continue;
-    const uint at = group_pairs[g0 + i % NT] * y_stride + row;
-#else
     if (row >= N || i % NT > last) continue;
     const uint at = y_base + (i % NT) * N + row;
-#endif
 #if defined(MULTI)
     if (m == 0) y[at] = s;
     else if (m == 1) y1[at] = s;
@@ -482,10 +425,6 @@ void main() {
 #else
     store_y(at, s);
 #endif
-  }
-#endif
-#if defined(GROUPED)
-  barrier();  // the next group's partial sums overwrite these
   }
 #endif
 #if defined(QK_TAIL)

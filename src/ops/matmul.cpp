@@ -322,21 +322,6 @@ bool uses_q4_dot(const gpu::Context& context, WeightType type) {
   return context.info().int_dot_accelerated;
 }
 
-// Tokens per pass of mul_mat_vec.comp's GROUPED MoE products (a workgroup per row tile and expert), or 0 where
-// the per-pair kernels run: q4 on int8 dot products, 2..32 tokens. $MACH_MOE_GROUPED: 0 turns them off, 1..8
-// sets the tokens per pass (default 4: with top-8 of 128 experts a 16-token block gives a picked expert ~1.6
-// pairs, 32 tokens ~3.1). Read at every call, for A/B runs in one process.
-uint32_t moe_group_tokens(const gpu::Context& context, WeightType type, uint32_t tokens) {
-  if (tokens < 2 || tokens > kVerifyMaxTokens || !uses_q4_dot(context, type)) return 0;
-  uint32_t nt = 4;
-  if (const char* env = std::getenv("MACH_MOE_GROUPED"); env && *env) {
-    const unsigned v = static_cast<unsigned>(std::strtoul(env, nullptr, 10));
-    if (v <= kMatVecMaxTokens) return v;
-    std::fprintf(stderr, "mach: ignoring MACH_MOE_GROUPED='%s' (want 0..%u)\n", env, kMatVecMaxTokens);
-  }
-  return nt;
-}
-
 bool swiglu_takes_q4h(const gpu::Context& context, WeightType type, uint32_t tokens) {
   return uses_q4h(context, type, tokens) && !uses_q4_dot(context, type);
 }
@@ -620,18 +605,15 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
   auto& context = cmd.context();
   if (tokens <= kVerifyMaxTokens && uses_q4_dot(context, w.type)) {
     // The int8-x kernel on x as it is (no prep dispatch), gate and up rows side by side, a workgroup per
-    // (output tile, pair), or per (output tile, expert) for several tokens.
+    // (output tile, pair).
     const KernelCall call = expert_call(context, w, routing, false, tokens);
     const MatVecTuning t = mat_vec_tuning(kSwigluDotTuning);
     const uint32_t rows = std::max<uint32_t>(2, t.rows + t.rows % 2);  // gate and up rows in pairs
-    const uint32_t tiles = gpu::div_up(w.rows / 2, rows / 2);
-    const uint32_t group = moe_group_tokens(context, w.type, tokens);
     const auto& pipeline =
-        context.pipeline(group ? "mul_mat_vec_id_swiglu_grouped_q4_dot" : "mul_mat_vec_id_swiglu_q4_dot",
-                         {mat_vec_workgroup(call.push.units), rows, std::max(group, 1u)});
+        context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units), rows, 1});
     act.access = gpu::Access::write;
     cmd.dispatch(pipeline, {call.weights.binding, call.weights.binding, x, act, routing.ids, routing.slot_table},
-                 call.push, gpu::flat_groups(tiles * (group ? routing.experts : tokens * routing.top_k)));
+                 call.push, gpu::flat_groups(gpu::div_up(w.rows / 2, rows / 2) * tokens * routing.top_k));
     return;
   }
   if (swiglu_takes_q4h(context, w.type, tokens)) {
@@ -670,24 +652,11 @@ void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const 
                         gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens) {
   auto& context = cmd.context();
   residual.access = gpu::Access::read_write;
-  const uint32_t group = moe_group_tokens(context, w.type, tokens);
-  if (tokens > kVerifyMaxTokens || group) {
-    // Each pair's product into scratch, then the weighted sum per token (pairs without a slot left out). For
-    // 2..32 tokens on int8 dot products, the grouped kernel (a workgroup per row tile and expert) reads each
-    // picked expert once; the fused kernel below reads it once per pair.
+  if (tokens > kVerifyMaxTokens) {
     const uint64_t pairs = uint64_t{tokens} * routing.top_k;
     gpu::Binding y = cmd.scratch(pairs * w.rows * 4);
     y.access = gpu::Access::write;
-    if (group) {
-      const KernelCall call = expert_call(context, w, routing, true, tokens);
-      const MatVecTuning t = mat_vec_tuning();
-      const auto& pipeline =
-          context.pipeline("mul_mat_vec_id_grouped_q4_dot", {mat_vec_workgroup(call.push.units), t.rows, group});
-      cmd.dispatch(pipeline, {call.weights.binding, call.weights.binding, x, y, routing.ids, routing.slot_table},
-                   call.push, gpu::flat_groups(gpu::div_up(w.rows, t.rows) * routing.experts));
-    } else {
-      mul_mat_id(cmd, w, routing, x, true, y, tokens);
-    }
+    mul_mat_id(cmd, w, routing, x, true, y, tokens);
     y.access = gpu::Access::read;
     moe_combine(cmd, y, route_w, residual, tokens, routing.top_k, w.rows, routing.ids, routing.slot_table);
     return;

@@ -50,11 +50,6 @@ bool uses_q4h(const gpu::Context& context, WeightType type, uint32_t tokens);
 // shaderIntegerDotProduct and says its signed x unsigned packed form is accelerated (NVIDIA: dp4a);
 // $MACH_Q4_DOT=1 forces it where it only runs (lavapipe's tests), 0 turns it off.
 bool uses_q4_dot(const gpu::Context& context, WeightType type);
-// Tokens per pass of the grouped MoE kernels (mul_mat_vec.comp's GROUPED: a workgroup per row tile and
-// expert, which reads a picked expert once for all its pairs), or 0 where the per-pair kernels run. Grouped:
-// 2..kVerifyMaxTokens tokens where uses_q4_dot; $MACH_MOE_GROUPED = 0 turns them off, 1..8 sets the tokens
-// per pass (default 4).
-uint32_t moe_group_tokens(const gpu::Context& context, WeightType type, uint32_t tokens);
 
 // Whether products of T > kVerifyMaxTokens tokens of `type` weights run on tensor cores (mul_mat_cm.comp):
 // f16 / bf16 / q8_0 / q4 weights on a device with NVIDIA cooperative matrices and subgroups of 32, x rounded
@@ -147,8 +142,8 @@ void mul_mat_id(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouti
 // Rows of pairs whose expert has no slot are left unspecified (the down projection skips those pairs too).
 // Where swiglu_takes_q4h(T) (through prepare_q4h), or for T <= kVerifyMaxTokens where uses_q4_dot
 // (mul_mat_vec.comp's int8-x kernel on x as it is): one dispatch whose workgroups compute gate and up rows
-// together and write act, so the [T, top_k, 2I] product never goes through memory (per expert where
-// moe_group_tokens(T), else per pair); otherwise mul_mat_id into command scratch, then glu.
+// together and write act, so the [T, top_k, 2I] product never goes through memory; otherwise mul_mat_id
+// into command scratch, then glu.
 void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing, gpu::Binding x,
                        gpu::Binding act, uint32_t tokens);
 // Whether mul_mat_id_swiglu over T tokens of `type` experts runs the packed-f16 kernel on an x prepared by
@@ -168,9 +163,7 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
 // experts slotted) add up to the whole sum. For T <= kVerifyMaxTokens it is one dispatch (after the q4h
 // prep of the T * top_k rows of x where uses_q4h): a workgroup owns a row tile of one token and sums the
 // token's pairs in registers, so the expert outputs never go through memory and no combine dispatch or
-// barrier follows. Larger T, and T where moe_group_tokens(T) (the grouped kernel, a workgroup per row tile
-// and expert, which reads a picked expert once instead of once per pair), run the products into command
-// scratch and then moe_combine's kNoSlot-aware variant.
+// barrier follows. Larger T run mul_mat_id into command scratch and moe_combine's kNoSlot-aware variant.
 void mul_mat_id_combine(gpu::CommandList& cmd, const ExpertWeightsRef& w, const MoeRouting& routing,
                         gpu::Binding route_w, gpu::Binding x, gpu::Binding residual, uint32_t tokens);
 

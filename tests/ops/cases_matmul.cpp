@@ -789,12 +789,6 @@ void add_perf_cases(CaseList& cases) {
   cases.push_back(
       std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 1, ops::NormWeight::w));
   cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, qwen3_gate_up(1)));
-  // A verify block's MoE (16 and 32 tokens): the fused gate/up + SwiGLU and the down projection + combine
-  // (`--sweep MACH_MOE_GROUPED=0|4` compares the per-pair and grouped kernels).
-  for (uint32_t t : {16u, 32u}) {
-    cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, qwen3_gate_up(t)));
-    cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, qwen3_down(t)));
-  }
   // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_gate_up(512)));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_down(512)));
