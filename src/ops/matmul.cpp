@@ -42,10 +42,12 @@ struct MatVecTuning {
   uint32_t rows = 4;
 };
 
-// mul_mat_vec.comp's fused gate/up + SwiGLU on int8 dot products: 8 rows (4 outputs) per workgroup.
-// Qwen3-30B-A3B's gate/up on an H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl) took 9.9 us
-// with 8, 12.1 with 4 and 15.5 with 2 (13.2 on the packed-f16 kernel).
-constexpr MatVecTuning kSwigluDotTuning{256, 8};
+// mul_mat_vec.comp's fused gate/up + SwiGLU on int8 dot products: 8 rows (4 outputs) per workgroup of at
+// most 32 invocations. Qwen3-30B-A3B's gate/up on an H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl)
+// took 9.9 us with 8 rows, 12.1 with 4 and 15.5 with 2 (13.2 on the packed-f16 kernel); a 16-token verify block's
+// (2026-12-04, docs/perf/2026-12-04-h200-ops-swiglu-t16.jsonl) 67.3 us with 32 invocations (two units each)
+// against 78.3 with 64 (K = 2048: one unit each), and one token's 9.8 either way.
+constexpr MatVecTuning kSwigluDotTuning{32, 8};
 
 // Read on every call (a getenv per dispatch is noise) so that ops_bench --sweep can vary it in one process.
 // `t` is the caller's default, which the variable overrides.
@@ -92,8 +94,7 @@ std::string vec_variant(const gpu::Context& context, const char* kernel, WeightT
 
 // Binds [offset, offset + bytes) of a weight buffer: the binding starts at the nearest offset the device
 // accepts below `offset`, and the shader skips the difference (returned in 16-byte units).
-uint32_t mat_vec_workgroup(uint32_t units) {
-  const uint32_t max_wg = mat_vec_tuning().max_workgroup;
+uint32_t mat_vec_workgroup(uint32_t units, uint32_t max_wg = mat_vec_tuning().max_workgroup) {
   return std::clamp<uint32_t>(std::bit_ceil(units), std::min<uint32_t>(32, max_wg), max_wg);
 }
 
@@ -110,8 +111,15 @@ struct Q4hTuning {
 // the fused gate/up + SwiGLU took 13.0 us with 4 rows (2 outputs) per workgroup against 14.6 with 2. The
 // down + combine runs here for 2..32 tokens (one token takes the f32 kernel): 16 tokens took 55.8 us with
 // 4 rows against 57.9 with 128 invocations in pair groups (docs/perf/2026-12-03-h200-ops-combine-pairs.jsonl).
+// A 16-token block's down + combine (2026-12-04, docs/perf/2026-12-04-h200-ops-q4h-t16.jsonl): 53.1 us with one
+// unit in flight against 57.8 with two.
 constexpr Q4hTuning kSwigluTuning{32, 4, 2};
-constexpr Q4hTuning kCombineTuning{32, 4, 2};
+constexpr Q4hTuning kCombineTuning{32, 4, 1};
+// Dense products of 2..32 tokens (a verify block's q/k/v and o): 4 rows, each x chunk read once for twice the
+// rows. 16 tokens on an H200 (2026-12-04, the same file): the o projection (2048 x 4096) took 25.1 us against
+// 32.9 with the old default {32, 2, 2}, q/k/v (5120 x 2048) 33.5 against 37.1; 64 or 128 invocations were
+// slower in every combination.
+constexpr Q4hTuning kVerifyTuning{32, 4, 1};
 // One token's dense products on the packed kernel: those whose weights make the prep pay (the lm_head; smaller
 // ones take mul_mat_vec.comp). Qwen3-30B-A3B's 151936 x 2048 lm_head on an H200 (2026-12-03,
 // docs/perf/2026-12-03-h200-ops-lm-head-sweep.jsonl): 59.7 us with 4 rows and 4 units in flight against 108 us
@@ -388,7 +396,7 @@ void mul_mat(gpu::CommandList& cmd, const WeightRef& w, const PreparedX& x, gpu:
   assert(uses_q4h(context, w.type, tokens) && x.rows == tokens && x.k == w.cols);
   const KernelCall call = dense_call(context, w, tokens, output);
   const gpu::Binding wb = call.weights.binding;
-  const Q4hTuning t = q4h_tuning(tokens == 1 ? kDenseDecodeTuning : Q4hTuning{});
+  const Q4hTuning t = q4h_tuning(tokens == 1 ? kDenseDecodeTuning : kVerifyTuning);
   const TokenChunks chunks = token_chunks(tokens);
   const auto& pipeline =
       context.pipeline("mul_mat_vec_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
@@ -465,7 +473,7 @@ void mul_mat_multi(gpu::CommandList& cmd, std::span<const WeightRef> w, const Pr
   assert(y.size() == w.size());
   assert(uses_q4h(context, w[0].type, tokens) && x.rows == tokens && x.k == w[0].cols);
   const MultiCall call = multi_call(context, w, tokens);
-  const Q4hTuning t = q4h_tuning();
+  const Q4hTuning t = q4h_tuning(tokens == 1 ? Q4hTuning{} : kVerifyTuning);
   const TokenChunks chunks = token_chunks(tokens);
   const auto& pipeline =
       context.pipeline("mul_mat_vec_multi_q4h_" + std::to_string(chunks.tokens), {t.workgroup, t.rows, t.unroll});
@@ -610,7 +618,7 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
     const MatVecTuning t = mat_vec_tuning(kSwigluDotTuning);
     const uint32_t rows = std::max<uint32_t>(2, t.rows + t.rows % 2);  // gate and up rows in pairs
     const auto& pipeline =
-        context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units), rows, 1});
+        context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units, t.max_workgroup), rows, 1});
     act.access = gpu::Access::write;
     cmd.dispatch(pipeline, {call.weights.binding, call.weights.binding, x, act, routing.ids, routing.slot_table},
                  call.push, gpu::flat_groups(gpu::div_up(w.rows / 2, rows / 2) * tokens * routing.top_k));

@@ -789,6 +789,12 @@ void add_perf_cases(CaseList& cases) {
   cases.push_back(
       std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 1, ops::NormWeight::w));
   cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, qwen3_gate_up(1)));
+  // A 16-token verify block's products (`--filter t=16` with `--sweep MACH_Q4H=...` or MACH_MUL_MAT_VEC tunes
+  // them): q/k/v on a prepared x, o, the fused gate/up + SwiGLU and the down projection + combine (above).
+  cases.push_back(std::make_unique<MulMatMultiCase>(std::vector<uint32_t>{4096, 512, 512}, 2048, 16));
+  cases.push_back(std::make_unique<MulMatCase>(WeightType::q4, 2048, 4096, 16));
+  for (uint32_t t : {16u, 32u}) cases.push_back(std::make_unique<MulMatIdSwigluCase>(WeightType::q4, qwen3_gate_up(t)));
+  cases.push_back(std::make_unique<MulMatIdCombineCase>(WeightType::q4, qwen3_down(32)));
   // The MoE of a 512-token prefill chunk: the fused gate/up [1536, 2048] and the down [2048, 768] (x per pair).
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_gate_up(512)));
   cases.push_back(std::make_unique<MulMatIdCase>(WeightType::q4, qwen3_down(512)));
