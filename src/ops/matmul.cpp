@@ -42,12 +42,14 @@ struct MatVecTuning {
   uint32_t rows = 4;
 };
 
-// mul_mat_vec.comp's fused gate/up + SwiGLU on int8 dot products: 8 rows (4 outputs) per workgroup of at
-// most 32 invocations. Qwen3-30B-A3B's gate/up on an H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl)
-// took 9.9 us with 8 rows, 12.1 with 4 and 15.5 with 2 (13.2 on the packed-f16 kernel); a 16-token verify block's
-// (2026-12-04, docs/perf/2026-12-04-h200-ops-swiglu-t16.jsonl) 67.3 us with 32 invocations (two units each)
-// against 78.3 with 64 (K = 2048: one unit each), and one token's 9.8 either way.
-constexpr MatVecTuning kSwigluDotTuning{32, 8};
+// mul_mat_vec.comp's fused gate/up + SwiGLU on int8 dot products: 8 rows (4 outputs) per workgroup.
+// Qwen3-30B-A3B's gate/up on an H200 (2026-12-03, docs/perf/2026-12-03-h200-ops-swiglu-dot.jsonl) took 9.9 us
+// with 8 rows, 12.1 with 4 and 15.5 with 2 (13.2 on the packed-f16 kernel). Several tokens' workgroups take
+// at most 32 invocations: a 16-token block's (2026-12-04, docs/perf/2026-12-04-h200-ops-swiglu-t16.jsonl)
+// 67.3 us with 32 (two units each) against 78.3 with 64 (K = 2048: one unit each). One token's were equal
+// alone (9.8 us) but 12.5 against 11.7 in the decode profile, so decode keeps 64.
+constexpr MatVecTuning kSwigluDotTuning{256, 8};
+constexpr MatVecTuning kSwigluDotVerifyTuning{32, 8};
 
 // Read on every call (a getenv per dispatch is noise) so that ops_bench --sweep can vary it in one process.
 // `t` is the caller's default, which the variable overrides.
@@ -615,7 +617,7 @@ void mul_mat_id_swiglu(gpu::CommandList& cmd, const ExpertWeightsRef& w, const M
     // The int8-x kernel on x as it is (no prep dispatch), gate and up rows side by side, a workgroup per
     // (output tile, pair).
     const KernelCall call = expert_call(context, w, routing, false, tokens);
-    const MatVecTuning t = mat_vec_tuning(kSwigluDotTuning);
+    const MatVecTuning t = mat_vec_tuning(tokens == 1 ? kSwigluDotTuning : kSwigluDotVerifyTuning);
     const uint32_t rows = std::max<uint32_t>(2, t.rows + t.rows % 2);  // gate and up rows in pairs
     const auto& pipeline =
         context.pipeline("mul_mat_vec_id_swiglu_q4_dot", {mat_vec_workgroup(call.push.units, t.max_workgroup), rows, 1});
