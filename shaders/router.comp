@@ -11,8 +11,8 @@
 // NaN logits leave the selection unspecified.
 //
 // With FUSED (decode and short verify blocks): the logits are computed here too, from bf16 router weights
-// W [E, H] and x [T, H] f32 (T <= kFusedMaxTokens), one workgroup per kFusedRows experts, each subgroup
-// taking a row at a time for all tokens; the logits go to the logits buffer, and the last workgroup to finish
+// W [E, H] and x [T, H] f32 (T <= kFusedMaxTokens), one workgroup per kFusedRows experts, each row taken
+// by one subgroup or split over several (below) for all tokens; the logits go to the logits buffer, and the last workgroup to finish
 // (an atomic count of finished workgroups: every workgroup makes its logits visible before counting) routes
 // every token as above and resets the count to 0 for the next dispatch. One dispatch and one barrier
 // instead of two: on an H200 (2026-12-03) Qwen3-30B-A3B's router went from 5.7 + 8.2 to 11.6 us per layer;
@@ -46,7 +46,10 @@ const uint kMaxExperts = 512;
 const uint kMaxK = 16;
 layout(local_size_x = 128) in;
 #ifdef FUSED
-const uint kFusedRows = 4;
+// Experts per logit workgroup (ops/router.cpp picks it). Where the workgroup's subgroups divide evenly among
+// them, each row is split over gl_NumSubgroups / kFusedRows subgroups (fewer loads in a row per invocation,
+// more workgroups), their sums combined through shared memory.
+layout(constant_id = 0) const uint kFusedRows = 4;
 const uint kFusedMaxTokens = 8;
 layout(binding = 0) coherent buffer Logits { float logits[]; };
 layout(binding = 5) readonly buffer W { uvec4 w_u128[]; };
@@ -187,12 +190,19 @@ shared float half_sums[128];  // write_normed's sums of squares, one tree per 64
 #include "q4h_funcs.glsl"
 #endif
 
-// logits[t, e] for the workgroup's experts and every token: a subgroup per row, units (8 bf16 columns) strided
-// over its invocations, four loads in flight.
+shared float part_acc[kThreads * kFusedMaxTokens / 4];  // split rows: one sum per (subgroup, token)
+#ifdef NORM
+shared float part_ss[kThreads * kFusedMaxTokens / 4];
+#endif
+
+// logits[t, e] for the workgroup's experts and every token: `spr` subgroups per row, units (8 bf16 columns)
+// strided over their invocations, four loads in flight. Every invocation calls it (a barrier when spr > 1).
 void compute_logits() {
   const uint units = p.h / 8;
-  const uint lane = gl_SubgroupInvocationID, step = gl_SubgroupSize;
-  for (uint rr = gl_SubgroupID; rr < kFusedRows; rr += gl_NumSubgroups) {
+  const uint spr = gl_NumSubgroups % kFusedRows == 0 ? max(gl_NumSubgroups / kFusedRows, 1u) : 1u;
+  const uint part = gl_SubgroupID % spr;
+  const uint lane = part * gl_SubgroupSize + gl_SubgroupInvocationID, step = spr * gl_SubgroupSize;
+  for (uint rr = gl_SubgroupID / spr; rr < kFusedRows; rr += gl_NumSubgroups / spr) {
     const uint e = flat_workgroup_id() * kFusedRows + rr;
     if (e >= p.experts) break;  // uniform in the subgroup
     const uint base = p.w_base + e * units;
@@ -228,14 +238,47 @@ void compute_logits() {
     }
     [[unroll]] for (uint t = 0; t < kFusedMaxTokens; ++t) {
       if (t >= p.tokens) break;
+      const float a = subgroupAdd(acc[t]);
 #ifdef NORM
-      const float sum = subgroupAdd(acc[t]) * inversesqrt(subgroupAdd(ss[t]) / float(p.h) + p.eps);
+      const float sq = subgroupAdd(ss[t]);
+#endif
+      if (spr > 1) {
+        if (subgroupElect()) {
+          part_acc[gl_SubgroupID * kFusedMaxTokens + t] = a;
+#ifdef NORM
+          part_ss[gl_SubgroupID * kFusedMaxTokens + t] = sq;
+#endif
+        }
+        continue;
+      }
+#ifdef NORM
+      const float sum = a * inversesqrt(sq / float(p.h) + p.eps);
 #else
-      const float sum = subgroupAdd(acc[t]);
+      const float sum = a;
 #endif
       if (subgroupElect()) logits[t * p.experts + e] = sum;
     }
   }
+  if (spr == 1) return;  // uniform
+  barrier();
+  // One invocation per (row, token) adds the row's parts in subgroup order.
+  const uint tid = gl_LocalInvocationID.x, rr = tid / kFusedMaxTokens, t = tid % kFusedMaxTokens;
+  const uint e = flat_workgroup_id() * kFusedRows + rr;
+  if (rr >= kFusedRows || t >= p.tokens || e >= p.experts) return;
+  float a = 0.0;
+#ifdef NORM
+  float sq = 0.0;
+#endif
+  for (uint s = rr * spr; s < rr * spr + spr; ++s) {
+    a += part_acc[s * kFusedMaxTokens + t];
+#ifdef NORM
+    sq += part_ss[s * kFusedMaxTokens + t];
+#endif
+  }
+#ifdef NORM
+  a *= inversesqrt(sq / float(p.h) + p.eps);
+#endif
+  logits[t * p.experts + e] = a;
 }
 
 #ifdef NORM

@@ -2,6 +2,8 @@
 
 #include <cassert>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 
 #include "gpu/context.hpp"
 #include "ops/matmul.hpp"
@@ -16,7 +18,19 @@ constexpr const char* kFusedNames[] = {"router_fused_softmax_topk", "router_fuse
                                        "router_fused_biased_scores"};
 constexpr const char* kFusedNormNames[] = {"router_fused_norm_softmax_topk", "router_fused_norm_topk_softmax",
                                            "router_fused_norm_biased_scores"};
-constexpr uint32_t kFusedRows = 4;  // router.comp's kFusedRows
+// Experts per logit workgroup of the fused kernels (router.comp's kFusedRows): $MACH_ROUTER_ROWS (1..16)
+// overrides, read at every call for ops_bench --sweep.
+uint32_t fused_rows() {
+  uint32_t rows = 4;
+  if (const char* env = std::getenv("MACH_ROUTER_ROWS"); env && *env) {
+    const unsigned long v = std::strtoul(env, nullptr, 10);
+    if (v >= 1 && v <= 16)
+      rows = static_cast<uint32_t>(v);
+    else
+      std::fprintf(stderr, "mach: ignoring MACH_ROUTER_ROWS='%s' (want 1..16)\n", env);
+  }
+  return rows;
+}
 
 // Mirrors router.comp's push constants (h and w_base only with FUSED, the rest only with NORM).
 struct RouterPush {
@@ -75,10 +89,11 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, gpu::Binding x, gpu
   if (params.tokens == 0) return;
   WeightBinding wb;
   const RouterPush push = fused_push(cmd, w, params, wb, logits, finished);
-  const auto& pipeline = cmd.context().pipeline(kFusedNames[static_cast<uint32_t>(params.mode)]);
+  const uint32_t rows = fused_rows();
+  const auto& pipeline = cmd.context().pipeline(kFusedNames[static_cast<uint32_t>(params.mode)], {rows});
   // Only the fused kernel's block is pushed (the NORM fields follow it).
   cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x, finished}, &push,
-               offsetof(RouterPush, eps), gpu::flat_groups(gpu::div_up(params.experts, kFusedRows)));
+               offsetof(RouterPush, eps), gpu::flat_groups(gpu::div_up(params.experts, rows)));
 }
 
 void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, gpu::Binding h, const PreparedX* h_q4h,
@@ -110,11 +125,12 @@ void route_logits(gpu::CommandList& cmd, const WeightRef& w, const NormedX& x, g
     xh = h_q4h->xh, xg = h_q4h->xg;
     xh.access = xg.access = gpu::Access::write;
   }
-  const auto& pipeline = cmd.context().pipeline(kFusedNormNames[static_cast<uint32_t>(params.mode)]);
+  const uint32_t rows = fused_rows();
+  const auto& pipeline = cmd.context().pipeline(kFusedNormNames[static_cast<uint32_t>(params.mode)], {rows});
   // The logit workgroups, then those that write h (two 64-column groups each).
   const uint32_t packers = gpu::div_up(params.tokens * gpu::div_up(w.cols, 64), 2);
   cmd.dispatch(pipeline, {logits, bias, expert_scale, ids, weights, wb.binding, x.x, finished, x.weight, h, xh, xg},
-               push, gpu::flat_groups(gpu::div_up(params.experts, kFusedRows) + packers));
+               push, gpu::flat_groups(gpu::div_up(params.experts, rows) + packers));
 }
 
 }  // namespace mach::ops
