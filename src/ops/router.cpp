@@ -19,9 +19,12 @@ constexpr const char* kFusedNames[] = {"router_fused_softmax_topk", "router_fuse
 constexpr const char* kFusedNormNames[] = {"router_fused_norm_softmax_topk", "router_fused_norm_topk_softmax",
                                            "router_fused_norm_biased_scores"};
 // Experts per logit workgroup of the fused kernels (router.comp's kFusedRows): $MACH_ROUTER_ROWS (1..16)
-// overrides, read at every call for ops_bench --sweep.
+// overrides, read at every call for ops_bench --sweep. One row per workgroup of 128 invocations, split over
+// its subgroups: Qwen3-30B-A3B's decode router (normed, q4h pack) on an H200 (2026-12-04,
+// docs/perf/2026-12-04-h200-ops-router-rows.jsonl) took 9.06 us against 10.43 with 4 rows of one subgroup each
+// (2 rows: 9.47, 8: 11.74, 16: 14.98); decode went from 375.6 to 388.5 tok/s.
 uint32_t fused_rows() {
-  uint32_t rows = 4;
+  uint32_t rows = 1;
   if (const char* env = std::getenv("MACH_ROUTER_ROWS"); env && *env) {
     const unsigned long v = std::strtoul(env, nullptr, 10);
     if (v >= 1 && v <= 16)

@@ -28,13 +28,19 @@ class RouterCase : public OpCase {
   explicit RouterCase(ops::RouterParams p, bool ties = false, uint32_t h = 0,
                       std::optional<ops::NormWeight> norm = std::nullopt, bool pack = false)
       : p_(p), ties_(ties), h_(h), norm_(norm), pack_(pack) {}
+  // The fused kernel with `rows` experts per logit workgroup ($MACH_ROUTER_ROWS) instead of the default.
+  RouterCase& with_rows(uint32_t rows) {
+    rows_ = std::to_string(rows);
+    return *this;
+  }
   std::string op() const override { return h_ ? (norm_ ? "route_logits_normed" : "route_logits") : "router"; }
   std::string params() const override {
     return fmt::format("mode={} score={} t={} e={} k={} norm={} bias={} expert_scale={} scale={} ties={}{}",
                        static_cast<uint32_t>(p_.mode), static_cast<uint32_t>(p_.score), p_.tokens, p_.experts, p_.k,
                        p_.normalize, p_.has_bias, p_.has_expert_scale, p_.scale, ties_,
                        h_ ? fmt::format(" h={}", h_) : "",
-                       norm_ ? fmt::format(" norm={} pack={}", static_cast<uint32_t>(*norm_), pack_) : "");
+                       norm_ ? fmt::format(" norm={} pack={}", static_cast<uint32_t>(*norm_), pack_) : "") +
+           (rows_.empty() ? "" : " rows=" + rows_);
   }
   double max_nmse() const override { return 1e-10; }
   double bytes() const override {
@@ -117,6 +123,7 @@ class RouterCase : public OpCase {
     ref::route(logits, bias, expert_scale, expected_ids_, expected_weights_, p_);
   }
   void record(gpu::CommandList& cmd) override {
+    const testing::ScopedEnv rows("MACH_ROUTER_ROWS", rows_.empty() ? nullptr : rows_.c_str());
     if (h_ > 0) {
       const ops::WeightRef w{w_.in().buffer, w_.in().offset, ops::WeightType::bf16, p_.experts, h_};
       if (norm_) {
@@ -189,6 +196,7 @@ class RouterCase : public OpCase {
   uint32_t h_;
   std::optional<ops::NormWeight> norm_;
   bool pack_;
+  std::string rows_;
   GuardedBuffer logits_, bias_, scale_, ids_, weights_, w_, x_, finished_, norm_w_, h_out_, xh_, xg_;
   std::vector<float> expected_logits_, expected_h_;
   std::vector<uint32_t> expected_ids_;
@@ -225,7 +233,7 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
     cases.push_back(std::make_unique<RouterCase>(deepseek(6, 256, 8, S::sigmoid, 2.5f, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(5, 256, 6, S::sqrt_softplus, 1.5f, true)));
     cases.push_back(std::make_unique<RouterCase>(deepseek(3, 72, 16, S::sigmoid, 1.0f, false)));
-    // Logits and routing in one dispatch (T <= 8; E not a multiple of the 4 rows per workgroup; H of 8 to
+    // Logits and routing in one dispatch (T <= 8; E not a multiple of 4 rows per workgroup; H of 8 to
     // 512 columns), and T = 9 on mul_mat + route.
     cases.push_back(std::make_unique<RouterCase>(qwen3(1, 128, 8, true), false, 256));
     cases.push_back(std::make_unique<RouterCase>(qwen3(3, 61, 4, false), false, 136));
@@ -245,6 +253,16 @@ const bool registered = register_cases([](CaseSet set, CaseList& cases) {
     cases.push_back(std::make_unique<RouterCase>(deepseek(4, 72, 8, S::sigmoid, 2.5f, true), false, 192, W::w, true));
     cases.push_back(std::make_unique<RouterCase>(qwen3(9, 128, 8, true), false, 128, W::w, true));
     cases.push_back(std::make_unique<RouterCase>(qwen3(2, 64, 4, true), false, 200, W::w, false));
+    // Other experts per logit workgroup than the default (one, its row split over every subgroup): 3 and 16
+    // rows (each row one subgroup's on lavapipe's 16 subgroups of 8) and 4 (each row split over four).
+    for (uint32_t rows : {3u, 4u, 16u}) {
+      auto plain = std::make_unique<RouterCase>(qwen3(3, 61, 4, false), false, 136);
+      plain->with_rows(rows);
+      cases.push_back(std::move(plain));
+      auto normed = std::make_unique<RouterCase>(qwen3(8, 20, 8, true), false, 512, W::w, true);
+      normed->with_rows(rows);
+      cases.push_back(std::move(normed));
+    }
   } else {
     cases.push_back(std::make_unique<RouterCase>(qwen3(512, 128, 8, true)));
     // Decode's router of Qwen3-30B-A3B: logits of 128 experts over H = 2048, and routing, in one dispatch.
