@@ -27,6 +27,7 @@
 #include "experts/sidecar.hpp"
 #include "experts/slot_map.hpp"
 #include "gpu_fixture.hpp"
+#include "scoped_env.hpp"
 #include "model/model.hpp"
 #include "temp_dir.hpp"
 
@@ -334,9 +335,13 @@ TEST_P(EngineLayout, RamTierServesMissesWithoutReadingTheDisk) {
   for (const auto& l : once.layers) {
     EXPECT_GT(l.ram_hits, 0u) << "layer " << l.layer << ": 8 experts through 2 slots come back";
     EXPECT_EQ(l.bytes_read, (l.misses - l.ram_hits) * slab) << "layer " << l.layer;
-    EXPECT_EQ(l.bytes_uploaded, l.misses * slab) << "layer " << l.layer;
+    // Every miss is copied once: in its pass, or ahead (predicted, on the transfer queue), and predictions the
+    // step did not use were copied too.
+    EXPECT_LE(l.ahead_used, l.ahead_uploads) << "layer " << l.layer;
+    EXPECT_EQ(l.bytes_uploaded, (l.misses - l.ahead_used + l.ahead_uploads) * slab) << "layer " << l.layer;
     EXPECT_LE(l.bytes_read + l.prefetch_reads * slab, 8 * slab) << "layer " << l.layer << ": each slab read once";
   }
+  EXPECT_TRUE(once.upload_ahead);
   const auto second = std::move(generate(*streamed)).value_or_throw();
   EXPECT_EQ(second.tokens, want.tokens);
   EXPECT_EQ(streamed->expert_stats().total().bytes_read, once.total().bytes_read);
@@ -392,6 +397,49 @@ TEST_P(EngineLayout, PrefetchReadsAheadAndCountsItsAccuracy) {
   EXPECT_EQ(off.total().prefetch_predicted, 0u);
   EXPECT_EQ(off.total().prefetch_reads, 0u);
   for (const auto& l : off.layers) EXPECT_EQ(l.bytes_read, (l.misses - l.ram_hits) * slab) << "layer " << l.layer;
+}
+
+// Uploads ahead: with prefetch on, the experts predicted for the next layer that the RAM tier holds are copied
+// into its bank on the transfer queue (lavapipe has one queue: the uploads go to it as separate submissions
+// that the next layer's waits on, the same code path as a device with a DMA queue) while this layer computes.
+// Resident mode's logits and tokens, from a cold and from a warm tier and from a tier of the least size (the
+// uploads' entries held from reuse until their upload is done); each upload counted once; with
+// $MACH_UPLOAD_AHEAD=0 none, and the same tokens.
+TEST_P(EngineLayout, UploadsPredictedExpertsAheadOnTheTransferQueue) {
+  TempDir tmp("engine_layout");
+  const RamTierSetup r = ram_tier_setup(tmp, GetParam());
+  const auto& [dir, want, slab, base] = r;
+  auto o = base;
+  auto streamed = load(dir, o);
+  for (int run = 0; run < 2; ++run) {
+    const auto got = std::move(generate(*streamed)).value_or_throw();
+    expect_close(got.prompt_logits, want.prompt_logits);
+    EXPECT_EQ(got.tokens, want.tokens) << "run " << run;
+  }
+  const auto st = streamed->expert_stats();
+  EXPECT_TRUE(st.upload_ahead);
+  EXPECT_FALSE(st.transfer_queue.empty());
+  EXPECT_EQ(st.layers[0].ahead_uploads, 0u) << "no layer predicts the first";
+  EXPECT_GT(st.total().ahead_uploads, 0u);
+  EXPECT_GT(st.total().ahead_used, 0u) << "the warm run's predictions are mostly right";
+  for (const auto& l : st.layers) {
+    EXPECT_LE(l.ahead_used, l.ahead_uploads) << "layer " << l.layer;
+    EXPECT_LE(l.ahead_used, l.ram_hits) << "layer " << l.layer << ": an upload ahead copies from the tier";
+    EXPECT_EQ(l.bytes_uploaded, (l.misses - l.ahead_used + l.ahead_uploads) * slab) << "layer " << l.layer;
+  }
+  EXPECT_EQ(experts::to_json(st)["total"]["ahead_uploads"], st.total().ahead_uploads);
+
+  o.host_cache_bytes = 2 * slab;  // the least tier: claims wait for the uploads that read its entries
+  auto small = load(dir, o);
+  for (int run = 0; run < 2; ++run) EXPECT_EQ(std::move(generate(*small)).value_or_throw().tokens, want.tokens);
+
+  const testing::ScopedEnv off("MACH_UPLOAD_AHEAD", "0");
+  o.host_cache_bytes = base.host_cache_bytes;
+  auto plain = load(dir, o);
+  EXPECT_EQ(std::move(generate(*plain)).value_or_throw().tokens, want.tokens);
+  EXPECT_FALSE(plain->expert_stats().upload_ahead);
+  EXPECT_EQ(plain->expert_stats().total().ahead_uploads, 0u);
+  EXPECT_GT(plain->expert_stats().total().prefetch_predicted, 0u) << "prefetch itself stays on";
 }
 
 // A corrupt slab fails the request that needs it, with or without the RAM tier (which must not keep the bad

@@ -379,7 +379,10 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
                        {"stall_ms", (after.stall_ns - before.stall_ns) * 1e-6},
                        {"prefetch_predicted", after.prefetch_predicted - before.prefetch_predicted},
                        {"prefetch_correct", after.prefetch_correct - before.prefetch_correct},
-                       {"prefetch_reads", after.prefetch_reads - before.prefetch_reads}};
+                       {"prefetch_reads", after.prefetch_reads - before.prefetch_reads},
+                       {"ahead_uploads", after.ahead_uploads - before.ahead_uploads},
+                       {"ahead_used", after.ahead_used - before.ahead_used},
+                       {"transfer_queue", model.expert_stats().transfer_queue}};
   };
   nlohmann::json clock_base = base;
   clock_base["clock"] = streaming ? "wall" : "gpu";

@@ -20,6 +20,8 @@ ExpertLayerStats ExpertStats::total() const {
     t.prefetch_reads += l.prefetch_reads;
     t.prefetch_failed += l.prefetch_failed;
     t.awaited_reads += l.awaited_reads;
+    t.ahead_uploads += l.ahead_uploads;
+    t.ahead_used += l.ahead_used;
   }
   return t;
 }
@@ -49,7 +51,9 @@ nlohmann::json layer_json(const ExpertLayerStats& l) {
                                                      : 0.0},
           {"prefetch_reads", l.prefetch_reads},
           {"prefetch_failed", l.prefetch_failed},
-          {"awaited_reads", l.awaited_reads}};
+          {"awaited_reads", l.awaited_reads},
+          {"ahead_uploads", l.ahead_uploads},
+          {"ahead_used", l.ahead_used}};
 }
 
 }  // namespace
@@ -65,7 +69,7 @@ nlohmann::json to_json(const ExpertStats& s) {
           {"slab_bytes", s.slab_bytes},     {"eviction", s.eviction},               {"direct_read", s.direct_read},
           {"upload_cap", s.upload_cap},
           {"host_cache_bytes", s.host_cache_bytes}, {"host_cache_entries", s.host_cache_entries},
-          {"prefetch", s.prefetch},
+          {"prefetch", s.prefetch},         {"upload_ahead", s.upload_ahead},       {"transfer_queue", s.transfer_queue},
           {"total", std::move(total)},      {"layers", std::move(layers)},          {"bad_experts", std::move(bad)}};
 }
 

@@ -29,6 +29,11 @@ struct ExpertLayerStats {
                                     // (slab_bytes each; not in bytes_read and read_ns, which are the reads a
                                     // step waited for)
   uint64_t prefetch_failed = 0;     // of those reads, the ones that failed (dropped; a later use reads again)
+  // Uploads ahead (ExpertStreamer::upload_predicted): predicted experts the RAM tier held, copied into the bank
+  // on the transfer queue while the previous layer computed (in bytes_uploaded), and how many the step then
+  // used (counted as misses and RAM hits: the bank did not hold them when the step began).
+  uint64_t ahead_uploads = 0;
+  uint64_t ahead_used = 0;
   // Misses read without blocking the caller: the server's loop starts a pass's reads into the RAM tier and
   // serves other work until they are in (ExpertStreamer::start_pass_reads). Also in bytes_read and read_ns.
   uint64_t awaited_reads = 0;
@@ -56,6 +61,8 @@ struct ExpertStats {
   uint64_t host_cache_bytes = 0;    // the host-RAM tier (0: none)
   uint32_t host_cache_entries = 0;  // slabs it holds at most
   bool prefetch = false;            // experts predicted from the previous layer are read ahead
+  bool upload_ahead = false;        // and uploaded ahead into the bank from the RAM tier
+  std::string transfer_queue;       // the queue those uploads take (gpu::Context::transfer_queue_kind)
   std::vector<ExpertLayerStats> layers;
   std::vector<BadExpert> bad;
 

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 namespace mach::experts {
 namespace {
@@ -38,7 +40,8 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
     s->bank_of_.assign(layout.layers.back().layer + 1, -1);
     for (const auto& l : layout.layers) {
       s->bank_of_[l.layer] = static_cast<int>(s->banks_.size());
-      auto buffer = context.create_buffer(bank_bytes, gpu::MemoryKind::device, fmt::format("expert bank {}", l.layer));
+      auto buffer =
+          context.create_buffer(bank_bytes, gpu::MemoryKind::device, fmt::format("expert bank {}", l.layer), true);
       s->banks_.emplace_back(l.layer, std::move(buffer),
                              SlotMap(static_cast<uint32_t>(l.experts.size()), std::min<uint32_t>(s->slots_, l.experts.size()),
                                      make_eviction_policy(options.eviction, s->slots_), options.upload_cap));
@@ -68,6 +71,22 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   if (auto r = s->load_pinned(options.pinned); !r) return r.error();
   s->prefetch_ = options.prefetch && s->ram_ != nullptr;
   s->predicted_.resize(s->banks_.size());
+  const char* ahead_env = std::getenv("MACH_UPLOAD_AHEAD");
+  s->upload_ahead_ = s->prefetch_ && !(ahead_env && std::string_view(ahead_env) == "0");
+  s->ahead_.resize(s->banks_.size());
+  s->ahead_ticket_.resize(s->banks_.size());
+  if (s->upload_ahead_) {
+    try {
+      for (int i = 0; i < 4; ++i) {
+        s->uploads_.push_back(context.begin_transfer_commands());
+        s->upload_tickets_.push_back({});
+      }
+    } catch (const Exception& e) {
+      return e.error();
+    }
+  }
+  s->stats_.upload_ahead = s->upload_ahead_;
+  s->stats_.transfer_queue = s->upload_ahead_ ? context.transfer_queue_kind() : "";
   s->stats_.prefetch = s->prefetch_;
   s->stats_.streaming = true;
   s->stats_.slots_per_layer = s->slots_;
@@ -141,6 +160,52 @@ void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) 
     for (uint32_t e : predicted) st.prefetch_correct += std::binary_search(needed.begin(), needed.end(), e) ? 1 : 0;
     predicted.clear();
   }
+  ahead_now_ = std::move(ahead_[bank_of_[layer]]);
+  ahead_[bank_of_[layer]].clear();
+  // The layer's products are recorded from now on: the submissions that carry them wait for its uploads.
+  context_.require_transfer(ahead_ticket_[bank_of_[layer]]);
+  std::sort(ahead_now_.begin(), ahead_now_.end());
+}
+
+void ExpertStreamer::make_claimable(uint64_t stamp) {
+  ram_->release(context_.transfers_done());
+  if (ram_->claimable(stamp)) return;
+  context_.wait_transfers({context_.last_transfer()});
+  ram_->release(context_.transfers_done());
+}
+
+uint32_t ExpertStreamer::upload_predicted(uint32_t layer) {
+  if (!upload_ahead_ || layer >= bank_of_.size() || bank_of_[layer] < 0) return 0;
+  const int bi = bank_of_[layer];
+  LayerBank& b = bank(layer);
+  ExpertLayerStats& st = stats_.layers[bi];
+  const uint64_t slab = sidecar_.layout().slab_bytes;
+  std::vector<uint32_t> up;
+  for (uint32_t e : predicted_[bi])
+    if (b.map.slot_of(e) == ops::kNoSlot && ram_->contains(layer, e)) up.push_back(e);
+  if (up.size() > b.map.upload_cap()) up.resize(b.map.upload_cap());
+  if (up.empty()) return 0;
+  const std::vector<SlotLoad> loads = b.map.preload(up, b.tick + 1);
+  // The ring's next list, once its previous uploads are done (four layers ago: long done in practice).
+  gpu::CommandList& list = *uploads_[next_upload_];
+  context_.wait_transfers(upload_tickets_[next_upload_]);
+  list.begin();
+  const uint64_t stamp = ++pass_stamp_;
+  const uint64_t ticket = context_.last_transfer() + 1;  // the submission below
+  for (const SlotLoad& l : loads) {
+    const std::optional<HostCache::Entry> entry = ram_->find(layer, l.expert, stamp);
+    assert(entry);
+    list.copy(*entry->buffer, entry->offset, b.slots, uint64_t{l.slot} * slab, slab);
+    ram_->hold(layer, l.expert, ticket);
+    ahead_[bi].push_back(l.expert);
+  }
+  upload_tickets_[next_upload_] = context_.submit_transfer(list);
+  assert(upload_tickets_[next_upload_].value == ticket);
+  ahead_ticket_[bi] = upload_tickets_[next_upload_];
+  next_upload_ = (next_upload_ + 1) % uploads_.size();
+  st.ahead_uploads += loads.size();
+  st.bytes_uploaded += loads.size() * slab;
+  return static_cast<uint32_t>(loads.size());
 }
 
 void ExpertStreamer::prefetch(uint32_t layer, std::span<const uint32_t> ids) {
@@ -203,6 +268,7 @@ void ExpertStreamer::collect_prefetches() {
       // Not an error of any request yet: a use reads it again and reports what fails then.
       if (!awaited) ++st.prefetch_failed;
     } else if (!ram_->contains(p.layer, p.expert)) {
+      make_claimable(stamp);
       const HostCache::Entry entry = ram_->claim(p.layer, p.expert, stamp);
       std::memcpy(entry.data, p.buffer.data(), slab);
       if (awaited) awaited_in_.insert({p.layer, p.expert});
@@ -224,8 +290,13 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   collect_prefetches();
   uint32_t hits = 0;
   const std::vector<SlotLoad> loads = b.map.place(pass, b.tick, hits);
-  st.hits += hits;
-  st.misses += loads.size();
+  // Experts uploaded ahead for this step are resident now, but the step did miss them.
+  uint32_t ahead = 0;
+  for (uint32_t e : pass) ahead += std::binary_search(ahead_now_.begin(), ahead_now_.end(), e) ? 1 : 0;
+  st.hits += hits - ahead;
+  st.misses += loads.size() + ahead;
+  st.ram_hits += ahead;
+  st.ahead_used += ahead;
   ++st.passes;
   // Where each load's bytes come from: a RAM-tier entry (found, or claimed and read now), or staging.
   ++pass_stamp_;
@@ -240,6 +311,7 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
         if (awaited_in_.erase({layer, loads[i].expert}) == 0) ++st.ram_hits;
         continue;
       }
+      make_claimable(pass_stamp_);
       sources[i] = ram_->claim(layer, loads[i].expert, pass_stamp_);
     } else {
       sources[i] = {&staging_, i * slab, staging_.mapped() + i * slab};
@@ -290,7 +362,10 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   for (uint32_t e : pass) table[e] = b.map.slot_of(e);
   cmd.copy(staging_, table_at_, tables_, static_cast<uint64_t>(bank_of_[layer]) * table_stride_, uint64_t{experts_} * 4);
   const bool last = next_pass_ >= passes_.size();
-  if (last) current_ = -1;
+  if (last) {
+    current_ = -1;
+    ahead_now_.clear();
+  }
   return last;
 }
 

@@ -77,6 +77,14 @@ class ExpertStreamer {
   // off.
   void prefetch(uint32_t layer, std::span<const uint32_t> ids);
   bool prefetching() const { return ram_ && prefetch_; }
+  // Uploads ahead: the experts prefetch(layer, ...) predicted that the RAM tier holds and the layer's bank
+  // does not get slots now (SlotMap::place at the layer's next step tick, within its upload cap), their copies
+  // submitted to the context's transfer queue at once, so that they cross PCIe while the GPU computes the
+  // current layer and the host plans; every later compute submission waits for them on the GPU. begin_layer
+  // then finds them in the bank (they count as misses uploaded ahead, not hits). Returns the experts
+  // uploaded; 0 without prefetching or with $MACH_UPLOAD_AHEAD=0. Call after prefetch(layer, ...), before
+  // begin_layer(layer), while no submitted work reads the layer's bank.
+  uint32_t upload_predicted(uint32_t layer);
   // For a caller that must not block (the server's loop): starts reading, into the RAM tier, the experts the
   // layer's next pass needs that are in neither its bank nor the tier, and returns at once; true when reads
   // are in flight. Poll reads_pending() (it never blocks) until false, then record_pass finds them in the tier
@@ -106,6 +114,9 @@ class ExpertStreamer {
   Result<void> load_pinned(const std::map<uint32_t, std::vector<uint32_t>>& pinned);
   // Moves the finished prefetches into the RAM tier (waiting for those still in flight).
   void collect_prefetches();
+  // Before a claim in the RAM tier: lets it reuse entries whose uploads are done, and waits for the uploads
+  // when every entry it could take is still read by one.
+  void make_claimable(uint64_t stamp);
   LayerBank& bank(uint32_t layer);
   const LayerBank& bank(uint32_t layer) const;
 
@@ -124,6 +135,13 @@ class ExpertStreamer {
   std::unique_ptr<SlabReader> reader_;
   bool prefetch_ = false;
   std::vector<std::vector<uint32_t>> predicted_;  // by bank: the experts prefetch() predicted, until begin_layer
+  bool upload_ahead_ = false;
+  std::vector<std::vector<uint32_t>> ahead_;      // by bank: experts uploaded ahead, until begin_layer
+  std::vector<uint32_t> ahead_now_;               // the current layer's, sorted, until its passes ran
+  std::vector<std::unique_ptr<gpu::CommandList>> uploads_;  // a ring of transfer lists, each reused once done
+  std::vector<gpu::Ticket> upload_tickets_;
+  size_t next_upload_ = 0;
+  std::vector<gpu::Ticket> ahead_ticket_;         // by bank: the upload of ahead_'s experts
   std::set<std::pair<uint32_t, uint32_t>> awaited_;  // (layer, expert) started by start_pass_reads, not collected
   std::set<std::pair<uint32_t, uint32_t>> awaited_in_;  // of those, collected into the tier for the next pass
   std::chrono::steady_clock::time_point awaited_since_;

@@ -25,7 +25,7 @@ Result<std::unique_ptr<HostCache>> HostCache::create(gpu::Context& context, uint
     for (uint64_t made = 0; made < count;) {
       const uint64_t n = std::min<uint64_t>(c->per_buffer_, count - made);
       c->buffers_.push_back(context.create_buffer(n * slab_bytes, gpu::MemoryKind::host_upload,
-                                                  fmt::format("expert RAM tier {}", c->buffers_.size())));
+                                                  fmt::format("expert RAM tier {}", c->buffers_.size()), true));
       made += n;
     }
   } catch (const Exception& e) {
@@ -57,12 +57,29 @@ std::optional<HostCache::Entry> HostCache::find(uint32_t layer, uint32_t expert,
   return entry(it->second);
 }
 
+std::optional<uint32_t> HostCache::victim(uint64_t stamp) const {
+  // The back is the least recently used; entries of this pass were moved to the front, and a pass never
+  // holds more entries than there are (create's min_entries). Entries an upload still reads are skipped.
+  for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
+    const Slot& s = slots_[*it];
+    if (s.hold > released_) continue;
+    if (s.stamp == stamp && s.key != kEmpty) return std::nullopt;  // the rest are this pass's too
+    return *it;
+  }
+  return std::nullopt;
+}
+
+void HostCache::hold(uint32_t layer, uint32_t expert, uint64_t until) {
+  const auto it = index_.find(key(layer, expert));
+  assert(it != index_.end());
+  slots_[it->second].hold = std::max(slots_[it->second].hold, until);
+}
+
 HostCache::Entry HostCache::claim(uint32_t layer, uint32_t expert, uint64_t stamp) {
   assert(!index_.contains(key(layer, expert)));
-  // The back is the least recently used; entries of this pass were moved to the front, and a pass never
-  // holds more entries than there are (create's min_entries).
-  const uint32_t slot = lru_.back();
-  assert(slots_[slot].stamp != stamp || slots_[slot].key == kEmpty);
+  const std::optional<uint32_t> found = victim(stamp);
+  assert(found && "claim() without claimable(): every entry is this pass's or held by an upload");
+  const uint32_t slot = *found;
   if (slots_[slot].key != kEmpty) index_.erase(slots_[slot].key);
   slots_[slot].key = key(layer, expert);
   index_[slots_[slot].key] = slot;

@@ -43,9 +43,16 @@ class HostCache {
 
   // The entry holding (layer, expert), marked used by pass `stamp`; nullopt when it is not cached.
   std::optional<Entry> find(uint32_t layer, uint32_t expert, uint64_t stamp);
-  // An entry for (layer, expert) to be filled now: the least recently used one not used by pass `stamp`
-  // (whatever it held is forgotten). Call only after find() returned nullopt.
+  // An entry for (layer, expert) to be filled now: the least recently used one not used by pass `stamp` and
+  // not held (whatever it held is forgotten). Call only after find() returned nullopt, and only when
+  // claimable(stamp).
   Entry claim(uint32_t layer, uint32_t expert, uint64_t stamp);
+  bool claimable(uint64_t stamp) const { return victim(stamp).has_value(); }
+  // An upload on the transfer queue (ExpertStreamer's uploads ahead) reads (layer, expert)'s entry until its
+  // ticket `until` is done: claim() passes it over until release() says so. (layer, expert) must be cached.
+  void hold(uint32_t layer, uint32_t expert, uint64_t until);
+  // Transfer tickets up to `done` are done: their entries may be claimed again.
+  void release(uint64_t done) { released_ = std::max(released_, done); }
   // Whether (layer, expert) is cached (no use recorded).
   bool contains(uint32_t layer, uint32_t expert) const { return index_.contains(key(layer, expert)); }
   // Forgets (layer, expert): its read failed, the entry's bytes are not that slab.
@@ -55,6 +62,7 @@ class HostCache {
   struct Slot {
     uint64_t key = kEmpty;
     uint64_t stamp = 0;
+    uint64_t hold = 0;  // a transfer ticket that reads the entry (hold()); free once released_ reaches it
     std::list<uint32_t>::iterator lru;  // position in lru_ (front: most recently used)
   };
   static constexpr uint64_t kEmpty = ~uint64_t{0};
@@ -62,6 +70,7 @@ class HostCache {
 
   HostCache(uint64_t slab_bytes) : slab_bytes_(slab_bytes) {}
   Entry entry(uint32_t slot) const;
+  std::optional<uint32_t> victim(uint64_t stamp) const;
   void touch(uint32_t slot, uint64_t stamp);
 
   uint64_t slab_bytes_;
@@ -70,6 +79,7 @@ class HostCache {
   std::vector<Slot> slots_;
   std::list<uint32_t> lru_;
   std::unordered_map<uint64_t, uint32_t> index_;  // key -> slot
+  uint64_t released_ = 0;  // transfer tickets up to this one are done
 };
 
 // The default size of the tier: what the host can spare (MemAvailable less a margin of max(4 GiB, 20% of

@@ -81,31 +81,46 @@ std::vector<SlotLoad> SlotMap::place(std::span<const uint32_t> pass, uint64_t ti
   std::vector<SlotLoad> loads;
   for (uint32_t e : missing) {
     // Under the cap any unlocked slot may take the load; at the cap only the slots this step loaded already.
-    const bool capped = loaded_.size() >= upload_cap();
-    uint32_t slot = ops::kNoSlot;
-    std::vector<uint32_t> candidates;
-    for (uint32_t s = 0; s < slots(); ++s) {
-      if (locked[s] || pinned_[s]) continue;
-      if (capped && std::find(loaded_.begin(), loaded_.end(), s) == loaded_.end()) continue;
-      if (expert_in_[s] == ops::kNoSlot) {
-        slot = s;
-        break;
-      }
-      candidates.push_back(s);
-    }
-    if (slot == ops::kNoSlot) {
-      assert(!candidates.empty());
-      slot = policy_->victim(candidates, tick);
-      slot_of_[expert_in_[slot]] = ops::kNoSlot;
-    }
+    const uint32_t slot = load(e, tick, locked, loaded_.size() >= upload_cap());
     if (std::find(loaded_.begin(), loaded_.end(), slot) == loaded_.end()) loaded_.push_back(slot);
-    expert_in_[slot] = e;
-    slot_of_[e] = slot;
-    locked[slot] = true;
-    policy_->touch(slot, tick, true);
     loads.push_back({e, slot});
   }
   return loads;
+}
+
+std::vector<SlotLoad> SlotMap::preload(std::span<const uint32_t> experts, uint64_t tick) {
+  assert(experts.size() <= upload_cap());
+  std::vector<bool> locked(slots());
+  std::vector<SlotLoad> loads;
+  for (uint32_t e : experts) {
+    if (slot_of_.at(e) != ops::kNoSlot) continue;
+    loads.push_back({e, load(e, tick, locked, false)});
+  }
+  return loads;
+}
+
+uint32_t SlotMap::load(uint32_t e, uint64_t tick, std::vector<bool>& locked, bool capped) {
+  uint32_t slot = ops::kNoSlot;
+  std::vector<uint32_t> candidates;
+  for (uint32_t s = 0; s < slots(); ++s) {
+    if (locked[s] || pinned_[s]) continue;
+    if (capped && std::find(loaded_.begin(), loaded_.end(), s) == loaded_.end()) continue;
+    if (expert_in_[s] == ops::kNoSlot) {
+      slot = s;
+      break;
+    }
+    candidates.push_back(s);
+  }
+  if (slot == ops::kNoSlot) {
+    assert(!candidates.empty());
+    slot = policy_->victim(candidates, tick);
+    slot_of_[expert_in_[slot]] = ops::kNoSlot;
+  }
+  expert_in_[slot] = e;
+  slot_of_[e] = slot;
+  locked[slot] = true;
+  policy_->touch(slot, tick, true);
+  return slot;
 }
 
 void SlotMap::forget(uint32_t slot) {

@@ -48,10 +48,19 @@ class SlotMap {
   // expert of the pass counts as used at `tick`.
   std::vector<SlotLoad> place(std::span<const uint32_t> pass, uint64_t tick, uint32_t& hits);
 
+  // Loads experts ahead of the step that will use them (ExpertStreamer::upload_predicted): each one not
+  // resident takes an empty slot or one the policy evicts (pinned ones excepted), used at `tick`. These loads
+  // do not count toward upload_cap() at `tick` (the step's own misses still get the cap's slots); at most
+  // upload_cap() experts. Returns the loads to perform.
+  std::vector<SlotLoad> preload(std::span<const uint32_t> experts, uint64_t tick);
+
   // Empties a slot whose load failed or was abandoned: its bytes on the GPU are not those of any expert.
   void forget(uint32_t slot);
 
  private:
+  // Puts `e` into a free slot, or one the policy evicts, not locked (and among loaded_ when `capped`).
+  uint32_t load(uint32_t e, uint64_t tick, std::vector<bool>& locked, bool capped);
+
   std::vector<uint32_t> slot_of_;    // [experts] -> slot or kNoSlot
   std::vector<uint32_t> expert_in_;  // [slots] -> expert or kNoSlot
   std::vector<bool> pinned_;         // [slots]: never evicted

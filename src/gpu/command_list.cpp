@@ -10,10 +10,10 @@
 
 namespace mach::gpu {
 
-CommandList::CommandList(Context& context, uint32_t max_timestamps)
-    : context_(context), max_timestamps_(max_timestamps) {
+CommandList::CommandList(Context& context, uint32_t max_timestamps, bool transfer)
+    : context_(context), max_timestamps_(transfer ? 0 : max_timestamps), transfer_(transfer) {
   VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  ai.commandPool = context_.command_pool();
+  ai.commandPool = transfer_ ? context_.transfer_command_pool() : context_.command_pool();
   ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
   ai.commandBufferCount = 1;
   vk_check(vkAllocateCommandBuffers(context_.device(), &ai, &cmd_), "vkAllocateCommandBuffers");
@@ -27,7 +27,9 @@ CommandList::CommandList(Context& context, uint32_t max_timestamps)
 
 CommandList::~CommandList() {
   if (queries_) vkDestroyQueryPool(context_.device(), queries_, nullptr);
-  if (cmd_) vkFreeCommandBuffers(context_.device(), context_.command_pool(), 1, &cmd_);
+  if (cmd_)
+    vkFreeCommandBuffers(context_.device(), transfer_ ? context_.transfer_command_pool() : context_.command_pool(), 1,
+                         &cmd_);
 }
 
 void CommandList::begin() {
@@ -71,6 +73,9 @@ void CommandList::barrier() { barrier_before(kComputeStage | kTransferStage); }
 // accesses involved, not all of them, lets a driver skip the work a transfer wait implies between two
 // dispatches (most barriers of a decode step sit between two dispatches).
 void CommandList::barrier_before(uint32_t next) {
+  // A transfer-only queue has no compute stage to name; its lists are not meant to need barriers at all.
+  if (transfer_)
+    throw Exception(Errc::gpu, "a transfer command list needs a barrier: two of its copies touch the same bytes");
   const uint32_t before = stages_since_barrier_ != 0 ? stages_since_barrier_ : kComputeStage | kTransferStage;
   const auto stages = [](uint32_t s) {
     VkPipelineStageFlags f = 0;
@@ -112,7 +117,7 @@ void CommandList::track(const Buffer& buffer, uint64_t offset, uint64_t size, Ac
 
 void CommandList::dispatch(const Pipeline& pipeline, std::initializer_list<Binding> bindings, const void* push,
                            uint32_t push_bytes, Groups groups) {
-  assert(recording_);
+  assert(recording_ && !transfer_);
   if (bindings.size() != pipeline.binding_count())
     throw Exception(Errc::invalid_argument, fmt::format("shader '{}' has {} bindings, the dispatch passes {}",
                                                         pipeline.name(), pipeline.binding_count(), bindings.size()));

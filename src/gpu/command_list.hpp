@@ -61,7 +61,9 @@ struct TimestampSample {
 
 class CommandList {
  public:
-  CommandList(Context& context, uint32_t max_timestamps);
+  // `transfer`: a list for the context's transfer queue (Context::begin_transfer_commands): copies and fills
+  // only, and no two of them may touch the same bytes (no barriers are recorded there).
+  CommandList(Context& context, uint32_t max_timestamps, bool transfer = false);
   CommandList(const CommandList&) = delete;
   CommandList& operator=(const CommandList&) = delete;
   ~CommandList();
@@ -106,6 +108,7 @@ class CommandList {
   Context& context() const { return context_; }
   VkCommandBuffer handle() const { return cmd_; }
   bool recording() const { return recording_; }
+  bool transfer() const { return transfer_; }
   uint32_t dispatch_count() const { return dispatches_; }
   uint32_t barrier_count() const { return barriers_; }
 
@@ -134,6 +137,7 @@ class CommandList {
   std::vector<std::unique_ptr<Buffer>> scratch_buffers_;  // the last one is filled from scratch_used_
   uint64_t scratch_used_ = 0;
   bool recording_ = false;
+  bool transfer_ = false;
   uint32_t dispatches_ = 0;
   uint32_t barriers_ = 0;
 };

@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include "gpu/command_list.hpp"
 #include "gpu/embedded_shaders.hpp"
@@ -61,6 +64,25 @@ int compute_queue_family(VkPhysicalDevice pd) {
     if (families[i].queueFlags & VK_QUEUE_GRAPHICS_BIT) break;
   }
   return best;
+}
+
+// The queue for uploads that overlap compute (Context::submit_transfer): a family with transfer but neither
+// compute nor graphics (a DMA engine of its own; NVIDIA's copy engines), else a second queue of the compute
+// family; {family, index}, or {-1, 0} for none (the compute queue then takes the uploads too).
+// $MACH_TRANSFER_QUEUE=0 forces none.
+std::pair<int, uint32_t> transfer_queue_family(VkPhysicalDevice pd, uint32_t compute_family) {
+  if (const char* env = std::getenv("MACH_TRANSFER_QUEUE"); env && std::string_view(env) == "0") return {-1, 0};
+  uint32_t n = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, nullptr);
+  std::vector<VkQueueFamilyProperties> families(n);
+  vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, families.data());
+  for (uint32_t i = 0; i < n; ++i) {
+    const VkQueueFlags f = families[i].queueFlags;
+    if ((f & VK_QUEUE_TRANSFER_BIT) && !(f & (VK_QUEUE_COMPUTE_BIT | VK_QUEUE_GRAPHICS_BIT)) && families[i].queueCount > 0)
+      return {static_cast<int>(i), 0};
+  }
+  if (families[compute_family].queueCount >= 2) return {static_cast<int>(compute_family), 1};
+  return {-1, 0};
 }
 
 DeviceInfo describe(VkPhysicalDevice pd, uint32_t index) {
@@ -283,19 +305,36 @@ Result<void> Context::init(const ContextOptions& options) {
   if (info_.nv_cooperative_matrix) extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
   if (info_.int_dot) extensions.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
 
-  const float priority = 1.0f;
-  VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
-  qci.queueFamilyIndex = queue_family_;
-  qci.queueCount = 1;
-  qci.pQueuePriorities = &priority;
+  const auto [transfer_family, transfer_index] = transfer_queue_family(physical_, queue_family_);
+  const float priorities[2] = {1.0f, 1.0f};
+  VkDeviceQueueCreateInfo qcis[2] = {{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO}, {VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO}};
+  uint32_t queue_infos = 1;
+  qcis[0].queueFamilyIndex = queue_family_;
+  qcis[0].queueCount = transfer_family == static_cast<int>(queue_family_) ? 2 : 1;
+  qcis[0].pQueuePriorities = priorities;
+  if (transfer_family >= 0 && transfer_family != static_cast<int>(queue_family_)) {
+    qcis[1].queueFamilyIndex = static_cast<uint32_t>(transfer_family);
+    qcis[1].queueCount = 1;
+    qcis[1].pQueuePriorities = priorities;
+    queue_infos = 2;
+  }
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, &features};
-  dci.queueCreateInfoCount = 1;
-  dci.pQueueCreateInfos = &qci;
+  dci.queueCreateInfoCount = queue_infos;
+  dci.pQueueCreateInfos = qcis;
   dci.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
   dci.ppEnabledExtensionNames = extensions.data();
   if (VkResult r = vkCreateDevice(physical_, &dci, nullptr, &device_); r != VK_SUCCESS)
     return vk_error(r, fmt::format("vkCreateDevice({})", info_.name));
   vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
+  if (transfer_family >= 0) {
+    transfer_family_ = static_cast<uint32_t>(transfer_family);
+    vkGetDeviceQueue(device_, transfer_family_, transfer_index, &transfer_queue_);
+    transfer_kind_ = transfer_family_ == queue_family_ ? "second compute queue" : "transfer-only queue family";
+  } else {
+    transfer_family_ = queue_family_;
+    transfer_queue_ = queue_;
+    transfer_kind_ = "none (the compute queue)";
+  }
   push_descriptor_ =
       reinterpret_cast<PFN_vkCmdPushDescriptorSetKHR>(vkGetDeviceProcAddr(device_, "vkCmdPushDescriptorSetKHR"));
   if (!push_descriptor_) return Error{Errc::unsupported, "vkCmdPushDescriptorSetKHR is missing"};
@@ -305,11 +344,14 @@ Result<void> Context::init(const ContextOptions& options) {
   type.initialValue = 0;
   VkSemaphoreCreateInfo sci{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, &type};
   vk_check(vkCreateSemaphore(device_, &sci, nullptr, &timeline_), "vkCreateSemaphore");
+  vk_check(vkCreateSemaphore(device_, &sci, nullptr, &transfer_timeline_), "vkCreateSemaphore");
 
   VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
   pci.queueFamilyIndex = queue_family_;
   vk_check(vkCreateCommandPool(device_, &pci, nullptr, &pool_), "vkCreateCommandPool");
+  pci.queueFamilyIndex = transfer_family_;
+  vk_check(vkCreateCommandPool(device_, &pci, nullptr, &transfer_pool_), "vkCreateCommandPool");
   return {};
 }
 
@@ -320,13 +362,15 @@ Context::~Context() {
     transfer_.reset();
     staging_ = Buffer();
     if (pool_) vkDestroyCommandPool(device_, pool_, nullptr);
+    if (transfer_pool_) vkDestroyCommandPool(device_, transfer_pool_, nullptr);
     if (timeline_) vkDestroySemaphore(device_, timeline_, nullptr);
+    if (transfer_timeline_) vkDestroySemaphore(device_, transfer_timeline_, nullptr);
     vkDestroyDevice(device_, nullptr);
   }
   if (instance_) vkDestroyInstance(instance_, nullptr);
 }
 
-Buffer Context::create_buffer(uint64_t bytes, MemoryKind kind, std::string label) {
+Buffer Context::create_buffer(uint64_t bytes, MemoryKind kind, std::string label, bool with_transfer_queue) {
   Buffer b;
   b.device_ = device_;
   b.size_ = bytes;
@@ -334,7 +378,15 @@ Buffer Context::create_buffer(uint64_t bytes, MemoryKind kind, std::string label
   VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bci.size = std::max<uint64_t>(bytes, 4);
   bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
-  bci.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+  // Buffers that the transfer queue's uploads touch need no ownership transfers when its family differs.
+  const uint32_t families[2] = {queue_family_, transfer_family_};
+  if (with_transfer_queue && transfer_family_ != queue_family_) {
+    bci.sharingMode = VK_SHARING_MODE_CONCURRENT;
+    bci.queueFamilyIndexCount = 2;
+    bci.pQueueFamilyIndices = families;
+  } else {
+    bci.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+  }
   vk_check(vkCreateBuffer(device_, &bci, nullptr, &b.buffer_), fmt::format("vkCreateBuffer({})", b.label_));
 
   VkMemoryRequirements req;
@@ -506,9 +558,18 @@ std::unique_ptr<CommandList> Context::begin_commands() {
   return std::make_unique<CommandList>(*this, info_.timestamps ? 512 : 0);
 }
 
+std::unique_ptr<CommandList> Context::begin_transfer_commands() {
+  return std::make_unique<CommandList>(*this, 0, true);
+}
+
 Ticket Context::submit(CommandList& commands) {
+  assert(!commands.transfer());
   if (commands.recording()) commands.end();
   const uint64_t value = next_value_++;
+  // Every compute submission waits for the uploads required so far (a wait on a value already reached costs
+  // nothing), so its commands see their bytes.
+  const uint64_t transfer_wait = transfer_required_;
+  const VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
   VkTimelineSemaphoreSubmitInfo timeline{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
   timeline.signalSemaphoreValueCount = 1;
   timeline.pSignalSemaphoreValues = &value;
@@ -518,8 +579,47 @@ Ticket Context::submit(CommandList& commands) {
   si.pCommandBuffers = &cmd;
   si.signalSemaphoreCount = 1;
   si.pSignalSemaphores = &timeline_;
+  if (transfer_wait > 0) {
+    timeline.waitSemaphoreValueCount = 1;
+    timeline.pWaitSemaphoreValues = &transfer_wait;
+    si.waitSemaphoreCount = 1;
+    si.pWaitSemaphores = &transfer_timeline_;
+    si.pWaitDstStageMask = &wait_stage;
+  }
   vk_check(vkQueueSubmit(queue_, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit");
   return Ticket{value};
+}
+
+Ticket Context::submit_transfer(CommandList& commands) {
+  assert(commands.transfer());
+  if (commands.recording()) commands.end();
+  const uint64_t value = transfer_next_++;
+  VkTimelineSemaphoreSubmitInfo timeline{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  timeline.signalSemaphoreValueCount = 1;
+  timeline.pSignalSemaphoreValues = &value;
+  VkCommandBuffer cmd = commands.handle();
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO, &timeline};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd;
+  si.signalSemaphoreCount = 1;
+  si.pSignalSemaphores = &transfer_timeline_;
+  vk_check(vkQueueSubmit(transfer_queue_, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit(transfer)");
+  return Ticket{value};
+}
+
+uint64_t Context::transfers_done() const {
+  uint64_t value = 0;
+  vk_check(vkGetSemaphoreCounterValue(device_, transfer_timeline_, &value), "vkGetSemaphoreCounterValue");
+  return value;
+}
+
+void Context::wait_transfers(Ticket ticket) {
+  if (transfers_done() >= ticket.value) return;
+  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+  wi.semaphoreCount = 1;
+  wi.pSemaphores = &transfer_timeline_;
+  wi.pValues = &ticket.value;
+  vk_check(vkWaitSemaphores(device_, &wi, UINT64_MAX), "vkWaitSemaphores(transfer)");
 }
 
 void Context::wait(Ticket ticket) {

@@ -6,6 +6,7 @@
 
 #include <vulkan/vulkan.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -85,7 +86,9 @@ class Context {
   PFN_vkCmdPushDescriptorSetKHR push_descriptor_fn() const { return push_descriptor_; }
 
   // Throws mach::Exception(out_of_device_memory) when the allocation fails; `label` names it in errors.
-  Buffer create_buffer(uint64_t bytes, MemoryKind kind, std::string label);
+  // `with_transfer_queue`: the transfer queue's uploads read or write it (shared by both queue families where
+  // they differ; other buffers belong to the compute queue's family alone).
+  Buffer create_buffer(uint64_t bytes, MemoryKind kind, std::string label, bool with_transfer_queue = false);
 
   // Blocking copies between host memory and a buffer, staged through a reusable host buffer when the
   // destination is not host-visible. For set-up work (weights, tests), not for the decode loop.
@@ -102,8 +105,25 @@ class Context {
 
   std::unique_ptr<CommandList> begin_commands();
   // Submits recorded work; it signals the timeline at the returned ticket. A CommandList may be submitted
-  // again once its previous submission is done (record once, replay).
+  // again once its previous submission is done (record once, replay). It waits on the GPU for every upload
+  // submitted before it (submit_transfer).
   Ticket submit(CommandList& commands);
+
+  // Uploads that run beside the compute queue's work (expert streaming's uploads of predicted experts): a
+  // list of copies only (no dispatches, no barriers) for the transfer queue, submitted there. Its tickets are
+  // on a timeline of their own; once require_transfer(t) was called, every later submit() waits for t on
+  // the GPU (compute submitted before that runs beside the upload, so it must not touch what it writes). The
+  // queue is a transfer-only family's where the device has one, else a second queue of the compute family,
+  // else the compute queue itself (in order with the compute work: no overlap, same results):
+  // transfer_queue_kind() says which.
+  std::unique_ptr<CommandList> begin_transfer_commands();
+  Ticket submit_transfer(CommandList& commands);
+  void require_transfer(Ticket ticket) { transfer_required_ = std::max(transfer_required_, ticket.value); }
+  uint64_t transfers_done() const;  // the transfer timeline's value: tickets up to it are done
+  void wait_transfers(Ticket ticket);
+  uint64_t last_transfer() const { return transfer_next_ - 1; }
+  const char* transfer_queue_kind() const { return transfer_kind_; }
+  VkCommandPool transfer_command_pool() const { return transfer_pool_; }
   // Blocks the calling thread until the ticket is reached. Tools and tests only: the event loop uses
   // runtime::GpuBridge instead.
   void wait(Ticket ticket);
@@ -121,6 +141,13 @@ class Context {
   uint32_t queue_family_ = 0;
   VkSemaphore timeline_ = VK_NULL_HANDLE;
   VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkQueue transfer_queue_ = VK_NULL_HANDLE;
+  uint32_t transfer_family_ = 0;
+  const char* transfer_kind_ = "";
+  VkSemaphore transfer_timeline_ = VK_NULL_HANDLE;
+  VkCommandPool transfer_pool_ = VK_NULL_HANDLE;
+  uint64_t transfer_next_ = 1;
+  uint64_t transfer_required_ = 0;  // submit() waits for the transfer timeline to reach it
   PFN_vkCmdPushDescriptorSetKHR push_descriptor_ = nullptr;
   uint64_t next_value_ = 1;
   DeviceInfo info_;

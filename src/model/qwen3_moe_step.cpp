@@ -278,6 +278,8 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
   if (last && *last && streamer_->prefetching() && l + 1 < config_.num_layers) {
     const uint64_t n = uint64_t{pending_.tokens} * config_.num_experts_per_tok;
     streamer_->prefetch(l + 1, std::span(reinterpret_cast<const uint32_t*>(ids_host_.mapped()) + n, n));
+    // Layer l + 1's bank is idle until the next segment, which waits for these uploads on the GPU.
+    streamer_->upload_predicted(l + 1);
   }
   streamer_->add_stall(l, elapsed_ns(t0));
   if (!last) {
