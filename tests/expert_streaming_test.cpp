@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -81,10 +82,9 @@ Result<engine::GenerateResult> generate(model::Model& model, uint32_t max_tokens
   return engine::generate(gpu_context(), model, reference_prompt(), go);
 }
 
-// Streamed logits against resident ones. A layer whose step needs more experts than the bank has runs them in
-// passes, each adding its experts into the residual, so the sum is rounded in another order than resident
-// mode's single pass: equal to float rounding (~1e-7 relative), not bit for bit; greedy tokens are compared
-// exactly by the callers.
+// Streamed logits against resident ones. Streaming sums a layer's expert outputs with moe_combine after its
+// last pass, resident mode in the fused down + combine kernel, which adds them in another order: equal to
+// float rounding (~1e-7 relative), not bit for bit; greedy tokens are compared exactly by the callers.
 void expect_close(const std::vector<float>& got, const std::vector<float>& want) {
   ASSERT_EQ(got.size(), want.size());
   float worst = 0;
@@ -397,6 +397,23 @@ TEST_P(EngineLayout, PrefetchReadsAheadAndCountsItsAccuracy) {
   EXPECT_EQ(off.total().prefetch_predicted, 0u);
   EXPECT_EQ(off.total().prefetch_reads, 0u);
   for (const auto& l : off.layers) EXPECT_EQ(l.bytes_read, (l.misses - l.ram_hits) * slab) << "layer " << l.layer;
+}
+
+// The same request twice on one streamed model: the second starts with the first's experts in the banks and
+// the tier, so its layers split into other passes (hits first), yet its logits are the first's bit for bit:
+// the expert outputs are summed once per layer, in slot order, whatever the passes were.
+TEST_P(EngineLayout, StreamedLogitsDoNotDependOnTheBanksContents) {
+  TempDir tmp("engine_layout");
+  const RamTierSetup r = ram_tier_setup(tmp, GetParam());
+  auto streamed = load(r.dir, r.options);
+  const auto cold = std::move(generate(*streamed)).value_or_throw();
+  const auto passes = streamed->expert_stats().total().passes;
+  const auto warm = std::move(generate(*streamed)).value_or_throw();
+  EXPECT_GT(streamed->expert_stats().total().passes, passes);
+  ASSERT_EQ(cold.prompt_logits.size(), warm.prompt_logits.size());
+  EXPECT_EQ(std::memcmp(cold.prompt_logits.data(), warm.prompt_logits.data(), cold.prompt_logits.size() * 4), 0)
+      << "the warm run's logits differ from the cold run's";
+  EXPECT_EQ(cold.tokens, warm.tokens);
 }
 
 // Uploads ahead: with prefetch on, the experts predicted for the next layer that the RAM tier holds are copied

@@ -411,6 +411,7 @@ void Qwen3Moe::allocate_workspace() {
   slot_table_ = device(identity.size() * 4, "expert slot table");
   context_.upload(slot_table_, 0, std::as_bytes(std::span<const uint32_t>(identity)));
   if (streamer_) {
+    moe_y_ = device(T * k * H * 4, "expert outputs");
     // The layer's ids, then the next layer's predicted ids (prefetch).
     ids_host_ = context_.create_buffer(2 * T * k * 4, gpu::MemoryKind::host_readback, "expert ids (host)");
     predicted_ids_ = device(T * k * 4, "predicted expert ids");

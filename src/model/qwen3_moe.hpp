@@ -108,7 +108,8 @@ class Qwen3Moe final : public Model {
   void record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   ops::RouterParams router_params(uint32_t tokens) const;
-  void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
+  // `last_pass`: a streaming step's last pass of layer l (resident steps have one).
+  void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, bool last_pass = true);
   void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
   // h_ = rms(x_) · weights[norm], and h_'s q4h form for the products that share it (rms_norm_q4h).
   ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);
@@ -144,6 +145,7 @@ class Qwen3Moe final : public Model {
   uint64_t tokens_at_ = 0, seq_at_ = 0, pos_at_ = 0;
   // Activations, sized for max_step_tokens.
   gpu::Buffer x_, h_, q_, k_, v_, attn_, router_logits_, ids_, route_w_, act_, sel_, logits_;
+  gpu::Buffer moe_y_;  // streaming: each pair's down projection, [T, k, H], summed after a layer's last pass
   gpu::Buffer router_finished_;  // route_logits' count of finished workgroups (0 between dispatches)
   gpu::Buffer qkv_counts_;       // qkv_norm_rope_kv_store's finished workgroups per head (0 between dispatches)
   gpu::Buffer predicted_ids_;    // streaming prefetch: the next layer's router on this layer's hidden state

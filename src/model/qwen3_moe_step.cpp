@@ -8,6 +8,7 @@
 
 #include "model/qwen3_moe.hpp"
 #include "ops/attention_prep.hpp"
+#include "ops/elementwise.hpp"
 #include "ops/embedding.hpp"
 #include "ops/norm.hpp"
 
@@ -113,8 +114,11 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
 
 // The expert products of the routed pairs whose expert has a slot in the layer's slot table (all of them
 // when resident), added into the residual with their routing weights. A streaming layer runs this once per
-// pass; each pass's table slots only its own experts, so the passes add up to the whole sum.
-void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
+// pass; each pass's table slots only its own experts. There each pair's down projection goes to moe_y_ and
+// the weighted sum runs once, after the last pass, over every pair in slot order: adding each pass's share
+// to the residual instead made the sums' rounding depend on how the bank's contents split the step into
+// passes, so that the same request could decode differently with a warm and a cold bank.
+void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T, bool last_pass) {
   const auto& c = config_;
   const Layer& L = layers_[l];
   const uint32_t E = c.num_experts, k = c.num_experts_per_tok;
@@ -124,6 +128,11 @@ void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
     ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, *moe_x_, gpu::out(act_), T);
   else
     ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, gpu::in(h_), gpu::out(act_), T);
+  if (streamer_) {
+    ops::mul_mat_id(cmd, L.down, routing, gpu::in(act_), true, gpu::out(moe_y_), T);
+    if (last_pass) ops::moe_combine(cmd, gpu::in(moe_y_), gpu::in(route_w_), gpu::inout(x_), T, k, c.hidden_size);
+    return;
+  }
   ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T);
 }
 
@@ -286,7 +295,7 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     pending_.active = false;
     return last.error();
   }
-  record_experts(cmd, l, pending_.tokens);
+  record_experts(cmd, l, pending_.tokens, *last);
   if (*last) {
     if (l + 1 < config_.num_layers) {
       stop_after_router(cmd, l + 1);
