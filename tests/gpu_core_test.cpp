@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include "gpu_fixture.hpp"
 #include "ops/elementwise.hpp"
@@ -112,6 +113,42 @@ TEST(GpuCore, IndependentDispatchesShareNoBarrier) {
   ops::add(*cmd, gpu::in(a), gpu::in(a), gpu::out(y, n * 4, n * 4), n);  // disjoint range of the same buffer
   cmd->end();
   EXPECT_EQ(cmd->barrier_count(), 0u);
+}
+
+// Uploads on the transfer queue: a transfer list's copies into a device buffer, then a compute submission
+// that requires them reads what they wrote; a transfer list whose copies overlap is refused (it cannot hold
+// a barrier).
+TEST(GpuCore, TransferQueueUploadsAreSeenByTheComputeSubmissionsThatRequireThem) {
+  auto& context = gpu_context();
+  EXPECT_NE(std::string(context.transfer_queue_kind()), "");
+  const size_t n = 4096;
+  const std::vector<float> data = iota(n, 3.0f);
+  auto host = context.create_buffer(n * 4, gpu::MemoryKind::host_upload, "transfer source", true);
+  std::memcpy(host.mapped(), data.data(), n * 4);
+  auto dst = context.create_buffer(n * 4, gpu::MemoryKind::device, "transfer target", true);
+  auto readback = context.create_buffer(n * 4, gpu::MemoryKind::host_readback, "transfer readback");
+  auto upload = context.begin_transfer_commands();
+  EXPECT_TRUE(upload->transfer());
+  upload->begin();
+  upload->copy(host, 0, dst, 0, n * 2);  // two halves, in either order
+  upload->copy(host, n * 2, dst, n * 2, n * 2);
+  const gpu::Ticket ticket = context.submit_transfer(*upload);
+  EXPECT_EQ(ticket.value, context.last_transfer());
+  context.require_transfer(ticket);
+  auto read = context.begin_commands();
+  read->begin();
+  read->copy(dst, 0, readback, 0, n * 4);
+  context.wait(context.submit(*read));
+  EXPECT_GE(context.transfers_done(), ticket.value);
+  std::vector<float> back(n);
+  std::memcpy(back.data(), readback.mapped(), n * 4);
+  EXPECT_EQ(back, data);
+
+  context.wait_transfers(ticket);  // done: returns at once
+  upload->begin();
+  upload->copy(host, 0, dst, 0, n * 4);
+  EXPECT_THROW(upload->copy(host, 0, dst, 0, n * 4), Exception) << "a second write of the same bytes needs a barrier";
+  upload->end();
 }
 
 TEST(OpHarness, GuardsCatchAWriteOutsideTheOutput) {

@@ -562,31 +562,40 @@ std::unique_ptr<CommandList> Context::begin_transfer_commands() {
   return std::make_unique<CommandList>(*this, 0, true);
 }
 
+namespace {
+
+// One command buffer to `queue`, signalling `signal` at `value`, and waiting (before its compute and transfer
+// stages) for `wait` to reach `wait_value` when that is not 0.
+void submit_one(VkQueue queue, VkCommandBuffer cmd, VkSemaphore signal, uint64_t value, VkSemaphore wait,
+                uint64_t wait_value, const char* what) {
+  const VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  VkTimelineSemaphoreSubmitInfo timeline{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  timeline.signalSemaphoreValueCount = 1;
+  timeline.pSignalSemaphoreValues = &value;
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO, &timeline};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd;
+  si.signalSemaphoreCount = 1;
+  si.pSignalSemaphores = &signal;
+  if (wait_value > 0) {
+    timeline.waitSemaphoreValueCount = 1;
+    timeline.pWaitSemaphoreValues = &wait_value;
+    si.waitSemaphoreCount = 1;
+    si.pWaitSemaphores = &wait;
+    si.pWaitDstStageMask = &wait_stage;
+  }
+  vk_check(vkQueueSubmit(queue, 1, &si, VK_NULL_HANDLE), what);
+}
+
+}  // namespace
+
 Ticket Context::submit(CommandList& commands) {
   assert(!commands.transfer());
   if (commands.recording()) commands.end();
   const uint64_t value = next_value_++;
   // Every compute submission waits for the uploads required so far (a wait on a value already reached costs
   // nothing), so its commands see their bytes.
-  const uint64_t transfer_wait = transfer_required_;
-  const VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  VkTimelineSemaphoreSubmitInfo timeline{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
-  timeline.signalSemaphoreValueCount = 1;
-  timeline.pSignalSemaphoreValues = &value;
-  VkCommandBuffer cmd = commands.handle();
-  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO, &timeline};
-  si.commandBufferCount = 1;
-  si.pCommandBuffers = &cmd;
-  si.signalSemaphoreCount = 1;
-  si.pSignalSemaphores = &timeline_;
-  if (transfer_wait > 0) {
-    timeline.waitSemaphoreValueCount = 1;
-    timeline.pWaitSemaphoreValues = &transfer_wait;
-    si.waitSemaphoreCount = 1;
-    si.pWaitSemaphores = &transfer_timeline_;
-    si.pWaitDstStageMask = &wait_stage;
-  }
-  vk_check(vkQueueSubmit(queue_, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit");
+  submit_one(queue_, commands.handle(), timeline_, value, transfer_timeline_, transfer_required_, "vkQueueSubmit");
   return Ticket{value};
 }
 
@@ -594,16 +603,8 @@ Ticket Context::submit_transfer(CommandList& commands) {
   assert(commands.transfer());
   if (commands.recording()) commands.end();
   const uint64_t value = transfer_next_++;
-  VkTimelineSemaphoreSubmitInfo timeline{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
-  timeline.signalSemaphoreValueCount = 1;
-  timeline.pSignalSemaphoreValues = &value;
-  VkCommandBuffer cmd = commands.handle();
-  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO, &timeline};
-  si.commandBufferCount = 1;
-  si.pCommandBuffers = &cmd;
-  si.signalSemaphoreCount = 1;
-  si.pSignalSemaphores = &transfer_timeline_;
-  vk_check(vkQueueSubmit(transfer_queue_, 1, &si, VK_NULL_HANDLE), "vkQueueSubmit(transfer)");
+  submit_one(transfer_queue_, commands.handle(), transfer_timeline_, value, VK_NULL_HANDLE, 0,
+             "vkQueueSubmit(transfer)");
   return Ticket{value};
 }
 
