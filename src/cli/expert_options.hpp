@@ -48,8 +48,9 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
                   "more runs them in turns through those slots, so a long prompt keeps the rest of the bank")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--expert-prefetch", a.prefetch,
-                  "on (default) or off: run each layer's hidden state through the next layer's router too and read "
-                  "the experts it picks into the host-RAM tier ahead of need (needs the tier)")
+                  "on (default) or off: run each layer's hidden state through the next layer's router too, read "
+                  "the experts it picks into the host-RAM tier ahead of need and upload those the tier holds into "
+                  "the next layer's bank on a transfer queue while this layer computes (needs the tier)")
       ->check(CLI::IsMember({"on", "off"}));
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
   cmd->add_option("--save-expert-profile", a.save_profile,
