@@ -98,6 +98,15 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   return s;
 }
 
+ExpertStreamer::~ExpertStreamer() {
+  if (uploads_.empty()) return;
+  try {
+    context_.wait_transfers({context_.last_transfer()});
+  } catch (const Exception&) {
+    // A lost device: nothing is in flight any more.
+  }
+}
+
 Result<void> ExpertStreamer::load_pinned(const std::map<uint32_t, std::vector<uint32_t>>& pinned) {
   const uint64_t slab = sidecar_.layout().slab_bytes;
   std::vector<std::byte> bytes(slab);

@@ -60,6 +60,9 @@ class ExpertStreamer {
   static Result<std::unique_ptr<ExpertStreamer>> create(gpu::Context& context, Sidecar sidecar,
                                                         const StreamerOptions& options);
 
+  // Waits for the uploads ahead still in flight (a step abandoned after one never waited for it).
+  ~ExpertStreamer();
+
   const Sidecar& sidecar() const { return sidecar_; }
   uint32_t slots() const { return slots_; }
   // Tensor `t` of the slab layout (experts::tensor_ref) over layer `layer`'s bank.
