@@ -299,9 +299,13 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   collect_prefetches();
   uint32_t hits = 0;
   const std::vector<SlotLoad> loads = b.map.place(pass, b.tick, hits);
-  // Experts uploaded ahead for this step are resident now, but the step did miss them.
+  // Experts uploaded ahead for this step are resident now (hits of place()), but the step did miss them. One
+  // evicted by an earlier pass of the step and loaded again is a plain miss of this pass.
   uint32_t ahead = 0;
-  for (uint32_t e : pass) ahead += std::binary_search(ahead_now_.begin(), ahead_now_.end(), e) ? 1 : 0;
+  for (uint32_t e : pass) {
+    const bool loaded = std::any_of(loads.begin(), loads.end(), [&](const SlotLoad& l) { return l.expert == e; });
+    if (!loaded && std::binary_search(ahead_now_.begin(), ahead_now_.end(), e)) ++ahead;
+  }
   st.hits += hits - ahead;
   st.misses += loads.size() + ahead;
   st.ram_hits += ahead;
