@@ -177,6 +177,7 @@ void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) 
 }
 
 void ExpertStreamer::make_claimable(uint64_t stamp) {
+  if (ram_->claimable(stamp)) return;  // the common case: no query of the transfer timeline
   ram_->release(context_.transfers_done());
   if (ram_->claimable(stamp)) return;
   context_.wait_transfers({context_.last_transfer()});

@@ -81,10 +81,11 @@ class ExpertStreamer {
   void prefetch(uint32_t layer, std::span<const uint32_t> ids);
   bool prefetching() const { return ram_ && prefetch_; }
   // Uploads ahead: the experts prefetch(layer, ...) predicted that the RAM tier holds and the layer's bank
-  // does not get slots now (SlotMap::place at the layer's next step tick, within its upload cap), their copies
-  // submitted to the context's transfer queue at once, so that they cross PCIe while the GPU computes the
-  // current layer and the host plans; every later compute submission waits for them on the GPU. begin_layer
-  // then finds them in the bank (they count as misses uploaded ahead, not hits). Returns the experts
+  // does not get slots now (SlotMap::preload at the layer's next step tick, at most its upload cap), their
+  // copies submitted to the context's transfer queue at once, so that they cross PCIe while the GPU computes
+  // the current layer and the host plans. begin_layer(layer) requires them (gpu::Context::require_transfer):
+  // the compute submissions from then on wait for them on the GPU, and its passes find them in the bank
+  // (they count as misses uploaded ahead, not hits). Returns the experts
   // uploaded; 0 without prefetching or with $MACH_UPLOAD_AHEAD=0. Call after prefetch(layer, ...), before
   // begin_layer(layer), while no submitted work reads the layer's bank.
   uint32_t upload_predicted(uint32_t layer);

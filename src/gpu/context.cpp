@@ -587,6 +587,15 @@ void submit_one(VkQueue queue, VkCommandBuffer cmd, VkSemaphore signal, uint64_t
   vk_check(vkQueueSubmit(queue, 1, &si, VK_NULL_HANDLE), what);
 }
 
+// Blocks the calling thread until the timeline semaphore reaches `value`.
+void block_until(VkDevice device, VkSemaphore timeline, uint64_t value, const char* what) {
+  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+  wi.semaphoreCount = 1;
+  wi.pSemaphores = &timeline;
+  wi.pValues = &value;
+  vk_check(vkWaitSemaphores(device, &wi, UINT64_MAX), what);
+}
+
 }  // namespace
 
 Ticket Context::submit(CommandList& commands) {
@@ -616,11 +625,7 @@ uint64_t Context::transfers_done() const {
 
 void Context::wait_transfers(Ticket ticket) {
   if (transfers_done() >= ticket.value) return;
-  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
-  wi.semaphoreCount = 1;
-  wi.pSemaphores = &transfer_timeline_;
-  wi.pValues = &ticket.value;
-  vk_check(vkWaitSemaphores(device_, &wi, UINT64_MAX), "vkWaitSemaphores(transfer)");
+  block_until(device_, transfer_timeline_, ticket.value, "vkWaitSemaphores(transfer)");
 }
 
 void Context::wait(Ticket ticket) {
@@ -631,11 +636,7 @@ void Context::wait(Ticket ticket) {
     if (is_done(ticket)) return;
     std::this_thread::yield();
   } while (std::chrono::steady_clock::now() < poll_until);
-  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
-  wi.semaphoreCount = 1;
-  wi.pSemaphores = &timeline_;
-  wi.pValues = &ticket.value;
-  vk_check(vkWaitSemaphores(device_, &wi, UINT64_MAX), "vkWaitSemaphores");
+  block_until(device_, timeline_, ticket.value, "vkWaitSemaphores");
 }
 
 bool Context::is_done(Ticket ticket) const {

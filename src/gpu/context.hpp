@@ -105,8 +105,8 @@ class Context {
 
   std::unique_ptr<CommandList> begin_commands();
   // Submits recorded work; it signals the timeline at the returned ticket. A CommandList may be submitted
-  // again once its previous submission is done (record once, replay). It waits on the GPU for every upload
-  // submitted before it (submit_transfer).
+  // again once its previous submission is done (record once, replay). It waits on the GPU for the uploads
+  // required so far (require_transfer).
   Ticket submit(CommandList& commands);
 
   // Uploads that run beside the compute queue's work (expert streaming's uploads of predicted experts): a
@@ -120,7 +120,7 @@ class Context {
   Ticket submit_transfer(CommandList& commands);
   void require_transfer(Ticket ticket) { transfer_required_ = std::max(transfer_required_, ticket.value); }
   uint64_t transfers_done() const;  // the transfer timeline's value: tickets up to it are done
-  void wait_transfers(Ticket ticket);
+  void wait_transfers(Ticket ticket);  // blocks until the upload ticket is done
   uint64_t last_transfer() const { return transfer_next_ - 1; }
   const char* transfer_queue_kind() const { return transfer_kind_; }
   VkCommandPool transfer_command_pool() const { return transfer_pool_; }
