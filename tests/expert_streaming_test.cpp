@@ -261,6 +261,72 @@ TEST_P(EngineLayout, PinnedExpertsStayAndStreamWhatResidentComputes) {
   EXPECT_FALSE(model::load_model(dir, gpu_context(), o).ok());
 }
 
+// --host-experts: the 3 highest-numbered of each layer's 8 experts computed on the host's cores, the others
+// streamed through 2 slots (without and with the RAM tier, whose prefetch and uploads ahead must leave the
+// host's experts alone). The host quantizes its activations to int8 (experts/host_experts.hpp) and the GPU's
+// q8_0 kernels do not, so logits agree with resident mode to that rounding and greedy tokens exactly; the same
+// request again gives the same logits bit for bit, whatever the bank held (each expert always runs on the
+// same device).
+TEST(HostExperts, HostAndBankComputeWhatResidentComputes) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::q8_0);
+  auto resident = load(dir, options(ops::WeightType::q8_0));
+  const auto want = std::move(generate(*resident)).value_or_throw();
+  float scale = 0;
+  for (float v : want.prompt_logits) scale = std::max(scale, std::abs(v));
+  for (bool tier : {false, true}) {
+    SCOPED_TRACE(tier ? "RAM tier" : "no RAM tier");
+    auto o = options(ops::WeightType::q8_0, 2);
+    o.host_experts = 3;
+    o.host_threads = 3;
+    if (tier) o.host_cache_bytes = uint64_t{64} << 20;
+    auto streamed = load(dir, o);
+    const auto got = std::move(generate(*streamed)).value_or_throw();
+    ASSERT_EQ(got.prompt_logits.size(), want.prompt_logits.size());
+    float worst = 0;
+    for (size_t i = 0; i < got.prompt_logits.size(); ++i)
+      worst = std::max(worst, std::abs(got.prompt_logits[i] - want.prompt_logits[i]));
+    EXPECT_LE(worst, 0.02f * scale) << "largest logit difference, against the largest logit " << scale;
+    EXPECT_EQ(got.tokens, want.tokens);
+    const auto again = std::move(generate(*streamed)).value_or_throw();
+    EXPECT_EQ(again.prompt_logits, got.prompt_logits) << "the second run meets a warm bank";
+    EXPECT_EQ(again.tokens, got.tokens);
+
+    const auto stats = streamed->expert_stats();
+    EXPECT_EQ(stats.host_experts, 3u);
+    EXPECT_EQ(stats.host_threads, 3u);
+    EXPECT_EQ(stats.host_experts_bytes, 3u * 3u * stats.slab_bytes);
+    EXPECT_EQ(stats.host_simd, "portable") << "q8_0 runs the portable loop";
+    EXPECT_EQ(stats.prefetch, tier);
+    for (const auto& l : stats.layers) {
+      // Experts 5..7 are the host's: never a hit, a miss or an upload; 0..4 stream as before.
+      const uint64_t streamed_uses = std::accumulate(l.uses.begin(), l.uses.begin() + 5, uint64_t{0});
+      const uint64_t host_uses = std::accumulate(l.uses.begin() + 5, l.uses.end(), uint64_t{0});
+      EXPECT_EQ(l.hits + l.misses, streamed_uses) << "layer " << l.layer;
+      EXPECT_GT(host_uses, 0u) << "layer " << l.layer;
+      EXPECT_GE(l.host_pairs, host_uses) << "layer " << l.layer;
+      EXPECT_GT(l.host_ns, 0u);
+      EXPECT_EQ(l.bytes_uploaded, (l.misses - l.ahead_used + l.ahead_uploads) * stats.slab_bytes) << "layer " << l.layer;
+    }
+  }
+}
+
+TEST(HostExperts, RefusesMoreExpertsThanALayerHasAndFloatSidecars) {
+  TempDir tmp("engine_layout");
+  auto o = options(ops::WeightType::q8_0, 2);
+  o.host_experts = 9;
+  auto r = model::load_model(pruned(tmp, ops::WeightType::q8_0), gpu_context(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("layer 0 has 8 experts; give at most 8"), std::string::npos) << r.error().message;
+  TempDir tmp2("engine_layout");
+  o = options(ops::WeightType::bf16, 2);
+  o.host_experts = 2;
+  r = model::load_model(pruned(tmp2, ops::WeightType::bf16), gpu_context(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("computes q4 and q8_0 experts; this sidecar's are bf16"), std::string::npos)
+      << r.error().message;
+}
+
 INSTANTIATE_TEST_SUITE_P(Quant, EngineLayout, ::testing::Values(ops::WeightType::bf16, ops::WeightType::q8_0),
                          [](const auto& info) { return std::string(ops::weight_type_name(info.param)); });
 

@@ -1,6 +1,6 @@
 // The expert-residency flags shared by `mach generate`, `mach serve` and `mach bench`: --streaming /
 // --no-streaming, --expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, --eviction,
-// --pin-experts, --save-expert-profile.
+// --host-experts, --host-threads, --pin-experts, --save-expert-profile.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -28,6 +28,8 @@ struct ExpertArgs {
   int64_t upload_cap = -1;    // < 0: the default (half the slots)
   std::string prefetch;       // --expert-prefetch on|off; empty: the default (on)
   std::string save_profile;   // --save-expert-profile
+  uint32_t host_experts = 0;  // --host-experts
+  unsigned host_threads = 0;  // --host-threads
 };
 
 inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
@@ -52,6 +54,13 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
                   "the experts it picks into the host-RAM tier ahead of need and upload those the tier holds into "
                   "the next layer's bank on a transfer queue while this layer computes (needs the tier)")
       ->check(CLI::IsMember({"on", "off"}));
+  cmd->add_option("--host-experts", a.host_experts,
+                  "experts per MoE layer computed on the host's cores instead of streamed (the highest-numbered "
+                  "unpinned ones; q4 or q8_0 sidecars): their slabs stay in host memory, and the host computes their "
+                  "pairs while PCIe streams the others into a bank that then caches fewer experts (default 0)");
+  cmd->add_option("--host-threads", a.host_threads,
+                  "threads that compute the --host-experts (default: every core)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
   cmd->add_option("--save-expert-profile", a.save_profile,
                   "when done, write each layer's most used experts (half the slots' worth, hottest first, with their "
@@ -72,11 +81,15 @@ inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions
   if (a.host_cache_gb >= 0) lo.host_cache_bytes = static_cast<uint64_t>(a.host_cache_gb * 1073741824.0);
   if (a.upload_cap >= 0) lo.expert_upload_cap = static_cast<uint32_t>(std::min<int64_t>(a.upload_cap, UINT32_MAX));
   lo.expert_prefetch = a.prefetch != "off";
+  lo.host_experts = a.host_experts;
+  lo.host_threads = a.host_threads;
   if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0 ||
-                       a.upload_cap >= 0 || !a.save_profile.empty() || !a.prefetch.empty()))
+                       a.upload_cap >= 0 || !a.save_profile.empty() || !a.prefetch.empty() ||
+                       a.host_experts || a.host_threads))
     return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, "
-                                         "--expert-prefetch, --pin-experts and --save-expert-profile shape (or count) "
-                                         "the expert streaming of --streaming; add --streaming"};
+                                         "--expert-prefetch, --host-experts, --host-threads, --pin-experts and "
+                                         "--save-expert-profile shape (or count) the expert streaming of --streaming; "
+                                         "add --streaming"};
   if (!a.pin_experts.empty()) {
     auto pins = experts::parse_keep_plan(a.pin_experts, "--pin-experts");
     if (!pins) return pins.error();

@@ -330,7 +330,9 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
   auto& kv = model.kv_cache();
   StepRunner runner(context, model);
   std::mt19937 gen(1234);
-  const double bandwidth = probe_bandwidth(context, options.probe_bytes);  // GB/s
+  // One product binds the whole probe matrix: at most what the device binds at once (lavapipe: 128 MiB).
+  const uint64_t gpu_probe_bytes = std::min<uint64_t>(options.probe_bytes, context.info().max_storage_buffer_range);
+  const double bandwidth = probe_bandwidth(context, gpu_probe_bytes);  // GB/s
   const nlohmann::json base = {{"device", context.info().name},
                                {"model_type", c.model_type},
                                {"layers", c.num_layers},
@@ -342,7 +344,7 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     auto line = base;
     line["test"] = "bandwidth_probe";
     line["gb_per_s"] = bandwidth;
-    line["probe_bytes"] = options.probe_bytes;
+    line["probe_bytes"] = gpu_probe_bytes;
     line["method"] = "bf16 matrix-vector product (reads)";
     emit(line);
   }
@@ -383,6 +385,21 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
                        {"ahead_uploads", after.ahead_uploads - before.ahead_uploads},
                        {"ahead_used", after.ahead_used - before.ahead_used},
                        {"transfer_queue", model.expert_stats().transfer_queue}};
+    if (model.expert_stats().host_experts) {
+      // --host-experts: the pairs the host's cores computed, the slab bytes they read for them (once per
+      // pair: a pair reads its expert's whole slab), and that over the host's busy time.
+      const uint64_t pairs = after.host_pairs - before.host_pairs;
+      const double host_s = (after.host_ns - before.host_ns) * 1e-9;
+      const double host_bytes = double(pairs) * double(model.expert_stats().slab_bytes);
+      line["experts"]["host_experts"] = model.expert_stats().host_experts;
+      line["experts"]["host_threads"] = model.expert_stats().host_threads;
+      line["experts"]["host_simd"] = model.expert_stats().host_simd;
+      line["experts"]["host_pairs"] = pairs;
+      line["experts"]["host_ms"] = host_s * 1e3;
+      line["experts"]["host_wait_ms"] = (after.host_wait_ns - before.host_wait_ns) * 1e-6;
+      line["experts"]["host_bytes"] = host_bytes;
+      line["experts"]["host_gb_per_s"] = host_s > 0 ? host_bytes / host_s * 1e-9 : 0.0;
+    }
   };
   nlohmann::json clock_base = base;
   clock_base["clock"] = streaming ? "wall" : "gpu";

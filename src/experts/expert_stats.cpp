@@ -22,6 +22,9 @@ ExpertLayerStats ExpertStats::total() const {
     t.awaited_reads += l.awaited_reads;
     t.ahead_uploads += l.ahead_uploads;
     t.ahead_used += l.ahead_used;
+    t.host_pairs += l.host_pairs;
+    t.host_ns += l.host_ns;
+    t.host_wait_ns += l.host_wait_ns;
   }
   return t;
 }
@@ -53,7 +56,10 @@ nlohmann::json layer_json(const ExpertLayerStats& l) {
           {"prefetch_failed", l.prefetch_failed},
           {"awaited_reads", l.awaited_reads},
           {"ahead_uploads", l.ahead_uploads},
-          {"ahead_used", l.ahead_used}};
+          {"ahead_used", l.ahead_used},
+          {"host_pairs", l.host_pairs},
+          {"host_ms", static_cast<double>(l.host_ns) * 1e-6},
+          {"host_wait_ms", static_cast<double>(l.host_wait_ns) * 1e-6}};
 }
 
 }  // namespace
@@ -70,6 +76,8 @@ nlohmann::json to_json(const ExpertStats& s) {
           {"upload_cap", s.upload_cap},
           {"host_cache_bytes", s.host_cache_bytes}, {"host_cache_entries", s.host_cache_entries},
           {"prefetch", s.prefetch},         {"upload_ahead", s.upload_ahead},       {"transfer_queue", s.transfer_queue},
+          {"host_experts", s.host_experts}, {"host_threads", s.host_threads},
+          {"host_experts_bytes", s.host_experts_bytes}, {"host_simd", s.host_simd},
           {"total", std::move(total)},      {"layers", std::move(layers)},          {"bad_experts", std::move(bad)}};
 }
 

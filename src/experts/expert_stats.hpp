@@ -37,6 +37,12 @@ struct ExpertLayerStats {
   // Misses read without blocking the caller: the server's loop starts a pass's reads into the RAM tier and
   // serves other work until they are in (ExpertStreamer::start_pass_reads). Also in bytes_read and read_ns.
   uint64_t awaited_reads = 0;
+  // Pairs (token, expert) computed on the host's cores (--host-experts; not hits or misses), the host's busy
+  // time for them (from the start of each layer's share to the end of its last item), and the time the step
+  // waited for them after its GPU work was recorded (included in stall_ns).
+  uint64_t host_pairs = 0;
+  uint64_t host_ns = 0;
+  uint64_t host_wait_ns = 0;
   // Per expert of the layer: the steps that routed to it (the input of an expert profile, expert_profile.hpp;
   // not in to_json, and not summed by total()).
   std::vector<uint64_t> uses;
@@ -63,6 +69,10 @@ struct ExpertStats {
   bool prefetch = false;            // experts predicted from the previous layer are read ahead
   bool upload_ahead = false;        // and uploaded ahead into the bank from the RAM tier
   std::string transfer_queue;       // the queue those uploads take (gpu::Context::transfer_queue_kind)
+  uint32_t host_experts = 0;        // experts per layer computed on the host's cores (0: none)
+  uint32_t host_threads = 0;        // the threads that compute them
+  uint64_t host_experts_bytes = 0;  // their slabs in host memory
+  std::string host_simd;            // their kernel: "avx2" or "portable"
   std::vector<ExpertLayerStats> layers;
   std::vector<BadExpert> bad;
 

@@ -27,7 +27,9 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   std::unique_ptr<ExpertStreamer> s(new ExpertStreamer(context, std::move(sidecar)));
   const SidecarLayout& layout = s->sidecar_.layout();
   for (const auto& l : layout.layers) s->experts_ = std::max<uint32_t>(s->experts_, l.experts.size());
-  s->slots_ = std::min(options.slots, s->experts_);
+  // Experts the host computes never take a slot: a bank larger than the rest would stay partly empty.
+  const uint32_t streamed = options.host_experts < s->experts_ ? s->experts_ - options.host_experts : 1;
+  s->slots_ = std::min(options.slots, streamed);
   const uint64_t bank_bytes = uint64_t{s->slots_} * layout.slab_bytes;
   if (bank_bytes > context.info().max_storage_buffer_range)
     return Error{Errc::unsupported,
@@ -69,6 +71,16 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   if (!reader) return reader.error();
   s->reader_ = std::move(reader).value();
   if (auto r = s->load_pinned(options.pinned); !r) return r.error();
+  if (options.host_experts) {
+    auto host = HostExperts::create(s->sidecar_, *s->reader_, options.pinned, options.host_experts,
+                                    options.host_threads);
+    if (!host) return host.error();
+    s->host_ = std::move(host).value();
+    s->stats_.host_experts = s->host_->per_layer();
+    s->stats_.host_threads = s->host_->threads();
+    s->stats_.host_experts_bytes = s->host_->bytes();
+    s->stats_.host_simd = s->host_->simd() ? "avx2" : "portable";
+  }
   s->prefetch_ = options.prefetch && s->ram_ != nullptr;
   s->predicted_.resize(s->banks_.size());
   const char* ahead_env = std::getenv("MACH_UPLOAD_AHEAD");
@@ -99,6 +111,7 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
 }
 
 ExpertStreamer::~ExpertStreamer() {
+  finish_host();
   if (uploads_.empty()) return;
   try {
     context_.wait_transfers({context_.last_transfer()});
@@ -157,12 +170,13 @@ void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) 
   std::sort(needed.begin(), needed.end());
   needed.erase(std::unique(needed.begin(), needed.end()), needed.end());
   assert(needed.empty() || needed.back() < b.map.experts());
-  passes_ = b.map.plan(needed);
   next_pass_ = 0;
   current_ = static_cast<int>(layer);
   ++b.tick;
   ExpertLayerStats& st = stats_.layers[bank_of_[layer]];
   for (uint32_t e : needed) ++st.uses[e];
+  if (host_) std::erase_if(needed, [&](uint32_t e) { return host_->holds(layer, e); });
+  passes_ = b.map.plan(needed);
   std::vector<uint32_t>& predicted = predicted_[bank_of_[layer]];
   if (!predicted.empty()) {
     st.prefetch_predicted += predicted.size();
@@ -226,7 +240,7 @@ void ExpertStreamer::prefetch(uint32_t layer, std::span<const uint32_t> ids) {
   predicted.assign(ids.begin(), ids.end());
   std::sort(predicted.begin(), predicted.end());
   predicted.erase(std::unique(predicted.begin(), predicted.end()), predicted.end());
-  std::erase_if(predicted, [&](uint32_t e) { return e >= b.map.experts(); });
+  std::erase_if(predicted, [&](uint32_t e) { return e >= b.map.experts() || (host_ && host_->holds(layer, e)); });
   // At most a bank's worth in flight per layer: a pass cannot use more, and the tier keeps the rest of its
   // entries for what was really used.
   uint32_t started = 0;
@@ -384,5 +398,27 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
 }
 
 void ExpertStreamer::add_stall(uint32_t layer, uint64_t ns) { stats_.layers[bank_of_.at(layer)].stall_ns += ns; }
+
+std::span<const uint32_t> ExpertStreamer::start_host(uint32_t layer, std::span<const uint32_t> ids, uint32_t k,
+                                                     const float* x, float* y) {
+  if (!host_) return {};
+  assert(host_layer_ < 0);
+  const std::span<const uint32_t> pairs = host_->start(layer, ids, k, x, y);
+  if (pairs.empty()) return pairs;
+  host_layer_ = static_cast<int>(layer);
+  host_pairs_ = pairs.size();
+  return pairs;
+}
+
+void ExpertStreamer::finish_host() {
+  if (host_layer_ < 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  host_->wait();
+  ExpertLayerStats& st = stats_.layers[bank_of_[host_layer_]];
+  st.host_pairs += host_pairs_;
+  st.host_wait_ns += ns_since(t0);
+  st.host_ns += host_->last_job_ns();
+  host_layer_ = -1;
+}
 
 }  // namespace mach::experts

@@ -26,6 +26,7 @@
 #include "experts/eviction.hpp"
 #include "experts/expert_stats.hpp"
 #include "experts/host_cache.hpp"
+#include "experts/host_experts.hpp"
 #include "experts/sidecar.hpp"
 #include "experts/slab_reader.hpp"
 #include "experts/slot_map.hpp"
@@ -49,6 +50,10 @@ struct StreamerOptions {
   uint32_t upload_cap = 0;
   // Read ahead into the RAM tier the experts prefetch() predicts (needs the tier; ignored without it).
   bool prefetch = true;
+  // Experts per MoE layer computed on the host's cores instead of streamed (host_experts.hpp): never in the
+  // bank, the RAM tier or a pass. 0: none.
+  uint32_t host_experts = 0;
+  unsigned host_threads = 0;  // threads that compute them, the caller's included (0: every core)
 };
 
 class ExpertStreamer {
@@ -104,6 +109,17 @@ class ExpertStreamer {
   // Host time the step stood still at `layer` (the model measures the readback and calls this).
   void add_stall(uint32_t layer, uint64_t ns);
 
+  // The experts computed on the host (StreamerOptions::host_experts), or null. Their pairs never get a slot:
+  // begin_layer plans passes of the other experts only, so the layer's products skip them.
+  const HostExperts* host_experts() const { return host_.get(); }
+  // After begin_layer(layer, ids): starts the host's share of the layer, y[p] for every pair p of ids whose
+  // expert the host holds, from x [tokens, hidden] (HostExperts::start), and returns those pairs. The caller
+  // copies their rows of y into the layer's expert outputs once finish_host() returned.
+  std::span<const uint32_t> start_host(uint32_t layer, std::span<const uint32_t> ids, uint32_t k, const float* x,
+                                       float* y);
+  // Waits for the host's share (the calling thread helps) and counts it.
+  void finish_host();
+
   const ExpertStats& stats() const { return stats_; }
 
  private:
@@ -137,6 +153,9 @@ class ExpertStreamer {
   std::unique_ptr<HostCache> ram_;  // the host-RAM tier, or null
   uint64_t pass_stamp_ = 0;
   std::unique_ptr<SlabReader> reader_;
+  std::unique_ptr<HostExperts> host_;
+  int host_layer_ = -1;  // the layer whose host share is in flight
+  uint64_t host_pairs_ = 0;
   bool prefetch_ = false;
   std::vector<std::vector<uint32_t>> predicted_;  // by bank: the experts prefetch() predicted, until begin_layer
   bool upload_ahead_ = false;

@@ -57,6 +57,10 @@ struct LoadOptions {
   // Prefetch (--expert-prefetch): each layer's hidden state also goes through the next layer's router, and
   // the experts it picks are read ahead into the host-RAM tier (needs the tier).
   bool expert_prefetch = true;
+  // Experts per MoE layer computed on the host's cores instead of streamed (--host-experts,
+  // experts/host_experts.hpp), and the threads that compute them (0: every core).
+  uint32_t host_experts = 0;
+  unsigned host_threads = 0;
   // The device memory the load may plan for; 0: the device's device-local memory (tests pass less).
   uint64_t device_memory_bytes = 0;
   // Notes of the load a user should see (e.g. which format the experts use); unset: dropped.

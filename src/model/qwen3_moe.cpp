@@ -301,10 +301,18 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     so.pinned = options_.pinned_experts;
     so.upload_cap = options_.expert_upload_cap.value_or(std::max<uint32_t>(1, slots_ / 2));
     so.prefetch = options_.expert_prefetch;
+    so.host_experts = options_.host_experts;
+    so.host_threads = options_.host_threads;
     if (options_.host_cache_bytes) {
       so.host_cache_bytes = *options_.host_cache_bytes;
     } else {
-      const uint64_t spare = experts::default_host_cache_bytes(sidecar_->layout().expert_bytes());
+      // The host experts' slabs come out of what the host can spare, and never enter the tier.
+      const uint64_t host_bytes = uint64_t{options_.host_experts} * sidecar_->layout().layers.size() *
+                                  sidecar_->layout().slab_bytes;
+      const uint64_t free = experts::default_host_cache_bytes(UINT64_MAX);
+      const uint64_t spare =
+          std::min(sidecar_->layout().expert_bytes() - std::min(host_bytes, sidecar_->layout().expert_bytes()),
+                   free > host_bytes ? free - host_bytes : 0);
       so.host_cache_bytes = spare >= uint64_t{slots_} * sidecar_->layout().slab_bytes ? spare : 0;
       if (options_.log && so.host_cache_bytes == 0)
         options_.log("the host has too little free memory for an expert RAM tier: misses read the disk");
@@ -415,6 +423,10 @@ void Qwen3Moe::allocate_workspace() {
     // The layer's ids, then the next layer's predicted ids (prefetch).
     ids_host_ = context_.create_buffer(2 * T * k * 4, gpu::MemoryKind::host_readback, "expert ids (host)");
     predicted_ids_ = device(T * k * 4, "predicted expert ids");
+    if (streamer_->host_experts()) {
+      h_host_ = context_.create_buffer(T * H * 4, gpu::MemoryKind::host_readback, "expert inputs (host)");
+      y_host_ = context_.create_buffer(T * k * H * 4, gpu::MemoryKind::host_upload, "host expert outputs");
+    }
   }
 }
 

@@ -43,6 +43,11 @@ class Qwen3Moe final : public Model {
     fused_norm_ = !(fused && std::string_view(fused) == "0");
   }
 
+  // A step abandoned after its host experts started must not leave them writing the buffers freed below.
+  ~Qwen3Moe() override {
+    if (streamer_) streamer_->finish_host();
+  }
+
   Result<void> load(const TensorSource& src);
 
   const ModelConfig& config() const override { return config_; }
@@ -151,6 +156,11 @@ class Qwen3Moe final : public Model {
   gpu::Buffer predicted_ids_;    // streaming prefetch: the next layer's router on this layer's hidden state
   std::optional<ops::PreparedX> moe_x_;  // h_ prepared for the q4 expert kernels by record_router
   gpu::Buffer ids_host_;  // streaming: a layer's router ids read back, [T, k] u32
+  // --host-experts: the layer's expert input read back, [T, H] f32, and the host's expert outputs, [T, k, H]
+  // f32, copied into moe_y_'s rows of the pairs the host computed (host_pairs_).
+  gpu::Buffer h_host_;
+  gpu::Buffer y_host_;
+  std::vector<uint32_t> host_pairs_;
   gpu::Buffer scratch_;
   std::vector<RecordedStep> recorded_;  // replay_step's lists, least recently used first to go
   uint64_t replays_ = 0;

@@ -177,6 +177,7 @@ void Qwen3Moe::stop_after_router(gpu::CommandList& cmd, uint32_t l) {
   record_attention(cmd, l, T, pending_.max_keys);
   record_router(cmd, l, T);
   cmd.copy(ids_, 0, ids_host_, 0, id_bytes);
+  if (streamer_->host_experts()) cmd.copy(h_, 0, h_host_, 0, uint64_t{T} * config_.hidden_size * 4);
   if (streamer_->prefetching() && l + 1 < config_.num_layers) {
     // The next layer's router on this layer's normed hidden state: its picks are read ahead (the prediction
     // ignores this layer's expert output and the next layer's attention, so it is right only in part:
@@ -265,8 +266,16 @@ void Qwen3Moe::record_step(gpu::CommandList& cmd, const StepBatch& batch) {
 void Qwen3Moe::begin_pending_layer() {
   if (pending_.ids_read) return;
   const auto* ids = reinterpret_cast<const uint32_t*>(ids_host_.mapped());
-  streamer_->begin_layer(pending_.layer, std::span(ids, uint64_t{pending_.tokens} * config_.num_experts_per_tok));
+  const std::span<const uint32_t> layer_ids(ids, uint64_t{pending_.tokens} * config_.num_experts_per_tok);
+  streamer_->begin_layer(pending_.layer, layer_ids);
   pending_.ids_read = true;
+  // The host's experts start at once and compute while the passes below load and record.
+  if (streamer_->host_experts()) {
+    const auto pairs = streamer_->start_host(pending_.layer, layer_ids, config_.num_experts_per_tok,
+                                             reinterpret_cast<const float*>(h_host_.mapped()),
+                                             reinterpret_cast<float*>(y_host_.mapped()));
+    host_pairs_.assign(pairs.begin(), pairs.end());
+  }
 }
 
 bool Qwen3Moe::start_step_reads() {
@@ -290,10 +299,22 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     // Layer l + 1's bank is idle until the next segment, which waits for these uploads on the GPU.
     streamer_->upload_predicted(l + 1);
   }
+  if (!last || *last) streamer_->finish_host();  // before the submission that copies its outputs
   streamer_->add_stall(l, elapsed_ns(t0));
   if (!last) {
     pending_.active = false;
     return last.error();
+  }
+  if (*last) {
+    // The host's pairs' rows of y into moe_y_ (runs of consecutive pairs as one copy); the passes skipped them.
+    const uint64_t row = uint64_t{config_.hidden_size} * 4;
+    for (size_t i = 0; i < host_pairs_.size();) {
+      size_t n = 1;
+      while (i + n < host_pairs_.size() && host_pairs_[i + n] == host_pairs_[i] + n) ++n;
+      cmd.copy(y_host_, host_pairs_[i] * row, moe_y_, host_pairs_[i] * row, n * row);
+      i += n;
+    }
+    host_pairs_.clear();
   }
   record_experts(cmd, l, pending_.tokens, *last);
   if (*last) {
