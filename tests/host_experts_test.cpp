@@ -143,6 +143,7 @@ TEST(WorkerPool, RunsEveryItemOnceAfterThePreviousPhase) {
     if (job % 3 == 0) std::this_thread::yield();  // sometimes the workers start alone
     pool.wait();
     ASSERT_EQ(early.load(), 0) << "job " << job;
+    ASSERT_GT(pool.last_job_ns(), 0u) << "job " << job;
     for (size_t p = 0; p < phases.size(); ++p)
       for (uint32_t i = 0; i < phases[p]; ++i) ASSERT_EQ(runs[p][i].load(), 1) << "job " << job << " phase " << p;
   }

@@ -80,6 +80,9 @@ class Qwen3Moe final : public Model {
     uint32_t layer = 0;
     uint32_t tokens = 0, max_keys = 0;
     bool ids_read = false;  // the layer's passes are planned (begin_layer ran)
+    // --host-experts: the layer's passes are submitted and the host computes its pairs; the next segment
+    // begins with their outputs and the layer's combine.
+    bool combine_next = false;
     std::vector<uint32_t> logit_rows;
   };
 
@@ -114,7 +117,10 @@ class Qwen3Moe final : public Model {
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   ops::RouterParams router_params(uint32_t tokens) const;
   // `last_pass`: a streaming step's last pass of layer l (resident steps have one).
-  void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, bool last_pass = true);
+  void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
+  // Streaming, after a layer's last pass: the host's outputs into moe_y_ (waiting for them), the weighted sum
+  // of every pair into the residual, and the rest of the step up to the next layer's router (or the head).
+  void record_layer_end(gpu::CommandList& cmd, uint32_t l);
   void record_head(gpu::CommandList& cmd, std::span<const uint32_t> logit_rows);
   // h_ = rms(x_) · weights[norm], and h_'s q4h form for the products that share it (rms_norm_q4h).
   ops::PreparedX norm_prepared(gpu::CommandList& cmd, uint64_t norm, const gpu::Buffer& weights, uint32_t T);

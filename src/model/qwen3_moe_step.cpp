@@ -115,10 +115,10 @@ void Qwen3Moe::record_router(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
 // The expert products of the routed pairs whose expert has a slot in the layer's slot table (all of them
 // when resident), added into the residual with their routing weights. A streaming layer runs this once per
 // pass; each pass's table slots only its own experts. There each pair's down projection goes to moe_y_ and
-// the weighted sum runs once, after the last pass, over every pair in slot order: adding each pass's share
-// to the residual instead made the sums' rounding depend on how the bank's contents split the step into
-// passes, so that the same request could decode differently with a warm and a cold bank.
-void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T, bool last_pass) {
+// the weighted sum runs once, after the last pass, over every pair in slot order (record_layer_end): adding
+// each pass's share to the residual instead made the sums' rounding depend on how the bank's contents split
+// the step into passes, so that the same request could decode differently with a warm and a cold bank.
+void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T) {
   const auto& c = config_;
   const Layer& L = layers_[l];
   const uint32_t E = c.num_experts, k = c.num_experts_per_tok;
@@ -130,7 +130,6 @@ void Qwen3Moe::record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t T, boo
     ops::mul_mat_id_swiglu(cmd, L.gate_up, routing, gpu::in(h_), gpu::out(act_), T);
   if (streamer_) {
     ops::mul_mat_id(cmd, L.down, routing, gpu::in(act_), true, gpu::out(moe_y_), T);
-    if (last_pass) ops::moe_combine(cmd, gpu::in(moe_y_), gpu::in(route_w_), gpu::inout(x_), T, k, c.hidden_size);
     return;
   }
   ops::mul_mat_id_combine(cmd, L.down, routing, gpu::in(route_w_), gpu::in(act_), gpu::inout(x_), T);
@@ -289,8 +288,13 @@ bool Qwen3Moe::start_step_reads() {
 
 Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
   assert(pending_.active && streamer_);
-  const auto t0 = std::chrono::steady_clock::now();
   const uint32_t l = pending_.layer;
+  if (pending_.combine_next) {
+    pending_.combine_next = false;
+    record_layer_end(cmd, l);
+    return {};
+  }
+  const auto t0 = std::chrono::steady_clock::now();
   begin_pending_layer();
   auto last = streamer_->record_pass(cmd);
   if (last && *last && streamer_->prefetching() && l + 1 < config_.num_layers) {
@@ -299,13 +303,28 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     // Layer l + 1's bank is idle until the next segment, which waits for these uploads on the GPU.
     streamer_->upload_predicted(l + 1);
   }
-  if (!last || *last) streamer_->finish_host();  // before the submission that copies its outputs
+  if (!last) streamer_->finish_host();  // the abandoned step's host share must not outlive it
   streamer_->add_stall(l, elapsed_ns(t0));
   if (!last) {
     pending_.active = false;
     return last.error();
   }
-  if (*last) {
+  if (*last && !host_pairs_.empty()) {
+    // The passes go to the GPU now and the host computes its pairs meanwhile; the combine waits for both.
+    record_experts(cmd, l, pending_.tokens);
+    pending_.combine_next = true;
+    return {};
+  }
+  record_experts(cmd, l, pending_.tokens);
+  if (*last) record_layer_end(cmd, l);
+  return {};
+}
+
+void Qwen3Moe::record_layer_end(gpu::CommandList& cmd, uint32_t l) {
+  if (!host_pairs_.empty()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    streamer_->finish_host();  // before the submission that copies its outputs
+    streamer_->add_stall(l, elapsed_ns(t0));
     // The host's pairs' rows of y into moe_y_ (runs of consecutive pairs as one copy); the passes skipped them.
     const uint64_t row = uint64_t{config_.hidden_size} * 4;
     for (size_t i = 0; i < host_pairs_.size();) {
@@ -316,16 +335,15 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     }
     host_pairs_.clear();
   }
-  record_experts(cmd, l, pending_.tokens, *last);
-  if (*last) {
-    if (l + 1 < config_.num_layers) {
-      stop_after_router(cmd, l + 1);
-    } else {
-      pending_.active = false;
-      record_head(cmd, pending_.logit_rows);
-    }
+  const uint32_t T = pending_.tokens;
+  ops::moe_combine(cmd, gpu::in(moe_y_), gpu::in(route_w_), gpu::inout(x_), T, config_.num_experts_per_tok,
+                   config_.hidden_size);
+  if (l + 1 < config_.num_layers) {
+    stop_after_router(cmd, l + 1);
+  } else {
+    pending_.active = false;
+    record_head(cmd, pending_.logit_rows);
   }
-  return {};
 }
 
 }  // namespace mach::model::qwen3_moe
