@@ -1,0 +1,158 @@
+// The host experts' compute rate (experts/host_experts.hpp) on a real sidecar, without a GPU: per MoE layer
+// the `--per-layer` host experts are loaded, then one token per layer routed to `--k` distinct host experts
+// (random, fixed seed) runs through HostExperts::start / wait, layer after layer as a decode step would, and
+// the rate is the slab bytes those pairs read over the wall time. One JSON line per thread count: the host,
+// the shape, the median and spread of the repeats, and the fraction of a host read probe of the same bytes.
+// Before timing, each thread count's outputs are checked against one thread's (bit for bit: the same kernel
+// and the same order per row).
+//
+//   host_experts_bench SIDECAR_DIR [--per-layer N] [--k K] [--threads 16,8,...] [--steps S] [--repeats R]
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "engine/stats.hpp"
+#include "experts/host_experts.hpp"
+#include "experts/sidecar.hpp"
+#include "experts/slab_reader.hpp"
+
+using namespace mach;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<unsigned> parse_list(const std::string& s) {
+  std::vector<unsigned> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(static_cast<unsigned>(std::stoul(item)));
+  return out;
+}
+
+nlohmann::json spread(const std::vector<double>& v) {
+  return {{"median", engine::percentile(v, 0.5)}, {"p10", engine::percentile(v, 0.1)}, {"p90", engine::percentile(v, 0.9)}};
+}
+
+// GB/s of `threads` threads summing a buffer of `bytes` (each its own slice), best of three.
+double host_read_probe(uint64_t bytes, unsigned threads) {
+  std::vector<uint64_t> data(bytes / 8, 1);
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    std::vector<std::thread> pool;
+    std::vector<uint64_t> sums(threads);
+    const auto t0 = Clock::now();
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const size_t n = data.size() / threads, b = t * n;
+        uint64_t s = 0;
+        for (size_t i = b; i < b + n; ++i) s += data[i];
+        sums[t] = s;
+      });
+    for (auto& th : pool) th.join();
+    best = std::max(best, bytes / std::chrono::duration<double>(Clock::now() - t0).count() * 1e-9);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"host experts compute rate"};
+  std::string dir;
+  uint32_t per_layer = 32, k = 8, steps = 16, repeats = 5;
+  std::string threads_list;
+  app.add_option("sidecar", dir, "expert_sidecar directory (of mach synth or mach prune)")->required();
+  app.add_option("--per-layer", per_layer, "host experts per layer");
+  app.add_option("--k", k, "distinct experts per token and layer");
+  app.add_option("--threads", threads_list, "thread counts, comma separated (default: every core)");
+  app.add_option("--steps", steps, "decode steps per repeat (each runs every layer)");
+  app.add_option("--repeats", repeats, "timed repeats");
+  CLI11_PARSE(app, argc, argv);
+
+  auto sidecar = experts::Sidecar::open(dir);
+  if (!sidecar) return fmt::print(stderr, "host_experts_bench: {}\n", sidecar.error().message), 1;
+  auto reader = experts::SlabReader::open(*sidecar, 64);
+  if (!reader) return fmt::print(stderr, "host_experts_bench: {}\n", reader.error().message), 1;
+  const auto& layout = sidecar->layout();
+  const uint32_t H = layout.tensors[1].rows;
+  if (k > per_layer) return fmt::print(stderr, "host_experts_bench: --k must be at most --per-layer\n"), 1;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<unsigned> counts = threads_list.empty() ? std::vector<unsigned>{cores} : parse_list(threads_list);
+
+  // The routing of every (step, layer): k distinct experts among the layer's host ones (the highest ids).
+  std::mt19937 rng(42);
+  std::vector<std::vector<uint32_t>> ids;  // [step * layers + layer]
+  for (uint32_t s = 0; s < steps; ++s)
+    for (const auto& l : layout.layers) {
+      std::vector<uint32_t> pick(per_layer);
+      for (uint32_t i = 0; i < per_layer; ++i) pick[i] = static_cast<uint32_t>(l.experts.size()) - per_layer + i;
+      std::shuffle(pick.begin(), pick.end(), rng);
+      pick.resize(k);
+      ids.push_back(pick);
+    }
+  std::vector<float> x(H);
+  for (uint32_t i = 0; i < H; ++i) x[i] = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+  std::vector<float> y(uint64_t{k} * H), want(y.size());
+
+  std::vector<float> first_outputs;  // of the first (layer, step), one thread
+  for (unsigned threads : counts) {
+    auto host = experts::HostExperts::create(*sidecar, **reader, {}, per_layer, threads);
+    if (!host) return fmt::print(stderr, "host_experts_bench: {}\n", host.error().message), 1;
+    auto run_step = [&](uint32_t s) {
+      for (size_t li = 0; li < layout.layers.size(); ++li) {
+        (*host)->start(layout.layers[li].layer, ids[s * layout.layers.size() + li], k, x.data(), y.data());
+        (*host)->wait();
+      }
+    };
+    // Check: the first layer's outputs equal a one-thread run's.
+    (*host)->start(layout.layers[0].layer, ids[0], k, x.data(), y.data());
+    (*host)->wait();
+    if (first_outputs.empty()) {
+      auto one = experts::HostExperts::create(*sidecar, **reader, {}, per_layer, 1);
+      if (!one) return fmt::print(stderr, "host_experts_bench: {}\n", one.error().message), 1;
+      (*one)->start(layout.layers[0].layer, ids[0], k, x.data(), want.data());
+      (*one)->wait();
+      first_outputs = want;
+    }
+    if (std::memcmp(y.data(), first_outputs.data(), y.size() * 4) != 0)
+      return fmt::print(stderr, "host_experts_bench: {} threads compute other outputs than one thread\n", threads), 1;
+    for (float v : y)
+      if (!std::isfinite(v)) return fmt::print(stderr, "host_experts_bench: outputs not finite\n"), 1;
+
+    run_step(0);  // warm
+    std::vector<double> gbps, layer_us;
+    const double bytes = double(steps) * layout.layers.size() * k * layout.slab_bytes;
+    for (uint32_t r = 0; r < repeats; ++r) {
+      const auto t0 = Clock::now();
+      for (uint32_t s = 0; s < steps; ++s) run_step(s);
+      const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+      gbps.push_back(bytes / sec * 1e-9);
+      layer_us.push_back(sec * 1e6 / (double(steps) * layout.layers.size()));
+    }
+    const double probe = host_read_probe(uint64_t{1} << 30, threads);
+    nlohmann::json line = {{"test", "host_experts"},
+                           {"threads", threads},
+                           {"cores", cores},
+                           {"simd", (*host)->simd() ? "avx2" : "portable"},
+                           {"quant", std::string(ops::weight_type_name(layout.quant))},
+                           {"layers", layout.layers.size()},
+                           {"per_layer", per_layer},
+                           {"k", k},
+                           {"slab_bytes", layout.slab_bytes},
+                           {"gb_per_s", spread(gbps)},
+                           {"us_per_layer", spread(layer_us)},
+                           {"host_read_gb_per_s", probe},
+                           {"fraction_of_host_read", engine::percentile(gbps, 0.5) / probe}};
+    fmt::print("{}\n", line.dump());
+  }
+  return 0;
+}
