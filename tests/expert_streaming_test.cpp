@@ -202,9 +202,10 @@ TEST_P(EngineLayout, EveryEvictionPolicyStreamsTheSameTokens) {
 TEST_P(EngineLayout, BatchedSpeculativeStepsStreamWhatResidentComputes) {
   TempDir tmp("engine_layout");
   const fs::path dir = pruned(tmp, GetParam());
-  auto run = [&](uint32_t slots) {
+  auto run = [&](uint32_t slots, uint32_t host_experts = 0) {
     auto o = options(GetParam(), slots);
     o.max_sequences = 3;
+    o.host_experts = host_experts;
     auto model = load(dir, o);
     engine::Scheduler scheduler(gpu_context(), *model, {.max_batch = 3});
     std::vector<uint32_t> ids;
@@ -233,6 +234,12 @@ TEST_P(EngineLayout, BatchedSpeculativeStepsStreamWhatResidentComputes) {
   }
   EXPECT_GT(drafted, 0u) << "the prompts repeat, so prompt lookup drafts";
   EXPECT_GT(stats.total().misses, 0u);
+  if (GetParam() != ops::WeightType::q8_0) return;
+  // The host's experts in batched verify blocks (several tokens per expert): within rounding of resident
+  // mode, and the same tokens here.
+  const auto [hosted, host_stats] = run(2, 3);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(hosted[i].tokens, want[i].tokens) << "sequence " << i;
+  EXPECT_GT(host_stats.total().host_pairs, 0u);
 }
 
 // Pinned experts stay in the bank: with 3 slots and 2 pinned per layer, every other expert takes the one free

@@ -74,7 +74,7 @@ void dot_rows_portable(const HostMatrix& m, uint32_t r0, uint32_t r1, const int8
 uint32_t prefetch_distance() {
   static const uint32_t distance = [] {
     const char* env = std::getenv("MACH_HOST_PREFETCH");
-    return env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) / 64 * 64 : 1024u;
+    return env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) / 64 * 64 : 2048u;
   }();
   return distance;
 }
