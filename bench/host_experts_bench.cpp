@@ -1,4 +1,5 @@
-// The host experts' compute rate (experts/host_experts.hpp) on a real sidecar, without a GPU: per MoE layer
+// The host experts' compute rate (experts/host_experts.hpp) on a real sidecar, on the host's cores alone (the
+// GPU context only allocates the host memory the slabs live in): per MoE layer
 // the `--per-layer` host experts are loaded, then one token per layer routed to `--k` distinct host experts
 // (random, fixed seed) runs through HostExperts::start / wait, layer after layer as a decode step would, and
 // the rate is the slab bytes those pairs read over the wall time. One JSON line per thread count: the host,
@@ -78,6 +79,8 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats, "timed repeats");
   CLI11_PARSE(app, argc, argv);
 
+  auto context = gpu::Context::create();
+  if (!context) return fmt::print(stderr, "host_experts_bench: {}\n", context.error().message), 1;
   auto sidecar = experts::Sidecar::open(dir);
   if (!sidecar) return fmt::print(stderr, "host_experts_bench: {}\n", sidecar.error().message), 1;
   auto reader = experts::SlabReader::open(*sidecar, 64);
@@ -105,7 +108,7 @@ int main(int argc, char** argv) {
 
   std::vector<float> first_outputs;  // of the first (layer, step), one thread
   for (unsigned threads : counts) {
-    auto host = experts::HostExperts::create(*sidecar, **reader, {}, per_layer, threads);
+    auto host = experts::HostExperts::create(**context, *sidecar, **reader, {}, per_layer, threads);
     if (!host) return fmt::print(stderr, "host_experts_bench: {}\n", host.error().message), 1;
     auto run_step = [&](uint32_t s) {
       for (size_t li = 0; li < layout.layers.size(); ++li) {
@@ -117,7 +120,7 @@ int main(int argc, char** argv) {
     (*host)->start(layout.layers[0].layer, ids[0], k, x.data(), y.data());
     (*host)->wait();
     if (first_outputs.empty()) {
-      auto one = experts::HostExperts::create(*sidecar, **reader, {}, per_layer, 1);
+      auto one = experts::HostExperts::create(**context, *sidecar, **reader, {}, per_layer, 1);
       if (!one) return fmt::print(stderr, "host_experts_bench: {}\n", one.error().message), 1;
       (*one)->start(layout.layers[0].layer, ids[0], k, x.data(), want.data());
       (*one)->wait();

@@ -6,6 +6,8 @@
 // request works once the file is whole again.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -281,11 +283,15 @@ TEST(HostExperts, HostAndBankComputeWhatResidentComputes) {
   const auto want = std::move(generate(*resident)).value_or_throw();
   float scale = 0;
   for (float v : want.prompt_logits) scale = std::max(scale, std::abs(v));
-  for (bool tier : {false, true}) {
-    SCOPED_TRACE(tier ? "RAM tier" : "no RAM tier");
+  // The third run streams the prompt chunk's host experts through the bank (--host-max-tokens 4; the chunk
+  // has 7 tokens: the first 16 of the prompt come from the prefix cache that the resident run filled), and
+  // the decode steps compute them on the host.
+  for (const auto [tier, max_tokens] : {std::pair(false, 16u), std::pair(true, 16u), std::pair(false, 4u)}) {
+    SCOPED_TRACE(fmt::format("RAM tier {}, host max tokens {}", tier, max_tokens));
     auto o = options(ops::WeightType::q8_0, 2);
     o.host_experts = 3;
     o.host_threads = 3;
+    o.host_max_tokens = max_tokens;
     if (tier) o.host_cache_bytes = uint64_t{64} << 20;
     auto streamed = load(dir, o);
     const auto got = std::move(generate(*streamed)).value_or_throw();
@@ -309,9 +315,15 @@ TEST(HostExperts, HostAndBankComputeWhatResidentComputes) {
       // Experts 5..7 are the host's: never a hit, a miss or an upload; 0..4 stream as before.
       const uint64_t streamed_uses = std::accumulate(l.uses.begin(), l.uses.begin() + 5, uint64_t{0});
       const uint64_t host_uses = std::accumulate(l.uses.begin() + 5, l.uses.end(), uint64_t{0});
-      EXPECT_EQ(l.hits + l.misses, streamed_uses) << "layer " << l.layer;
+      if (max_tokens == 16) {
+        EXPECT_EQ(l.hits + l.misses, streamed_uses) << "layer " << l.layer;
+        EXPECT_GE(l.host_pairs, host_uses) << "layer " << l.layer;
+      } else {
+        // The first chunk of each run loaded its host experts into the bank; the rest of the run did not.
+        EXPECT_GT(l.hits + l.misses, streamed_uses) << "layer " << l.layer;
+        EXPECT_LT(l.hits + l.misses, streamed_uses + host_uses) << "layer " << l.layer;
+      }
       EXPECT_GT(host_uses, 0u) << "layer " << l.layer;
-      EXPECT_GE(l.host_pairs, host_uses) << "layer " << l.layer;
       EXPECT_GT(l.host_ns, 0u);
       EXPECT_EQ(l.bytes_uploaded, (l.misses - l.ahead_used + l.ahead_uploads) * stats.slab_bytes) << "layer " << l.layer;
     }

@@ -1,6 +1,6 @@
 // The expert-residency flags shared by `mach generate`, `mach serve` and `mach bench`: --streaming /
 // --no-streaming, --expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, --eviction,
-// --host-experts, --host-threads, --pin-experts, --save-expert-profile.
+// --host-experts, --host-threads, --host-max-tokens, --pin-experts, --save-expert-profile.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -30,6 +30,7 @@ struct ExpertArgs {
   std::string save_profile;   // --save-expert-profile
   uint32_t host_experts = 0;  // --host-experts
   unsigned host_threads = 0;  // --host-threads
+  int64_t host_max_tokens = -1;  // --host-max-tokens; < 0: the default
 };
 
 inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
@@ -61,6 +62,10 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
   cmd->add_option("--host-threads", a.host_threads,
                   "threads that compute the --host-experts (default: every core)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--host-max-tokens", a.host_max_tokens,
+                  "steps of more tokens (prompt chunks) stream the --host-experts through the GPU bank instead: the "
+                  "host computes every token, the GPU copies each expert once (default 16)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eviction", a.eviction, "bank eviction policy: lru (default), lfu or lfru");
   cmd->add_option("--save-expert-profile", a.save_profile,
                   "when done, write each layer's most used experts (half the slots' worth, hottest first, with their "
@@ -83,11 +88,12 @@ inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions
   lo.expert_prefetch = a.prefetch != "off";
   lo.host_experts = a.host_experts;
   lo.host_threads = a.host_threads;
+  if (a.host_max_tokens >= 0) lo.host_max_tokens = static_cast<uint32_t>(std::min<int64_t>(a.host_max_tokens, UINT32_MAX));
   if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0 ||
                        a.upload_cap >= 0 || !a.save_profile.empty() || !a.prefetch.empty() ||
-                       a.host_experts || a.host_threads))
+                       a.host_experts || a.host_threads || a.host_max_tokens >= 0))
     return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, "
-                                         "--expert-prefetch, --host-experts, --host-threads, --pin-experts and "
+                                         "--expert-prefetch, --host-experts, --host-threads, --host-max-tokens, --pin-experts and "
                                          "--save-expert-profile shape (or count) the expert streaming of --streaming; "
                                          "add --streaming"};
   if (!a.pin_experts.empty()) {

@@ -77,6 +77,7 @@ nlohmann::json to_json(const ExpertStats& s) {
           {"host_cache_bytes", s.host_cache_bytes}, {"host_cache_entries", s.host_cache_entries},
           {"prefetch", s.prefetch},         {"upload_ahead", s.upload_ahead},       {"transfer_queue", s.transfer_queue},
           {"host_experts", s.host_experts}, {"host_threads", s.host_threads},
+          {"host_max_tokens", s.host_max_tokens},
           {"host_experts_bytes", s.host_experts_bytes}, {"host_simd", s.host_simd},
           {"total", std::move(total)},      {"layers", std::move(layers)},          {"bad_experts", std::move(bad)}};
 }

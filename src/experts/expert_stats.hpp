@@ -71,6 +71,7 @@ struct ExpertStats {
   std::string transfer_queue;       // the queue those uploads take (gpu::Context::transfer_queue_kind)
   uint32_t host_experts = 0;        // experts per layer computed on the host's cores (0: none)
   uint32_t host_threads = 0;        // the threads that compute them
+  uint32_t host_max_tokens = 0;     // steps of more tokens stream them through the bank instead
   uint64_t host_experts_bytes = 0;  // their slabs in host memory
   std::string host_simd;            // their kernel: "avx2" or "portable"
   std::vector<ExpertLayerStats> layers;

@@ -72,7 +72,7 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   s->reader_ = std::move(reader).value();
   if (auto r = s->load_pinned(options.pinned); !r) return r.error();
   if (options.host_experts) {
-    auto host = HostExperts::create(s->sidecar_, *s->reader_, options.pinned, options.host_experts,
+    auto host = HostExperts::create(context, s->sidecar_, *s->reader_, options.pinned, options.host_experts,
                                     options.host_threads);
     if (!host) return host.error();
     s->host_ = std::move(host).value();
@@ -80,6 +80,8 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
     s->stats_.host_threads = s->host_->threads();
     s->stats_.host_experts_bytes = s->host_->bytes();
     s->stats_.host_simd = s->host_->simd() ? "avx2" : "portable";
+    s->stats_.host_max_tokens = options.host_max_tokens;
+    s->host_max_tokens_ = options.host_max_tokens;
   }
   s->prefetch_ = options.prefetch && s->ram_ != nullptr;
   s->predicted_.resize(s->banks_.size());
@@ -164,7 +166,7 @@ gpu::Binding ExpertStreamer::slot_table(uint32_t layer) const {
   return gpu::in(tables_, static_cast<uint64_t>(bank_of_.at(layer)) * table_stride_, uint64_t{experts_} * 4);
 }
 
-void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) {
+bool ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids, uint32_t tokens) {
   LayerBank& b = bank(layer);
   std::vector<uint32_t> needed(ids.begin(), ids.end());
   std::sort(needed.begin(), needed.end());
@@ -175,7 +177,8 @@ void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) 
   ++b.tick;
   ExpertLayerStats& st = stats_.layers[bank_of_[layer]];
   for (uint32_t e : needed) ++st.uses[e];
-  if (host_) std::erase_if(needed, [&](uint32_t e) { return host_->holds(layer, e); });
+  const bool on_host = host_computes(tokens);
+  if (on_host) std::erase_if(needed, [&](uint32_t e) { return host_->holds(layer, e); });
   passes_ = b.map.plan(needed);
   std::vector<uint32_t>& predicted = predicted_[bank_of_[layer]];
   if (!predicted.empty()) {
@@ -188,6 +191,7 @@ void ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids) 
   // The layer's products are recorded from now on: the submissions that carry them wait for its uploads.
   context_.require_transfer(ahead_ticket_[bank_of_[layer]]);
   std::sort(ahead_now_.begin(), ahead_now_.end());
+  return on_host;
 }
 
 void ExpertStreamer::make_claimable(uint64_t stamp) {
@@ -332,6 +336,12 @@ Result<bool> ExpertStreamer::record_pass(gpu::CommandList& cmd) {
   std::vector<SlabRead> reads;
   std::vector<size_t> read_load;  // reads[i] is the read of loads[read_load[i]]
   for (size_t i = 0; i < loads.size(); ++i) {
+    if (host_ && host_->holds(layer, loads[i].expert)) {  // a large step's host expert: copied from host memory
+      const HostExperts::Source src = host_->source(layer, loads[i].expert);
+      sources[i] = {src.buffer, src.offset, nullptr};
+      ++st.ram_hits;
+      continue;
+    }
     if (ram_) {
       if (auto found = ram_->find(layer, loads[i].expert, pass_stamp_)) {
         sources[i] = *found;

@@ -54,6 +54,10 @@ struct StreamerOptions {
   // bank, the RAM tier or a pass. 0: none.
   uint32_t host_experts = 0;
   unsigned host_threads = 0;  // threads that compute them, the caller's included (0: every core)
+  // Steps of more tokens stream the host's experts through the bank like the others (copied from the host
+  // memory that holds them): the host's cores read a slab at memory speed but compute each of its tokens,
+  // which for a prompt chunk costs far more than the copy.
+  uint32_t host_max_tokens = 16;
 };
 
 class ExpertStreamer {
@@ -75,8 +79,10 @@ class ExpertStreamer {
   // Layer `layer`'s slot table on the device: [experts] u32.
   gpu::Binding slot_table(uint32_t layer) const;
 
-  // The ids a step routes to in `layer` (top-k ids of every token, repeats allowed): plans its passes.
-  void begin_layer(uint32_t layer, std::span<const uint32_t> ids);
+  // The ids a step of `tokens` tokens routes to in `layer` (top-k ids of every token, repeats allowed): plans
+  // its passes. Returns whether the host computes its host experts' pairs (start_host); if not (more than
+  // StreamerOptions::host_max_tokens tokens), they are planned into the passes like the others.
+  bool begin_layer(uint32_t layer, std::span<const uint32_t> ids, uint32_t tokens);
   // The experts the next layer will probably use (its router applied to this layer's hidden state, repeats
   // allowed): up to a bank's worth of those in neither its bank nor the RAM tier are read into the tier in
   // the background, and begin_layer(layer) counts how many of the predicted experts the step really used.
@@ -112,6 +118,8 @@ class ExpertStreamer {
   // The experts computed on the host (StreamerOptions::host_experts), or null. Their pairs never get a slot:
   // begin_layer plans passes of the other experts only, so the layer's products skip them.
   const HostExperts* host_experts() const { return host_.get(); }
+  // Whether the host computes its experts' pairs in a step of `tokens` tokens.
+  bool host_computes(uint32_t tokens) const { return host_ && tokens <= host_max_tokens_; }
   // After begin_layer(layer, ids): starts the host's share of the layer, y[p] for every pair p of ids whose
   // expert the host holds, from x [tokens, hidden] (HostExperts::start), and returns those pairs. The caller
   // copies their rows of y into the layer's expert outputs once finish_host() returned.
@@ -154,6 +162,7 @@ class ExpertStreamer {
   uint64_t pass_stamp_ = 0;
   std::unique_ptr<SlabReader> reader_;
   std::unique_ptr<HostExperts> host_;
+  uint32_t host_max_tokens_ = 0;
   int host_layer_ = -1;  // the layer whose host share is in flight
   uint64_t host_pairs_ = 0;
   bool prefetch_ = false;

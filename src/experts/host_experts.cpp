@@ -12,8 +12,6 @@
 
 #include "experts/slab_reader.hpp"
 
-#include <sys/mman.h>
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -274,7 +272,8 @@ void WorkerPool::worker_main() {
 HostExperts::HostExperts(const SidecarLayout& layout, unsigned threads)
     : layout_(layout), pool_(threads ? threads : std::max(1u, std::thread::hardware_concurrency())) {}
 
-Result<std::unique_ptr<HostExperts>> HostExperts::create(const Sidecar& sidecar, SlabReader& reader,
+Result<std::unique_ptr<HostExperts>> HostExperts::create(gpu::Context& context, const Sidecar& sidecar,
+                                                         SlabReader& reader,
                                                          const std::map<uint32_t, std::vector<uint32_t>>& pinned,
                                                          uint32_t per_layer, unsigned threads) {
   const SidecarLayout& layout = sidecar.layout();
@@ -286,13 +285,12 @@ Result<std::unique_ptr<HostExperts>> HostExperts::create(const Sidecar& sidecar,
     return Error{Errc::unsupported, "--host-experts needs the gate_up + down slab layout of qwen3_moe experts"};
   std::unique_ptr<HostExperts> h(new HostExperts(layout, threads));
   h->per_layer_ = per_layer;
-  h->stride_ = (layout.slab_bytes + runtime::IoBuffer::kAlignment - 1) / runtime::IoBuffer::kAlignment *
-               runtime::IoBuffer::kAlignment;
+  h->stride_ = (layout.slab_bytes + kSlabAlignment - 1) / kSlabAlignment * kSlabAlignment;  // O_DIRECT reads
   h->simd_ = simd_allowed() && host_has_avx2() && layout.quant == ops::WeightType::q4;  // q8_0: portable
   for (const auto& l : layout.layers) h->experts_ = std::max<uint32_t>(h->experts_, l.experts.size());
   const uint32_t layers = layout.layers.back().layer + 1;
   h->slot_of_.assign(uint64_t{layers} * h->experts_, -1);
-  h->slabs_.resize(layers);
+  h->buffer_of_.assign(layers, -1);
   std::vector<SlabRead> reads;
   for (const auto& l : layout.layers) {
     const uint32_t E = static_cast<uint32_t>(l.experts.size());
@@ -308,24 +306,18 @@ Result<std::unique_ptr<HostExperts>> HostExperts::create(const Sidecar& sidecar,
                                chosen.size())};
     std::sort(chosen.begin(), chosen.end());
     try {
-      h->slabs_[l.layer] = runtime::IoBuffer(chosen.size() * h->stride_);
-    } catch (const std::bad_alloc&) {
-      return Error{Errc::invalid_argument,
-                   fmt::format("--host-experts {}: cannot allocate {:.1f} GiB of host memory per layer; give fewer",
-                               per_layer, static_cast<double>(chosen.size() * h->stride_) / 1073741824.0)};
+      h->buffers_.push_back(context.create_buffer(chosen.size() * h->stride_, gpu::MemoryKind::host_readback,
+                                                  fmt::format("host experts {}", l.layer)));
+    } catch (const Exception& e) {
+      return Error{e.error().code,
+                   fmt::format("--host-experts {}: {:.2f} GiB of host memory per layer could not be allocated ({}); "
+                               "give fewer", per_layer, double(chosen.size() * h->stride_) / 1073741824.0,
+                               e.error().message)};
     }
-    // Transparent huge pages where the kernel allows them (before the reads fault the memory in): the kernels
-    // stream megabytes per layer, and 4 KiB pages cost a page walk every 4 KiB.
-    {
-      constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-      const auto begin = reinterpret_cast<uintptr_t>(h->slabs_[l.layer].data());
-      const uintptr_t end = begin + chosen.size() * h->stride_;
-      const uintptr_t first = (begin + kHuge - 1) / kHuge * kHuge, last = end / kHuge * kHuge;
-      if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // advice only
-    }
+    h->buffer_of_[l.layer] = static_cast<int>(h->buffers_.size() - 1);
     for (size_t i = 0; i < chosen.size(); ++i) {
       h->slot_of_[uint64_t{l.layer} * h->experts_ + chosen[i]] = static_cast<int>(i);
-      reads.push_back({l.layer, chosen[i], h->slabs_[l.layer].data() + i * h->stride_});
+      reads.push_back({l.layer, chosen[i], h->buffers_.back().mapped() + i * h->stride_});
     }
     h->bytes_ += chosen.size() * layout.slab_bytes;
   }
@@ -343,10 +335,15 @@ bool HostExperts::holds(uint32_t layer, uint32_t expert) const {
   return expert < experts_ && i < slot_of_.size() && slot_of_[i] >= 0;
 }
 
+HostExperts::Source HostExperts::source(uint32_t layer, uint32_t expert) const {
+  assert(holds(layer, expert));
+  return {&buffers_[buffer_of_[layer]], slot_of_[uint64_t{layer} * experts_ + expert] * stride_};
+}
+
 HostMatrix HostExperts::matrix(uint32_t layer, uint32_t expert, size_t t) const {
   const SlabTensor& st = layout_.tensors[t];
-  const std::byte* slab = slabs_[layer].data() + slot_of_[uint64_t{layer} * experts_ + expert] * stride_;
-  return {slab + st.offset, layout_.quant, st.rows, st.cols};
+  const Source src = source(layer, expert);
+  return {src.buffer->mapped() + src.offset + st.offset, layout_.quant, st.rows, st.cols};
 }
 
 std::span<const uint32_t> HostExperts::start(uint32_t layer, std::span<const uint32_t> ids, uint32_t k,

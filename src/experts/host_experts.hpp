@@ -28,9 +28,10 @@
 #include <vector>
 
 #include "experts/sidecar.hpp"
+#include "gpu/buffer.hpp"
+#include "gpu/context.hpp"
 #include "mach/error.hpp"
 #include "ops/weight_format.hpp"
-#include "runtime/io_buffer.hpp"
 
 namespace mach::experts {
 
@@ -101,9 +102,12 @@ bool host_has_avx2();
 class HostExperts {
  public:
   // Picks per MoE layer the `per_layer` highest-numbered experts that `pinned` does not list and reads their
-  // slabs (checksummed) into host memory; `threads` host threads compute them (0: every core). Errors: a
-  // sidecar in a type other than q4 or q8_0, more host experts than a layer has, a slab that cannot be read.
-  static Result<std::unique_ptr<HostExperts>> create(const Sidecar& sidecar, SlabReader& reader,
+  // slabs (checksummed) into host memory that the GPU can copy from too (host-visible, cached where the
+  // device offers it: large steps stream these experts through the bank instead, see StreamerOptions);
+  // `threads` host threads compute them (0: every core). Errors: a sidecar in a type other than q4 or q8_0,
+  // more host experts than a layer has, host memory that cannot be allocated, a slab that cannot be read.
+  static Result<std::unique_ptr<HostExperts>> create(gpu::Context& context, const Sidecar& sidecar,
+                                                     SlabReader& reader,
                                                      const std::map<uint32_t, std::vector<uint32_t>>& pinned,
                                                      uint32_t per_layer, unsigned threads);
 
@@ -112,6 +116,12 @@ class HostExperts {
   uint64_t bytes() const { return bytes_; }
   bool simd() const { return simd_; }
   bool holds(uint32_t layer, uint32_t expert) const;
+  // Where a held expert's slab lies, for a copy into the bank.
+  struct Source {
+    const gpu::Buffer* buffer = nullptr;
+    uint64_t offset = 0;
+  };
+  Source source(uint32_t layer, uint32_t expert) const;
 
   // Starts computing y[p * H, +H) = expert(ids[p]) applied to x[(p / k) * H, +H) for every pair p of `ids`
   // ([tokens, k] router ids) whose expert this holds, and returns those pairs, ascending. The pool works
@@ -137,7 +147,8 @@ class HostExperts {
   bool simd_ = false;
   std::vector<int> slot_of_;  // (layer * experts + expert) -> index into the layer's slabs, -1: not held
   uint32_t experts_ = 0;
-  std::vector<runtime::IoBuffer> slabs_;  // by model layer (empty for layers without experts)
+  std::vector<gpu::Buffer> buffers_;   // one per layer with experts: its held slabs, stride_ apart
+  std::vector<int> buffer_of_;         // model layer -> index into buffers_, -1 for layers without experts
   WorkerPool pool_;
   // The job in flight.
   uint32_t layer_ = 0, k_ = 0, H_ = 0, I_ = 0, xgroup_ = 0, agroup_ = 0;

@@ -61,6 +61,7 @@ struct LoadOptions {
   // experts/host_experts.hpp), and the threads that compute them (0: every core).
   uint32_t host_experts = 0;
   unsigned host_threads = 0;
+  uint32_t host_max_tokens = 16;  // steps of more tokens stream them through the bank (--host-max-tokens)
   // The device memory the load may plan for; 0: the device's device-local memory (tests pass less).
   uint64_t device_memory_bytes = 0;
   // Notes of the load a user should see (e.g. which format the experts use); unset: dropped.

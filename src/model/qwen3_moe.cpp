@@ -303,6 +303,7 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     so.prefetch = options_.expert_prefetch;
     so.host_experts = options_.host_experts;
     so.host_threads = options_.host_threads;
+    so.host_max_tokens = options_.host_max_tokens;
     if (options_.host_cache_bytes) {
       so.host_cache_bytes = *options_.host_cache_bytes;
     } else {

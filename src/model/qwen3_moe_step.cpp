@@ -176,7 +176,7 @@ void Qwen3Moe::stop_after_router(gpu::CommandList& cmd, uint32_t l) {
   record_attention(cmd, l, T, pending_.max_keys);
   record_router(cmd, l, T);
   cmd.copy(ids_, 0, ids_host_, 0, id_bytes);
-  if (streamer_->host_experts()) cmd.copy(h_, 0, h_host_, 0, uint64_t{T} * config_.hidden_size * 4);
+  if (streamer_->host_computes(T)) cmd.copy(h_, 0, h_host_, 0, uint64_t{T} * config_.hidden_size * 4);
   if (streamer_->prefetching() && l + 1 < config_.num_layers) {
     // The next layer's router on this layer's normed hidden state: its picks are read ahead (the prediction
     // ignores this layer's expert output and the next layer's attention, so it is right only in part:
@@ -266,10 +266,10 @@ void Qwen3Moe::begin_pending_layer() {
   if (pending_.ids_read) return;
   const auto* ids = reinterpret_cast<const uint32_t*>(ids_host_.mapped());
   const std::span<const uint32_t> layer_ids(ids, uint64_t{pending_.tokens} * config_.num_experts_per_tok);
-  streamer_->begin_layer(pending_.layer, layer_ids);
+  const bool on_host = streamer_->begin_layer(pending_.layer, layer_ids, pending_.tokens);
   pending_.ids_read = true;
   // The host's experts start at once and compute while the passes below load and record.
-  if (streamer_->host_experts()) {
+  if (on_host) {
     const auto pairs = streamer_->start_host(pending_.layer, layer_ids, config_.num_experts_per_tok,
                                              reinterpret_cast<const float*>(h_host_.mapped()),
                                              reinterpret_cast<float*>(y_host_.mapped()));
