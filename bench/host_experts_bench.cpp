@@ -7,7 +7,10 @@
 // Before timing, each thread count's outputs are checked against one thread's (bit for bit: the same kernel
 // and the same order per row).
 //
-//   host_experts_bench SIDECAR_DIR [--per-layer N] [--k K] [--threads 16,8,...] [--steps S] [--repeats R]
+//   host_experts_bench SIDECAR_DIR [--per-layer N] [--k K] [--tokens T] [--threads 16,8,...] [--steps S]
+//                      [--repeats R]
+// With --tokens T > 1 (a verify block, a small batch) each token picks its own k experts, so experts serve
+// several tokens and the kernel's work per byte grows: the figure to watch is then us_per_layer.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -69,11 +72,12 @@ double host_read_probe(uint64_t bytes, unsigned threads) {
 int main(int argc, char** argv) {
   CLI::App app{"host experts compute rate"};
   std::string dir;
-  uint32_t per_layer = 32, k = 8, steps = 16, repeats = 5;
+  uint32_t per_layer = 32, k = 8, tokens = 1, steps = 16, repeats = 5;
   std::string threads_list;
   app.add_option("sidecar", dir, "expert_sidecar directory (of mach synth or mach prune)")->required();
   app.add_option("--per-layer", per_layer, "host experts per layer");
   app.add_option("--k", k, "distinct experts per token and layer");
+  app.add_option("--tokens", tokens, "tokens per step");
   app.add_option("--threads", threads_list, "thread counts, comma separated (default: every core)");
   app.add_option("--steps", steps, "decode steps per repeat (each runs every layer)");
   app.add_option("--repeats", repeats, "timed repeats");
@@ -91,20 +95,24 @@ int main(int argc, char** argv) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   std::vector<unsigned> counts = threads_list.empty() ? std::vector<unsigned>{cores} : parse_list(threads_list);
 
-  // The routing of every (step, layer): k distinct experts among the layer's host ones (the highest ids).
+  // The routing of every (step, layer): per token k distinct experts among the layer's host ones (the highest
+  // ids).
   std::mt19937 rng(42);
-  std::vector<std::vector<uint32_t>> ids;  // [step * layers + layer]
+  std::vector<std::vector<uint32_t>> ids;  // [step * layers + layer], [tokens, k]
   for (uint32_t s = 0; s < steps; ++s)
     for (const auto& l : layout.layers) {
-      std::vector<uint32_t> pick(per_layer);
-      for (uint32_t i = 0; i < per_layer; ++i) pick[i] = static_cast<uint32_t>(l.experts.size()) - per_layer + i;
-      std::shuffle(pick.begin(), pick.end(), rng);
-      pick.resize(k);
-      ids.push_back(pick);
+      std::vector<uint32_t> step_ids;
+      for (uint32_t t = 0; t < tokens; ++t) {
+        std::vector<uint32_t> pick(per_layer);
+        for (uint32_t i = 0; i < per_layer; ++i) pick[i] = static_cast<uint32_t>(l.experts.size()) - per_layer + i;
+        std::shuffle(pick.begin(), pick.end(), rng);
+        step_ids.insert(step_ids.end(), pick.begin(), pick.begin() + k);
+      }
+      ids.push_back(step_ids);
     }
-  std::vector<float> x(H);
-  for (uint32_t i = 0; i < H; ++i) x[i] = std::normal_distribution<float>(0.0f, 1.0f)(rng);
-  std::vector<float> y(uint64_t{k} * H), want(y.size());
+  std::vector<float> x(uint64_t{tokens} * H);
+  for (auto& v : x) v = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+  std::vector<float> y(uint64_t{tokens} * k * H), want(y.size());
 
   std::vector<float> first_outputs;  // of the first (layer, step), one thread
   for (unsigned threads : counts) {
@@ -133,7 +141,13 @@ int main(int argc, char** argv) {
 
     run_step(0);  // warm
     std::vector<double> gbps, layer_us;
-    const double bytes = double(steps) * layout.layers.size() * k * layout.slab_bytes;
+    // Slab bytes of the distinct experts each (step, layer) touches: what the host reads from memory.
+    double bytes = 0;
+    for (const auto& step_ids : ids) {
+      std::vector<uint32_t> distinct(step_ids);
+      std::sort(distinct.begin(), distinct.end());
+      bytes += double(std::unique(distinct.begin(), distinct.end()) - distinct.begin()) * layout.slab_bytes;
+    }
     for (uint32_t r = 0; r < repeats; ++r) {
       const auto t0 = Clock::now();
       for (uint32_t s = 0; s < steps; ++s) run_step(s);
@@ -150,6 +164,7 @@ int main(int argc, char** argv) {
                            {"layers", layout.layers.size()},
                            {"per_layer", per_layer},
                            {"k", k},
+                           {"tokens", tokens},
                            {"slab_bytes", layout.slab_bytes},
                            {"gb_per_s", spread(gbps)},
                            {"us_per_layer", spread(layer_us)},

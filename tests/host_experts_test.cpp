@@ -55,7 +55,8 @@ void check_rows(const Case& c, bool simd) {
   // Rows [5, rows - 3): the kernel's offsets matter.
   const uint32_t r0 = 5, r1 = c.rows - 3;
   std::vector<float> out(r1 - r0);
-  experts::dot_rows(m, r0, r1, q.data(), scale.data(), sum.data(), out.data(), simd);
+  const experts::RowActs acts{q.data(), scale.data(), sum.data(), out.data()};
+  experts::dot_rows(m, r0, r1, std::span(&acts, 1), simd);
   double worst = 0;
   for (uint32_t r = r0; r < r1; ++r) {
     // What the kernel computes: the dequantized weights times the quantized activations, except that q4's
@@ -102,6 +103,35 @@ TEST(HostExpertKernels, Avx2RowsMatchTheDequantizedProduct) {
                         Case{ops::WeightType::q4, 9, 2048}, Case{ops::WeightType::q4, 12, 768}}) {
     SCOPED_TRACE("q4 cols " + std::to_string(c.cols));
     check_rows(c, true);
+  }
+}
+
+// Several tokens in one call (the AVX2 kernel shares each row's unpacked weights between up to four): each
+// token's results are bit for bit those of a call with it alone.
+TEST(HostExpertKernels, TokensTogetherComputeWhatEachComputesAlone) {
+  for (const bool simd : {false, true}) {
+    if (simd && !experts::host_has_avx2()) continue;
+    const uint32_t rows = 24, cols = 640, tokens = 7;
+    const std::vector<float> w = random_values(uint64_t{rows} * cols, 5, 0.05f);
+    const std::vector<std::byte> bytes = ops::quantize(ops::WeightType::q4, w, rows, cols);
+    const HostMatrix m{bytes.data(), ops::WeightType::q4, rows, cols};
+    std::vector<int8_t> q(tokens * cols);
+    std::vector<float> scale(tokens * cols / 64), sum(scale.size());
+    for (uint32_t t = 0; t < tokens; ++t)
+      experts::quantize_acts(random_values(cols, 100 + t), 64, q.data() + t * cols, scale.data() + t * cols / 64,
+                             sum.data() + t * cols / 64);
+    std::vector<float> together(tokens * rows), alone(tokens * rows);
+    std::vector<experts::RowActs> acts;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      const experts::RowActs a{q.data() + t * cols, scale.data() + t * cols / 64, sum.data() + t * cols / 64,
+                               together.data() + t * rows};
+      acts.push_back(a);
+      experts::RowActs one = a;
+      one.out = alone.data() + t * rows;
+      experts::dot_rows(m, 0, rows, std::span(&one, 1), simd);
+    }
+    experts::dot_rows(m, 0, rows, acts, simd);  // 7 tokens: a call of 4 and one of 3
+    EXPECT_EQ(together, alone) << (simd ? "avx2" : "portable");
   }
 }
 

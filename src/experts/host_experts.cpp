@@ -78,13 +78,15 @@ uint32_t prefetch_distance() {
 }
 
 #if defined(__x86_64__)
-// q4 rows with AVX2: a group's 32 bytes split into the low nibbles (values 0..31) and the high ones (32..63),
-// multiplied with the int8 activations by vpmaddubsw (u8 x s8, pairs summed in int16: at most 2 * 15 * 127)
-// and widened by vpmaddwd; each group's eight int32 lanes are scaled in float by scale_w * scale_x. Eight
-// groups' (scale, min) halves convert at once (F16C).
+// q4 rows with AVX2 for N tokens at once (1..kRowTokens): a group's 32 bytes split into the low nibbles
+// (values 0..31) and the high ones (32..63) once, multiplied with each token's int8 activations by vpmaddubsw
+// (u8 x s8, pairs summed in int16: at most 2 * 15 * 127) and widened by vpmaddwd; each group's eight int32
+// lanes are scaled in float by scale_w * scale_x. Eight groups' (scale, min) halves convert at once (F16C).
+// Every token's sums run in the same order whatever N is, so a token's result does not depend on its
+// neighbours.
+template <uint32_t N>
 __attribute__((target("avx2,fma,f16c"))) void dot_rows_q4_avx2(const HostMatrix& m, uint32_t r0, uint32_t r1,
-                                                                const int8_t* xq, const float* xs,
-                                                                const float* xsum, float* out) {
+                                                                const RowActs* acts) {
   const uint32_t G = m.cols / 64;
   const auto* quants = reinterpret_cast<const uint8_t*>(m.data);
   const auto* scales = reinterpret_cast<const uint16_t*>(m.data + ops::scales_offset(m.type, m.rows, m.cols));
@@ -95,8 +97,8 @@ __attribute__((target("avx2,fma,f16c"))) void dot_rows_q4_avx2(const HostMatrix&
   for (uint32_t r = r0; r < r1; ++r) {
     const uint8_t* row = quants + uint64_t{r} * G * 32;
     const uint16_t* sm = scales + uint64_t{r} * G * 2;
-    __m256 acc = _mm256_setzero_ps();
-    __m256 acc_min = _mm256_setzero_ps();
+    __m256 acc[N], acc_min[N];
+    for (uint32_t j = 0; j < N; ++j) acc[j] = acc_min[j] = _mm256_setzero_ps();
     uint32_t g = 0;
     for (; g + 8 <= G; g += 8) {
       // The hardware prefetchers stop at 4 KiB pages and restart per item: ask for the bytes `ahead` of
@@ -109,33 +111,40 @@ __attribute__((target("avx2,fma,f16c"))) void dot_rows_q4_avx2(const HostMatrix&
       const __m256 b = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + 2 * g + 8)));
       const __m256 sc = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), natural);
       const __m256 mn = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)), natural);
-      acc_min = _mm256_fmadd_ps(mn, _mm256_loadu_ps(xsum + g), acc_min);
-      alignas(32) float cs[8];
-      _mm256_store_ps(cs, _mm256_mul_ps(sc, _mm256_loadu_ps(xs + g)));
+      alignas(32) float cs[N][8];
+      for (uint32_t j = 0; j < N; ++j) {
+        acc_min[j] = _mm256_fmadd_ps(mn, _mm256_loadu_ps(acts[j].sum + g), acc_min[j]);
+        _mm256_store_ps(cs[j], _mm256_mul_ps(sc, _mm256_loadu_ps(acts[j].scale + g)));
+      }
       for (uint32_t i = 0; i < 8; ++i) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + (g + i) * 32));
-        const int8_t* x = xq + (g + i) * 64;
         const __m256i lo = _mm256_and_si256(v, nibble);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-        const __m256i p =
-            _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))),
-                             _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32))));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), _mm256_set1_ps(cs[i]), acc);
+        for (uint32_t j = 0; j < N; ++j) {
+          const int8_t* x = acts[j].q + (g + i) * 64;
+          const __m256i p = _mm256_add_epi16(
+              _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))),
+              _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32))));
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), _mm256_set1_ps(cs[j][i]), acc[j]);
+        }
       }
     }
-    float tail = 0;
-    for (; g < G; ++g) {  // the groups past the last eight (cols not a multiple of 512)
-      const uint8_t* bq = row + g * 32;
-      const int8_t* x = xq + g * 64;
-      int32_t s = 0;
-      for (uint32_t j = 0; j < 32; ++j) s += (bq[j] & 15) * x[j] + (bq[j] >> 4) * x[j + 32];
-      tail += _cvtsh_ss(sm[2 * g]) * xs[g] * static_cast<float>(s) + _cvtsh_ss(sm[2 * g + 1]) * xsum[g];
+    for (uint32_t j = 0; j < N; ++j) {
+      const RowActs& t = acts[j];
+      float tail = 0;
+      for (uint32_t gt = g; gt < G; ++gt) {  // the groups past the last eight (cols not a multiple of 512)
+        const uint8_t* bq = row + gt * 32;
+        const int8_t* x = t.q + gt * 64;
+        int32_t sum = 0;
+        for (uint32_t e = 0; e < 32; ++e) sum += (bq[e] & 15) * x[e] + (bq[e] >> 4) * x[e + 32];
+        tail += _cvtsh_ss(sm[2 * gt]) * t.scale[gt] * static_cast<float>(sum) + _cvtsh_ss(sm[2 * gt + 1]) * t.sum[gt];
+      }
+      const __m256 v = _mm256_add_ps(acc[j], acc_min[j]);
+      __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+      h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      h = _mm_add_ss(h, _mm_movehdup_ps(h));
+      t.out[r - r0] = _mm_cvtss_f32(h) + tail;
     }
-    __m256 t = _mm256_add_ps(acc, acc_min);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    out[r - r0] = _mm_cvtss_f32(h) + tail;
   }
 }
 #endif
@@ -173,14 +182,24 @@ void quantize_acts(std::span<const float> v, uint32_t group, int8_t* q, float* s
   }
 }
 
-void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, const int8_t* q, const float* scale, const float* sum,
-              float* out, bool simd) {
+void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, std::span<const RowActs> acts, bool simd) {
   assert(m.type == ops::WeightType::q4 || m.type == ops::WeightType::q8_0);
 #if defined(__x86_64__)
-  if (simd && m.type == ops::WeightType::q4) return dot_rows_q4_avx2(m, r0, r1, q, scale, sum, out);
+  if (simd && m.type == ops::WeightType::q4) {
+    for (size_t at = 0; at < acts.size(); at += kRowTokens) {
+      const RowActs* a = acts.data() + at;
+      switch (std::min<size_t>(kRowTokens, acts.size() - at)) {
+        case 1: dot_rows_q4_avx2<1>(m, r0, r1, a); break;
+        case 2: dot_rows_q4_avx2<2>(m, r0, r1, a); break;
+        case 3: dot_rows_q4_avx2<3>(m, r0, r1, a); break;
+        default: dot_rows_q4_avx2<4>(m, r0, r1, a); break;
+      }
+    }
+    return;
+  }
 #endif
   (void)simd;
-  dot_rows_portable(m, r0, r1, q, scale, sum, out);
+  for (const RowActs& a : acts) dot_rows_portable(m, r0, r1, a.q, a.scale, a.sum, a.out);
 }
 
 // ---- WorkerPool ----
@@ -407,16 +426,25 @@ void HostExperts::run(uint32_t phase, uint32_t item) {
       const Task& task = tasks_[item / blocks];
       const uint32_t i0 = item % blocks * kGateRows, i1 = std::min(I, i0 + kGateRows);
       const HostMatrix gate_up = matrix(layer_, task.expert, 0);
-      float gate[kGateRows], up[kGateRows];
-      for (uint32_t p : task.pairs) {
-        const uint64_t xs = token_slot_[p / k_];
-        const int8_t* q = xq_.q.data() + xs * H;
-        const float* sc = xq_.scale.data() + xs * H / xgroup_;
-        const float* su = xq_.sum.data() + xs * H / xgroup_;
-        dot_rows(gate_up, i0, i1, q, sc, su, gate, simd_);
-        dot_rows(gate_up, I + i0, I + i1, q, sc, su, up, simd_);
-        float* a = act_.data() + uint64_t{pair_row_[p]} * I;
-        for (uint32_t i = i0; i < i1; ++i) a[i] = silu(gate[i - i0]) * up[i - i0];
+      // kRowTokens pairs at a time share each row's unpacked weights.
+      float gate[kRowTokens][kGateRows], up[kRowTokens][kGateRows];
+      RowActs g_acts[kRowTokens], u_acts[kRowTokens];
+      for (size_t at = 0; at < task.pairs.size(); at += kRowTokens) {
+        const uint32_t n = static_cast<uint32_t>(std::min<size_t>(kRowTokens, task.pairs.size() - at));
+        for (uint32_t j = 0; j < n; ++j) {
+          const uint64_t xs = token_slot_[task.pairs[at + j] / k_];
+          const RowActs x{xq_.q.data() + xs * H, xq_.scale.data() + xs * H / xgroup_,
+                          xq_.sum.data() + xs * H / xgroup_, nullptr};
+          g_acts[j] = u_acts[j] = x;
+          g_acts[j].out = gate[j];
+          u_acts[j].out = up[j];
+        }
+        dot_rows(gate_up, i0, i1, std::span(g_acts, n), simd_);
+        dot_rows(gate_up, I + i0, I + i1, std::span(u_acts, n), simd_);
+        for (uint32_t j = 0; j < n; ++j) {
+          float* a = act_.data() + uint64_t{pair_row_[task.pairs[at + j]]} * I;
+          for (uint32_t i = i0; i < i1; ++i) a[i] = silu(gate[j][i - i0]) * up[j][i - i0];
+        }
       }
       return;
     }
@@ -431,10 +459,16 @@ void HostExperts::run(uint32_t phase, uint32_t item) {
       const Task& task = tasks_[item / blocks];
       const uint32_t r0 = item % blocks * kDownRows, r1 = std::min(H, r0 + kDownRows);
       const HostMatrix down = matrix(layer_, task.expert, 1);
-      for (uint32_t p : task.pairs) {
-        const uint64_t row = pair_row_[p];
-        dot_rows(down, r0, r1, aq_.q.data() + row * I, aq_.scale.data() + row * I / agroup_,
-                 aq_.sum.data() + row * I / agroup_, y_ + uint64_t{p} * H + r0, simd_);
+      RowActs acts[kRowTokens];
+      for (size_t at = 0; at < task.pairs.size(); at += kRowTokens) {
+        const uint32_t n = static_cast<uint32_t>(std::min<size_t>(kRowTokens, task.pairs.size() - at));
+        for (uint32_t j = 0; j < n; ++j) {
+          const uint32_t p = task.pairs[at + j];
+          const uint64_t row = pair_row_[p];
+          acts[j] = {aq_.q.data() + row * I, aq_.scale.data() + row * I / agroup_, aq_.sum.data() + row * I / agroup_,
+                     y_ + uint64_t{p} * H + r0};
+        }
+        dot_rows(down, r0, r1, std::span(acts, n), simd_);
       }
       return;
     }

@@ -93,10 +93,20 @@ struct QuantizedActs {
 };
 void quantize_acts(std::span<const float> v, uint32_t group, int8_t* q, float* scale, float* sum);
 
-// out[r - r0] = row r of `m` · the quantized activations, for rows [r0, r1). `simd`: the AVX2 kernel where the
-// host has it (q4 only; q8_0 always runs the portable loop).
-void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, const int8_t* q, const float* scale, const float* sum,
-              float* out, bool simd);
+// One token's quantized activations (quantize_acts) and where its dot products go.
+struct RowActs {
+  const int8_t* q = nullptr;
+  const float* scale = nullptr;
+  const float* sum = nullptr;
+  float* out = nullptr;
+};
+// The AVX2 kernel unpacks each row's weights once for up to this many tokens.
+inline constexpr uint32_t kRowTokens = 4;
+
+// For each token t of `acts`: t.out[r - r0] = row r of `m` · t's quantized activations, rows [r0, r1). `simd`:
+// the AVX2 kernel where the host has it (q4 only; q8_0 always runs the portable loop). A token's results do
+// not depend on the other tokens of the call.
+void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, std::span<const RowActs> acts, bool simd);
 bool host_has_avx2();
 
 class HostExperts {
