@@ -330,6 +330,25 @@ TEST(HostExperts, HostAndBankComputeWhatResidentComputes) {
   }
 }
 
+// The host's experts are read (and checksummed) at load: a corrupt one fails the load, naming it; with the
+// slab repaired the same options load.
+TEST(HostExperts, LoadNamesACorruptHostSlab) {
+  TempDir tmp("engine_layout");
+  const fs::path dir = pruned(tmp, ops::WeightType::q8_0);
+  const fs::path file = dir / "expert_sidecar" / experts::layer_file_name(1);
+  const auto good = read_file(file);
+  corrupt_every_slab(dir / "expert_sidecar", 1);
+  auto o = options(ops::WeightType::q8_0, 2);
+  o.host_experts = 3;
+  auto r = model::load_model(dir, gpu_context(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("--host-experts: "), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("layer 1 expert 5: checksum"), std::string::npos) << r.error().message;
+  write_file(file, good);
+  auto model = load(dir, o);
+  EXPECT_TRUE(generate(*model, 2).ok());
+}
+
 TEST(HostExperts, RefusesMoreExpertsThanALayerHasAndFloatSidecars) {
   TempDir tmp("engine_layout");
   auto o = options(ops::WeightType::q8_0, 2);
