@@ -38,6 +38,13 @@ uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
 
 float silu(float v) { return v / (1.0f + std::exp(-v)); }
 
+// One q4 group's integer dot product: 32 bytes of nibble pairs (q[j] low, q[j + 32] high) with 64 int8 values.
+int32_t q4_group_dot(const uint8_t* b, const int8_t* x) {
+  int32_t s = 0;
+  for (uint32_t j = 0; j < 32; ++j) s += (b[j] & 15) * x[j] + (b[j] >> 4) * x[j + 32];
+  return s;
+}
+
 // The portable dot products of rows [r0, r1) of a q4 or q8_0 matrix with quantized activations.
 void dot_rows_portable(const HostMatrix& m, uint32_t r0, uint32_t r1, const int8_t* xq, const float* xs,
                        const float* xsum, float* out) {
@@ -49,10 +56,7 @@ void dot_rows_portable(const HostMatrix& m, uint32_t r0, uint32_t r1, const int8
     float acc = 0;
     if (m.type == ops::WeightType::q4) {
       for (uint32_t g = 0; g < G; ++g) {
-        const uint8_t* b = quants + (uint64_t{r} * G + g) * 32;
-        const int8_t* x = xq + g * 64;
-        int32_t s = 0;
-        for (uint32_t j = 0; j < 32; ++j) s += (b[j] & 15) * x[j] + (b[j] >> 4) * x[j + 32];
+        const int32_t s = q4_group_dot(quants + (uint64_t{r} * G + g) * 32, xq + g * 64);
         const uint16_t* sm = scales + (uint64_t{r} * G + g) * 2;
         acc += ops::half_to_float(sm[0]) * xs[g] * static_cast<float>(s) + ops::half_to_float(sm[1]) * xsum[g];
       }
@@ -133,10 +137,7 @@ __attribute__((target("avx2,fma,f16c"))) void dot_rows_q4_avx2(const HostMatrix&
       const RowActs& t = acts[j];
       float tail = 0;
       for (uint32_t gt = g; gt < G; ++gt) {  // the groups past the last eight (cols not a multiple of 512)
-        const uint8_t* bq = row + gt * 32;
-        const int8_t* x = t.q + gt * 64;
-        int32_t sum = 0;
-        for (uint32_t e = 0; e < 32; ++e) sum += (bq[e] & 15) * x[e] + (bq[e] >> 4) * x[e + 32];
+        const int32_t sum = q4_group_dot(row + gt * 32, t.q + gt * 64);
         tail += _cvtsh_ss(sm[2 * gt]) * t.scale[gt] * static_cast<float>(sum) + _cvtsh_ss(sm[2 * gt + 1]) * t.sum[gt];
       }
       const __m256 v = _mm256_add_ps(acc[j], acc_min[j]);
@@ -180,6 +181,24 @@ void quantize_acts(std::span<const float> v, uint32_t group, int8_t* q, float* s
     scale[g] = d;
     sum[g] = s;
   }
+}
+
+void QuantizedActs::resize(uint64_t rows, uint32_t width, uint32_t group) {
+  width_ = width;
+  group_ = group;
+  q_.resize(rows * width);
+  scale_.resize(rows * width / group);
+  sum_.resize(scale_.size());
+}
+
+void QuantizedActs::quantize(uint64_t row, const float* values) {
+  const uint64_t g = row * width_ / group_;
+  quantize_acts(std::span(values, width_), group_, q_.data() + row * width_, scale_.data() + g, sum_.data() + g);
+}
+
+RowActs QuantizedActs::row(uint64_t row, float* out) const {
+  const uint64_t g = row * width_ / group_;
+  return {q_.data() + row * width_, scale_.data() + g, sum_.data() + g, out};
 }
 
 void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, std::span<const RowActs> acts, bool simd) {
@@ -289,7 +308,10 @@ void WorkerPool::worker_main() {
 // ---- HostExperts ----
 
 HostExperts::HostExperts(const SidecarLayout& layout, unsigned threads)
-    : layout_(layout), pool_(threads ? threads : std::max(1u, std::thread::hardware_concurrency())) {}
+    : layout_(layout),
+      H_(layout.tensors.back().rows),
+      I_(layout.tensors.back().cols),
+      pool_(threads ? threads : std::max(1u, std::thread::hardware_concurrency())) {}
 
 Result<std::unique_ptr<HostExperts>> HostExperts::create(gpu::Context& context, const Sidecar& sidecar,
                                                          SlabReader& reader,
@@ -377,9 +399,6 @@ std::span<const uint32_t> HostExperts::start(uint32_t layer, std::span<const uin
   k_ = k;
   x_ = x;
   y_ = y;
-  H_ = layout_.tensors[1].rows;
-  I_ = layout_.tensors[1].cols;
-  xgroup_ = agroup_ = ops::group_size(layout_.quant);
   // Tasks by expert (ascending), each with its pairs; act_ rows in pairs_ order.
   std::vector<uint32_t> order(pairs_);
   std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return ids[a] < ids[b]; });
@@ -396,13 +415,10 @@ std::span<const uint32_t> HostExperts::start(uint32_t layer, std::span<const uin
     }
   pair_row_.assign(ids.size(), UINT32_MAX);
   for (uint32_t i = 0; i < pairs_.size(); ++i) pair_row_[pairs_[i]] = i;
-  xq_.q.resize(uint64_t{tokens_.size()} * H_);
-  xq_.scale.resize(uint64_t{tokens_.size()} * H_ / xgroup_);
-  xq_.sum.resize(xq_.scale.size());
+  const uint32_t group = ops::group_size(layout_.quant);
+  xq_.resize(tokens_.size(), H_, group);
   act_.resize(uint64_t{pairs_.size()} * I_);
-  aq_.q.resize(act_.size());
-  aq_.scale.resize(act_.size() / agroup_);
-  aq_.sum.resize(aq_.scale.size());
+  aq_.resize(pairs_.size(), I_, group);
   const uint32_t T = static_cast<uint32_t>(tasks_.size());
   pool_.start({static_cast<uint32_t>(tokens_.size()), T * ceil_div(I_, kGateRows), static_cast<uint32_t>(pairs_.size()),
                T * ceil_div(H_, kDownRows)},
@@ -416,9 +432,7 @@ void HostExperts::run(uint32_t phase, uint32_t item) {
   const uint32_t H = H_, I = I_;
   switch (phase) {
     case 0: {  // quantize a token's input
-      const uint32_t t = tokens_[item];
-      quantize_acts(std::span(x_ + uint64_t{t} * H, H), xgroup_, xq_.q.data() + uint64_t{item} * H,
-                    xq_.scale.data() + uint64_t{item} * H / xgroup_, xq_.sum.data() + uint64_t{item} * H / xgroup_);
+      xq_.quantize(item, x_ + uint64_t{tokens_[item]} * H);
       return;
     }
     case 1: {  // gate and up rows [i0, i1) of one expert, for each of its pairs, and their SwiGLU
@@ -433,11 +447,8 @@ void HostExperts::run(uint32_t phase, uint32_t item) {
         const uint32_t n = static_cast<uint32_t>(std::min<size_t>(kRowTokens, task.pairs.size() - at));
         for (uint32_t j = 0; j < n; ++j) {
           const uint64_t xs = token_slot_[task.pairs[at + j] / k_];
-          const RowActs x{xq_.q.data() + xs * H, xq_.scale.data() + xs * H / xgroup_,
-                          xq_.sum.data() + xs * H / xgroup_, nullptr};
-          g_acts[j] = u_acts[j] = x;
-          g_acts[j].out = gate[j];
-          u_acts[j].out = up[j];
+          g_acts[j] = xq_.row(xs, gate[j]);
+          u_acts[j] = xq_.row(xs, up[j]);
         }
         dot_rows(gate_up, i0, i1, std::span(g_acts, n), simd_);
         dot_rows(gate_up, I + i0, I + i1, std::span(u_acts, n), simd_);
@@ -449,9 +460,7 @@ void HostExperts::run(uint32_t phase, uint32_t item) {
       return;
     }
     case 2: {  // quantize a pair's SwiGLU output
-      const uint64_t row = item;
-      quantize_acts(std::span(act_.data() + row * I, I), agroup_, aq_.q.data() + row * I,
-                    aq_.scale.data() + row * I / agroup_, aq_.sum.data() + row * I / agroup_);
+      aq_.quantize(item, act_.data() + uint64_t{item} * I);
       return;
     }
     default: {  // down rows [r0, r1) of one expert, for each of its pairs
@@ -464,9 +473,7 @@ void HostExperts::run(uint32_t phase, uint32_t item) {
         const uint32_t n = static_cast<uint32_t>(std::min<size_t>(kRowTokens, task.pairs.size() - at));
         for (uint32_t j = 0; j < n; ++j) {
           const uint32_t p = task.pairs[at + j];
-          const uint64_t row = pair_row_[p];
-          acts[j] = {aq_.q.data() + row * I, aq_.scale.data() + row * I / agroup_, aq_.sum.data() + row * I / agroup_,
-                     y_ + uint64_t{p} * H + r0};
+          acts[j] = aq_.row(pair_row_[p], y_ + uint64_t{p} * H + r0);
         }
         dot_rows(down, r0, r1, std::span(acts, n), simd_);
       }

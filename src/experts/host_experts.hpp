@@ -86,11 +86,6 @@ struct HostMatrix {
 
 // Activations quantized for dot_rows: per group of `group` values, int8 quants (|q| <= 127), the scale and
 // the float sum of the group's values.
-struct QuantizedActs {
-  std::vector<int8_t> q;
-  std::vector<float> scale;
-  std::vector<float> sum;
-};
 void quantize_acts(std::span<const float> v, uint32_t group, int8_t* q, float* scale, float* sum);
 
 // One token's quantized activations (quantize_acts) and where its dot products go.
@@ -102,6 +97,20 @@ struct RowActs {
 };
 // The AVX2 kernel unpacks each row's weights once for up to this many tokens.
 inline constexpr uint32_t kRowTokens = 4;
+
+// Rows of `width` activations quantized for dot_rows (quantize_acts): int8 quants, and per group of `group`
+// values the scale and the float sum of the group's values.
+class QuantizedActs {
+ public:
+  void resize(uint64_t rows, uint32_t width, uint32_t group);
+  void quantize(uint64_t row, const float* values);
+  RowActs row(uint64_t row, float* out = nullptr) const;
+
+ private:
+  uint32_t width_ = 0, group_ = 1;
+  std::vector<int8_t> q_;
+  std::vector<float> scale_, sum_;
+};
 
 // For each token t of `acts`: t.out[r - r0] = row r of `m` · t's quantized activations, rows [r0, r1). `simd`:
 // the AVX2 kernel where the host has it (q4 only; q8_0 always runs the portable loop). A token's results do
@@ -151,6 +160,7 @@ class HostExperts {
   void run(uint32_t phase, uint32_t item);
 
   const SidecarLayout& layout_;
+  const uint32_t H_, I_;  // hidden size (down's rows) and expert width (down's columns)
   uint32_t per_layer_ = 0;
   uint64_t bytes_ = 0;
   uint64_t stride_ = 0;  // slab_bytes rounded up to the O_DIRECT alignment
@@ -161,7 +171,7 @@ class HostExperts {
   std::vector<int> buffer_of_;         // model layer -> index into buffers_, -1 for layers without experts
   WorkerPool pool_;
   // The job in flight.
-  uint32_t layer_ = 0, k_ = 0, H_ = 0, I_ = 0, xgroup_ = 0, agroup_ = 0;
+  uint32_t layer_ = 0, k_ = 0;
   const float* x_ = nullptr;
   float* y_ = nullptr;
   std::vector<uint32_t> pairs_;

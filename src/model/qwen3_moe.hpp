@@ -116,7 +116,6 @@ class Qwen3Moe final : public Model {
   void record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t tokens, uint32_t max_keys);
   void record_router(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   ops::RouterParams router_params(uint32_t tokens) const;
-  // `last_pass`: a streaming step's last pass of layer l (resident steps have one).
   void record_experts(gpu::CommandList& cmd, uint32_t l, uint32_t tokens);
   // Streaming, after a layer's last pass: the host's outputs into moe_y_ (waiting for them), the weighted sum
   // of every pair into the residual, and the rest of the step up to the next layer's router (or the head).

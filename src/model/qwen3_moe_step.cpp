@@ -13,6 +13,21 @@
 #include "ops/norm.hpp"
 
 namespace mach::model::qwen3_moe {
+namespace {
+
+// f(at, first, n) for each run of consecutive values rows[at .. at + n) = first, first + 1, ...: one copy per
+// run instead of one per row.
+template <class F>
+void for_each_run(std::span<const uint32_t> rows, F f) {
+  for (size_t at = 0; at < rows.size();) {
+    size_t n = 1;
+    while (at + n < rows.size() && rows[at + n] == rows[at] + n) ++n;
+    f(at, rows[at], n);
+    at += n;
+  }
+}
+
+}  // namespace
 
 void Qwen3Moe::record_attention(gpu::CommandList& cmd, uint32_t l, uint32_t T, uint32_t max_keys) {
   const auto& c = config_;
@@ -140,12 +155,9 @@ void Qwen3Moe::record_head(gpu::CommandList& cmd, std::span<const uint32_t> logi
   const uint32_t H = c.hidden_size, R = static_cast<uint32_t>(logit_rows.size());
   if (R == 0) return;
   // Gather the rows that need logits (contiguous runs as one copy), then the final norm and the head.
-  for (uint32_t r = 0; r < R;) {
-    uint32_t n = 1;
-    while (r + n < R && logit_rows[r + n] == logit_rows[r] + n) ++n;
-    cmd.copy(x_, uint64_t{logit_rows[r]} * H * 4, sel_, uint64_t{r} * H * 4, uint64_t{n} * H * 4);
-    r += n;
-  }
+  for_each_run(logit_rows, [&](size_t at, uint32_t first, size_t n) {
+    cmd.copy(x_, uint64_t{first} * H * 4, sel_, at * H * 4, n * H * 4);
+  });
   ops::rms_norm(cmd, gpu::inout(sel_), f32_range(globals_, final_norm_, H), gpu::inout(sel_), {R, H},
                 static_cast<float>(c.rms_norm_eps), ops::NormWeight::w);
   // Bind only the rows this step produces, in pieces that fit the device's storage-buffer range (a large
@@ -309,14 +321,14 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
     pending_.active = false;
     return last.error();
   }
-  if (*last && !host_pairs_.empty()) {
-    // The passes go to the GPU now and the host computes its pairs meanwhile; the combine waits for both.
-    record_experts(cmd, l, pending_.tokens);
-    pending_.combine_next = true;
-    return {};
-  }
   record_experts(cmd, l, pending_.tokens);
-  if (*last) record_layer_end(cmd, l);
+  if (!*last) return {};
+  // With host pairs the passes go to the GPU now and the host computes meanwhile; the combine, in the next
+  // segment, waits for both.
+  if (host_pairs_.empty())
+    record_layer_end(cmd, l);
+  else
+    pending_.combine_next = true;
   return {};
 }
 
@@ -327,12 +339,9 @@ void Qwen3Moe::record_layer_end(gpu::CommandList& cmd, uint32_t l) {
     streamer_->add_stall(l, elapsed_ns(t0));
     // The host's pairs' rows of y into moe_y_ (runs of consecutive pairs as one copy); the passes skipped them.
     const uint64_t row = uint64_t{config_.hidden_size} * 4;
-    for (size_t i = 0; i < host_pairs_.size();) {
-      size_t n = 1;
-      while (i + n < host_pairs_.size() && host_pairs_[i + n] == host_pairs_[i] + n) ++n;
-      cmd.copy(y_host_, host_pairs_[i] * row, moe_y_, host_pairs_[i] * row, n * row);
-      i += n;
-    }
+    for_each_run(host_pairs_, [&](size_t, uint32_t first, size_t n) {
+      cmd.copy(y_host_, first * row, moe_y_, first * row, n * row);
+    });
     host_pairs_.clear();
   }
   const uint32_t T = pending_.tokens;
