@@ -8,14 +8,19 @@
 // and the same order per row).
 //
 //   host_experts_bench SIDECAR_DIR [--per-layer N] [--k K] [--tokens T] [--threads 16,8,...] [--steps S]
-//                      [--repeats R]
+//                      [--repeats R] [--copy-load]
 // With --tokens T > 1 (a verify block, a small batch) each token picks its own k experts, so experts serve
 // several tokens and the kernel's work per byte grows: the figure to watch is then us_per_layer.
+// With --copy-load the timed repeats run again while the transfer queue copies host memory of the RAM tier's
+// kind into device memory back to back, as streaming's uploads do beside the host's share: the line then also
+// gives both rates together and the copies' rate alone, i.e. how the cores and the copy engine share the host's
+// memory.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -26,6 +31,7 @@
 
 #include "engine/stats.hpp"
 #include "experts/host_experts.hpp"
+#include "gpu/command_list.hpp"
 #include "experts/sidecar.hpp"
 #include "experts/slab_reader.hpp"
 
@@ -67,6 +73,58 @@ double host_read_probe(uint64_t bytes, unsigned threads) {
   return best;
 }
 
+// Host-to-device copies on the transfer queue, back to back, from a host-visible buffer of the RAM tier's kind
+// into device memory, on a thread of its own while the caller's thread runs something else.
+class CopyLoad {
+ public:
+  static constexpr uint64_t kChunk = uint64_t{64} << 20;
+  static constexpr int kLists = 4;
+
+  explicit CopyLoad(gpu::Context& context)
+      : context_(context),
+        src_(context.create_buffer(kChunk * kLists, gpu::MemoryKind::host_upload, "copy load src", true)),
+        dst_(context.create_buffer(kChunk * kLists, gpu::MemoryKind::device, "copy load dst", true)) {
+    std::memset(src_.mapped(), 1, kChunk * kLists);
+    for (int i = 0; i < kLists; ++i) lists_.push_back(context.begin_transfer_commands());
+  }
+  ~CopyLoad() { stop(); }
+
+  void start() {
+    stop_ = false;
+    copied_ = 0;
+    t0_ = Clock::now();
+    thread_ = std::thread([this] {
+      std::vector<gpu::Ticket> tickets(kLists);
+      uint64_t n = 0;
+      for (; !stop_.load(std::memory_order_relaxed); ++n) {
+        const int i = static_cast<int>(n % kLists);
+        if (n >= kLists) context_.wait_transfers(tickets[i]);
+        lists_[i]->begin();
+        lists_[i]->copy(src_, uint64_t(i) * kChunk, dst_, uint64_t(i) * kChunk, kChunk);
+        tickets[i] = context_.submit_transfer(*lists_[i]);
+      }
+      context_.wait_transfers({context_.last_transfer()});
+      copied_ = n * kChunk;
+    });
+  }
+  // Stops the copies once those in flight are done; GB/s of all of them over the whole time.
+  double stop() {
+    if (!thread_.joinable()) return 0;
+    stop_ = true;
+    thread_.join();
+    return copied_ / std::chrono::duration<double>(Clock::now() - t0_).count() * 1e-9;
+  }
+
+ private:
+  gpu::Context& context_;
+  gpu::Buffer src_, dst_;
+  std::vector<std::unique_ptr<gpu::CommandList>> lists_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  uint64_t copied_ = 0;
+  Clock::time_point t0_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -81,6 +139,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads_list, "thread counts, comma separated (default: every core)");
   app.add_option("--steps", steps, "decode steps per repeat (each runs every layer)");
   app.add_option("--repeats", repeats, "timed repeats");
+  bool copy_load = false;
+  app.add_flag("--copy-load", copy_load, "time again while the transfer queue copies host memory to the GPU");
   CLI11_PARSE(app, argc, argv);
 
   auto context = gpu::Context::create();
@@ -148,12 +208,33 @@ int main(int argc, char** argv) {
       std::sort(distinct.begin(), distinct.end());
       bytes += double(std::unique(distinct.begin(), distinct.end()) - distinct.begin()) * layout.slab_bytes;
     }
-    for (uint32_t r = 0; r < repeats; ++r) {
-      const auto t0 = Clock::now();
-      for (uint32_t s = 0; s < steps; ++s) run_step(s);
-      const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-      gbps.push_back(bytes / sec * 1e-9);
-      layer_us.push_back(sec * 1e6 / (double(steps) * layout.layers.size()));
+    auto timed = [&](std::vector<double>& gbps, std::vector<double>& layer_us) {
+      for (uint32_t r = 0; r < repeats; ++r) {
+        const auto t0 = Clock::now();
+        for (uint32_t s = 0; s < steps; ++s) run_step(s);
+        const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+        gbps.push_back(bytes / sec * 1e-9);
+        layer_us.push_back(sec * 1e6 / (double(steps) * layout.layers.size()));
+      }
+    };
+    timed(gbps, layer_us);
+    nlohmann::json with_copies;
+    if (copy_load) {
+      CopyLoad load(**context);
+      load.start();  // warm: the first copies touch the pages
+      load.stop();
+      load.start();
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      const double alone = load.stop();
+      std::vector<double> g, u;
+      load.start();
+      timed(g, u);
+      const double during = load.stop();
+      with_copies = {{"copy_gb_per_s_alone", alone},
+                     {"copy_gb_per_s", during},
+                     {"host_gb_per_s", spread(g)},
+                     {"us_per_layer", spread(u)},
+                     {"sum_gb_per_s", engine::percentile(g, 0.5) + during}};
     }
     const double probe = host_read_probe(uint64_t{1} << 30, threads);
     nlohmann::json line = {{"test", "host_experts"},
@@ -170,6 +251,7 @@ int main(int argc, char** argv) {
                            {"us_per_layer", spread(layer_us)},
                            {"host_read_gb_per_s", probe},
                            {"fraction_of_host_read", engine::percentile(gbps, 0.5) / probe}};
+    if (copy_load) line["with_copies"] = with_copies;
     fmt::print("{}\n", line.dump());
   }
   return 0;

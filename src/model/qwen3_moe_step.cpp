@@ -333,10 +333,10 @@ Result<void> Qwen3Moe::continue_step(gpu::CommandList& cmd) {
 }
 
 void Qwen3Moe::record_layer_end(gpu::CommandList& cmd, uint32_t l) {
-  if (!host_pairs_.empty()) {
-    const auto t0 = std::chrono::steady_clock::now();
-    streamer_->finish_host();  // before the submission that copies its outputs
-    streamer_->add_stall(l, elapsed_ns(t0));
+  // With host pairs, everything below is recorded while the host still computes, and only the submission (the
+  // caller's, after this returns) waits for it: the recording is off the step's critical path.
+  const bool host = !host_pairs_.empty();
+  if (host) {
     // The host's pairs' rows of y into moe_y_ (runs of consecutive pairs as one copy); the passes skipped them.
     const uint64_t row = uint64_t{config_.hidden_size} * 4;
     for_each_run(host_pairs_, [&](size_t, uint32_t first, size_t n) {
@@ -352,6 +352,11 @@ void Qwen3Moe::record_layer_end(gpu::CommandList& cmd, uint32_t l) {
   } else {
     pending_.active = false;
     record_head(cmd, pending_.logit_rows);
+  }
+  if (host) {
+    const auto t0 = std::chrono::steady_clock::now();
+    streamer_->finish_host();  // before the submission that copies its outputs
+    streamer_->add_stall(l, elapsed_ns(t0));
   }
 }
 
