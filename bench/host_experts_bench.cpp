@@ -31,6 +31,7 @@
 
 #include "engine/stats.hpp"
 #include "experts/host_experts.hpp"
+#include "experts/probes.hpp"
 #include "gpu/command_list.hpp"
 #include "experts/sidecar.hpp"
 #include "experts/slab_reader.hpp"
@@ -50,27 +51,6 @@ std::vector<unsigned> parse_list(const std::string& s) {
 
 nlohmann::json spread(const std::vector<double>& v) {
   return {{"median", engine::percentile(v, 0.5)}, {"p10", engine::percentile(v, 0.1)}, {"p90", engine::percentile(v, 0.9)}};
-}
-
-// GB/s of `threads` threads summing a buffer of `bytes` (each its own slice), best of three.
-double host_read_probe(uint64_t bytes, unsigned threads) {
-  std::vector<uint64_t> data(bytes / 8, 1);
-  double best = 0;
-  for (int r = 0; r < 3; ++r) {
-    std::vector<std::thread> pool;
-    std::vector<uint64_t> sums(threads);
-    const auto t0 = Clock::now();
-    for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        const size_t n = data.size() / threads, b = t * n;
-        uint64_t s = 0;
-        for (size_t i = b; i < b + n; ++i) s += data[i];
-        sums[t] = s;
-      });
-    for (auto& th : pool) th.join();
-    best = std::max(best, bytes / std::chrono::duration<double>(Clock::now() - t0).count() * 1e-9);
-  }
-  return best;
 }
 
 // Host-to-device copies on the transfer queue, back to back, from a host-visible buffer of the RAM tier's kind
@@ -236,7 +216,7 @@ int main(int argc, char** argv) {
                      {"us_per_layer", spread(u)},
                      {"sum_gb_per_s", engine::percentile(g, 0.5) + during}};
     }
-    const double probe = host_read_probe(uint64_t{1} << 30, threads);
+    const double probe = experts::probe_host_read(uint64_t{1} << 30, threads);
     nlohmann::json line = {{"test", "host_experts"},
                            {"threads", threads},
                            {"cores", cores},

@@ -78,6 +78,8 @@ int run_bench(const BenchArgs& a) {
   }
   if (!a.contexts.empty()) bo.decode_contexts = a.contexts;
   lo.max_context = bo.max_context();
+  std::vector<std::string> notes;  // the load's notes (e.g. what --host-experts auto chose), as a JSON line
+  lo.log = [&notes](const std::string& note) { notes.push_back(note); };
   auto model = model::load_model(a.model_dir, **context, lo);
   if (!model) return fail(model.error());
   std::optional<experts::Sidecar> sidecar;
@@ -96,6 +98,7 @@ int run_bench(const BenchArgs& a) {
       fmt::print("{}\n", out.dump());
       std::fflush(stdout);
     };
+    if (!notes.empty()) emit({{"test", "load"}, {"notes", notes}});
     auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit, a.profile_tokens)
                        : engine::run_model_bench(**context, **model, bo, emit);
     if (!r) return fail(r.error());

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <string>
 
@@ -28,7 +29,7 @@ struct ExpertArgs {
   int64_t upload_cap = -1;    // < 0: the default (half the slots)
   std::string prefetch;       // --expert-prefetch on|off; empty: the default (on)
   std::string save_profile;   // --save-expert-profile
-  uint32_t host_experts = 0;  // --host-experts
+  std::string host_experts;  // --host-experts: auto or a count; empty: the default (auto)
   unsigned host_threads = 0;  // --host-threads
   int64_t host_max_tokens = -1;  // --host-max-tokens; < 0: the default
 };
@@ -58,7 +59,9 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
   cmd->add_option("--host-experts", a.host_experts,
                   "experts per MoE layer computed on the host's cores instead of streamed (the highest-numbered "
                   "unpinned ones; q4 or q8_0 sidecars): their slabs stay in host memory, and the host computes their "
-                  "pairs while PCIe streams the others into a bank that then caches fewer experts (default 0)");
+                  "pairs while PCIe streams the others into a bank that then caches fewer experts. auto (default): "
+                  "balance the host's read rate against the copy rate, both probed at load; 0 on a CPU device, when "
+                  "the bank holds every expert, with --host-cache-gb, or when the host cannot hold every expert");
   cmd->add_option("--host-threads", a.host_threads,
                   "threads that compute the --host-experts (default: every core)")
       ->check(CLI::PositiveNumber);
@@ -86,12 +89,21 @@ inline Result<void> apply_expert_options(const ExpertArgs& a, model::LoadOptions
   if (a.host_cache_gb >= 0) lo.host_cache_bytes = static_cast<uint64_t>(a.host_cache_gb * 1073741824.0);
   if (a.upload_cap >= 0) lo.expert_upload_cap = static_cast<uint32_t>(std::min<int64_t>(a.upload_cap, UINT32_MAX));
   lo.expert_prefetch = a.prefetch != "off";
-  lo.host_experts = a.host_experts;
+  if (a.host_experts.empty() || a.host_experts == "auto") {
+    lo.host_experts_auto = true;
+  } else {
+    uint32_t n = 0;
+    const auto [end, ec] = std::from_chars(a.host_experts.data(), a.host_experts.data() + a.host_experts.size(), n);
+    if (ec != std::errc() || end != a.host_experts.data() + a.host_experts.size())
+      return Error{Errc::invalid_argument,
+                   fmt::format("--host-experts {}: give auto or a number of experts per layer", a.host_experts)};
+    lo.host_experts = n;
+  }
   lo.host_threads = a.host_threads;
   if (a.host_max_tokens >= 0) lo.host_max_tokens = static_cast<uint32_t>(std::min<int64_t>(a.host_max_tokens, UINT32_MAX));
   if (!a.streaming && (a.expert_slots || a.expert_cache_gb > 0 || !a.pin_experts.empty() || a.host_cache_gb >= 0 ||
                        a.upload_cap >= 0 || !a.save_profile.empty() || !a.prefetch.empty() ||
-                       a.host_experts || a.host_threads || a.host_max_tokens >= 0))
+                       !a.host_experts.empty() || a.host_threads || a.host_max_tokens >= 0))
     return Error{Errc::invalid_argument, "--expert-slots, --expert-cache-gb, --host-cache-gb, --expert-upload-cap, "
                                          "--expert-prefetch, --host-experts, --host-threads, --host-max-tokens, --pin-experts and "
                                          "--save-expert-profile shape (or count) the expert streaming of --streaming; "

@@ -1,6 +1,7 @@
 #include "engine/model_bench.hpp"
 
 #include "engine/stats.hpp"
+#include "experts/probes.hpp"
 #include "experts/slab_reader.hpp"
 #include "ops/matmul.hpp"
 
@@ -129,52 +130,6 @@ class StepRunner {
   bool profile_ = false;  // a profiled step is recorded into the runner's own list, never replayed
   Times last_;
 };
-
-// Host-to-device copy bandwidth (a host-visible buffer into device memory, as RAM-tier misses copy), GB/s.
-double probe_upload(gpu::Context& context, uint64_t bytes) {
-  auto src = context.create_buffer(bytes, gpu::MemoryKind::host_upload, "bench upload probe src");
-  auto dst = context.create_buffer(bytes, gpu::MemoryKind::device, "bench upload probe dst");
-  std::memset(src.mapped(), 1, bytes);
-  auto cmd = context.begin_commands();
-  std::vector<double> ns;
-  for (int r = 0; r < 6; ++r) {
-    cmd->begin();
-    for (int i = 0; i < 4; ++i) cmd->copy(src, 0, dst, 0, bytes);
-    cmd->timestamp("copies");
-    cmd->end();
-    context.wait(context.submit(*cmd));
-    if (r > 0) ns.push_back(cmd->elapsed_ns() / 4);
-  }
-  return bytes / percentile(ns, 0.5);
-}
-
-// The host's memory read bandwidth with every hardware thread summing its share of `bytes`, GB/s: the most
-// any CPU kernel could stream weights at. Computing the missed experts on the host's cores (instead of
-// copying them to the GPU) cannot beat the missed bytes over this, so it bounds that alternative.
-double probe_host_read(uint64_t bytes) {
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  const uint64_t words = bytes / 8 / threads * threads;
-  std::vector<uint64_t> data(words);
-  for (uint64_t i = 0; i < words; ++i) data[i] = i;  // touched: the pages exist before timing
-  std::vector<uint64_t> sums(threads);
-  std::vector<double> ns;
-  for (int r = 0; r < 4; ++r) {
-    const auto t0 = Clock::now();
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        const uint64_t* p = data.data() + words / threads * t;
-        uint64_t a = 0, b = 0, c = 0, d = 0;
-        for (uint64_t i = 0; i < words / threads; i += 4) a += p[i], b += p[i + 1], c += p[i + 2], d += p[i + 3];
-        sums[t] = a + b + c + d;
-      });
-    for (auto& th : pool) th.join();
-    if (r > 0) ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
-  }
-  volatile uint64_t sink = std::accumulate(sums.begin(), sums.end(), uint64_t{0});  // the reads are used
-  (void)sink;
-  return words * 8 / percentile(ns, 0.5);
-}
 
 // The sidecar's read bandwidth as the miss path sees it (io_uring, O_DIRECT where allowed, checksums),
 // over about `bytes` of slabs spread over the layers, GB/s.
@@ -357,8 +312,8 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
     auto read = probe_sidecar(*options.sidecar, uint64_t{1} << 30);
     if (!read) return read.error();
     line["sidecar_read_gb_per_s"] = *read;
-    line["host_to_device_gb_per_s"] = probe_upload(context, 256ull << 20);
-    host_read = probe_host_read(options.probe_bytes);  // 1 GiB, and 16 MiB with --quick
+    line["host_to_device_gb_per_s"] = experts::probe_upload(context, 256ull << 20);
+    host_read = experts::probe_host_read(options.probe_bytes);  // 1 GiB, and 16 MiB with --quick
     line["host_read_gb_per_s"] = host_read;
     line["host_threads"] = std::thread::hardware_concurrency();
     emit(line);

@@ -118,6 +118,14 @@ class QuantizedActs {
 void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, std::span<const RowActs> acts, bool simd);
 bool host_has_avx2();
 
+// --host-experts auto: how many of a layer's `experts` the host should compute so that, per token and layer,
+// the host's time for its pairs and the copies' time for the misses of the others balance, with `slots` bank
+// slots, the host's cores reading their slabs at `host_gb_per_s` and copies into the bank at `upload_gb_per_s`.
+// For routing spread evenly over the experts, a token's k picks put k N / E pairs on the host (k N / E slabs
+// read at host speed) and miss the bank k (E - N - S) / E times (slabs copied at upload speed); equal times give
+// N = (E - S) h / (h + u), rounded. 0 when the bank holds every expert or a rate is not positive.
+uint32_t balance_host_experts(uint32_t experts, uint32_t slots, double host_gb_per_s, double upload_gb_per_s);
+
 class HostExperts {
  public:
   // Picks per MoE layer the `per_layer` highest-numbered experts that `pinned` does not list and reads their

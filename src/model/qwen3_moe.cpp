@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "engine/chain_hash.hpp"
+#include "experts/probes.hpp"
 #include "model/family.hpp"
 #include "model/qwen3_moe.hpp"
 #include "model/weight_arena.hpp"
@@ -255,6 +256,35 @@ Result<void> Qwen3Moe::check_sidecar() const {
   return {};
 }
 
+uint32_t Qwen3Moe::auto_host_experts() {
+  const experts::SidecarLayout& layout = sidecar_->layout();
+  const uint32_t E = config_.num_experts;
+  uint32_t pinned = 0;
+  for (const auto& [layer, ids] : options_.pinned_experts) pinned = std::max<uint32_t>(pinned, ids.size());
+  const auto none = [&](std::string_view why) {
+    if (options_.log) options_.log(fmt::format("host experts: none ({})", why));
+    return 0u;
+  };
+  if (context_.info().type == "cpu") return none("the device is the CPU");
+  if (layout.quant != ops::WeightType::q4 && layout.quant != ops::WeightType::q8_0)
+    return none(fmt::format("the host computes q4 and q8_0 experts; the sidecar's are {}",
+                            ops::weight_type_name(layout.quant)));
+  if (slots_ + pinned >= E) return none("the bank holds every expert");
+  if (options_.host_cache_bytes) return none("--host-cache-gb was given; --host-experts N computes some anyway");
+  const uint64_t free = experts::default_host_cache_bytes(UINT64_MAX);
+  if (free < layout.expert_bytes())
+    return none(fmt::format("{:.1f} GiB of free host memory (less a margin) cannot hold all {:.1f} GiB of experts",
+                            free / 1073741824.0, layout.expert_bytes() / 1073741824.0));
+  const double host = experts::probe_host_read(uint64_t{256} << 20, options_.host_threads);
+  const double upload = experts::probe_upload(context_, uint64_t{64} << 20);
+  const uint32_t n = std::min(experts::balance_host_experts(E, slots_, host, upload), E - std::min(E, pinned));
+  if (options_.log)
+    options_.log(fmt::format("host experts: {} of {} per layer (auto: the host's cores read {:.0f} GB/s, copies to the "
+                             "GPU run at {:.0f} GB/s, the bank has {} slots; --host-experts N sets it)",
+                             n, E, host, upload, slots_));
+  return n;
+}
+
 std::string Qwen3Moe::residency() const {
   if (!streamer_)
     return fmt::format("residency=resident experts={} expert_format={}", sidecar_ ? "sidecar" : "checkpoint",
@@ -301,14 +331,14 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     so.pinned = options_.pinned_experts;
     so.upload_cap = options_.expert_upload_cap.value_or(std::max<uint32_t>(1, slots_ / 2));
     so.prefetch = options_.expert_prefetch;
-    so.host_experts = options_.host_experts;
+    so.host_experts = options_.host_experts_auto ? auto_host_experts() : options_.host_experts;
     so.host_threads = options_.host_threads;
     so.host_max_tokens = options_.host_max_tokens;
     if (options_.host_cache_bytes) {
       so.host_cache_bytes = *options_.host_cache_bytes;
     } else {
       // The host experts' slabs come out of what the host can spare, and never enter the tier.
-      const uint64_t host_bytes = uint64_t{options_.host_experts} * sidecar_->layout().layers.size() *
+      const uint64_t host_bytes = uint64_t{so.host_experts} * sidecar_->layout().layers.size() *
                                   sidecar_->layout().slab_bytes;
       const uint64_t free = experts::default_host_cache_bytes(UINT64_MAX);
       const uint64_t spare =
