@@ -339,6 +339,8 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
                        {"prefetch_reads", after.prefetch_reads - before.prefetch_reads},
                        {"ahead_uploads", after.ahead_uploads - before.ahead_uploads},
                        {"ahead_used", after.ahead_used - before.ahead_used},
+                       {"ahead_late", after.ahead_late - before.ahead_late},
+                       {"ahead_late_age_ms", (after.ahead_late_age_ns - before.ahead_late_age_ns) * 1e-6},
                        {"transfer_queue", model.expert_stats().transfer_queue}};
     if (model.expert_stats().host_experts) {
       // --host-experts: the pairs the host's cores computed, the slab bytes they read for them (once per

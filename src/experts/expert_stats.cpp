@@ -22,6 +22,8 @@ ExpertLayerStats ExpertStats::total() const {
     t.awaited_reads += l.awaited_reads;
     t.ahead_uploads += l.ahead_uploads;
     t.ahead_used += l.ahead_used;
+    t.ahead_late += l.ahead_late;
+    t.ahead_late_age_ns += l.ahead_late_age_ns;
     t.host_pairs += l.host_pairs;
     t.host_ns += l.host_ns;
     t.host_wait_ns += l.host_wait_ns;
@@ -57,6 +59,8 @@ nlohmann::json layer_json(const ExpertLayerStats& l) {
           {"awaited_reads", l.awaited_reads},
           {"ahead_uploads", l.ahead_uploads},
           {"ahead_used", l.ahead_used},
+          {"ahead_late", l.ahead_late},
+          {"ahead_late_age_ms", l.ahead_late_age_ns * 1e-6},
           {"host_pairs", l.host_pairs},
           {"host_ms", static_cast<double>(l.host_ns) * 1e-6},
           {"host_wait_ms", static_cast<double>(l.host_wait_ns) * 1e-6}};

@@ -34,6 +34,11 @@ struct ExpertLayerStats {
   // used (counted as misses and RAM hits: the bank did not hold them when the step began).
   uint64_t ahead_uploads = 0;
   uint64_t ahead_used = 0;
+  // Steps whose uploads ahead were not yet complete when the step's expert products were recorded (so the GPU
+  // waits for them), and the uploads' summed age then, from their submission: the copies' share of a step's
+  // wall time when the first is close to the steps and the second to their duration.
+  uint64_t ahead_late = 0;
+  uint64_t ahead_late_age_ns = 0;
   // Misses read without blocking the caller: the server's loop starts a pass's reads into the RAM tier and
   // serves other work until they are in (ExpertStreamer::start_pass_reads). Also in bytes_read and read_ns.
   uint64_t awaited_reads = 0;

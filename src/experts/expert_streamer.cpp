@@ -89,6 +89,7 @@ Result<std::unique_ptr<ExpertStreamer>> ExpertStreamer::create(gpu::Context& con
   s->upload_ahead_ = s->prefetch_ && !(ahead_env && std::string_view(ahead_env) == "0");
   s->ahead_.resize(s->banks_.size());
   s->ahead_ticket_.resize(s->banks_.size());
+  s->ahead_since_.resize(s->banks_.size());
   if (s->upload_ahead_) {
     try {
       for (int i = 0; i < 4; ++i) {
@@ -189,7 +190,12 @@ bool ExpertStreamer::begin_layer(uint32_t layer, std::span<const uint32_t> ids, 
   ahead_now_ = std::move(ahead_[bank_of_[layer]]);
   ahead_[bank_of_[layer]].clear();
   // The layer's products are recorded from now on: the submissions that carry them wait for its uploads.
-  context_.require_transfer(ahead_ticket_[bank_of_[layer]]);
+  const gpu::Ticket ahead = ahead_ticket_[bank_of_[layer]];
+  context_.require_transfer(ahead);
+  if (!ahead_now_.empty() && context_.transfers_done() < ahead.value) {
+    ++st.ahead_late;
+    st.ahead_late_age_ns += ns_since(ahead_since_[bank_of_[layer]]);
+  }
   std::sort(ahead_now_.begin(), ahead_now_.end());
   return on_host;
 }
@@ -230,6 +236,7 @@ uint32_t ExpertStreamer::upload_predicted(uint32_t layer) {
   upload_tickets_[next_upload_] = context_.submit_transfer(list);
   assert(upload_tickets_[next_upload_].value == ticket);
   ahead_ticket_[bi] = upload_tickets_[next_upload_];
+  ahead_since_[bi] = std::chrono::steady_clock::now();
   next_upload_ = (next_upload_ + 1) % uploads_.size();
   st.ahead_uploads += loads.size();
   st.bytes_uploaded += loads.size() * slab;

@@ -173,6 +173,7 @@ class ExpertStreamer {
   std::vector<std::unique_ptr<gpu::CommandList>> uploads_;  // a ring of transfer lists, each reused once done
   std::vector<gpu::Ticket> upload_tickets_;
   size_t next_upload_ = 0;
+  std::vector<std::chrono::steady_clock::time_point> ahead_since_;  // by bank: when that upload was submitted
   std::vector<gpu::Ticket> ahead_ticket_;         // by bank: the upload of ahead_'s experts
   std::set<std::pair<uint32_t, uint32_t>> awaited_;  // (layer, expert) started by start_pass_reads, not collected
   std::set<std::pair<uint32_t, uint32_t>> awaited_in_;  // of those, collected into the tier for the next pass
