@@ -185,23 +185,30 @@ TEST(WorkerPool, RunsEveryItemOnceAfterThePreviousPhase) {
   EXPECT_EQ(count, 5u);
 }
 
-TEST(HostExpertsAuto, BalancesTheHostsPairsAgainstTheCopiesOfTheRest) {
-  using experts::balance_host_experts;
-  // Equal rates: half of the experts the bank does not hold.
-  EXPECT_EQ(balance_host_experts(128, 32, 50, 50), 48u);
-  // The H200 machines measured (host ~80 GB/s, copies ~51 GB/s, 32 slots): 59, where 56 measured best.
-  EXPECT_EQ(balance_host_experts(128, 32, 80, 51), 59u);
-  // The chosen N balances the model's two times: k N / E slabs at host speed against k (E - N - S) / E at upload.
-  for (double host : {20.0, 75.0, 200.0})
-    for (double up : {12.0, 51.0}) {
-      const uint32_t n = balance_host_experts(128, 13, host, up);
-      EXPECT_NEAR(n / host, (128.0 - n - 13) / up, 1.0 / std::min(host, up)) << host << " " << up;
+TEST(HostExpertsAuto, CoresAtLeastAsFastAsCopiesTakeEveryExpertTheBankCannotHold) {
+  using experts::choose_host_experts;
+  EXPECT_EQ(choose_host_experts(128, 32, 80, 51), 96u);  // the H200 hosts measured
+  EXPECT_EQ(choose_host_experts(128, 32, 50, 50), 96u);
+  EXPECT_EQ(choose_host_experts(8, 2, 20, 12), 6u);
+}
+
+TEST(HostExpertsAuto, SlowerCoresBalanceTheirPairsAgainstTheCopiesOfTheRest) {
+  using experts::choose_host_experts;
+  EXPECT_EQ(choose_host_experts(128, 32, 40, 51), 42u);  // 96 * 40 / 91 = 42.2
+  // The chosen N balances the two times: k N / E slabs at host speed against k (E - N - S) / E at upload speed.
+  for (double host : {5.0, 12.0, 30.0})
+    for (double up : {31.0, 51.0}) {
+      const uint32_t n = choose_host_experts(128, 13, host, up);
+      EXPECT_NEAR(n / host, (128.0 - n - 13) / up, 1.0 / host) << host << " " << up;
     }
-  // Nothing to take over: the bank holds every expert, or a probe failed.
-  EXPECT_EQ(balance_host_experts(128, 128, 80, 51), 0u);
-  EXPECT_EQ(balance_host_experts(8, 9, 80, 51), 0u);
-  EXPECT_EQ(balance_host_experts(128, 32, 0, 51), 0u);
-  EXPECT_EQ(balance_host_experts(128, 32, 80, 0), 0u);
+}
+
+TEST(HostExpertsAuto, NothingWhenTheBankHoldsEveryExpertOrAProbeFailed) {
+  using experts::choose_host_experts;
+  EXPECT_EQ(choose_host_experts(128, 128, 80, 51), 0u);
+  EXPECT_EQ(choose_host_experts(8, 9, 80, 51), 0u);
+  EXPECT_EQ(choose_host_experts(128, 32, 0, 51), 0u);
+  EXPECT_EQ(choose_host_experts(128, 32, 80, 0), 0u);
 }
 
 }  // namespace

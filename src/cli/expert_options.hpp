@@ -60,8 +60,9 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
                   "experts per MoE layer computed on the host's cores instead of streamed (the highest-numbered "
                   "unpinned ones; q4 or q8_0 sidecars): their slabs stay in host memory, and the host computes their "
                   "pairs while PCIe streams the others into a bank that then caches fewer experts. auto (default): "
-                  "balance the host's read rate against the copy rate, both probed at load; 0 on a CPU device, when "
-                  "the bank holds every expert, with --host-cache-gb, or when the host cannot hold every expert");
+                  "from the host's read rate and the copy rate, probed at load: every expert the bank cannot hold "
+                  "when the cores read at least as fast as copies run, else a balanced share; 0 on a CPU device, "
+                  "when the bank holds every expert, with --host-cache-gb, or when the host cannot hold every expert");
   cmd->add_option("--host-threads", a.host_threads,
                   "threads that compute the --host-experts (default: every core)")
       ->check(CLI::PositiveNumber);

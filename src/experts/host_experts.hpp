@@ -118,13 +118,19 @@ class QuantizedActs {
 void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, std::span<const RowActs> acts, bool simd);
 bool host_has_avx2();
 
-// --host-experts auto: how many of a layer's `experts` the host should compute so that, per token and layer,
-// the host's time for its pairs and the copies' time for the misses of the others balance, with `slots` bank
-// slots, the host's cores reading their slabs at `host_gb_per_s` and copies into the bank at `upload_gb_per_s`.
-// For routing spread evenly over the experts, a token's k picks put k N / E pairs on the host (k N / E slabs
-// read at host speed) and miss the bank k (E - N - S) / E times (slabs copied at upload speed); equal times give
-// N = (E - S) h / (h + u), rounded. 0 when the bank holds every expert or a rate is not positive.
-uint32_t balance_host_experts(uint32_t experts, uint32_t slots, double host_gb_per_s, double upload_gb_per_s);
+// --host-experts auto: how many of a layer's `experts` the host computes, with `slots` bank slots, the host's
+// cores reading slabs at `host_gb_per_s` and copies into the bank running at `upload_gb_per_s`. 0 when the bank
+// holds every expert or a rate is not positive.
+//  - Cores at least as fast as the copies (h >= u): every expert the bank cannot hold, E - S. A copy reads the
+//    same bytes from the same host memory as the cores would, and the copy engine and the cores share that
+//    memory (host_experts_bench --copy-load: together ~1.2x the cores alone), so splitting the misses between
+//    the two gains little bandwidth while the copies add what streaming costs per miss (mispredicted uploads,
+//    passes, semaphore waits). Measured on three H200 hosts (docs/performance.md): E - S was as fast as or
+//    faster than the balanced split below, by 0-13%.
+//  - Slower cores: the split that balances the two times per token and layer for routing spread evenly over
+//    the experts: k N / E pairs on the host (slabs read at h) against k (E - N - S) / E misses of the bank
+//    (slabs copied at u), equal when N = (E - S) h / (h + u), rounded.
+uint32_t choose_host_experts(uint32_t experts, uint32_t slots, double host_gb_per_s, double upload_gb_per_s);
 
 class HostExperts {
  public:

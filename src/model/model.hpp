@@ -61,7 +61,7 @@ struct LoadOptions {
   // experts/host_experts.hpp), and the threads that compute them (0: every core).
   uint32_t host_experts = 0;
   // --host-experts auto (the CLI's default): host_experts is chosen at load from quick probes of the host's
-  // read rate and the host-to-device copy rate (experts::balance_host_experts), and is 0 where computing on
+  // read rate and the host-to-device copy rate (experts::choose_host_experts), and is 0 where computing on
   // the host cannot help: a CPU device, a sidecar the host kernels do not take, a bank that holds every expert,
   // an explicit host_cache_bytes, or a host without the free memory to hold every expert.
   bool host_experts_auto = false;

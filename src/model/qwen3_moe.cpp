@@ -277,11 +277,12 @@ uint32_t Qwen3Moe::auto_host_experts() {
                             free / 1073741824.0, layout.expert_bytes() / 1073741824.0));
   const double host = experts::probe_host_read(uint64_t{256} << 20, options_.host_threads);
   const double upload = experts::probe_upload(context_, uint64_t{64} << 20);
-  const uint32_t n = std::min(experts::balance_host_experts(E, slots_, host, upload), E - std::min(E, pinned));
+  const uint32_t n = std::min(experts::choose_host_experts(E, slots_, host, upload), E - std::min(E, pinned));
   if (options_.log)
     options_.log(fmt::format("host experts: {} of {} per layer (auto: the host's cores read {:.0f} GB/s, copies to the "
-                             "GPU run at {:.0f} GB/s, the bank has {} slots; --host-experts N sets it)",
-                             n, E, host, upload, slots_));
+                             "GPU run at {:.0f} GB/s, so the host computes {} the {}-slot bank; --host-experts N "
+                             "sets it)", n, E, host, upload,
+                             host >= upload ? "every expert that is not in" : "its balanced share beside", slots_));
   return n;
 }
 
