@@ -9,8 +9,9 @@
 
 namespace mach::experts {
 
-// GB/s of `threads` threads (0: every hardware thread) summing their shares of a buffer of `bytes`; the median
-// of three timed passes after one that touches the pages.
+// GB/s of `threads` threads (0: every hardware thread) summing their shares of a buffer of `bytes`: the best of
+// five timed passes after one that touches the pages (what the memory can give; a median let one busy moment,
+// e.g. the kernel writing back a freshly written checkpoint, halve the figure).
 double probe_host_read(uint64_t bytes, unsigned threads = 0);
 
 // GB/s of copies from a host-visible buffer of `bytes` into device memory (the GPU's own timestamps), the
