@@ -60,8 +60,8 @@ inline void add_expert_options(CLI::App* cmd, ExpertArgs& a) {
                   "experts per MoE layer computed on the host's cores instead of streamed (the highest-numbered "
                   "unpinned ones; q4 or q8_0 sidecars): their slabs stay in host memory, and the host computes their "
                   "pairs while PCIe streams the others into a bank that then caches fewer experts. auto (default): "
-                  "from the host's read rate and the copy rate, probed at load: every expert the bank cannot hold "
-                  "when the cores read at least as fast as copies run, else a balanced share; 0 on a CPU device, "
+                  "the share of the experts the bank cannot hold that balances the host's time against the copies', "
+                  "from the host's read rate and the copy rate probed at load; 0 on a CPU device, "
                   "when the bank holds every expert, with --host-cache-gb, or when the host cannot hold every expert");
   cmd->add_option("--host-threads", a.host_threads,
                   "threads that compute the --host-experts (default: every core)")

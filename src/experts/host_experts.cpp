@@ -315,7 +315,6 @@ HostExperts::HostExperts(const SidecarLayout& layout, unsigned threads)
 
 uint32_t choose_host_experts(uint32_t experts, uint32_t slots, double host_gb_per_s, double upload_gb_per_s) {
   if (slots >= experts || !(host_gb_per_s > 0) || !(upload_gb_per_s > 0)) return 0;
-  if (host_gb_per_s >= upload_gb_per_s) return experts - slots;
   const double share = host_gb_per_s / (host_gb_per_s + upload_gb_per_s);
   return static_cast<uint32_t>(std::lround((experts - slots) * share));
 }

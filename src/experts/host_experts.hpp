@@ -119,17 +119,14 @@ void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, std::span<const Row
 bool host_has_avx2();
 
 // --host-experts auto: how many of a layer's `experts` the host computes, with `slots` bank slots, the host's
-// cores reading slabs at `host_gb_per_s` and copies into the bank running at `upload_gb_per_s`. 0 when the bank
-// holds every expert or a rate is not positive.
-//  - Cores at least as fast as the copies (h >= u): every expert the bank cannot hold, E - S. A copy reads the
-//    same bytes from the same host memory as the cores would, and the copy engine and the cores share that
-//    memory (host_experts_bench --copy-load: together ~1.2x the cores alone), so splitting the misses between
-//    the two gains little bandwidth while the copies add what streaming costs per miss (mispredicted uploads,
-//    passes, semaphore waits). Measured on three H200 hosts (docs/performance.md): E - S was as fast as or
-//    faster than the balanced split below, by 0-13%.
-//  - Slower cores: the split that balances the two times per token and layer for routing spread evenly over
-//    the experts: k N / E pairs on the host (slabs read at h) against k (E - N - S) / E misses of the bank
-//    (slabs copied at u), equal when N = (E - S) h / (h + u), rounded.
+// cores reading slabs at `host_gb_per_s` and copies into the bank running at `upload_gb_per_s`: the split that
+// balances the two times per token and layer for routing spread evenly over the experts, k N / E pairs on the
+// host (slabs read at h) against k (E - N - S) / E misses of the bank (slabs copied at u), equal when
+// N = (E - S) h / (h + u), rounded. 0 when the bank holds every expert or a rate is not positive.
+// Not E - S (the host computes every expert the bank cannot hold), although on idle H200 hosts with fast memory
+// that measured 0-13% faster on a checkpoint whose routing is uniform: on a host whose cores were busy with
+// other work it fell to a quarter of plain streaming, while the balanced split stayed above it
+// (docs/performance.md, 2026-12-04).
 uint32_t choose_host_experts(uint32_t experts, uint32_t slots, double host_gb_per_s, double upload_gb_per_s);
 
 class HostExperts {

@@ -280,9 +280,9 @@ uint32_t Qwen3Moe::auto_host_experts() {
   const uint32_t n = std::min(experts::choose_host_experts(E, slots_, host, upload), E - std::min(E, pinned));
   if (options_.log)
     options_.log(fmt::format("host experts: {} of {} per layer (auto: the host's cores read {:.0f} GB/s, copies to the "
-                             "GPU run at {:.0f} GB/s, so the host computes {} the {}-slot bank; --host-experts N "
-                             "sets it)", n, E, host, upload,
-                             host >= upload ? "every expert that is not in" : "its balanced share beside", slots_));
+                             "GPU run at {:.0f} GB/s: the host's share of what the {}-slot bank does not hold "
+                             "balances its time against the copies'; --host-experts N sets it)",
+                             n, E, host, upload, slots_));
   return n;
 }
 
