@@ -269,7 +269,7 @@ uint32_t Qwen3Moe::auto_host_experts() {
   if (layout.quant != ops::WeightType::q4 && layout.quant != ops::WeightType::q8_0)
     return none(fmt::format("the host computes q4 and q8_0 experts; the sidecar's are {}",
                             ops::weight_type_name(layout.quant)));
-  if (slots_ + pinned >= E) return none("the bank holds every expert");
+  if (slots_ >= E) return none("the bank holds every expert");
   if (options_.host_cache_bytes) return none("--host-cache-gb was given; --host-experts N computes some anyway");
   const uint64_t free = experts::default_host_cache_bytes(UINT64_MAX);
   if (free < layout.expert_bytes())
