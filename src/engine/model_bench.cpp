@@ -10,9 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <map>
-#include <numeric>
 #include <random>
 #include <thread>
 

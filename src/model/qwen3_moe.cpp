@@ -256,7 +256,7 @@ Result<void> Qwen3Moe::check_sidecar() const {
   return {};
 }
 
-uint32_t Qwen3Moe::auto_host_experts() {
+uint32_t Qwen3Moe::auto_host_experts(uint64_t free_host) {
   const experts::SidecarLayout& layout = sidecar_->layout();
   const uint32_t E = config_.num_experts;
   uint32_t pinned = 0;
@@ -271,10 +271,9 @@ uint32_t Qwen3Moe::auto_host_experts() {
                             ops::weight_type_name(layout.quant)));
   if (slots_ >= E) return none("the bank holds every expert");
   if (options_.host_cache_bytes) return none("--host-cache-gb was given; --host-experts N computes some anyway");
-  const uint64_t free = experts::default_host_cache_bytes(UINT64_MAX);
-  if (free < layout.expert_bytes())
+  if (free_host < layout.expert_bytes())
     return none(fmt::format("{:.1f} GiB of free host memory (less a margin) cannot hold all {:.1f} GiB of experts",
-                            free / 1073741824.0, layout.expert_bytes() / 1073741824.0));
+                            free_host / 1073741824.0, layout.expert_bytes() / 1073741824.0));
   const double host = experts::probe_host_read(uint64_t{256} << 20, options_.host_threads);
   const double upload = experts::probe_upload(context_, uint64_t{64} << 20);
   const uint32_t n = std::min(experts::choose_host_experts(E, slots_, host, upload), E - std::min(E, pinned));
@@ -332,7 +331,9 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
     so.pinned = options_.pinned_experts;
     so.upload_cap = options_.expert_upload_cap.value_or(std::max<uint32_t>(1, slots_ / 2));
     so.prefetch = options_.expert_prefetch;
-    so.host_experts = options_.host_experts_auto ? auto_host_experts() : options_.host_experts;
+    // What the host can spare (read once, before the probes of auto_host_experts take memory of their own).
+    const uint64_t free = experts::default_host_cache_bytes(UINT64_MAX);
+    so.host_experts = options_.host_experts_auto ? auto_host_experts(free) : options_.host_experts;
     so.host_threads = options_.host_threads;
     so.host_max_tokens = options_.host_max_tokens;
     if (options_.host_cache_bytes) {
@@ -341,7 +342,6 @@ Result<void> Qwen3Moe::load(const TensorSource& src) {
       // The host experts' slabs come out of what the host can spare, and never enter the tier.
       const uint64_t host_bytes = uint64_t{so.host_experts} * sidecar_->layout().layers.size() *
                                   sidecar_->layout().slab_bytes;
-      const uint64_t free = experts::default_host_cache_bytes(UINT64_MAX);
       const uint64_t spare =
           std::min(sidecar_->layout().expert_bytes() - std::min(host_bytes, sidecar_->layout().expert_bytes()),
                    free > host_bytes ? free - host_bytes : 0);

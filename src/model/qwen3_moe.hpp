@@ -108,8 +108,9 @@ class Qwen3Moe final : public Model {
   uint64_t non_expert_bytes() const;  // estimate: the other weights and the logits
   uint64_t kv_bytes() const;          // the KV cache's budget
   Result<void> check_sidecar() const;
-  // LoadOptions::host_experts_auto's choice (logged with its reason).
-  uint32_t auto_host_experts();
+  // LoadOptions::host_experts_auto's choice (logged with its reason); `free_host`: what the host can spare
+  // (experts::default_host_cache_bytes).
+  uint32_t auto_host_experts(uint64_t free_host);
   Result<void> load_experts(const TensorSource& src, uint32_t l, WeightArena& arena, Layer& layer);
   Result<void> load_layer(const TensorSource& src, uint32_t l, Layer& layer);
   void allocate_workspace();
