@@ -1,7 +1,7 @@
 // Load test, loopback only and bounded: N concurrent streaming clients against `mach serve` on the tiny
 // chat model. Every stream must complete with [DONE] and a finish reason, no request may fail, and the
-// server's memory must stay stable: after a warm-up wave, three identical waves may not all grow the
-// resident set (a leak per request would show as growth in every wave).
+// server's memory must stay stable: after a warm-up wave, identical waves run until one grows the resident
+// set by less than 2 MiB, at most five of them (a leak per request would show as growth in every wave).
 //
 // Usage: node load.test.mjs --mach BIN --model DIR [--clients 64] [--tokens 12]
 // Greedy decoding keeps the CPU-side sampling of lavapipe runs cheap; the server's work is the same.
@@ -50,28 +50,34 @@ async function wave() {
   return Date.now() - t0;
 }
 
+// A leak per request grows the resident set in every wave: 32 KiB per request is 2 MiB per wave of 64.
+// Bounded growth does not, but it can take several waves to settle: a batch shape seen for the first time
+// records a step into one of the replay lists, whose scratch (host memory on lavapipe) is touched further by
+// larger shapes, and which shapes come is timing's choice. Seen on 2 cores: 6600, 2380, 2248, 644, 0, 836, 0,
+// 0 KiB over eight waves; CI once saw 2216, 2436, 2872 in the first three. So the measured waves run until
+// one grows by less than 2 MiB, at most kMaxWaves of them, and all of them together may grow less than 24 MiB.
+const kQuietKiB = 2 * 1024;
+const kMaxWaves = 5;
+
 await run([
-  [`${clients} concurrent streaming clients, four waves, memory stable`, async () => {
+  [`${clients} concurrent streaming clients, waves until memory is stable`, async () => {
     const warm = await wave();  // allocator pools, pipelines and caches settle in the first wave
     const rss = [rssKiB(server.proc.pid)];
     const ms = [warm];
-    for (let w = 0; w < 3; ++w) {
+    const growth = [];
+    while (growth.length < kMaxWaves && !(growth.length > 0 && growth.at(-1) < kQuietKiB)) {
       ms.push(await wave());
       rss.push(rssKiB(server.proc.pid));
+      growth.push(rss.at(-1) - rss.at(-2));
     }
-    const growth = rss.slice(1).map((r, i) => r - rss[i]);
     console.log(JSON.stringify({ clients, tokens, wave_ms: ms, rss_kib: rss, growth_kib: growth }));
-    // A leak per request grows the resident set in every wave: 32 KiB per request is 2 MiB per wave of 64.
-    // Bounded growth does not: a batch shape seen for the first time records a step (and on lavapipe its
-    // scratch is host memory), which timing decides, so some wave after the first may still grow by a few
-    // MiB (one run saw 7 MiB). So at least one of the three waves must stay under 2 MiB, and all three
-    // together under 24 MiB.
-    assert.ok(Math.min(...growth) < 2 * 1024, `RSS grew in every wave: ${growth.join(", ")} KiB`);
-    assert.ok(rss[3] - rss[0] < 24 * 1024, `RSS grew from ${rss[0]} KiB to ${rss[3]} KiB over three waves`);
+    assert.ok(growth.at(-1) < kQuietKiB, `RSS grew in each of ${kMaxWaves} waves: ${growth.join(", ")} KiB`);
+    assert.ok(rss.at(-1) - rss[0] < 24 * 1024,
+      `RSS grew from ${rss[0]} KiB to ${rss.at(-1)} KiB over ${growth.length} waves`);
     const stats = await (await fetch(`${server.url}/v1/stats`)).json();
     assert.equal(stats.requests.in_flight, 0);
     assert.equal(stats.queue.running, 0);
-    assert.equal(stats.choices.finished, 4 * clients);
+    assert.equal(stats.choices.finished, ms.length * clients);
     assert.ok(stats.steps.mean_decode_batch > 1, "no two sequences ever shared a decode step");
   }],
 ], [server]);
