@@ -32,6 +32,7 @@ struct BenchArgs {
   bool profile = false;
   uint32_t profile_context = 0;
   uint32_t profile_tokens = 1;
+  uint32_t profile_sequences = 1;
   std::vector<uint32_t> profile_after;  // after the figures, profile steps of these token counts (same load)
 };
 
@@ -99,12 +100,15 @@ int run_bench(const BenchArgs& a) {
       std::fflush(stdout);
     };
     if (!notes.empty()) emit({{"test", "load"}, {"notes", notes}});
-    auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit, a.profile_tokens)
+    auto r = a.profile ? engine::profile_decode_step(**context, **model, a.profile_context, emit, a.profile_tokens,
+                                                       a.profile_sequences)
                        : engine::run_model_bench(**context, **model, bo, emit);
     if (!r) return fail(r.error());
     // Profiles in the same run: loading a real-size model takes about a minute of device time per invocation.
     for (uint32_t tokens : a.profile ? std::vector<uint32_t>{} : a.profile_after) {
-      if (auto p = engine::profile_decode_step(**context, **model, a.profile_context, emit, tokens); !p)
+      if (auto p = engine::profile_decode_step(**context, **model, a.profile_context, emit, tokens,
+                                                   a.profile_sequences);
+          !p)
         return fail(p.error());
     }
     if (a.experts.streaming) {
@@ -137,6 +141,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--profile-context", a.profile_context, "context tokens before the profiled step (default 0)");
   cmd->add_option("--profile-tokens", a.profile_tokens,
                   "tokens of one sequence in the profiled step (default 1; 16 profiles a verify block, 512 a prefill chunk)");
+  cmd->add_option("--profile-sequences", a.profile_sequences,
+                  "sequences in the profiled step, each with --profile-tokens at --profile-context (default 1; 32 "
+                  "profiles a decode step of 32 concurrent requests)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--profile-after", a.profile_after,
                   "after the figures, the per-op table of one step of each of these token counts (e.g. 1,16,512), "
                   "without loading the model again")

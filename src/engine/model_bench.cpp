@@ -231,17 +231,33 @@ uint64_t decode_bytes(const model::Model& model, uint64_t context_tokens, uint32
 }
 
 Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uint32_t context_tokens,
-                                 const std::function<void(const nlohmann::json&)>& emit, uint32_t step_tokens) {
+                                 const std::function<void(const nlohmann::json&)>& emit, uint32_t step_tokens,
+                                 uint32_t sequences) {
   if (!context.info().timestamps) return Error{Errc::unsupported, "this device has no GPU timestamps to profile with"};
   auto& kv = model.kv_cache();
   if (step_tokens == 0 || step_tokens > model.max_step_tokens())
     return Error{Errc::invalid_argument, fmt::format("--profile-tokens must be 1 to {}", model.max_step_tokens())};
-  if (!kv.reserve(0, context_tokens + step_tokens + 1))
+  if (sequences == 0 || sequences > kv.max_sequences())
     return Error{Errc::invalid_argument,
-                 fmt::format("the KV cache cannot hold {} tokens", context_tokens + step_tokens + 1)};
+                 fmt::format("--profile-sequences must be 1 to {} (--max-batch)", kv.max_sequences())};
+  if (uint64_t{sequences} * step_tokens > model.max_step_tokens())
+    return Error{Errc::invalid_argument,
+                 fmt::format("--profile-sequences {} x --profile-tokens {} is more than a step's {} tokens", sequences,
+                             step_tokens, model.max_step_tokens())};
+  std::vector<uint32_t> seqs, from;
+  for (uint32_t s = 0; s < sequences; ++s) {
+    if (!kv.reserve(s, context_tokens + step_tokens + 1)) {
+      for (uint32_t r = 0; r < s; ++r) kv.release(r);
+      return Error{Errc::invalid_argument, fmt::format("the KV cache cannot hold {} sequences of {} tokens", sequences,
+                                                       context_tokens + step_tokens + 1)};
+    }
+    seqs.push_back(s);
+    from.push_back(context_tokens);
+  }
   std::mt19937 gen(99);
   StepRunner plain(context, model);
-  if (context_tokens > 0) plain.prefill(0, context_tokens, gen);
+  if (context_tokens > 0)
+    for (uint32_t s : seqs) plain.prefill(s, context_tokens, gen);
   // Warm the clocks (copies back to back, then unprofiled steps: the figure next to the table), then one
   // profiled step.
   probe_bandwidth(context, 64ull << 20);
@@ -249,11 +265,12 @@ Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uin
   const auto warm_until = Clock::now() + std::chrono::milliseconds(1500);
   // Random tokens, as the prefill figures use: one token repeated would route every row to the same experts
   // and make a many-token step look cheaper than a real prompt (the first profiles did, 240 ms against 331).
-  std::vector<std::vector<uint32_t>> tokens(1);
-  for (uint32_t i = 0; i < step_tokens; ++i) tokens[0].push_back(gen() % model.config().vocab_size);
-  while (Clock::now() < warm_until || unprofiled.size() < 5) unprofiled.push_back(plain.step(tokens, {0}, {context_tokens}));
+  std::vector<std::vector<uint32_t>> tokens(sequences);
+  for (auto& t : tokens)
+    for (uint32_t i = 0; i < step_tokens; ++i) t.push_back(gen() % model.config().vocab_size);
+  while (Clock::now() < warm_until || unprofiled.size() < 5) unprofiled.push_back(plain.step(tokens, seqs, from));
   StepRunner profiled(context, model, /*profile=*/true);
-  profiled.step(tokens, {0}, {context_tokens});
+  profiled.step(tokens, seqs, from);
   std::map<std::string, std::pair<uint64_t, double>> by_op;  // label -> (calls, ns)
   double total = 0;
   for (const auto& sample : profiled.commands().read_timestamps()) {
@@ -263,14 +280,14 @@ Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uin
     ns += sample.ns;
     total += sample.ns;
   }
-  kv.release(0);
+  for (uint32_t s : seqs) kv.release(s);
   std::vector<std::pair<std::string, std::pair<uint64_t, double>>> rows(by_op.begin(), by_op.end());
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
   for (const auto& [label, v] : rows) {
     emit({{"test", "profile"}, {"op", label}, {"calls", v.first}, {"us", v.second * 1e-3},
           {"us_per_call", v.second * 1e-3 / v.first}, {"share", total > 0 ? v.second / total : 0.0}});
   }
-  emit({{"test", "profile_total"}, {"context", context_tokens}, {"step_tokens", step_tokens},
+  emit({{"test", "profile_total"}, {"context", context_tokens}, {"step_tokens", step_tokens}, {"sequences", sequences},
         {"ops", profiled.commands().read_timestamps().size()},
         {"profiled_us", total * 1e-3}, {"unprofiled_us", percentile(unprofiled, 0.5) * 1e-3},
         {"note", "each op followed by a barrier and a timestamp: the ops run one after another"}});

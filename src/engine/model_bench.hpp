@@ -47,9 +47,12 @@ Result<void> run_model_bench(gpu::Context& context, model::Model& model, const B
 // `mach bench --profile`: one decode step (batch 1 at `context_tokens`) with a GPU timestamp after every op;
 // emits one line per op name (calls, microseconds, share of the step), largest first, then the total next
 // to an unprofiled step's time.
-// step_tokens > 1 profiles a verify block or prefill chunk of one sequence instead.
+// step_tokens > 1 profiles a verify block or prefill chunk of one sequence instead; `sequences` > 1 a step of
+// that many sequences (each `step_tokens` at `context_tokens`, logits for each one's last token): a batched
+// decode step of the server.
 Result<void> profile_decode_step(gpu::Context& context, model::Model& model, uint32_t context_tokens,
-                                 const std::function<void(const nlohmann::json&)>& emit, uint32_t step_tokens = 1);
+                                 const std::function<void(const nlohmann::json&)>& emit, uint32_t step_tokens = 1,
+                                 uint32_t sequences = 1);
 
 // Bytes one decode token must read: every non-expert weight, top-k experts per layer, and the KV cache
 // of `context_tokens` positions.
