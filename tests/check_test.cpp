@@ -73,6 +73,21 @@ TEST(Check, MemoryVerdicts) {
   const auto streaming = check_model(o);
   EXPECT_EQ(streaming.memory->mode, "streaming");
   EXPECT_EQ(streaming.memory->working_set_bytes, ws - streaming.memory->expert_bytes);
+  // The host: unknown unless given; the RAM tier takes what the host spares, every expert at most.
+  EXPECT_FALSE(streaming.memory->host_spare_bytes);
+  EXPECT_EQ(streaming.memory->host_tier_bytes, 0u);
+  const uint64_t experts = streaming.memory->expert_bytes;
+  o.host_spare_bytes = experts / 3;
+  EXPECT_EQ(check_model(o).memory->host_tier_bytes, experts / 3);
+  o.host_spare_bytes = 4 * experts;
+  const auto roomy = check_model(o);
+  EXPECT_EQ(roomy.memory->host_tier_bytes, experts);
+  EXPECT_EQ(report_to_json(roomy)["memory"]["host_spare_bytes"], 4 * experts);
+  EXPECT_EQ(report_to_json(roomy)["memory"]["host_tier_bytes"], experts);
+  o.expert_cache_gb.reset();  // resident: the host holds no experts
+  const auto resident = check_model(o);
+  EXPECT_EQ(resident.memory->host_tier_bytes, 0u);
+  EXPECT_FALSE(report_to_json(resident)["memory"].contains("host_tier_bytes"));
 }
 
 TEST(Check, PrunedEngineLayout) {

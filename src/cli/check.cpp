@@ -5,6 +5,7 @@
 
 #include "cli/commands.hpp"
 #include "experts/check.hpp"
+#include "experts/host_cache.hpp"
 #include "gpu/context.hpp"
 
 namespace mach::cli {
@@ -55,6 +56,13 @@ void print_text(const experts::CheckReport& r, const experts::CheckOptions& o) {
                o.context_length, human(m.expert_bytes), human(m.non_expert_bytes), human(m.kv_bytes),
                human(m.working_set_bytes),
                m.gpu_bytes ? fmt::format("{} ({})", human(*m.gpu_bytes), o.gpu_name) : "unknown", m.verdict);
+    if (m.mode == "streaming" && m.host_spare_bytes) {
+      fmt::print("host RAM: {} to spare; the RAM tier holds {} of the experts ({:.0f}%){}\n", human(*m.host_spare_bytes),
+                 human(m.host_tier_bytes), m.expert_bytes ? 100.0 * m.host_tier_bytes / m.expert_bytes : 100.0,
+                 m.host_tier_bytes < m.expert_bytes ? "; misses outside it read the disk" : "");
+    } else if (m.mode == "streaming") {
+      fmt::print("host RAM: unknown (/proc/meminfo unreadable); the RAM tier will be off\n");
+    }
   }
   fmt::print("paths:\n");
   print_paths(r.paths);
@@ -97,6 +105,7 @@ int run_check(const CheckArgs& a) {
   }
   o.expert_quant = *quant;
   pick_gpu(o);
+  if (const uint64_t spare = experts::default_host_cache_bytes(UINT64_MAX); spare > 0) o.host_spare_bytes = spare;
   const auto report = experts::check_model(o);
   if (a.json) fmt::print("{}\n", experts::report_to_json(report).dump(2));
   else print_text(report, o);

@@ -101,6 +101,8 @@ void add_memory(CheckReport& r, const CheckOptions& o, const model::ModelConfig&
   if (o.expert_cache_gb) {
     m.mode = "streaming";
     m.working_set_bytes = base + std::min<uint64_t>(m.expert_bytes, static_cast<uint64_t>(*o.expert_cache_gb * (1ull << 30)));
+    m.host_spare_bytes = o.host_spare_bytes;
+    if (o.host_spare_bytes) m.host_tier_bytes = std::min(m.expert_bytes, *o.host_spare_bytes);
   } else {
     m.mode = "resident";
     m.working_set_bytes = base + m.expert_bytes;
@@ -276,6 +278,11 @@ nlohmann::json report_to_json(const CheckReport& r) {
                    {"gpu_bytes", m.gpu_bytes ? nlohmann::json(*m.gpu_bytes) : nlohmann::json("unknown")},
                    {"gpu", m.gpu_name},
                    {"verdict", m.verdict}};
+    if (m.mode == "streaming") {
+      j["memory"]["host_spare_bytes"] =
+          m.host_spare_bytes ? nlohmann::json(*m.host_spare_bytes) : nlohmann::json("unknown");
+      j["memory"]["host_tier_bytes"] = m.host_tier_bytes;
+    }
   }
   return j;
 }

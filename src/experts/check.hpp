@@ -25,6 +25,7 @@ struct CheckOptions {
   bool verify_checksums = false;            // read every slab of a sidecar and check its checksum
   std::optional<uint64_t> gpu_memory_bytes; // the GPU's device-local memory; unset: no device
   std::string gpu_name;
+  std::optional<uint64_t> host_spare_bytes; // what the host can spare for the RAM tier (default_host_cache_bytes)
 };
 
 // One run path: status is "ok", "blocked", "needs_artifact", "unknown" or "n/a".
@@ -43,6 +44,10 @@ struct MemoryEstimate {
   std::optional<uint64_t> gpu_bytes;
   std::string gpu_name;
   std::string verdict;            // fits, tight, wont_fit, unknown
+  // Streaming only: what the host can spare (unset: unknown) and the part of it the RAM tier takes by default,
+  // every expert at most. Misses the tier does not hold read the disk.
+  std::optional<uint64_t> host_spare_bytes;
+  uint64_t host_tier_bytes = 0;
 };
 
 struct CheckReport {
