@@ -28,8 +28,8 @@ class Sampler {
   uint32_t sample(std::span<float> logits, std::span<const uint32_t> generated);
 
   // The distribution sample() draws from (after penalties, temperature and truncation), as
-  // (token, probability) pairs sorted by descending probability. Exposed for speculative rejection
-  // sampling and tests.
+  // (token, probability) pairs of the tokens it keeps, in no particular order (sorting a whole vocabulary
+  // per token would cost more than a decode step). Exposed for speculative rejection sampling and tests.
   std::vector<std::pair<uint32_t, float>> distribution(std::span<float> logits, std::span<const uint32_t> generated);
 
   // A draw from a distribution (pairs of token and probability summing to ~1); speculative rejection
