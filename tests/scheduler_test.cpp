@@ -34,8 +34,9 @@ std::unique_ptr<model::Model> load(uint32_t sequences, uint64_t kv_bytes = 0) {
 }
 
 std::vector<SequenceResult> run_all(model::Model& model, const std::vector<SequenceRequest>& requests,
-                                    uint32_t max_batch, PrefixCache* cache = nullptr) {
-  Scheduler scheduler(test::gpu_context(), model, {.max_batch = max_batch, .prefix_cache = cache});
+                                    uint32_t max_batch, PrefixCache* cache = nullptr, unsigned sample_threads = 0) {
+  Scheduler scheduler(test::gpu_context(), model,
+                      {.max_batch = max_batch, .prefix_cache = cache, .sample_threads = sample_threads});
   std::vector<uint32_t> ids;
   for (const auto& r : requests) ids.push_back(std::move(scheduler.submit(r)).value_or_throw());
   scheduler.run();
@@ -255,6 +256,40 @@ TEST(Speculation, BatchedSequencesWithDraftsMatchAlone) {
     plain.speculation = Speculation::none;
     EXPECT_EQ(together[i].tokens, run_all(*model, {plain}, 1)[0].tokens) << "sequence " << i;
   }
+}
+
+// The step's sequences sample side by side on several threads: each must still draw what it draws alone,
+// with drafts, penalties that see the accepted drafts, and log-probabilities.
+TEST(Speculation, SampledBatchWithDraftsAndLogprobsMatchesAlone) {
+  auto model = load(4);
+  std::vector<SequenceRequest> requests;
+  for (uint32_t i = 0; i < 4; ++i) {
+    SequenceRequest r;
+    for (int rep = 0; rep < 4; ++rep)
+      for (uint32_t t = 0; t < 5 + i; ++t) r.prompt.push_back(200 + 11 * i + t);
+    r.sampling = {.temperature = 0.7f, .top_p = 0.9f, .presence_penalty = 0.3f, .seed = 40 + i};
+    r.max_tokens = 16;
+    r.speculation = Speculation::ngram;
+    r.draft_max = 1;
+    r.logprobs = true;
+    r.top_logprobs = 3;
+    requests.push_back(r);
+  }
+  const auto together = run_all(*model, requests, 4, nullptr, /*sample_threads=*/4);
+  uint32_t drafted = 0;
+  for (uint32_t i = 0; i < 4; ++i) {
+    const auto alone = run_all(*model, {requests[i]}, 1, nullptr, 1)[0];
+    EXPECT_EQ(together[i].tokens, alone.tokens) << "sequence " << i;
+    EXPECT_EQ(together[i].speculation.accepted, alone.speculation.accepted) << "sequence " << i;
+    ASSERT_EQ(together[i].logprobs.size(), together[i].tokens.size());
+    ASSERT_EQ(alone.logprobs.size(), alone.tokens.size());
+    for (size_t t = 0; t < std::min(alone.logprobs.size(), together[i].logprobs.size()); ++t) {
+      EXPECT_NEAR(together[i].logprobs[t].logprob, alone.logprobs[t].logprob, 1e-3) << i << " " << t;
+      EXPECT_EQ(together[i].logprobs[t].top.size(), 3u);
+    }
+    drafted += together[i].speculation.drafted;
+  }
+  EXPECT_GT(drafted, 0u);
 }
 
 TEST(Speculation, RejectionSamplingKeepsTheTargetDistribution) {

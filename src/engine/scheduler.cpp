@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "engine/prefix_cache.hpp"
+#include "experts/host_experts.hpp"
 
 namespace mach::engine {
 
@@ -52,6 +55,16 @@ struct Scheduler::RowUse {
   uint32_t first_row;
   uint32_t rows;
   bool prefill_end;  // the prompt's last token: sample the first generated token
+};
+
+// A sequence's verdict on its rows of a step: the tokens to append in order (the accepted drafts, then the
+// correction or bonus token), their log-probabilities when the request asked, and how many were drafts.
+struct Scheduler::Decision {
+  std::vector<uint32_t> tokens;
+  std::vector<TokenLogprob> logprobs;
+  uint32_t accepted = 0;
+  std::vector<float> row;      // scratch: the row being sampled (sampling changes it)
+  std::vector<uint32_t> seen;  // scratch: the generated tokens plus those accepted in this block
 };
 
 Scheduler::Scheduler(gpu::Context& context, model::Model& model, const SchedulerOptions& options)
@@ -205,8 +218,8 @@ TokenLogprob token_logprob(std::span<const float> logits, uint32_t token, uint32
   return out;
 }
 
-bool Scheduler::emit(Sequence& s, uint32_t token, std::span<const float> raw_logits) {
-  if (s.req.logprobs) s.result.logprobs.push_back(token_logprob(raw_logits, token, s.req.top_logprobs));
+bool Scheduler::emit(Sequence& s, uint32_t token, TokenLogprob* logprob) {
+  if (logprob) s.result.logprobs.push_back(std::move(*logprob));
   s.generated.push_back(token);
   s.tokens.push_back(token);
   if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end()) {
@@ -308,32 +321,64 @@ std::optional<gpu::Ticket> Scheduler::step_next() {
   return context_.submit(*cmd_);
 }
 
-void Scheduler::accept(Sequence& s, std::span<const float> rows, uint32_t n_rows) {
-  const uint32_t V = model_.config().vocab_size;
-  const uint32_t k = n_rows - 1;
+void Scheduler::decide(Sequence& s, std::span<const float> rows, uint32_t n_rows, bool prefill_end, Decision& d) {
+  const uint64_t V = rows.size() / n_rows;
+  d.tokens.clear();
+  d.logprobs.clear();
+  d.accepted = 0;
+  d.row.resize(V);
+  const auto raw = [&](uint32_t i) { return rows.subspan(i * V, V); };
+  const auto pick = [&](uint32_t i, uint32_t token) {
+    d.tokens.push_back(token);
+    if (s.req.logprobs) d.logprobs.push_back(token_logprob(raw(i), token, s.req.top_logprobs));
+  };
+  // A prompt's last row, or a decode row without drafts: one token.
+  const uint32_t k = prefill_end ? 0 : n_rows - 1;
+  if (k == 0) {
+    std::copy_n(rows.begin(), V, d.row.begin());
+    pick(0, s.sampler.sample(d.row, s.generated));
+    return;
+  }
+  // A verify block: each draft against the target's row, the penalties seeing the drafts accepted before it.
+  d.seen = s.generated;
+  for (uint32_t i = 0; i <= k; ++i) {
+    std::copy_n(rows.begin() + i * V, V, d.row.begin());
+    if (i == k) {  // every draft accepted: the bonus token
+      pick(i, s.sampler.sample(d.row, d.seen));
+      break;
+    }
+    const uint32_t draft = s.drafts[i];
+    const auto [ok, instead] = verify_draft(s.sampler, d.row, d.seen, draft);
+    if (!ok) {
+      pick(i, instead);
+      break;
+    }
+    ++d.accepted;
+    pick(i, draft);
+    d.seen.push_back(draft);
+  }
+}
+
+void Scheduler::apply(Sequence& s, const RowUse& use, Decision& d) {
+  if (use.prefill_end) {
+    if (options_.prefix_cache)
+      options_.prefix_cache->store(context_, model_.kv_cache(), static_cast<uint32_t>(s.slot), s.req.prompt);
+    emit(s, d.tokens[0], s.req.logprobs ? &d.logprobs[0] : nullptr);
+    return;
+  }
+  const uint32_t k = use.rows - 1;
   auto& stats = s.result.speculation;
   ++stats.steps;
   stats.drafted += k;
   if (stats.drafted_at.size() < k) stats.drafted_at.resize(k), stats.accepted_at.resize(k);
   for (uint32_t i = 0; i < k; ++i) ++stats.drafted_at[i];
   uint32_t accepted = 0;
-  std::vector<float> row(V);
-  for (uint32_t i = 0; i <= k; ++i) {
-    std::copy_n(rows.begin() + uint64_t{i} * V, V, row.begin());
-    const std::span<const float> raw = rows.subspan(uint64_t{i} * V, V);
-    if (i == k) {  // every draft accepted: the bonus token
-      emit(s, s.sampler.sample(row, s.generated), raw);
-      break;
+  for (size_t i = 0; i < d.tokens.size(); ++i) {
+    if (i < d.accepted) {
+      ++accepted;
+      ++stats.accepted_at[i];
     }
-    const uint32_t draft = s.drafts[i];
-    const auto [ok, instead] = verify_draft(s.sampler, row, s.generated, draft);
-    if (!ok) {
-      emit(s, instead, raw);
-      break;
-    }
-    ++accepted;
-    ++stats.accepted_at[i];
-    if (!emit(s, draft, raw)) break;
+    if (!emit(s, d.tokens[i], s.req.logprobs ? &d.logprobs[i] : nullptr)) break;
   }
   stats.accepted += accepted;
   // Adaptive block length: grow after a fully accepted block, halve after an early rejection.
@@ -350,20 +395,40 @@ void Scheduler::step_end() {
   const uint32_t V = model_.config().vocab_size;
   logits_.resize(uint64_t{logit_rows_.size()} * V);
   context_.download(model_.logits(), 0, std::as_writable_bytes(std::span<float>(logits_)));
-  for (const RowUse& use : uses_) {
-    const auto found = seqs_.find(use.seq);
-    if (found == seqs_.end()) continue;  // released while the step ran
-    Sequence& s = *found->second;
-    if (s.done) continue;  // cancelled while the step ran
+  // Sampling a large vocabulary costs about a millisecond per row on a host core: the sequences of the step
+  // decide side by side (each touches only its own sampler), then append their tokens here in order.
+  if (decisions_.size() < uses_.size()) decisions_.resize(uses_.size());
+  std::vector<Sequence*> live(uses_.size(), nullptr);
+  uint32_t n_live = 0;
+  for (size_t i = 0; i < uses_.size(); ++i) {
+    const auto found = seqs_.find(uses_[i].seq);
+    if (found == seqs_.end() || found->second->done) continue;  // released or cancelled while the step ran
+    live[i] = found->second.get();
+    ++n_live;
+  }
+  const auto decide_one = [&](uint32_t i) {
+    if (!live[i]) return;
+    const RowUse& use = uses_[i];
     const std::span<const float> rows(logits_.data() + uint64_t{use.first_row} * V, uint64_t{use.rows} * V);
-    if (use.prefill_end) {
-      if (options_.prefix_cache)
-        options_.prefix_cache->store(context_, model_.kv_cache(), static_cast<uint32_t>(s.slot), s.req.prompt);
-      std::vector<float> row(rows.begin(), rows.end());
-      emit(s, s.sampler.sample(row, s.generated), rows);
-    } else {
-      accept(s, rows, use.rows);
+    decide(*live[i], rows, use.rows, use.prefill_end, decisions_[i]);
+  };
+  if (n_live >= 2) {
+    if (!sample_pool_) {
+      const unsigned threads = options_.sample_threads
+                                   ? options_.sample_threads
+                                   : std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+      // Workers sleep as soon as they are idle: between steps they would take cores from the GPU's feeding
+      // (and from host experts, which compute while the step runs).
+      sample_pool_ = std::make_unique<experts::WorkerPool>(threads, std::chrono::microseconds(0));
     }
+    sample_pool_->start({static_cast<uint32_t>(uses_.size())}, [&](uint32_t, uint32_t i) { decide_one(i); });
+    sample_pool_->wait();
+  } else {
+    for (uint32_t i = 0; i < uses_.size(); ++i) decide_one(i);
+  }
+  for (size_t i = 0; i < uses_.size(); ++i) {
+    // An earlier sequence's apply cannot end this one (each ends only itself), but stay defensive.
+    if (live[i] && !live[i]->done) apply(*live[i], uses_[i], decisions_[i]);
   }
 }
 

@@ -29,6 +29,10 @@
 #include "mach/error.hpp"
 #include "model/model.hpp"
 
+namespace mach::experts {
+class WorkerPool;
+}
+
 namespace mach::engine {
 
 struct SequenceRequest {
@@ -90,6 +94,8 @@ struct SchedulerOptions {
   // rest; a sequence that finished its prompt stores the prompt's full blocks. Both copy synchronously
   // (between steps, so never under a step in flight).
   PrefixCache* prefix_cache = nullptr;
+  // Threads that sample a step's sequences side by side, the caller included (0: the cores, at most 8).
+  unsigned sample_threads = 0;
 };
 
 class Scheduler {
@@ -148,13 +154,17 @@ class Scheduler {
  private:
   struct Sequence;
   struct RowUse;
+  struct Decision;
   void admit();
   void plan_prefill();
   void plan_decode();
   void finish(Sequence& s, const char* reason, std::string error = {});
-  // Appends one token; false once the sequence is finished.
-  bool emit(Sequence& s, uint32_t token, std::span<const float> raw_logits);
-  void accept(Sequence& s, std::span<const float> rows, uint32_t n_rows);
+  // Appends one token (with its log-probability when the request asked); false once the sequence is finished.
+  bool emit(Sequence& s, uint32_t token, TokenLogprob* logprob);
+  // What a sequence's logits rows of the step give (the tokens to append), decided from the sequence's sampler
+  // and rows only, so that the step's sequences decide side by side; apply() then appends them in order.
+  static void decide(Sequence& s, std::span<const float> rows, uint32_t n_rows, bool prefill_end, Decision& out);
+  void apply(Sequence& s, const RowUse& use, Decision& d);
   Sequence& seq(uint32_t id) const;
 
   gpu::Context& context_;
@@ -172,6 +182,8 @@ class Scheduler {
   std::vector<uint32_t> tokens_, seq_of_token_, positions_, logit_rows_;
   std::vector<RowUse> uses_;
   std::vector<float> logits_;
+  std::vector<Decision> decisions_;                  // one per entry of uses_
+  std::unique_ptr<experts::WorkerPool> sample_pool_;  // made by the first step with two sequences to sample
 };
 
 }  // namespace mach::engine

@@ -27,10 +27,6 @@ void cpu_relax() {
 #endif
 }
 
-// How long an idle worker spins before it sleeps: more than the gap between two layers' jobs during decode
-// (a GPU segment and a readback), so that a decoding stream never pays a wake-up per layer.
-constexpr auto kSpin = std::chrono::microseconds(2000);
-
 constexpr uint32_t kGateRows = 32;  // gate (and up) rows per item of the gate/up phase
 constexpr uint32_t kDownRows = 64;  // output rows per item of the down phase
 
@@ -223,7 +219,7 @@ void dot_rows(const HostMatrix& m, uint32_t r0, uint32_t r1, std::span<const Row
 
 // ---- WorkerPool ----
 
-WorkerPool::WorkerPool(unsigned threads) {
+WorkerPool::WorkerPool(unsigned threads, std::chrono::microseconds spin) : spin_(spin) {
   for (unsigned i = 1; i < std::max(1u, threads); ++i) workers_.emplace_back([this] { worker_main(); });
 }
 
@@ -289,10 +285,10 @@ void WorkerPool::worker_main() {
   uint64_t seen = 0;  // the last generation this thread worked on
   for (;;) {
     uint64_t s = state_.load(std::memory_order_acquire);
-    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+    const auto spin_until = std::chrono::steady_clock::now() + spin_;
     uint32_t polls = 0;
     while ((s >> 32) == seen && !stop_.load(std::memory_order_relaxed)) {
-      if (++polls % 256 == 0 && std::chrono::steady_clock::now() > spin_until) {
+      if ((spin_.count() == 0 || ++polls % 256 == 0) && std::chrono::steady_clock::now() > spin_until) {
         state_.wait(s, std::memory_order_acquire);  // until the state changes (a new job, or an item taken)
       } else {
         cpu_relax();

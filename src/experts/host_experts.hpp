@@ -42,8 +42,10 @@ class SlabReader;
 // layer's job comes within a fraction of a millisecond during decode), then sleep.
 class WorkerPool {
  public:
-  // `threads` counts the caller: threads - 1 workers are started (none for 1).
-  explicit WorkerPool(unsigned threads);
+  // `threads` counts the caller: threads - 1 workers are started (none for 1). An idle worker spins for
+  // `spin` before it sleeps; the default, the host experts', is more than the gap between two layers' jobs
+  // during decode (a GPU segment and a readback), so that a decoding stream never pays a wake-up per layer.
+  explicit WorkerPool(unsigned threads, std::chrono::microseconds spin = std::chrono::microseconds(2000));
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -61,6 +63,7 @@ class WorkerPool {
   void work(uint64_t generation);
   void worker_main();
 
+  std::chrono::microseconds spin_;
   std::vector<std::thread> workers_;
   // (generation << 32) | next item: an item is taken with one compare-exchange that also proves its job is
   // still the current one, so a thread that slept through a job never takes an item of a later one.
