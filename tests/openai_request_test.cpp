@@ -81,9 +81,14 @@ TEST(OpenAIRequest, RefusalsNameTheParameter) {
   EXPECT_EQ(refused("{" + ok + R"(, "tool_choice": "required"})").code, "unsupported_parameter");
   EXPECT_EQ(refused("{" + ok + R"(, "tools": [{"type": "function", "function": {}}]})").param, "tools[0].function.name");
   EXPECT_EQ(refused("{" + ok + R"(, "speculation": "psychic"})").param, "speculation");
-  EXPECT_EQ(refused("{" + ok + R"(, "logit_bias": {"5": 10}})").code, "unsupported_parameter");
+  for (const char* bad : {R"([5])", R"({"x": 1})", R"({"-1": 1})", R"({"1.5": 1})", R"({"": 1})", R"({"5": 101})",
+                          R"({"5": -100.5})", R"({"5": "up"})", R"({"99999999999": 1})"})
+    EXPECT_EQ(refused("{" + ok + R"(, "logit_bias": )" + bad + "}").param, "logit_bias") << bad;
   EXPECT_EQ(refused("{" + ok + R"(, "continue_final_message": true})").param, "continue_final_message");
   // tool_choice none drops the tools; response_format text is fine.
+  const auto biased = accepted("{" + ok + R"(, "logit_bias": {"5": 10, "0": -100, "7": 2.5}})");
+  EXPECT_EQ(biased.sampling.logit_bias, (std::vector<std::pair<uint32_t, float>>{{5, 10.0f}, {0, -100.0f}, {7, 2.5f}}));
+  EXPECT_TRUE(accepted("{" + ok + R"(, "logit_bias": {}})").sampling.logit_bias.empty());
   const auto r = accepted("{" + ok + R"(, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none",
                                         "response_format": {"type": "text"}})");
   EXPECT_TRUE(r.tools.is_null());

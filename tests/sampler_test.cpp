@@ -126,6 +126,26 @@ TEST(Sampler, DrawsFollowTheDistributionAndTheSeed) {
   EXPECT_NEAR(counts[1] / 20000.0, 0.75, 0.02);
 }
 
+TEST(Sampler, LogitBiasIsAddedBeforeEverythingElse) {
+  const std::vector<float> base = {1.0f, 2.0f, 0.5f};
+  {
+    auto l = base;
+    Sampler s({.temperature = 0, .logit_bias = {{2, 5.0f}}});
+    EXPECT_EQ(s.sample(l, {}), 2u);
+    EXPECT_FLOAT_EQ(l[2], 5.5f);
+  }
+  {
+    auto l = base;  // -100 bans the favourite; a token past the row is ignored
+    Sampler s({.temperature = 1, .seed = 1, .logit_bias = {{1, -100.0f}, {9, 100.0f}}});
+    for (const auto& [token, p] : s.distribution(l, {})) EXPECT_TRUE(token != 1u || p < 1e-30f);
+  }
+  {
+    auto l = base;  // top_k sees the biased logits
+    Sampler s({.temperature = 1, .top_k = 1, .seed = 1, .logit_bias = {{0, 1.5f}}});
+    EXPECT_EQ(s.sample(l, {}), 0u);
+  }
+}
+
 TEST(Sampler, PenaltiesFollowOpenAiSemantics) {
   std::vector<float> l = {1.0f, 1.0f, 1.0f};
   const std::vector<uint32_t> generated = {0, 0, 2};

@@ -14,6 +14,8 @@ uint32_t argmax(std::span<const float> logits) {
 }
 
 void Sampler::apply_penalties(std::span<float> logits, std::span<const uint32_t> generated) const {
+  for (const auto& [token, bias] : params_.logit_bias)
+    if (token < logits.size()) logits[token] += bias;
   if (params_.presence_penalty == 0.0f && params_.frequency_penalty == 0.0f) return;
   std::unordered_map<uint32_t, uint32_t> counts;
   for (uint32_t t : generated) ++counts[t];

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace mach::engine {
@@ -17,17 +18,20 @@ struct SamplingParams {
   float presence_penalty = 0.0f;   // OpenAI semantics: subtracted once from every token already generated
   float frequency_penalty = 0.0f;  // subtracted per occurrence
   uint64_t seed = 0;
+  // OpenAI's logit_bias: (token, bias) pairs added to those tokens' logits before anything else (-100 bans a
+  // token in effect, +100 all but forces it). Tokens outside the row are ignored.
+  std::vector<std::pair<uint32_t, float>> logit_bias;
 };
 
 class Sampler {
  public:
   explicit Sampler(SamplingParams params) : params_(params), rng_(params.seed) {}
 
-  // Picks the next token from logits [V] (modified in place by penalties), given the tokens generated so
-  // far (for penalties).
+  // Picks the next token from logits [V] (modified in place by logit_bias and penalties), given the tokens
+  // generated so far (for penalties).
   uint32_t sample(std::span<float> logits, std::span<const uint32_t> generated);
 
-  // The distribution sample() draws from (after penalties, temperature and truncation), as
+  // The distribution sample() draws from (after logit_bias, penalties, temperature and truncation), as
   // (token, probability) pairs of the tokens it keeps, in no particular order (sorting a whole vocabulary
   // per token would cost more than a decode step). Exposed for speculative rejection sampling and tests.
   std::vector<std::pair<uint32_t, float>> distribution(std::span<float> logits, std::span<const uint32_t> generated);

@@ -1,5 +1,5 @@
 // The server through the official `openai` npm client: chat and completions, streaming and not, usage,
-// logprobs, n, stop, errors as the SDK's typed errors, auth, disconnect, the stats routes; and, on a
+// logprobs, n, stop, logit_bias, errors as the SDK's typed errors, auth, disconnect, the stats routes; and, on a
 // scripted model, tool calls and reasoning (which a random model cannot produce on demand).
 //
 // Usage: node openai_client.test.mjs --mach BIN --scripted BIN --model DIR
@@ -111,6 +111,41 @@ const tests = [
     const lp = c.choices[0].logprobs;
     assert.equal(lp.tokens.length, c.usage.completion_tokens);
     assert.equal(lp.top_logprobs[0] && Object.keys(lp.top_logprobs[0]).length <= 2, true);
+  }],
+
+  ["logit_bias: +100 forces a token, -100 bans one, an id outside the vocabulary is refused", async () => {
+    // Printable ASCII is its own byte-level token string, so the tokenizer's vocab maps "Hello" to its id.
+    const vocab = JSON.parse(fs.readFileSync(path.join(a.model, "tokenizer.json"), "utf8")).model.vocab;
+    const hi = vocab["Hello"];
+    assert.ok(Number.isInteger(hi));
+    const req = { model, prompt: "The capital of France is", max_tokens: 3, temperature: 0 };
+    const forced = await client.completions.create({ ...req, logit_bias: { [hi]: 100 } });
+    assert.equal(forced.choices[0].text, "HelloHelloHello");
+    const sampled = await client.completions.create({ ...req, temperature: 1, seed: 3, logit_bias: { [hi]: 100 } });
+    assert.equal(sampled.choices[0].text, "HelloHelloHello");
+    // Ban the greedy answer's first token: the first token changes. Its id from its bytes (chat logprobs give
+    // them) through the byte-level alphabet of GPT-2's tokenizer, or from the added tokens.
+    const tok = JSON.parse(fs.readFileSync(path.join(a.model, "tokenizer.json"), "utf8"));
+    const byteChar = new Map();
+    for (let b = 0, n = 0; b < 256; b++) {
+      const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      byteChar.set(b, String.fromCodePoint(printable ? b : 256 + n++));
+    }
+    const idOf = (entry) => vocab[entry.bytes.map((b) => byteChar.get(b)).join("")] ??
+      tok.added_tokens.find((t) => t.content === entry.token)?.id;
+    const chatReq = { model, messages: hello, max_tokens: 1, temperature: 0, logprobs: true, top_logprobs: 2 };
+    const first = (await client.chat.completions.create(chatReq)).choices[0].logprobs.content[0];
+    const firstId = idOf(first);
+    assert.ok(Number.isInteger(firstId), `no id for ${JSON.stringify(first)}`);
+    const banned = (await client.chat.completions.create({ ...chatReq, logit_bias: { [firstId]: -100 } }))
+      .choices[0].logprobs.content[0];
+    assert.notEqual(idOf(banned), firstId);
+    assert.equal(banned.token, first.top_logprobs[1].token);  // the runner-up (logprobs are the raw ones)
+    assert.equal(banned.logprob, first.top_logprobs[1].logprob);
+    await assert.rejects(client.completions.create({ ...req, logit_bias: { 99999999: 5 } }),
+      (e) => e instanceof OpenAI.BadRequestError && e.param === "logit_bias");
+    await assert.rejects(client.chat.completions.create({ model, messages: hello, logit_bias: { [hi]: 101 } }),
+      (e) => e instanceof OpenAI.BadRequestError && e.param === "logit_bias");
   }],
 
   ["errors arrive as the SDK's typed errors", async () => {

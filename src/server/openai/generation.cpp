@@ -65,6 +65,17 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
     }
   }
 
+  for (const auto& [id, bias] : s.logit_bias) {
+    if (id >= vocab) {
+      {
+        const ApiError error_{400, fmt::format("logit_bias names token {}, outside the vocabulary ({} tokens)", id, vocab),
+                              "invalid_request_error", "logit_bias", ""};
+        co_await send_api_error(res, error_);
+      }
+      co_return;
+    }
+  }
+
   // One sequence per choice.
   std::mt19937_64 seeder{s.seed.value_or(std::random_device{}())};
   job.choices.resize(s.n);
@@ -77,7 +88,8 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
                    .min_p = s.min_p,
                    .presence_penalty = s.presence_penalty,
                    .frequency_penalty = s.frequency_penalty,
-                   .seed = s.seed ? *s.seed + i : seeder()};
+                   .seed = s.seed ? *s.seed + i : seeder(),
+                   .logit_bias = s.logit_bias};
     sr.max_tokens = max_tokens;
     sr.stop_ids = stop_ids_;
     sr.speculation = speculation;

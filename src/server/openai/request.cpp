@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cmath>
 
 namespace mach::server::openai {
@@ -120,8 +121,20 @@ SamplingFields sampling_fields(const json& body, bool chat) {
     s.logprobs = true;
     s.top_logprobs = static_cast<uint32_t>(*lp);
   }
-  if (const json* v = field(body, "logit_bias"); v && !(v->is_object() && v->empty()))
-    refuse("logit_bias", "'logit_bias' is not supported", "unsupported_parameter");
+  if (const json* v = field(body, "logit_bias")) {
+    if (!v->is_object()) refuse("logit_bias", "'logit_bias' must be an object of token ids to biases");
+    if (v->size() > kMaxLogitBias)
+      refuse("logit_bias", fmt::format("'logit_bias' takes at most {} tokens", kMaxLogitBias));
+    for (const auto& [key, bias] : v->items()) {
+      uint32_t id = 0;
+      const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+      if (key.empty() || ec != std::errc{} || end != key.data() + key.size())
+        refuse("logit_bias", fmt::format("'logit_bias' key '{}' is not a token id (a non-negative integer)", key));
+      if (!bias.is_number() || !(bias.get<double>() >= -100.0 && bias.get<double>() <= 100.0))
+        refuse("logit_bias", fmt::format("'logit_bias' of token {} must be a number from -100 to 100", key));
+      s.logit_bias.emplace_back(id, static_cast<float>(bias.get<double>()));
+    }
+  }
   if (const json* v = field(body, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
     refuse("best_of", "'best_of' is not supported; use 'n'", "unsupported_parameter");
   if (const json* v = field(body, "speculation")) {

@@ -32,6 +32,7 @@ using Decoded = std::variant<T, ApiError>;
 
 inline constexpr uint32_t kMaxChoices = 16;   // n
 inline constexpr size_t kMaxStopStrings = 16;  // OpenAI allows 4; vLLM more
+inline constexpr size_t kMaxLogitBias = 1024;  // logit_bias entries (OpenAI documents none; this bounds the work)
 
 struct SamplingFields {
   std::string model;                      // "" when absent
@@ -43,6 +44,7 @@ struct SamplingFields {
   std::optional<uint64_t> seed;
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
+  std::vector<std::pair<uint32_t, float>> logit_bias;  // (token id, bias in [-100, 100]), ids not yet checked
   uint32_t n = 1;
   std::vector<std::string> stop;
   bool stream = false;
