@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "gpu_fixture.hpp"
@@ -290,6 +291,60 @@ TEST(Speculation, SampledBatchWithDraftsAndLogprobsMatchesAlone) {
     drafted += together[i].speculation.drafted;
   }
   EXPECT_GT(drafted, 0u);
+}
+
+// JSON mode on a random model: whatever it would say, every sequence's text stays a prefix of a JSON object,
+// and one whose object closed finished with "stop" and parses. Drafts are off for it.
+TEST(Scheduler, JsonModeKeepsTheTextAJsonObjectPrefix) {
+  auto model = load(4);
+  // A byte-level vocabulary for the fixture's 512 ids: ids below 256 are their byte, the rest JSON-ish pieces.
+  const std::vector<std::string> pieces = {"{\"", "\":", "\",", "\"}", "},", "[", "]", "true", "null", "12", "0.5",
+                                           " \"", "ab", "\\n", "\xC3\xA9", ":{", "}", ", ", "-3", "e+2"};
+  std::vector<std::string> bytes;
+  for (uint32_t id = 0; id < 512; ++id)
+    bytes.push_back(id < 256 ? std::string(1, static_cast<char>(id)) : pieces[id % pieces.size()] + pieces[(id / 7) % pieces.size()]);
+  const uint32_t stop = 511;
+  const auto table = std::make_shared<const JsonTokenTable>(bytes, std::vector<uint32_t>{stop});
+  std::vector<SequenceRequest> requests;
+  for (uint32_t i = 0; i < 4; ++i) {
+    SequenceRequest r;
+    r.prompt = {5, 17, 99, 3, static_cast<uint32_t>(40 + i)};
+    r.max_tokens = 96;
+    r.stop_ids = {stop};
+    if (i > 0) r.sampling = {.temperature = 1.0f, .top_p = i == 2 ? 0.9f : 1.0f, .seed = 9 + i};
+    else r.sampling.temperature = 0;
+    // The last one favours '}' (through logit_bias): its object closes, so it must finish with "stop".
+    if (i == 3) r.sampling.logit_bias = {{'}', 30.0f}};
+    r.speculation = Speculation::ngram;
+    r.json_object = table;
+    requests.push_back(r);
+  }
+  const auto constrained = run_all(*model, requests, 4);
+  EXPECT_EQ(constrained[3].finish_reason, "stop");
+  int free_prefixes = 0;
+  for (uint32_t i = 0; i < 4; ++i) {
+    const auto& res = constrained[i];
+    std::string text;
+    for (uint32_t t : res.tokens) text += t == stop ? "" : bytes[t];
+    JsonMachine m;
+    EXPECT_TRUE(m.feed(text)) << i << ": " << text;
+    EXPECT_EQ(res.speculation.drafted, 0u) << i;
+    if (res.finish_reason == "stop") {
+      EXPECT_TRUE(m.complete()) << i << ": " << text;
+      EXPECT_TRUE(nlohmann::json::accept(text)) << i << ": " << text;
+    } else {
+      EXPECT_EQ(res.finish_reason, "length") << i;
+    }
+    // The same request without the constraint: its text is not a JSON prefix (the constraint did the work).
+    SequenceRequest free = requests[i];
+    free.json_object = nullptr;
+    free.speculation = Speculation::none;
+    std::string free_text;
+    const auto unconstrained = run_all(*model, {free}, 1);
+    for (uint32_t t : unconstrained[0].tokens) free_text += bytes[t];
+    free_prefixes += JsonMachine().feed(free_text);
+  }
+  EXPECT_EQ(free_prefixes, 0);
 }
 
 TEST(Speculation, RejectionSamplingKeepsTheTargetDistribution) {

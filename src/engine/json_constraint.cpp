@@ -264,7 +264,7 @@ JsonTokenTable::JsonTokenTable(const std::vector<std::string>& bytes, std::vecto
   std::vector<uint32_t> all, not_plain;
   for (uint32_t id = 0; id < bytes_.size(); ++id) {
     const std::string& b = bytes_[id];
-    if (b.empty()) continue;
+    if (b.empty() || std::find(stop_ids_.begin(), stop_ids_.end(), id) != stop_ids_.end()) continue;
     all.push_back(id);
     JsonMachine m = in_string;
     const bool plain = b.find_first_of("\"\\") == std::string::npos && m.feed(b) && m.in_plain_string();

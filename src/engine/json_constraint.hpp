@@ -79,8 +79,9 @@ class JsonMachine {
 // vocabulary) are allowed without a walk, and only the others are walked.
 class JsonTokenTable {
  public:
-  // `bytes[id]`: what token id adds to the text ("" for tokens that add none, e.g. control tokens: never
-  // allowed). `stop_ids`: end-of-turn tokens, allowed exactly when the machine is complete.
+  // `bytes[id]`: what token id adds to the text ("" for tokens that add none or that must not appear, e.g.
+  // control tokens: never allowed). `stop_ids`: end-of-turn tokens, allowed exactly when the machine is
+  // complete (never as text, whatever their bytes).
   JsonTokenTable(const std::vector<std::string>& bytes, std::vector<uint32_t> stop_ids);
 
   uint32_t vocab_size() const { return static_cast<uint32_t>(bytes_.size()); }

@@ -44,8 +44,11 @@ struct Scheduler::Sequence {
   std::vector<uint32_t> drafts;  // of the step in flight
   bool done = false;
   SequenceResult result;
+  std::optional<JsonMachine> json;  // JSON mode: the text so far
 
-  explicit Sequence(SequenceRequest r) : req(std::move(r)), sampler(req.sampling) {}
+  explicit Sequence(SequenceRequest r) : req(std::move(r)), sampler(req.sampling) {
+    if (req.json_object) json.emplace();
+  }
   bool prefilling() const { return prefilled < req.prompt.size(); }
 };
 
@@ -63,8 +66,10 @@ struct Scheduler::Decision {
   std::vector<uint32_t> tokens;
   std::vector<TokenLogprob> logprobs;
   uint32_t accepted = 0;
+  std::string error;           // JSON mode found no token to continue with: the sequence fails
   std::vector<float> row;      // scratch: the row being sampled (sampling changes it)
   std::vector<uint32_t> seen;  // scratch: the generated tokens plus those accepted in this block
+  std::vector<uint8_t> allowed;  // scratch: JSON mode's allowed tokens
 };
 
 Scheduler::Scheduler(gpu::Context& context, model::Model& model, const SchedulerOptions& options)
@@ -82,6 +87,10 @@ Result<uint32_t> Scheduler::submit(SequenceRequest request) {
   for (uint32_t id : request.prompt)
     if (id >= vocab)
       return Error{Errc::invalid_argument, fmt::format("prompt token {} is outside the vocabulary ({})", id, vocab)};
+  if (request.json_object && request.json_object->vocab_size() != vocab)
+    return Error{Errc::invalid_argument, fmt::format("the JSON mode table has {} tokens, the model {}",
+                                                     request.json_object->vocab_size(), vocab)};
+  if (request.json_object) request.speculation = Speculation::none;  // drafts would bypass the constraint
   if (request.draft_max == 0) request.draft_max = default_draft_max(request.speculation);
   if (request.speculation == Speculation::none) request.draft_max = 0;
   const uint64_t need = request.prompt.size() + request.max_tokens + request.draft_max + 1;
@@ -325,6 +334,7 @@ void Scheduler::decide(Sequence& s, std::span<const float> rows, uint32_t n_rows
   const uint64_t V = rows.size() / n_rows;
   d.tokens.clear();
   d.logprobs.clear();
+  d.error.clear();
   d.accepted = 0;
   d.row.resize(V);
   const auto raw = [&](uint32_t i) { return rows.subspan(i * V, V); };
@@ -336,6 +346,23 @@ void Scheduler::decide(Sequence& s, std::span<const float> rows, uint32_t n_rows
   const uint32_t k = prefill_end ? 0 : n_rows - 1;
   if (k == 0) {
     std::copy_n(rows.begin(), V, d.row.begin());
+    if (s.json) {
+      // JSON mode: the tokens that do not continue the text are out of the draw.
+      s.req.json_object->allowed(*s.json, d.allowed);
+      bool any = false;
+      for (uint64_t t = 0; t < V; ++t) {
+        if (d.allowed[t]) any = true;
+        else d.row[t] = -INFINITY;
+      }
+      if (!any) {
+        d.error = "JSON mode: no token of the vocabulary continues the JSON text";
+        return;
+      }
+      const uint32_t token = s.sampler.sample(d.row, s.generated);
+      s.json->feed(s.req.json_object->bytes(token));
+      pick(0, token);
+      return;
+    }
     pick(0, s.sampler.sample(d.row, s.generated));
     return;
   }
@@ -360,10 +387,19 @@ void Scheduler::decide(Sequence& s, std::span<const float> rows, uint32_t n_rows
 }
 
 void Scheduler::apply(Sequence& s, const RowUse& use, Decision& d) {
+  if (use.prefill_end && options_.prefix_cache)
+    options_.prefix_cache->store(context_, model_.kv_cache(), static_cast<uint32_t>(s.slot), s.req.prompt);
+  if (!d.error.empty()) {
+    finish(s, "error", d.error);
+    return;
+  }
+  // JSON mode: the object closed with this token (a stop token the table allowed ends the sequence anyway).
+  const auto json_done = [&] {
+    if (s.json && s.json->complete() && !s.done) finish(s, "stop");
+  };
   if (use.prefill_end) {
-    if (options_.prefix_cache)
-      options_.prefix_cache->store(context_, model_.kv_cache(), static_cast<uint32_t>(s.slot), s.req.prompt);
     emit(s, d.tokens[0], s.req.logprobs ? &d.logprobs[0] : nullptr);
+    json_done();
     return;
   }
   const uint32_t k = use.rows - 1;
@@ -380,6 +416,7 @@ void Scheduler::apply(Sequence& s, const RowUse& use, Decision& d) {
     }
     if (!emit(s, d.tokens[i], s.req.logprobs ? &d.logprobs[i] : nullptr)) break;
   }
+  json_done();
   stats.accepted += accepted;
   // Adaptive block length: grow after a fully accepted block, halve after an early rejection.
   if (k > 0) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "engine/drafter.hpp"
+#include "engine/json_constraint.hpp"
 #include "engine/sampler.hpp"
 #include "gpu/context.hpp"
 #include "mach/error.hpp"
@@ -46,6 +47,10 @@ struct SequenceRequest {
   // logits, before penalties, temperature and truncation), plus the top_logprobs most likely tokens.
   bool logprobs = false;
   uint32_t top_logprobs = 0;  // at most kMaxTopLogprobs
+  // JSON mode: every generated token keeps the text a prefix of a JSON object (tokens the table does not
+  // allow are never drawn), and the sequence finishes with "stop" once the object closes. Such a sequence
+  // runs without drafts. The table is the tokenizer's (shared by every request).
+  std::shared_ptr<const JsonTokenTable> json_object;
 };
 
 inline constexpr uint32_t kMaxTopLogprobs = 20;

@@ -61,6 +61,8 @@ class Tokenizer {
   // One past the largest id.
   size_t vocab_size() const { return pieces_.size(); }
   bool is_special(TokenId id) const;
+  // tokenizer.json's added tokens (control and markup tokens such as <|im_end|> or <think>).
+  const std::vector<AddedToken>& added_tokens() const { return added_; }
   bool valid_id(TokenId id) const { return id >= 0 && static_cast<size_t>(id) < pieces_.size(); }
 
   TokenId bos_id() const { return bos_id_; }
