@@ -78,6 +78,10 @@ TEST(OpenAIRequest, RefusalsNameTheParameter) {
   EXPECT_EQ(refused("{" + ok + R"(, "stream_options": {"include_usage": true}})").param, "stream_options");
   EXPECT_EQ(refused("{" + ok + R"(, "response_format": {"type": "json_schema", "json_schema": {}}})").code,
             "unsupported_parameter");
+  EXPECT_EQ(refused("{" + ok + R"(, "response_format": {"type": "yaml"}})").param, "response_format");
+  EXPECT_EQ(refused("{" + ok + R"(, "response_format": "json_object"})").param, "response_format");
+  EXPECT_TRUE(accepted("{" + ok + R"(, "response_format": {"type": "json_object"}})").sampling.json_object);
+  EXPECT_FALSE(accepted("{" + ok + R"(, "response_format": {"type": "text"}})").sampling.json_object);
   EXPECT_EQ(refused("{" + ok + R"(, "tool_choice": "required"})").code, "unsupported_parameter");
   EXPECT_EQ(refused("{" + ok + R"(, "tools": [{"type": "function", "function": {}}]})").param, "tools[0].function.name");
   EXPECT_EQ(refused("{" + ok + R"(, "speculation": "psychic"})").param, "speculation");

@@ -313,8 +313,9 @@ TEST(Scheduler, JsonModeKeepsTheTextAJsonObjectPrefix) {
     r.stop_ids = {stop};
     if (i > 0) r.sampling = {.temperature = 1.0f, .top_p = i == 2 ? 0.9f : 1.0f, .seed = 9 + i};
     else r.sampling.temperature = 0;
-    // The last one favours '}' (through logit_bias): its object closes, so it must finish with "stop".
-    if (i == 3) r.sampling.logit_bias = {{'}', 30.0f}};
+    // The last one favours the one-byte '{' and '}' (through logit_bias): its object closes, so it must finish
+    // with "stop".
+    if (i == 3) r.sampling.logit_bias = {{'{', 30.0f}, {'}', 30.0f}};
     r.speculation = Speculation::ngram;
     r.json_object = table;
     requests.push_back(r);

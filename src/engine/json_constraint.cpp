@@ -197,13 +197,14 @@ bool JsonMachine::step(uint8_t b) {
     default:
       break;
   }
+  if (mode_ == Mode::start) {  // the reply starts with its object: no leading whitespace to loop on
+    if (b != '{') return false;
+    mode_ = Mode::key_or_close;
+    return push(false);
+  }
   if (is_ws(b)) return whitespace(b);
   ws_ = 0;
   switch (mode_) {
-    case Mode::start:
-      if (b != '{') return false;
-      mode_ = Mode::key_or_close;
-      return push(false);
     case Mode::key_or_close:
       if (b == '}') {
         pop();

@@ -4,9 +4,10 @@
 // token that keeps the output a prefix of some JSON object.
 //
 // JsonMachine is small and trivially copyable (its container stack is a bitset), because finding the
-// allowed tokens copies it once per token prefix. Whitespace between tokens of the JSON text is allowed in
-// runs of at most kMaxWhitespace bytes (a model that only emits whitespace would otherwise never finish);
-// after the top-level object closes nothing more is accepted. Nesting deeper than kMaxDepth is refused.
+// allowed tokens copies it once per token prefix. The text starts with '{' (no leading whitespace);
+// whitespace between tokens of the JSON text is allowed in runs of at most kMaxWhitespace bytes (a model
+// that only emits whitespace would otherwise never finish); after the top-level object closes nothing more
+// is accepted. Nesting deeper than kMaxDepth is refused.
 #pragma once
 
 #include <cstdint>

@@ -17,9 +17,12 @@ const plain = await startServer(a.mach, ["serve", a.model, ...common, "--prefix-
 const keyed = await startServer(a.mach, ["serve", a.model, ...common, "--api-key", "s3cret"]);
 const SCRIPT = '<think>\nLet me check.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>';
 const scripted = await startServer(a.scripted, ["--tokenizer-dir", a.model, "--script", SCRIPT]);
+const JSON_SCRIPT = '{"city": "Paris", "days": [1, 2.5e1], "ok": true, "note": "caf\u00e9 \\"x\\""}';
+const scriptedJson = await startServer(a.scripted, ["--tokenizer-dir", a.model, "--script", JSON_SCRIPT]);
 
 const client = new OpenAI({ baseURL: `${plain.url}/v1`, apiKey: "unused", maxRetries: 0 });
 const scriptedClient = new OpenAI({ baseURL: `${scripted.url}/v1`, apiKey: "unused", maxRetries: 0 });
+const jsonClient = new OpenAI({ baseURL: `${scriptedJson.url}/v1`, apiKey: "unused", maxRetries: 0 });
 const model = path.basename(a.model);
 const hello = [{ role: "user", content: "Hello! Write a haiku about GPUs." }];
 
@@ -148,12 +151,45 @@ const tests = [
       (e) => e instanceof OpenAI.BadRequestError && e.param === "logit_bias");
   }],
 
+  ["response_format json_object: a random model's reply stays a JSON object prefix; a closed one parses", async () => {
+    const json = { type: "json_object" };
+    for (const extra of [{ temperature: 0 }, { temperature: 0.8, top_p: 0.9, seed: 6, n: 2 }]) {
+      const r = await client.chat.completions.create({ model, messages: hello, max_tokens: 24, response_format: json, ...extra });
+      for (const c of r.choices) {
+        const text = c.message.content ?? "";
+        assert.ok(text.trimStart().startsWith("{"), JSON.stringify(text));
+        if (c.finish_reason === "stop") assert.equal(typeof JSON.parse(text), "object");
+        else assert.equal(c.finish_reason, "length");
+      }
+    }
+    const req = { model, messages: hello, max_tokens: 16, temperature: 0, response_format: json };
+    const whole = await client.chat.completions.create(req);
+    const streamed = await collect(await client.chat.completions.create({ ...req, stream: true }));
+    assert.equal(streamed.content, whole.choices[0].message.content);
+    const completion = await client.completions.create({ model, prompt: "JSON:", max_tokens: 8, temperature: 0, response_format: json });
+    assert.ok(completion.choices[0].text.trimStart().startsWith("{"), completion.choices[0].text);
+  }],
+
+  ["scripted: a JSON reply in json_object mode ends where the object closes, and parses", async () => {
+    for (const stream of [false, true]) {
+      const req = { model: "scripted", messages: hello, max_tokens: 200, response_format: { type: "json_object" } };
+      const out = stream ? await collect(await jsonClient.chat.completions.create({ ...req, stream: true }))
+        : await jsonClient.chat.completions.create(req);
+      const text = stream ? out.content : out.choices[0].message.content;
+      const finish = stream ? out.finish[0][1] : out.choices[0].finish_reason;
+      assert.equal(text, JSON_SCRIPT);
+      assert.equal(finish, "stop");
+      assert.deepEqual(JSON.parse(text), { city: "Paris", days: [1, 25], ok: true, note: 'café "x"' });
+    }
+  }],
+
   ["errors arrive as the SDK's typed errors", async () => {
     await assert.rejects(client.chat.completions.create({ model: "no-such-model", messages: hello }),
       (e) => e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === "model_not_found");
     await assert.rejects(client.chat.completions.create({ model, messages: [{ role: "user", content: "word ".repeat(600) }] }),
       (e) => e instanceof OpenAI.BadRequestError && e.code === "context_length_exceeded");
-    await assert.rejects(client.chat.completions.create({ model, messages: hello, response_format: { type: "json_object" } }),
+    await assert.rejects(client.chat.completions.create({ model, messages: hello,
+      response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object" } } } }),
       (e) => e instanceof OpenAI.BadRequestError && e.param === "response_format");
     await assert.rejects(client.chat.completions.create({ model, messages: [] }),
       (e) => e instanceof OpenAI.BadRequestError && e.param === "messages");
@@ -219,7 +255,7 @@ const tests = [
     assert.equal(caps.model.model_type, "qwen3_moe");
     assert.equal(caps.arch.family, "qwen3_moe");
     assert.equal(caps.serving.residency, "resident");
-    assert.equal(caps.grammar.supported, false);
+    assert.deepEqual(caps.grammar.supported, ["json_object"]);
     const stats = await (await fetch(`${plain.url}/v1/stats`)).json();
     assert.ok(stats.choices.finished > 0);
     assert.ok(stats.time_to_first_token_ms.samples > 0);
@@ -268,5 +304,5 @@ const tests = [
   }],
 ];
 
-await run(tests, [plain, keyed, scripted]);
+await run(tests, [plain, keyed, scripted, scriptedJson]);
 fs.rmSync(cacheDir, { recursive: true, force: true });

@@ -32,7 +32,8 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
   job.model = options_.model_id;
   const auto& s = job.sampling;
   const uint32_t context = model_.kv_cache().max_context();
-  const auto speculation = s.speculation.value_or(options_.default_speculation);
+  // JSON mode runs without drafts (the scheduler turns them off; the length check should not count them).
+  const auto speculation = s.json_object ? engine::Speculation::none : s.speculation.value_or(options_.default_speculation);
   const uint32_t drafts = speculation == engine::Speculation::none
                               ? 0
                               : (s.draft_max ? s.draft_max : engine::default_draft_max(speculation));
@@ -76,6 +77,27 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
     }
   }
 
+  if (s.json_object && !json_table_) {
+    if (!tokenizer_) {
+      {
+        const ApiError error_{400,
+                              "response_format 'json_object' needs the checkpoint's tokenizer (tokenizer.json): it "
+                              "constrains tokens by their bytes",
+                              "invalid_request_error", "response_format", "unsupported_parameter"};
+        co_await send_api_error(res, error_);
+      }
+      co_return;
+    }
+    // Every token's bytes; added tokens (control and markup such as <think>) are never JSON text.
+    std::vector<std::string> bytes(vocab);
+    for (uint32_t id = 0; id < vocab; ++id)
+      if (tokenizer_->valid_id(static_cast<text::TokenId>(id)))
+        bytes[id] = std::string(tokenizer_->token_bytes(static_cast<text::TokenId>(id)));
+    for (const auto& added : tokenizer_->added_tokens())
+      if (added.id >= 0 && static_cast<uint32_t>(added.id) < vocab) bytes[added.id].clear();
+    json_table_ = std::make_shared<const engine::JsonTokenTable>(bytes, stop_ids_);
+  }
+
   // One sequence per choice.
   std::mt19937_64 seeder{s.seed.value_or(std::random_device{}())};
   job.choices.resize(s.n);
@@ -96,6 +118,7 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
     sr.draft_max = drafts;
     sr.logprobs = s.logprobs;
     sr.top_logprobs = s.top_logprobs;
+    if (s.json_object) sr.json_object = json_table_;
     auto stream = loop_.start(std::move(sr));
     if (!stream) {
       for (auto& c : job.choices)

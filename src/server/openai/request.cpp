@@ -149,17 +149,19 @@ SamplingFields sampling_fields(const json& body, bool chat) {
   return s;
 }
 
-void check_response_format(const json& body) {
+// True for JSON mode ({"type": "json_object"}).
+bool json_object_format(const json& body) {
   const json* rf = field(body, "response_format");
-  if (!rf) return;
+  if (!rf) return false;
   if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
     refuse("response_format", "'response_format' must be an object with a 'type'");
   const std::string type = (*rf)["type"].get<std::string>();
-  if (type == "text") return;
-  if (type == "json_object" || type == "json_schema")
+  if (type == "text") return false;
+  if (type == "json_object") return true;
+  if (type == "json_schema")
     refuse("response_format",
-           fmt::format("response_format '{}' needs grammar-constrained decoding, which mach does not have yet; "
-                       "describe the format in the prompt and validate the reply instead", type),
+           "response_format 'json_schema' needs decoding constrained by the schema, which mach does not have yet; "
+           "'json_object' (any JSON object) works: describe the schema in the prompt and validate the reply",
            "unsupported_parameter");
   refuse("response_format", fmt::format("unknown response_format type '{}'", type));
 }
@@ -260,7 +262,7 @@ Decoded<ChatCompletionRequest> decode_chat_request(std::string_view body_text) {
     const json body = parse_body(body_text);
     ChatCompletionRequest r;
     r.sampling = sampling_fields(body, true);
-    check_response_format(body);
+    r.sampling.json_object = json_object_format(body);
     r.messages = normalize_messages(body);
     r.tools = validate_tools(body);
     if (const json* choice = field(body, "tool_choice")) {
@@ -318,7 +320,7 @@ Decoded<CompletionRequest> decode_completion_request(std::string_view body_text)
     r.echo = boolean(body, "echo", false);
     if (const json* suffix = field(body, "suffix"); suffix && !(suffix->is_string() && suffix->get<std::string>().empty()))
       refuse("suffix", "'suffix' (fill-in-the-middle) is not supported", "unsupported_parameter");
-    check_response_format(body);
+    r.sampling.json_object = json_object_format(body);
     return r;
   });
 }

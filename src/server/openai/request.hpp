@@ -45,6 +45,7 @@ struct SamplingFields {
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
   std::vector<std::pair<uint32_t, float>> logit_bias;  // (token id, bias in [-100, 100]), ids not yet checked
+  bool json_object = false;                            // response_format {"type": "json_object"}
   uint32_t n = 1;
   std::vector<std::string> stop;
   bool stream = false;

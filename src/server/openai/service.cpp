@@ -170,10 +170,11 @@ json Service::capabilities() const {
       {"output_format",
        profile_.output_format ? json(std::string(text::output_format_name(*profile_.output_format))) : json(nullptr)}};
   j["serving"] = serving;
-  j["grammar"] = {{"supported", false},
+  j["grammar"] = {{"supported", tokenizer_ ? json::array({"json_object"}) : json::array()},
                   {"reason",
-                   "grammar-constrained decoding is not implemented; response_format json_object/json_schema "
-                   "and forced tool_choice are refused with a 400"}};
+                   "response_format json_object constrains every token to keep the reply a JSON object (needs "
+                   "tokenizer.json); json_schema and forced tool_choice need schema-constrained decoding, not "
+                   "implemented: refused with a 400"}};
   j["endpoints"] = {"/v1/models",      "/v1/chat/completions",  "/v1/completions", "/v1/capabilities", "/v1/stats",
                     "/v1/cache/stats", "/v1/cache/warm_prefix", "/health",         "/metrics"};
   return j;

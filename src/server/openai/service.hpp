@@ -74,6 +74,8 @@ class Service {
   ServiceOptions options_;
   text::TextProfile profile_;
   std::vector<uint32_t> stop_ids_;
+  // JSON mode's token table, made from the tokenizer by the first request that asks for it (~50 ms).
+  std::shared_ptr<const engine::JsonTokenTable> json_table_;
   ServingStats stats_;
   http::Server* server_ = nullptr;
   const int64_t created_;  // unix seconds at start
