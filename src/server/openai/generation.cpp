@@ -77,6 +77,15 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
     }
   }
 
+  if (s.json_object && profile_.output_format == text::OutputFormat::harmony) {
+    {
+      // harmony's channels are markup tokens, which JSON mode never draws.
+      const ApiError error_{400, "response_format 'json_object' is not supported with the harmony format yet",
+                            "invalid_request_error", "response_format", "unsupported_parameter"};
+      co_await send_api_error(res, error_);
+    }
+    co_return;
+  }
   if (s.json_object && !json_table_) {
     if (!tokenizer_) {
       {

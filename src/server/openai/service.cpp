@@ -295,7 +295,9 @@ asio::awaitable<void> Service::chat(const http::Request& req, http::Response& re
   job.prompt.assign(ids.begin(), ids.end());
   job.assembler.format = profile_.output_format;
   job.assembler.tools = r.tools;
-  job.assembler.starts_in_reasoning = text::prompt_opens_reasoning(prompt_text);
+  // JSON mode draws no markup tokens, so a reasoning block the prompt opened never closes: the reply is the
+  // answer itself.
+  job.assembler.starts_in_reasoning = !r.sampling.json_object && text::prompt_opens_reasoning(prompt_text);
   job.assembler.keep_special_tokens = profile_.output_format == text::OutputFormat::harmony;
   co_await run_job(job, res);
 }
