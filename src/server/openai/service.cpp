@@ -293,10 +293,10 @@ asio::awaitable<void> Service::chat(const http::Request& req, http::Response& re
   job.sampling = r.sampling;
   const auto ids = tokenizer_->encode(prompt_text, {.match_special = true, .add_special_tokens = false});
   job.prompt.assign(ids.begin(), ids.end());
-  job.assembler.format = profile_.output_format;
+  // JSON mode draws no markup tokens: the reply is the answer itself, all content (no reasoning block, even one
+  // the prompt opened, and no tool calls, even if a JSON string spells their tags).
+  if (!r.sampling.json_object) job.assembler.format = profile_.output_format;
   job.assembler.tools = r.tools;
-  // JSON mode draws no markup tokens, so a reasoning block the prompt opened never closes: the reply is the
-  // answer itself.
   job.assembler.starts_in_reasoning = !r.sampling.json_object && text::prompt_opens_reasoning(prompt_text);
   job.assembler.keep_special_tokens = profile_.output_format == text::OutputFormat::harmony;
   co_await run_job(job, res);
