@@ -39,14 +39,21 @@ bool JsonMachine::push(bool array) {
   return true;
 }
 
-void JsonMachine::pop() { --depth_; }
-
 void JsonMachine::end_value() {
   mode_ = depth_ == 0 ? Mode::done : Mode::after_value;
   ws_ = 0;
 }
 
-bool JsonMachine::whitespace(uint8_t) {
+void JsonMachine::close() {
+  --depth_;
+  end_value();
+}
+
+void JsonMachine::open_string(bool key) {
+  mode_ = Mode::string, key_ = key, esc_ = Esc::none, utf8_left_ = 0;
+}
+
+bool JsonMachine::whitespace() {
   if (ws_ >= kMaxWhitespace) return false;
   ++ws_;
   return true;
@@ -55,7 +62,7 @@ bool JsonMachine::whitespace(uint8_t) {
 bool JsonMachine::begin_value(uint8_t b) {
   ws_ = 0;
   switch (b) {
-    case '"': mode_ = Mode::string, key_ = false, esc_ = Esc::none, utf8_left_ = 0; return true;
+    case '"': open_string(false); return true;
     case '{': mode_ = Mode::key_or_close; return push(false);
     case '[': mode_ = Mode::value_or_close; return push(true);
     case '-': mode_ = Mode::number, num_ = Num::minus; return true;
@@ -202,19 +209,18 @@ bool JsonMachine::step(uint8_t b) {
     mode_ = Mode::key_or_close;
     return push(false);
   }
-  if (is_ws(b)) return whitespace(b);
+  if (is_ws(b)) return whitespace();
   ws_ = 0;
   switch (mode_) {
     case Mode::key_or_close:
       if (b == '}') {
-        pop();
-        end_value();
+        close();
         return true;
       }
       [[fallthrough]];
     case Mode::key:
       if (b != '"') return false;
-      mode_ = Mode::string, key_ = true, esc_ = Esc::none, utf8_left_ = 0;
+      open_string(true);
       return true;
     case Mode::colon:
       if (b != ':') return false;
@@ -222,8 +228,7 @@ bool JsonMachine::step(uint8_t b) {
       return true;
     case Mode::value_or_close:
       if (b == ']') {
-        pop();
-        end_value();
+        close();
         return true;
       }
       return begin_value(b);
@@ -236,8 +241,7 @@ bool JsonMachine::step(uint8_t b) {
         return true;
       }
       if (b != (array ? ']' : '}')) return false;
-      pop();
-      end_value();
+      close();
       return true;
     }
     default:
@@ -258,8 +262,8 @@ void JsonTokenTable::Walk::build(const std::vector<std::string>& bytes, std::vec
   }
 }
 
-JsonTokenTable::JsonTokenTable(const std::vector<std::string>& bytes, std::vector<uint32_t> stop_ids)
-    : bytes_(bytes), stop_ids_(std::move(stop_ids)) {
+JsonTokenTable::JsonTokenTable(std::vector<std::string> bytes, std::vector<uint32_t> stop_ids)
+    : bytes_(std::move(bytes)), stop_ids_(std::move(stop_ids)) {
   JsonMachine in_string;
   in_string.feed(std::string_view("{\""));
   std::vector<uint32_t> all, not_plain;
@@ -302,7 +306,7 @@ void JsonTokenTable::walk(const Walk& w, const JsonMachine& machine, std::vector
     size_t d = std::min<size_t>(w.lcp[i], valid);
     for (; d < tok.size(); ++d) {
       JsonMachine m = states[d];
-      if (!m.feed(static_cast<uint8_t>(tok[d]))) {
+      if (!m.step(static_cast<uint8_t>(tok[d]))) {  // on the copy: dropped when refused
         refused = d;
         break;
       }

@@ -51,11 +51,13 @@ class JsonMachine {
 
   bool step(uint8_t byte);  // feed() on a copy: may leave the machine half changed when it refuses
   bool begin_value(uint8_t byte);
+  friend class JsonTokenTable;  // walks with step() on copies it drops when refused
   bool push(bool array);
-  void pop();
   bool top_is_array() const { return (stack_[(depth_ - 1) / 64] >> ((depth_ - 1) % 64)) & 1; }
   void end_value();  // a value ended: after_value, or done at the top
-  bool whitespace(uint8_t byte);  // a whitespace byte between tokens: false past kMaxWhitespace in a row
+  void close();      // the innermost container closed: it was a value
+  void open_string(bool key);
+  bool whitespace();  // a whitespace byte between tokens: false past kMaxWhitespace in a row
   bool string_byte(uint8_t byte);
   bool number_byte(uint8_t byte);  // false: the byte does not continue the number (the caller decides)
 
@@ -83,7 +85,7 @@ class JsonTokenTable {
   // `bytes[id]`: what token id adds to the text ("" for tokens that add none or that must not appear, e.g.
   // control tokens: never allowed). `stop_ids`: end-of-turn tokens, allowed exactly when the machine is
   // complete (never as text, whatever their bytes).
-  JsonTokenTable(const std::vector<std::string>& bytes, std::vector<uint32_t> stop_ids);
+  JsonTokenTable(std::vector<std::string> bytes, std::vector<uint32_t> stop_ids);
 
   uint32_t vocab_size() const { return static_cast<uint32_t>(bytes_.size()); }
   const std::string& bytes(uint32_t id) const { return bytes_[id]; }

@@ -13,7 +13,7 @@ uint32_t argmax(std::span<const float> logits) {
   return best;
 }
 
-void Sampler::apply_penalties(std::span<float> logits, std::span<const uint32_t> generated) const {
+void Sampler::adjust_logits(std::span<float> logits, std::span<const uint32_t> generated) const {
   for (const auto& [token, bias] : params_.logit_bias)
     if (token < logits.size()) logits[token] += bias;
   if (params_.presence_penalty == 0.0f && params_.frequency_penalty == 0.0f) return;
@@ -27,7 +27,7 @@ void Sampler::apply_penalties(std::span<float> logits, std::span<const uint32_t>
 
 std::vector<std::pair<uint32_t, float>> Sampler::distribution(std::span<float> logits,
                                                               std::span<const uint32_t> generated) {
-  apply_penalties(logits, generated);
+  adjust_logits(logits, generated);
   std::vector<std::pair<uint32_t, float>> cand;
   if (greedy()) {
     cand.emplace_back(argmax(logits), 1.0f);

@@ -45,7 +45,8 @@ class Sampler {
   bool greedy() const { return params_.temperature <= 0.0f; }
 
  private:
-  void apply_penalties(std::span<float> logits, std::span<const uint32_t> generated) const;
+  // logit_bias, then the presence and frequency penalties, in place.
+  void adjust_logits(std::span<float> logits, std::span<const uint32_t> generated) const;
   SamplingParams params_;
   std::mt19937_64 rng_;
 };

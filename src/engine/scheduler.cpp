@@ -349,21 +349,16 @@ void Scheduler::decide(Sequence& s, std::span<const float> rows, uint32_t n_rows
     if (s.json) {
       // JSON mode: the tokens that do not continue the text are out of the draw.
       s.req.json_object->allowed(*s.json, d.allowed);
-      bool any = false;
-      for (uint64_t t = 0; t < V; ++t) {
-        if (d.allowed[t]) any = true;
-        else d.row[t] = -INFINITY;
-      }
-      if (!any) {
+      if (std::find(d.allowed.begin(), d.allowed.end(), 1) == d.allowed.end()) {
         d.error = "JSON mode: no token of the vocabulary continues the JSON text";
         return;
       }
-      const uint32_t token = s.sampler.sample(d.row, s.generated);
-      s.json->feed(s.req.json_object->bytes(token));
-      pick(0, token);
-      return;
+      for (uint64_t t = 0; t < V; ++t)
+        if (!d.allowed[t]) d.row[t] = -INFINITY;
     }
-    pick(0, s.sampler.sample(d.row, s.generated));
+    const uint32_t token = s.sampler.sample(d.row, s.generated);
+    if (s.json) s.json->feed(s.req.json_object->bytes(token));
+    pick(0, token);
     return;
   }
   // A verify block: each draft against the target's row, the penalties seeing the drafts accepted before it.

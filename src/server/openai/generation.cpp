@@ -104,7 +104,7 @@ asio::awaitable<void> Service::run_job(Job& job, http::Response& res) {
         bytes[id] = std::string(tokenizer_->token_bytes(static_cast<text::TokenId>(id)));
     for (const auto& added : tokenizer_->added_tokens())
       if (added.id >= 0 && static_cast<uint32_t>(added.id) < vocab) bytes[added.id].clear();
-    json_table_ = std::make_shared<const engine::JsonTokenTable>(bytes, stop_ids_);
+    json_table_ = std::make_shared<const engine::JsonTokenTable>(std::move(bytes), stop_ids_);
   }
 
   // One sequence per choice.
